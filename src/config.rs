@@ -1,0 +1,465 @@
+//! Configuration: a strict raw TOML structure, validated into a typed [`Config`].
+//!
+//! Unknown keys are refused by name (`deny_unknown_fields`); every path and duration is checked
+//! here, before any client or socket sees it. `VAULT_ADDR`, `VAULT_CACERT` and `VAULT_NAMESPACE`
+//! override the file, as they do for the Vault CLI.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::volume::{Defaults, OptionError};
+
+/// Where the configuration is read from when neither `--config` nor `VAULT_SECRETS_CONFIG` says.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vault-secrets/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("configuration [defaults]: {0}")]
+    Defaults(#[source] OptionError),
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), message: message.into() }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    plugin: RawPlugin,
+    #[serde(default)]
+    vault: RawVault,
+    #[serde(default)]
+    defaults: HashMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+    admin_socket: Option<PathBuf>,
+    metrics_listen: Option<String>,
+    templates_dir: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    address: Option<String>,
+    ca_cert: Option<PathBuf>,
+    namespace: Option<String>,
+    timeout: Option<String>,
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    method: Option<String>,
+    role_id_file: Option<PathBuf>,
+    secret_id_file: Option<PathBuf>,
+    secret_id_wrapped: Option<bool>,
+    token_file: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub plugin: PluginConfig,
+    pub vault: VaultConfig,
+    pub defaults: Defaults,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// The Docker plugin socket; its file stem is the driver name.
+    pub socket: PathBuf,
+    /// Volume definitions (never a secret or a token).
+    pub state_dir: PathBuf,
+    /// Per-mount tmpfs mounts and the private tmpfs live below it.
+    pub runtime_dir: PathBuf,
+    pub admin_socket: PathBuf,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub templates_dir: PathBuf,
+    pub audit_log: Option<PathBuf>,
+}
+
+impl PluginConfig {
+    /// The driver name Docker knows this plugin by: the socket file's stem.
+    pub fn driver_name(&self) -> String {
+        self.socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// Base URL, validated: `http` or `https`, a host, no path beyond `/`.
+    pub address: reqwest::Url,
+    pub ca_cert: Option<PathBuf>,
+    pub namespace: Option<String>,
+    pub timeout: Duration,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    Token { token_file: PathBuf },
+    AppRole { role_id_file: PathBuf, secret_id_file: PathBuf, secret_id_wrapped: bool },
+}
+
+/// The environment variables that override the file; passed in so tests need not touch the
+/// process environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub vault_addr: Option<String>,
+    pub vault_cacert: Option<String>,
+    pub vault_namespace: Option<String>,
+}
+
+impl Overrides {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Overrides {
+            vault_addr: var("VAULT_ADDR"),
+            vault_cacert: var("VAULT_CACERT"),
+            vault_namespace: var("VAULT_NAMESPACE"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, overrides).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => {
+                ConfigError::Parse { path: path.to_owned(), message }
+            }
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.message().to_owned() + &span_hint(text, e.span()),
+        })?;
+        Ok(Config {
+            plugin: validate_plugin(raw.plugin)?,
+            vault: validate_vault(raw.vault, overrides)?,
+            defaults: validate_defaults(&raw.defaults)?,
+        })
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+fn absolute(key: &str, value: Option<PathBuf>, default: &str) -> Result<PathBuf, ConfigError> {
+    let path = value.unwrap_or_else(|| PathBuf::from(default));
+    if !path.is_absolute() {
+        return Err(invalid(key, format!("`{}` is not an absolute path", path.display())));
+    }
+    if path.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(invalid(key, format!("`{}` contains `..`", path.display())));
+    }
+    Ok(path)
+}
+
+fn validate_plugin(raw: RawPlugin) -> Result<PluginConfig, ConfigError> {
+    let socket = absolute("plugin.socket", raw.socket, "/run/docker/plugins/vault-secrets.sock")?;
+    let stem_ok = socket
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".sock"))
+        .is_some_and(crate::volume::valid_volume_name);
+    if !stem_ok {
+        return Err(invalid(
+            "plugin.socket",
+            "the file name must be NAME.sock, NAME being the driver name (letters, digits, `_`, `.`, `-`)",
+        ));
+    }
+    let runtime_dir = absolute("plugin.runtime_dir", raw.runtime_dir, "/run/vault-secrets")?;
+    let admin_socket = match raw.admin_socket {
+        Some(p) => absolute("plugin.admin_socket", Some(p), "")?,
+        None => runtime_dir.join("admin.sock"),
+    };
+    let metrics_listen = raw
+        .metrics_listen
+        .map(|s| {
+            s.parse().map_err(|_| {
+                invalid(
+                    "plugin.metrics_listen",
+                    format!("`{s}` is not an IP address and port such as 127.0.0.1:9479"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(PluginConfig {
+        socket,
+        state_dir: absolute("plugin.state_dir", raw.state_dir, "/var/lib/vault-secrets")?,
+        runtime_dir,
+        admin_socket,
+        metrics_listen,
+        templates_dir: absolute(
+            "plugin.templates_dir",
+            raw.templates_dir,
+            "/etc/vault-secrets/templates",
+        )?,
+        audit_log: raw.audit_log.map(|p| absolute("plugin.audit_log", Some(p), "")).transpose()?,
+    })
+}
+
+/// Checks a Vault address: `http(s)://host[:port]`, nothing after the authority.
+pub fn parse_vault_address(key: &str, s: &str) -> Result<reqwest::Url, ConfigError> {
+    let url = reqwest::Url::parse(s.trim_end_matches('/')).map_err(|e| {
+        invalid(key, format!("`{s}` is not a URL ({e}); expected http(s)://host:port"))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(key, format!("`{s}`: the scheme must be http or https")));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(key, format!("`{s}` has no host")));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            key,
+            format!("`{s}` must not have a path, query or fragment; the plugin adds /v1/…"),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(key, "credentials do not belong in the address"));
+    }
+    Ok(url)
+}
+
+fn validate_vault(raw: RawVault, overrides: &Overrides) -> Result<VaultConfig, ConfigError> {
+    let (key, address) = match &overrides.vault_addr {
+        Some(a) => ("VAULT_ADDR", a.clone()),
+        None => {
+            ("vault.address", raw.address.unwrap_or_else(|| "http://127.0.0.1:8200".to_owned()))
+        }
+    };
+    let address = parse_vault_address(key, &address)?;
+    let ca_cert = match &overrides.vault_cacert {
+        Some(p) => Some(absolute("VAULT_CACERT", Some(PathBuf::from(p)), "")?),
+        None => raw.ca_cert.map(|p| absolute("vault.ca_cert", Some(p), "")).transpose()?,
+    };
+    let namespace = overrides.vault_namespace.clone().or(raw.namespace).filter(|n| !n.is_empty());
+    if let Some(ns) = &namespace {
+        if ns.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid(
+                "vault.namespace",
+                "must not contain spaces or control characters",
+            ));
+        }
+    }
+    let timeout = match raw.timeout {
+        Some(t) => parse_duration("vault.timeout", &t)?,
+        None => Duration::from_secs(10),
+    };
+    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
+        return Err(invalid("vault.timeout", "must be between 100ms and 5m"));
+    }
+    Ok(VaultConfig { address, ca_cert, namespace, timeout, auth: validate_auth(raw.auth)? })
+}
+
+fn validate_auth(raw: RawAuth) -> Result<AuthConfig, ConfigError> {
+    match raw.method.as_deref().unwrap_or("approle") {
+        "token" => {
+            if raw.role_id_file.is_some()
+                || raw.secret_id_file.is_some()
+                || raw.secret_id_wrapped.is_some()
+            {
+                return Err(invalid(
+                    "vault.auth.method",
+                    "method \"token\" takes only token_file; role_id_file, secret_id_file and secret_id_wrapped belong to \"approle\"",
+                ));
+            }
+            Ok(AuthConfig::Token {
+                token_file: absolute(
+                    "vault.auth.token_file",
+                    raw.token_file,
+                    "/etc/vault-secrets/token",
+                )?,
+            })
+        }
+        "approle" => {
+            if raw.token_file.is_some() {
+                return Err(invalid(
+                    "vault.auth.token_file",
+                    "belongs to method \"token\"; method \"approle\" takes role_id_file and secret_id_file",
+                ));
+            }
+            Ok(AuthConfig::AppRole {
+                role_id_file: absolute(
+                    "vault.auth.role_id_file",
+                    raw.role_id_file,
+                    "/etc/vault-secrets/role-id",
+                )?,
+                secret_id_file: absolute(
+                    "vault.auth.secret_id_file",
+                    raw.secret_id_file,
+                    "/etc/vault-secrets/secret-id",
+                )?,
+                secret_id_wrapped: raw.secret_id_wrapped.unwrap_or(true),
+            })
+        }
+        other => Err(invalid(
+            "vault.auth.method",
+            format!("`{other}` is not a method; accepted: \"approle\", \"token\""),
+        )),
+    }
+}
+
+/// Parses a duration such as `90s`, `5m`, `1h30m` or `0`.
+pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s.trim())
+        .map_err(|_| invalid(key, format!("`{s}` is not a duration; examples: 30s, 5m, 1h")))
+}
+
+fn validate_defaults(raw: &HashMap<String, toml::Value>) -> Result<Defaults, ConfigError> {
+    let mut defaults = Defaults::default();
+    for (key, value) in raw {
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            other => {
+                return Err(invalid(
+                    &format!("defaults.{key}"),
+                    format!("expected a string or an integer, found {}", other.type_str()),
+                ))
+            }
+        };
+        defaults.set(key, &text).map_err(ConfigError::Defaults)?;
+    }
+    Ok(defaults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &Overrides::default())
+    }
+
+    #[test]
+    fn empty_file_takes_every_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.plugin.socket, Path::new("/run/docker/plugins/vault-secrets.sock"));
+        assert_eq!(c.plugin.driver_name(), "vault-secrets");
+        assert_eq!(c.plugin.admin_socket, Path::new("/run/vault-secrets/admin.sock"));
+        assert_eq!(c.vault.address.as_str(), "http://127.0.0.1:8200/");
+        assert_eq!(c.vault.timeout, Duration::from_secs(10));
+        assert!(matches!(c.vault.auth, AuthConfig::AppRole { secret_id_wrapped: true, .. }));
+        assert_eq!(c.defaults.mode, 0o400);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[plugin]\nsokcet = \"/x.sock\"\n").unwrap_err().to_string();
+        assert!(err.contains("sokcet"), "{err}");
+        let err =
+            parse("[vault.auth]\nmethod = \"token\"\ntoken = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("token"), "{err}");
+        let err = parse("[defaults]\ncolour = \"red\"\n").unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn paths_must_be_absolute() {
+        let err = parse("[plugin]\nstate_dir = \"var/lib\"\n").unwrap_err().to_string();
+        assert!(err.contains("plugin.state_dir") && err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn socket_stem_is_the_driver_name() {
+        let c = parse("[plugin]\nsocket = \"/run/docker/plugins/secrets-b.sock\"\n").unwrap();
+        assert_eq!(c.plugin.driver_name(), "secrets-b");
+        assert!(parse("[plugin]\nsocket = \"/run/x/plugin\"\n").is_err());
+    }
+
+    #[test]
+    fn vault_address_is_checked_and_env_overrides() {
+        assert!(parse("[vault]\naddress = \"127.0.0.1:8200\"\n").is_err());
+        assert!(parse("[vault]\naddress = \"ftp://vault\"\n").is_err());
+        assert!(parse("[vault]\naddress = \"http://vault:8200/v1\"\n").is_err());
+        let o = Overrides {
+            vault_addr: Some("https://vault.internal:8200".into()),
+            vault_namespace: Some("team-a".into()),
+            ..Default::default()
+        };
+        let c = Config::parse("[vault]\naddress = \"http://x:1\"\n", &o).unwrap();
+        assert_eq!(c.vault.address.as_str(), "https://vault.internal:8200/");
+        assert_eq!(c.vault.namespace.as_deref(), Some("team-a"));
+        let bad = Overrides { vault_addr: Some("nonsense".into()), ..Default::default() };
+        let err = Config::parse("", &bad).unwrap_err().to_string();
+        assert!(err.contains("VAULT_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_defaults_are_validated() {
+        let err = parse("[vault]\ntimeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("vault.timeout"), "{err}");
+        let c = parse("[defaults]\nuid = 1000\nmode = \"0440\"\nsize = \"64k\"\nttl = \"30m\"\n")
+            .unwrap();
+        assert_eq!(c.defaults.uid, 1000);
+        assert_eq!(c.defaults.mode, 0o440);
+        assert_eq!(c.defaults.size, 64 * 1024);
+        assert_eq!(c.defaults.ttl, Duration::from_secs(1800));
+        let err = parse("[defaults]\nmode = \"999\"\n").unwrap_err().to_string();
+        assert!(err.contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn auth_methods_take_their_own_keys() {
+        let c = parse("[vault.auth]\nmethod = \"token\"\ntoken_file = \"/etc/t\"\n").unwrap();
+        assert_eq!(c.vault.auth, AuthConfig::Token { token_file: "/etc/t".into() });
+        let err = parse("[vault.auth]\nmethod = \"token\"\nrole_id_file = \"/r\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("approle"), "{err}");
+        let err = parse("[vault.auth]\nmethod = \"ldap\"\n").unwrap_err().to_string();
+        assert!(err.contains("ldap") && err.contains("approle"), "{err}");
+    }
+
+    #[test]
+    fn example_configurations_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["config.toml", "minimal.toml"] {
+            let path = dir.join(name);
+            Config::load(&path, &Overrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}

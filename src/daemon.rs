@@ -1,0 +1,251 @@
+//! Start-up and shutdown: the directories and the private tmpfs, the identity, the driver
+//! restored from state, the plugin socket, the background tasks; and the `check` command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::Method;
+use tokio::net::UnixListener;
+
+use crate::config::{AuthConfig, Config};
+use crate::driver::Driver;
+use crate::state::{create_private_dir, DirStore, Store};
+use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
+use crate::vault::identity::{lookup_self, Identity, IdentitySlot};
+use crate::vault::{HttpVault, Token};
+
+/// The size of the private tmpfs that holds tokens (a few hundred bytes per mount).
+const PRIVATE_SIZE: u64 = 16 * 1024 * 1024;
+
+pub type RealDriver = Driver<HttpVault, LinuxMounter, DirStore>;
+
+/// Paths below `runtime_dir`.
+pub struct RuntimeDirs {
+    pub mounts: PathBuf,
+    pub private: PathBuf,
+}
+
+impl RuntimeDirs {
+    pub fn of(config: &Config) -> RuntimeDirs {
+        RuntimeDirs {
+            mounts: config.plugin.runtime_dir.join("mounts"),
+            private: config.plugin.runtime_dir.join("private"),
+        }
+    }
+}
+
+/// Creates the runtime directories and mounts the private tmpfs (unless a previous run left
+/// it mounted, with the tokens of the mounts it served).
+fn prepare_runtime(config: &Config, mounter: &LinuxMounter) -> anyhow::Result<RuntimeDirs> {
+    let dirs = RuntimeDirs::of(config);
+    create_private_dir(&config.plugin.runtime_dir)?;
+    create_private_dir(&dirs.mounts)?;
+    create_private_dir(&config.plugin.state_dir)?;
+    if !mounter.is_mounted(&dirs.private) {
+        create_private_dir(&dirs.private)?;
+        let options = TmpfsOptions { size: PRIVATE_SIZE, mode: 0o700, uid: 0, gid: 0 };
+        mounter.mount_tmpfs(&dirs.private, &options).context("the private tmpfs for tokens")?;
+    }
+    Ok(dirs)
+}
+
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e)
+                .with_context(|| format!("cannot remove the old socket {}", path.display()))
+        }
+        _ => {}
+    }
+    // Created with no access for anyone but the owner, before the first connection can come.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let listener = UnixListener::bind(path);
+    rustix::process::umask(old);
+    listener.with_context(|| format!("cannot listen on {}", path.display()))
+}
+
+/// Logs in, retrying with backoff while Vault is out of reach; the driver serves Get, List and
+/// Path meanwhile, and Mount says why it cannot proceed.
+async fn establish_identity(
+    vault: HttpVault,
+    config: Config,
+    store: Arc<DirStore>,
+    slot: Arc<IdentitySlot>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match Identity::login(&vault, &config.vault.auth, &*store).await {
+            Ok(identity) => {
+                let identity = Arc::new(identity);
+                slot.set(Ok(identity.clone()));
+                tracing::info!("logged in to vault");
+                identity.keep_alive(vault, store, shutdown).await;
+                return;
+            }
+            Err(e) => {
+                let reason = crate::docker::error::chain(&e);
+                tracing::error!(error = %reason, retry_in = ?backoff, "cannot log in to vault");
+                slot.set(Err(reason));
+            }
+        }
+        let mut shutdown = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + Duration::from_millis(fastrand::u64(0..500))) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// `serve`: runs until SIGTERM or SIGINT. Mounts are kept across a restart: running
+/// containers keep their files, and a restarted plugin still revokes at Unmount.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let mounter = LinuxMounter::default();
+    let dirs = prepare_runtime(&config, &mounter)?;
+    let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
+    let vault = HttpVault::new(&config.vault)?;
+    let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
+    let driver = Arc::new(Driver::new(
+        Arc::new(vault.clone()),
+        mounter,
+        store.clone(),
+        slot.clone(),
+        config.defaults.clone(),
+        dirs.mounts.clone(),
+    ));
+    driver.restore().await;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(establish_identity(vault, config.clone(), store, slot, shutdown_rx.clone()));
+    tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
+
+    let listener = bind_socket(&config.plugin.socket)?;
+    tracing::info!(
+        socket = %config.plugin.socket.display(),
+        driver = %config.plugin.driver_name(),
+        vault = %config.vault.address,
+        "serving"
+    );
+    let app = crate::docker::router(driver.clone());
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let _ = shutdown_tx.send(true);
+    tasks.shutdown().await;
+    let _ = std::fs::remove_file(&config.plugin.socket);
+    tracing::info!("stopped; active mounts are kept for the next start");
+    result.context("the plugin socket failed")
+}
+
+async fn retry_revocations(
+    driver: Arc<RealDriver>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.changed() => return,
+        }
+        driver.retry_revocations().await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// `check`: the configuration is valid (already, to get here), Vault answers, the identity
+/// works. Consumes nothing: a wrapped secret_id is looked up, not unwrapped.
+pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
+    let mut report =
+        vec![format!("configuration is valid; driver name {}", config.plugin.driver_name())];
+    let vault = HttpVault::new(&config.vault)?;
+    let health =
+        vault.call(Method::GET, "sys/health?standbyok=true&perfstandbyok=true", None, None).await;
+    match health {
+        Ok(_) => {
+            report.push(format!("vault at {} answers, unsealed and active", config.vault.address))
+        }
+        Err(e) => bail!("vault health: {}", crate::docker::error::chain(&e)),
+    }
+    let private = RuntimeDirs::of(config).private;
+    let saved = DirStore::open(&config.plugin.state_dir, &private)
+        .ok()
+        .filter(|_| LinuxMounter::default().is_mounted(&private))
+        .and_then(|s| s.load_identity());
+    if let Some(saved) = saved {
+        lookup_self(&vault, &saved.token)
+            .await
+            .context("the token of the running plugin is no longer valid")?;
+        report.push("the running plugin's token is valid".into());
+        return Ok(report);
+    }
+    match &config.vault.auth {
+        AuthConfig::Token { token_file } => {
+            let token = read_token(token_file)?;
+            let (ttl, _) = lookup_self(&vault, &token)
+                .await
+                .with_context(|| format!("the token in {}", token_file.display()))?;
+            report.push(format!(
+                "the token in {} is valid (ttl {})",
+                token_file.display(),
+                describe_ttl(ttl)
+            ));
+        }
+        AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
+            read_token(role_id_file)?;
+            let secret = read_token(secret_id_file)?;
+            if *secret_id_wrapped {
+                let body = serde_json::json!({ "token": secret.expose() });
+                vault
+                    .call(Method::POST, "sys/wrapping/lookup", None, Some(&body))
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "the wrapping token in {} is used, expired or unknown",
+                            secret_id_file.display()
+                        )
+                    })?;
+                report.push(format!(
+                    "the wrapping token in {} is valid and unused",
+                    secret_id_file.display()
+                ));
+            } else {
+                report.push(
+                    "role_id and secret_id files are readable; the login is tried at serve".into(),
+                );
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn read_token(path: &Path) -> anyhow::Result<Token> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+    );
+    if text.trim().is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    Ok(Token::new(text.trim().to_owned()))
+}
+
+fn describe_ttl(ttl: Duration) -> String {
+    if ttl.is_zero() {
+        "none: it does not expire".into()
+    } else {
+        humantime::format_duration(ttl).to_string()
+    }
+}

@@ -1,0 +1,59 @@
+//! The one place errors become wire replies: `{"Err": "…"}` with a status code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::types::ErrResponse;
+use crate::driver::DriverError;
+
+/// An error as Docker receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+/// The error and its causes, joined with `: ` (what `{:#}` prints for anyhow).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<DriverError> for ApiError {
+    fn from(e: DriverError) -> Self {
+        let status = match &e {
+            DriverError::InvalidName { .. }
+            | DriverError::InvalidMountId { .. }
+            | DriverError::Options { .. }
+            | DriverError::Render { .. } => StatusCode::BAD_REQUEST,
+            DriverError::NoSuchVolume { .. } => StatusCode::NOT_FOUND,
+            DriverError::Exists { .. } | DriverError::InUse { .. } => StatusCode::CONFLICT,
+            DriverError::ChildToken { .. }
+            | DriverError::Read { .. }
+            | DriverError::NoIdentity { .. } => StatusCode::BAD_GATEWAY,
+            DriverError::Mount { .. }
+            | DriverError::Write { .. }
+            | DriverError::Directory { .. }
+            | DriverError::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, message: chain(&e) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(ErrResponse { err: self.message })).into_response()
+    }
+}

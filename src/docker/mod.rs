@@ -1,0 +1,210 @@
+//! The Docker volume plugin protocol: `POST /Plugin.Activate` and the eight `/VolumeDriver.*`
+//! endpoints on a Unix socket, each a one-line handler over a [`Backend`].
+//!
+//! Docker sends no Content-Type and an empty body to Activate, so bodies are read as bytes and
+//! parsed here ([`parse`]); bodies are bounded; every reply, errors and unknown paths included,
+//! is JSON.
+
+pub mod error;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+pub use error::ApiError;
+use types::*;
+
+use crate::driver::{Driver, DriverError, VolumeInfo};
+use crate::state::Store;
+use crate::tmpfs::Mounter;
+use crate::vault::Vault;
+
+/// The largest request body accepted: a Create with its options is well below it.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The operations behind the protocol. [`Driver`] is the real one.
+pub trait Backend: Send + Sync + 'static {
+    fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError>;
+    fn remove(&self, name: &str) -> Result<(), DriverError>;
+    fn mount(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<PathBuf, DriverError>> + Send;
+    fn unmount(&self, name: &str, id: &str)
+        -> impl Future<Output = Result<(), DriverError>> + Send;
+    fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError>;
+    fn get(&self, name: &str) -> Result<VolumeInfo, DriverError>;
+    fn list(&self) -> Vec<VolumeInfo>;
+}
+
+impl<V: Vault, M: Mounter, S: Store> Backend for Driver<V, M, S> {
+    fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
+        Driver::create(self, name, opts)
+    }
+    fn remove(&self, name: &str) -> Result<(), DriverError> {
+        Driver::remove(self, name)
+    }
+    async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, DriverError> {
+        Driver::mount(self, name, id).await
+    }
+    async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
+        Driver::unmount(self, name, id).await
+    }
+    fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError> {
+        Driver::path(self, name)
+    }
+    fn get(&self, name: &str) -> Result<VolumeInfo, DriverError> {
+        Driver::get(self, name)
+    }
+    fn list(&self) -> Vec<VolumeInfo> {
+        Driver::list(self)
+    }
+}
+
+/// The plugin's HTTP routes.
+pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    Router::new()
+        .route("/Plugin.Activate", any(activate))
+        .route("/VolumeDriver.Capabilities", any(capabilities))
+        .route("/VolumeDriver.Create", any(create::<B>))
+        .route("/VolumeDriver.Remove", any(remove::<B>))
+        .route("/VolumeDriver.Mount", any(mount::<B>))
+        .route("/VolumeDriver.Unmount", any(unmount::<B>))
+        .route("/VolumeDriver.Path", any(path::<B>))
+        .route("/VolumeDriver.Get", any(get::<B>))
+        .route("/VolumeDriver.List", any(list::<B>))
+        .fallback(unknown)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(backend)
+}
+
+type Reply = Result<Response, ApiError>;
+
+/// Parses a request body; an empty body reads as `{}`.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not what the plugin protocol sends: {e}"
+        ))
+    })
+}
+
+/// The body, or a JSON error when it is over [`MAX_BODY`].
+fn body(bytes: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Bytes, ApiError> {
+    bytes.map_err(|e| ApiError {
+        status: e.status(),
+        message: format!("the request body cannot be read: {e} (at most {MAX_BODY} bytes)"),
+    })
+}
+
+fn ok() -> Response {
+    Json(ErrResponse { err: String::new() }).into_response()
+}
+
+fn display(path: Option<&Path>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+fn wire(info: VolumeInfo, with_status: bool) -> WireVolume {
+    WireVolume {
+        name: info.name,
+        mountpoint: display(info.mountpoint.as_deref()),
+        created_at: info.created_at,
+        status: with_status.then_some(info.status),
+    }
+}
+
+// Every handler reads the body, even when it has no use for it: a connection whose request body
+// is left unread is closed by hyper, and a client still sending it would see a broken pipe.
+
+async fn activate(_: Bytes) -> Response {
+    Json(ActivateResponse { implements: vec!["VolumeDriver"] }).into_response()
+}
+
+async fn capabilities(_: Bytes) -> Response {
+    Json(CapabilitiesResponse { capabilities: Capabilities { scope: "local" } }).into_response()
+}
+
+async fn create<B: Backend>(
+    State(b): State<Arc<B>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let req: CreateRequest = parse(&body(bytes)?)?;
+    b.create(&req.name, req.opts.unwrap_or_default())?;
+    Ok(ok())
+}
+
+async fn remove<B: Backend>(
+    State(b): State<Arc<B>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let req: NameRequest = parse(&body(bytes)?)?;
+    b.remove(&req.name)?;
+    Ok(ok())
+}
+
+async fn mount<B: Backend>(
+    State(b): State<Arc<B>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let req: MountRequest = parse(&body(bytes)?)?;
+    let path = b.mount(&req.name, &req.id).await?;
+    Ok(Json(MountpointResponse { mountpoint: display(Some(&path)), err: String::new() })
+        .into_response())
+}
+
+async fn unmount<B: Backend>(
+    State(b): State<Arc<B>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let req: MountRequest = parse(&body(bytes)?)?;
+    b.unmount(&req.name, &req.id).await?;
+    Ok(ok())
+}
+
+async fn path<B: Backend>(
+    State(b): State<Arc<B>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let req: NameRequest = parse(&body(bytes)?)?;
+    let path = b.path(&req.name)?;
+    Ok(Json(MountpointResponse { mountpoint: display(path.as_deref()), err: String::new() })
+        .into_response())
+}
+
+async fn get<B: Backend>(
+    State(b): State<Arc<B>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let req: NameRequest = parse(&body(bytes)?)?;
+    let volume = wire(b.get(&req.name)?, true);
+    Ok(Json(GetResponse { volume, err: String::new() }).into_response())
+}
+
+async fn list<B: Backend>(State(b): State<Arc<B>>, _: Bytes) -> Response {
+    let volumes = b.list().into_iter().map(|v| wire(v, false)).collect();
+    Json(ListResponse { volumes, err: String::new() }).into_response()
+}
+
+async fn unknown(uri: axum::http::Uri, _: Bytes) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("{} is not an endpoint of this volume plugin", uri.path()),
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

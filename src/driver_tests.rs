@@ -1,0 +1,281 @@
+//! Driver unit tests: a fake Vault that counts calls, the recording fake mounter, the memory
+//! store. What a user would see: paths, reference counts, revocations, errors, no leftovers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::state::MemoryStore;
+use crate::tmpfs::FakeMounter;
+use crate::vault::identity::Identity;
+use crate::vault::{IssuedToken, Secret};
+use crate::volume::Source;
+
+#[derive(Default)]
+struct FakeVault {
+    created: AtomicUsize,
+    revoked: Mutex<Vec<String>>,
+    reads: AtomicUsize,
+    secrets: Mutex<BTreeMap<String, Value>>,
+    unreachable_revoke: std::sync::atomic::AtomicBool,
+}
+
+impl Vault for FakeVault {
+    fn address(&self) -> &str {
+        "http://fake:8200"
+    }
+
+    async fn create_child_token(
+        &self,
+        parent: &Token,
+        request: &ChildTokenRequest,
+    ) -> Result<IssuedToken, VaultError> {
+        assert_eq!(parent.expose(), "plugin-token");
+        let n = self.created.fetch_add(1, Ordering::SeqCst);
+        Ok(IssuedToken {
+            token: Token::new(format!("child-{n}")),
+            accessor: format!("acc-{n}"),
+            ttl: request.ttl,
+            renewable: true,
+        })
+    }
+
+    async fn read(&self, _token: &Token, source: &Source) -> Result<Secret, VaultError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        match self.secrets.lock().unwrap().get(&source.path) {
+            Some(Value::Object(data)) => {
+                Ok(Secret { data: data.clone(), lease: None, kv_version: None })
+            }
+            Some(_) => Err(VaultError::Denied { path: source.path.clone() }),
+            None => Err(VaultError::NotFound { path: source.path.clone() }),
+        }
+    }
+
+    async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
+        if self.unreachable_revoke.load(Ordering::SeqCst) {
+            return Err(VaultError::Status {
+                path: "auth/token/revoke-self".into(),
+                status: 503,
+                message: "sealed".into(),
+            });
+        }
+        self.revoked.lock().unwrap().push(token.expose().to_owned());
+        Ok(())
+    }
+
+    async fn renew_self(
+        &self,
+        _: &Token,
+        increment: std::time::Duration,
+    ) -> Result<std::time::Duration, VaultError> {
+        Ok(increment)
+    }
+
+    async fn renew_lease(
+        &self,
+        _: &Token,
+        _: &str,
+        increment: std::time::Duration,
+    ) -> Result<std::time::Duration, VaultError> {
+        Ok(increment)
+    }
+
+    async fn revoke_lease(&self, _: &Token, _: &str) -> Result<(), VaultError> {
+        Ok(())
+    }
+}
+
+struct Fixture {
+    driver: Driver<FakeVault, FakeMounter, MemoryStore>,
+    vault: Arc<FakeVault>,
+    store: Arc<MemoryStore>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(FakeVault::default());
+    vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "pw", "user": "u"}));
+    vault.secrets.lock().unwrap().insert("kv/denied".into(), json!("denied"));
+    vault.secrets.lock().unwrap().insert("kv/badkey".into(), json!({"../escape": "x"}));
+    let store = Arc::new(MemoryStore::default());
+    let identity = Arc::new(IdentitySlot::new(Ok(Arc::new(Identity::fixed(Token::new(
+        "plugin-token".into(),
+    ))))));
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let mut defaults = Defaults::default();
+    defaults.set("uid", &uid).unwrap();
+    defaults.set("gid", &rustix::process::getgid().as_raw().to_string()).unwrap();
+    let driver = Driver::new(
+        vault.clone(),
+        FakeMounter::default(),
+        store.clone(),
+        identity,
+        defaults,
+        dir.path().join("mounts"),
+    );
+    Fixture { driver, vault, store, _dir: dir }
+}
+
+fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn mount_writes_files_and_unmount_revokes() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    let path = f.driver.mount("app", ID).await.unwrap();
+    assert!(path.ends_with(format!("mounts/app/{ID}")));
+    assert_eq!(std::fs::read_to_string(path.join("password")).unwrap(), "pw");
+    assert!(f.driver.mounter.is_mounted(&path));
+    assert_eq!(f.store.load_mounts().len(), 1);
+    assert_eq!(f.driver.get("app").unwrap().mountpoint.as_deref(), Some(path.as_path()));
+    f.driver.unmount("app", ID).await.unwrap();
+    assert!(!f.driver.mounter.is_mounted(&path));
+    assert!(!path.exists());
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0"]);
+    assert!(f.store.load_mounts().is_empty());
+    assert_eq!(f.driver.get("app").unwrap().mountpoint, None);
+}
+
+#[tokio::test]
+async fn same_id_twice_is_reference_counted() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    let a = f.driver.mount("app", ID).await.unwrap();
+    let b = f.driver.mount("app", ID).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(f.vault.created.load(Ordering::SeqCst), 1, "one token for one ID");
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 1, "one read for one ID");
+    f.driver.unmount("app", ID).await.unwrap();
+    assert!(f.driver.mounter.is_mounted(&a));
+    assert!(f.vault.revoked.lock().unwrap().is_empty());
+    f.driver.unmount("app", ID).await.unwrap();
+    assert!(!f.driver.mounter.is_mounted(&a));
+    f.driver.unmount("app", ID).await.unwrap(); // a repeated Unmount is harmless
+}
+
+#[tokio::test]
+async fn two_ids_get_two_tokens_and_two_tmpfs() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    let (a, b) = tokio::join!(f.driver.mount("app", "id-a"), f.driver.mount("app", "id-b"));
+    assert_ne!(a.unwrap(), b.unwrap());
+    assert_eq!(f.vault.created.load(Ordering::SeqCst), 2);
+    f.driver.unmount("app", "id-a").await.unwrap();
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1);
+    assert_eq!(f.driver.mounter.mounted.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn failures_leave_nothing_behind_and_say_why() {
+    let f = fixture();
+    f.driver.create("denied", opts(&[("path", "kv/denied")])).unwrap();
+    f.driver.create("missing", opts(&[("path", "kv/nothing")])).unwrap();
+    f.driver.create("badkey", opts(&[("path", "kv/badkey")])).unwrap();
+    for (name, needle) in [
+        ("denied", "permission denied on kv/denied"),
+        ("missing", "no secret at kv/nothing"),
+        ("badkey", "\"../escape\""),
+    ] {
+        let e = crate::docker::error::chain(&f.driver.mount(name, ID).await.unwrap_err());
+        assert!(e.contains(needle), "{e}");
+    }
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 3, "every token made was revoked");
+    assert!(f.driver.mounter.mounted.lock().unwrap().is_empty());
+    assert!(f.store.load_mounts().is_empty());
+    // a failed mount does not block Remove
+    f.driver.remove("denied").unwrap();
+
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.mounter.fail_mount.store(true, Ordering::SeqCst);
+    let e = crate::docker::error::chain(&f.driver.mount("app", ID).await.unwrap_err());
+    assert!(e.contains("cannot mount volume app"), "{e}");
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 4);
+    assert!(!f._dir.path().join("mounts/app").join(ID).exists());
+}
+
+#[tokio::test]
+async fn create_is_idempotent_validated_and_remove_refuses_while_mounted() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    let e = f.driver.create("app", opts(&[("path", "kv/other")])).unwrap_err();
+    assert!(matches!(e, DriverError::Exists { .. }));
+    let e = crate::docker::error::chain(
+        &f.driver.create("x", opts(&[("path", "kv/a"), ("bogus", "1")])).unwrap_err(),
+    );
+    assert!(e.contains("bogus"), "{e}");
+    assert!(matches!(
+        f.driver.create("../x", opts(&[("path", "kv/a")])),
+        Err(DriverError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        f.driver.mount("app", "../../etc").await,
+        Err(DriverError::InvalidMountId { .. })
+    ));
+    f.driver.mount("app", ID).await.unwrap();
+    assert!(matches!(f.driver.remove("app"), Err(DriverError::InUse { mounts: 1, .. })));
+    f.driver.unmount("app", ID).await.unwrap();
+    f.driver.remove("app").unwrap();
+    assert!(f.store.load_volumes().is_empty());
+    assert!(matches!(f.driver.get("app"), Err(DriverError::NoSuchVolume { .. })));
+}
+
+#[tokio::test]
+async fn failed_revocations_are_kept_and_retried() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    let path = f.driver.mount("app", ID).await.unwrap();
+    f.vault.unreachable_revoke.store(true, Ordering::SeqCst);
+    f.driver.unmount("app", ID).await.unwrap();
+    assert!(!f.driver.mounter.is_mounted(&path), "the tmpfs goes at once");
+    assert_eq!(f.store.load_mounts()[0].refs, 0, "the token is kept for a retry");
+    assert_eq!(f.driver.retry_revocations().await, 1);
+    f.vault.unreachable_revoke.store(false, Ordering::SeqCst);
+    assert_eq!(f.driver.retry_revocations().await, 0);
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0"]);
+    assert!(f.store.load_mounts().is_empty());
+}
+
+#[tokio::test]
+async fn restore_serves_live_mounts_and_revokes_gone_ones() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    let live = f.driver.mount("app", "live").await.unwrap();
+    f.driver.mount("app", "gone").await.unwrap();
+    // A new driver over the same store and mounts, as after a restart; one tmpfs vanished.
+    let mounter = FakeMounter::default();
+    mounter
+        .mounted
+        .lock()
+        .unwrap()
+        .push((live.clone(), f.driver.mounter.mounted.lock().unwrap()[0].1.clone()));
+    let identity = Arc::new(IdentitySlot::new(Err("not yet".into())));
+    let restarted = Driver::new(
+        f.vault.clone(),
+        mounter,
+        f.store.clone(),
+        identity,
+        Defaults::default(),
+        f._dir.path().join("mounts"),
+    );
+    restarted.restore().await;
+    assert_eq!(restarted.list().len(), 1);
+    assert_eq!(
+        *f.vault.revoked.lock().unwrap(),
+        vec!["child-1"],
+        "the vanished mount's token is revoked"
+    );
+    assert_eq!(restarted.get("app").unwrap().mountpoint.as_deref(), Some(live.as_path()));
+    restarted.unmount("app", "live").await.unwrap();
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
+    let e = crate::docker::error::chain(&restarted.mount("app", ID).await.unwrap_err());
+    assert!(e.contains("not logged in to vault: not yet"), "{e}");
+}

@@ -1,0 +1,341 @@
+//! Turning secrets into files: rendering a volume's sources as `files`, `json` or `env`
+//! ([`render`]), and writing them atomically, owned and moded as asked ([`write`]).
+//!
+//! A key that cannot be a single file name fails the render with an error naming it; nothing is
+//! ever written outside the directory given to [`write`]. Contents are zeroed when dropped.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use crate::vault::Secret;
+use crate::volume::{valid_file_name, Format, VolumeSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(
+        "key {key:?} of {path} cannot be a file name (empty, `.`, `..`, or containing `/` or NUL)"
+    )]
+    BadKey { key: String, path: String },
+    #[error("key {key:?} of {path} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*) for format=env")]
+    BadEnvKey { key: String, path: String },
+    #[error("field {field:?} is not in the secret at {path} (it has {count} keys)")]
+    FieldMissing { field: String, path: String, count: usize },
+    #[error("the files of the secrets exceed the volume's size of {size} bytes")]
+    TooLarge { size: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// One file to write: its path relative to the volume root and its contents.
+pub struct File {
+    pub path: PathBuf,
+    pub contents: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "File({}, {} bytes)", self.path.display(), self.contents.len())
+    }
+}
+
+/// Who owns the files, and their modes.
+#[derive(Debug, Clone, Copy)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub dir_mode: u32,
+}
+
+impl Ownership {
+    pub fn of(spec: &VolumeSpec) -> Ownership {
+        Ownership { uid: spec.uid, gid: spec.gid, mode: spec.mode, dir_mode: spec.dir_mode() }
+    }
+}
+
+/// Renders every source's secret into files; `secrets[i]` belongs to `spec.sources[i]`.
+pub fn render(spec: &VolumeSpec, secrets: &[Secret]) -> Result<Vec<File>, RenderError> {
+    let mut files = Vec::new();
+    for (source, secret) in spec.sources.iter().zip(secrets) {
+        let dir = source.dir.as_deref().map(PathBuf::from).unwrap_or_default();
+        let selected: Vec<(&String, &Value)> = match &spec.field {
+            Some(field) => {
+                let value = secret.data.get(field).ok_or_else(|| RenderError::FieldMissing {
+                    field: field.clone(),
+                    path: source.path.clone(),
+                    count: secret.data.len(),
+                })?;
+                vec![(field, value)]
+            }
+            None => secret.data.iter().collect(),
+        };
+        match spec.format {
+            Format::Files => {
+                for (key, value) in selected {
+                    let name = match spec.output_file() {
+                        Some(file) => file,
+                        None if valid_file_name(key) => key.as_str(),
+                        None => {
+                            return Err(RenderError::BadKey {
+                                key: key.clone(),
+                                path: source.path.clone(),
+                            })
+                        }
+                    };
+                    files.push(File { path: dir.join(name), contents: value_bytes(value) });
+                }
+            }
+            Format::Json => {
+                let object: Map<String, Value> =
+                    selected.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let mut value = Value::Object(object);
+                let contents = Zeroizing::new(serde_json::to_vec(&value).unwrap_or_default());
+                crate::vault::wipe(&mut value);
+                files.push(File {
+                    path: dir.join(spec.output_file().unwrap_or("secrets.json")),
+                    contents,
+                });
+            }
+            Format::Env => {
+                let mut text = Zeroizing::new(Vec::new());
+                for (key, value) in selected {
+                    if !valid_env_name(key) {
+                        return Err(RenderError::BadEnvKey {
+                            key: key.clone(),
+                            path: source.path.clone(),
+                        });
+                    }
+                    text.extend_from_slice(key.as_bytes());
+                    text.push(b'=');
+                    shell_quote(&value_bytes(value), &mut text);
+                    text.push(b'\n');
+                }
+                files.push(File {
+                    path: dir.join(spec.output_file().unwrap_or("secrets.env")),
+                    contents: text,
+                });
+            }
+        }
+    }
+    let total: u64 = files.iter().map(|f| f.contents.len() as u64 + 4096).sum();
+    if total > spec.size {
+        return Err(RenderError::TooLarge { size: spec.size });
+    }
+    Ok(files)
+}
+
+/// A string is written as is (no newline added); any other JSON value as JSON.
+fn value_bytes(value: &Value) -> Zeroizing<Vec<u8>> {
+    match value {
+        Value::String(s) => Zeroizing::new(s.as_bytes().to_vec()),
+        other => Zeroizing::new(serde_json::to_vec(other).unwrap_or_default()),
+    }
+}
+
+fn valid_env_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// POSIX single quoting: `'…'`, with `'` written as `'\''`.
+fn shell_quote(value: &[u8], out: &mut Vec<u8>) {
+    out.push(b'\'');
+    for &b in value {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+}
+
+/// Writes `files` below `root`, each atomically (temporary file, then rename), and removes
+/// files that an earlier write left and this one does not have. Sub-directories get `dir_mode`.
+pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<(), WriteError> {
+    let wrap = |path: &Path| {
+        let path = path.to_owned();
+        move |source| WriteError { path, source }
+    };
+    let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
+    for file in files {
+        if let Some(parent) = file.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let dir = root.join(parent);
+            if wanted.insert(parent.to_owned()) && !dir.is_dir() {
+                std::fs::create_dir(&dir).map_err(wrap(&dir))?;
+                std::os::unix::fs::chown(&dir, Some(owner.uid), Some(owner.gid))
+                    .map_err(wrap(&dir))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(owner.dir_mode))
+                    .map_err(wrap(&dir))?;
+            }
+        }
+        wanted.insert(file.path.clone());
+        write_one(root, file, owner)?;
+    }
+    remove_unwanted(root, Path::new(""), &wanted).map_err(wrap(root))
+}
+
+fn write_one(root: &Path, file: &File, owner: Ownership) -> Result<(), WriteError> {
+    let target = root.join(&file.path);
+    let name = file.path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = target.with_file_name(format!(".{name}.tmp"));
+    let err = |source| WriteError { path: target.clone(), source };
+    let _ = std::fs::remove_file(&temp);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(err)?;
+    out.write_all(&file.contents).map_err(err)?;
+    std::os::unix::fs::fchown(&out, Some(owner.uid), Some(owner.gid)).map_err(err)?;
+    out.set_permissions(std::fs::Permissions::from_mode(owner.mode)).map_err(err)?;
+    drop(out);
+    std::fs::rename(&temp, &target).map_err(err)
+}
+
+fn remove_unwanted(root: &Path, rel: &Path, wanted: &BTreeSet<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let path = rel.join(entry.file_name());
+        if wanted.contains(&path) {
+            if entry.file_type()?.is_dir() {
+                remove_unwanted(root, &path, wanted)?;
+            }
+        } else if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(root.join(&path))?;
+        } else {
+            std::fs::remove_file(root.join(&path))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Defaults;
+    use std::collections::BTreeMap;
+
+    fn spec(pairs: &[(&str, &str)]) -> VolumeSpec {
+        let opts: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        VolumeSpec::parse(&opts, &Defaults::default()).unwrap()
+    }
+
+    fn secret(json: &str) -> Secret {
+        let Value::Object(data) = serde_json::from_str(json).unwrap() else { panic!() };
+        Secret { data, lease: None, kv_version: None }
+    }
+
+    fn contents(files: &[File]) -> Vec<(String, String)> {
+        files
+            .iter()
+            .map(|f| {
+                (f.path.display().to_string(), String::from_utf8(f.contents.to_vec()).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_file_per_key_strings_as_is_other_values_as_json() {
+        let files = render(
+            &spec(&[("path", "kv/a")]),
+            &[secret(r#"{"password":"p@ss\n","port":5432,"tags":["a"]}"#)],
+        )
+        .unwrap();
+        assert_eq!(
+            contents(&files),
+            vec![
+                ("password".into(), "p@ss\n".into()),
+                ("port".into(), "5432".into()),
+                ("tags".into(), "[\"a\"]".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_that_are_not_file_names_are_refused_by_name() {
+        for key in ["", ".", "..", "../../etc/passwd", "a/b", "nul\u{0}"] {
+            let json = serde_json::json!({ key: "x" }).to_string();
+            let e = render(&spec(&[("path", "kv/a")]), &[secret(&json)]).unwrap_err();
+            assert!(matches!(&e, RenderError::BadKey { key: k, .. } if k == key), "{e}");
+            assert!(e.to_string().contains("kv/a"));
+        }
+    }
+
+    #[test]
+    fn field_file_json_env_and_named_sources() {
+        let s = r#"{"user":"u","password":"it's"}"#;
+        let files =
+            render(&spec(&[("path", "kv/a"), ("field", "password"), ("file", "pw")]), &[secret(s)])
+                .unwrap();
+        assert_eq!(contents(&files), vec![("pw".into(), "it's".into())]);
+        let e = render(&spec(&[("path", "kv/a"), ("field", "nope")]), &[secret(s)]).unwrap_err();
+        assert!(e.to_string().contains("nope") && e.to_string().contains("kv/a"), "{e}");
+        let files = render(&spec(&[("path", "kv/a"), ("format", "env")]), &[secret(s)]).unwrap();
+        assert_eq!(
+            contents(&files),
+            vec![("secrets.env".into(), "password='it'\\''s'\nuser='u'\n".into())]
+        );
+        let files = render(&spec(&[("path", "kv/a"), ("format", "json")]), &[secret(s)]).unwrap();
+        assert_eq!(contents(&files)[0].1, r#"{"password":"it's","user":"u"}"#);
+        let e = render(&spec(&[("path", "kv/a"), ("format", "env")]), &[secret(r#"{"a-b":"x"}"#)])
+            .unwrap_err();
+        assert!(matches!(e, RenderError::BadEnvKey { .. }));
+        let files = render(
+            &spec(&[("path", "kv/a"), ("path.db", "database/creds/x")]),
+            &[secret(r#"{"k":"1"}"#), secret(r#"{"username":"v"}"#)],
+        )
+        .unwrap();
+        assert_eq!(
+            contents(&files),
+            vec![("k".into(), "1".into()), ("db/username".into(), "v".into())]
+        );
+    }
+
+    #[test]
+    fn size_cap_is_enforced() {
+        let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(70 * 1024));
+        let e = render(&spec(&[("path", "kv/a"), ("size", "64k")]), &[secret(&big)]).unwrap_err();
+        assert!(matches!(e, RenderError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn writes_are_atomic_owned_moded_and_replace_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        let owner = Ownership { uid, gid, mode: 0o440, dir_mode: 0o550 };
+        let s = spec(&[("path", "kv/a"), ("path.db", "kv/b")]);
+        let files =
+            render(&s, &[secret(r#"{"a":"1","old":"x"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
+        write(dir.path(), &files, owner).unwrap();
+        let meta = std::fs::metadata(dir.path().join("a")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("db")).unwrap().permissions().mode() & 0o777,
+            0o550
+        );
+        assert_eq!(std::fs::read_to_string(dir.path().join("db/b")).unwrap(), "2");
+        let files = render(&s, &[secret(r#"{"a":"3"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
+        write(dir.path(), &files, owner).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "3");
+        assert!(!dir.path().join("old").exists());
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+    }
+}

@@ -1,0 +1,392 @@
+//! What the plugin remembers across restarts, behind the [`Store`] trait.
+//!
+//! Two places, two kinds of data:
+//! - `state_dir` (persistent disk): volume definitions, the options `docker volume create` was
+//!   given and when. Never a secret, never a token.
+//! - the private tmpfs under `runtime_dir` (memory only, mode 0700): each active mount's record
+//!   with its token, so a restarted plugin still revokes it at Unmount. It survives a plugin
+//!   restart, not a host reboot.
+//!
+//! Every file is versioned JSON, written to a temporary file, fsynced and renamed into place.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::vault::{Lease, Token};
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot remove {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A volume definition as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub options: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// An active mount as kept in the private tmpfs. `Debug` never shows the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub volume: String,
+    pub id: String,
+    pub refs: u32,
+    pub mountpoint: PathBuf,
+    #[serde(with = "token_serde")]
+    pub token: Token,
+    pub accessor: String,
+    #[serde(default)]
+    pub leases: Vec<LeaseRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub id: String,
+    pub duration_secs: u64,
+    pub renewable: bool,
+}
+
+impl From<&Lease> for LeaseRecord {
+    fn from(l: &Lease) -> Self {
+        LeaseRecord {
+            id: l.id.clone(),
+            duration_secs: l.duration.as_secs(),
+            renewable: l.renewable,
+        }
+    }
+}
+
+/// The plugin's own identity as kept in the private tmpfs, so a restart needs no new login
+/// (and the file of a wrapped secret_id, deleted after its unwrap, is not needed again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    #[serde(with = "token_serde")]
+    pub token: Token,
+    #[serde(default, with = "opt_token_serde")]
+    pub secret_id: Option<Token>,
+}
+
+mod token_serde {
+    use super::Token;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Token, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Token, D::Error> {
+        String::deserialize(d).map(Token::new)
+    }
+}
+
+mod opt_token_serde {
+    use super::Token;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<Token>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(t.expose()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Token>, D::Error> {
+        Option::<String>::deserialize(d).map(|o| o.map(Token::new))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Versioned<T> {
+    version: u32,
+    #[serde(flatten)]
+    inner: T,
+}
+
+/// Persistence of volume definitions, mount records and the identity.
+pub trait Store: Send + Sync + 'static {
+    fn load_volumes(&self) -> Vec<VolumeRecord>;
+    fn save_volume(&self, record: &VolumeRecord) -> Result<(), StateError>;
+    fn delete_volume(&self, name: &str) -> Result<(), StateError>;
+    fn load_mounts(&self) -> Vec<MountRecord>;
+    fn save_mount(&self, record: &MountRecord) -> Result<(), StateError>;
+    fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError>;
+    fn load_identity(&self) -> Option<IdentityRecord>;
+    fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError>;
+}
+
+/// The real store: JSON files in `state_dir/volumes/` and in the private tmpfs.
+#[derive(Debug)]
+pub struct DirStore {
+    volumes: PathBuf,
+    private: PathBuf,
+}
+
+impl DirStore {
+    /// `state_dir` must exist; `private` is the (already mounted) private tmpfs.
+    pub fn open(state_dir: &Path, private: &Path) -> Result<DirStore, StateError> {
+        let volumes = state_dir.join("volumes");
+        let mounts = private.join("mounts");
+        for dir in [&volumes, &mounts] {
+            create_private_dir(dir)?;
+        }
+        Ok(DirStore { volumes, private: private.to_owned() })
+    }
+
+    fn mount_path(&self, volume: &str, id: &str) -> PathBuf {
+        // `@` is in neither a volume name nor a mount ID, so the pair maps to one name.
+        self.private.join("mounts").join(format!("{volume}@{id}.json"))
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), StateError> {
+    let err = |source| StateError::Write { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Writes `bytes` to `path` atomically: temporary file (mode 0600), fsync, rename, fsync dir.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let err = |source| StateError::Write { path: path.to_owned(), source };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.map_err(err)
+}
+
+fn save_json<T: Serialize>(path: &Path, inner: &T) -> Result<(), StateError> {
+    let bytes = zeroize::Zeroizing::new(
+        serde_json::to_vec_pretty(&Versioned { version: VERSION, inner })
+            .expect("records serialize"),
+    );
+    atomic_write(path, &bytes)
+}
+
+fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
+    match serde_json::from_slice::<Versioned<T>>(&bytes) {
+        Ok(v) if v.version == VERSION => Some(v.inner),
+        Ok(v) => {
+            tracing::error!(path = %path.display(), version = v.version, "state file has an unknown version; left as it is");
+            None
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "state file is not valid; left as it is");
+            None
+        }
+    }
+}
+
+fn load_dir<T: for<'de> Deserialize<'de>>(dir: &Path) -> Vec<T> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| !p.file_name().unwrap_or_default().to_string_lossy().starts_with('.'))
+        .collect();
+    paths.sort();
+    paths.iter().filter_map(|p| load_json(p)).collect()
+}
+
+fn remove(path: &Path) -> Result<(), StateError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(StateError::Remove { path: path.to_owned(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Store for DirStore {
+    fn load_volumes(&self) -> Vec<VolumeRecord> {
+        load_dir(&self.volumes)
+    }
+
+    fn save_volume(&self, record: &VolumeRecord) -> Result<(), StateError> {
+        save_json(&self.volumes.join(format!("{}.json", record.name)), record)
+    }
+
+    fn delete_volume(&self, name: &str) -> Result<(), StateError> {
+        remove(&self.volumes.join(format!("{name}.json")))
+    }
+
+    fn load_mounts(&self) -> Vec<MountRecord> {
+        load_dir(&self.private.join("mounts"))
+    }
+
+    fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
+        save_json(&self.mount_path(&record.volume, &record.id), record)
+    }
+
+    fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
+        remove(&self.mount_path(volume, id))
+    }
+
+    fn load_identity(&self) -> Option<IdentityRecord> {
+        load_json(&self.private.join("identity.json"))
+    }
+
+    fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError> {
+        save_json(&self.private.join("identity.json"), record)
+    }
+}
+
+/// An in-memory store for unit tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    pub volumes: Mutex<BTreeMap<String, VolumeRecord>>,
+    pub mounts: Mutex<BTreeMap<(String, String), MountRecord>>,
+    pub identity: Mutex<Option<IdentityRecord>>,
+}
+
+impl Store for MemoryStore {
+    fn load_volumes(&self) -> Vec<VolumeRecord> {
+        self.volumes.lock().unwrap().values().cloned().collect()
+    }
+
+    fn save_volume(&self, record: &VolumeRecord) -> Result<(), StateError> {
+        self.volumes.lock().unwrap().insert(record.name.clone(), record.clone());
+        Ok(())
+    }
+
+    fn delete_volume(&self, name: &str) -> Result<(), StateError> {
+        self.volumes.lock().unwrap().remove(name);
+        Ok(())
+    }
+
+    fn load_mounts(&self) -> Vec<MountRecord> {
+        self.mounts.lock().unwrap().values().cloned().collect()
+    }
+
+    fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
+        let key = (record.volume.clone(), record.id.clone());
+        self.mounts.lock().unwrap().insert(key, record.clone());
+        Ok(())
+    }
+
+    fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
+        self.mounts.lock().unwrap().remove(&(volume.to_owned(), id.to_owned()));
+        Ok(())
+    }
+
+    fn load_identity(&self) -> Option<IdentityRecord> {
+        self.identity.lock().unwrap().clone()
+    }
+
+    fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError> {
+        *self.identity.lock().unwrap() = Some(record.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_round_trip_and_hold_no_secret() {
+        let state = tempfile::tempdir().unwrap();
+        let private = tempfile::tempdir().unwrap();
+        let store = DirStore::open(state.path(), private.path()).unwrap();
+        let record = VolumeRecord {
+            name: "app".into(),
+            options: [("path".to_string(), "kv/app".to_string())].into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        store.save_volume(&record).unwrap();
+        assert_eq!(store.load_volumes(), vec![record]);
+        let mode =
+            std::fs::metadata(state.path().join("volumes/app.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        store.delete_volume("app").unwrap();
+        store.delete_volume("app").unwrap();
+        assert!(store.load_volumes().is_empty());
+    }
+
+    #[test]
+    fn mount_records_keep_their_token_in_the_private_dir_only() {
+        let state = tempfile::tempdir().unwrap();
+        let private = tempfile::tempdir().unwrap();
+        let store = DirStore::open(state.path(), private.path()).unwrap();
+        let record = MountRecord {
+            volume: "app".into(),
+            id: "abc".into(),
+            refs: 2,
+            mountpoint: "/run/x".into(),
+            token: Token::new("s.secret-token".into()),
+            accessor: "acc".into(),
+            leases: vec![],
+        };
+        store.save_mount(&record).unwrap();
+        let loaded = store.load_mounts();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].token.expose(), "s.secret-token");
+        assert_eq!(loaded[0].refs, 2);
+        assert!(!format!("{record:?}").contains("s.secret-token"));
+        let on_disk = std::process::Command::new("grep")
+            .args(["-r", "s.secret-token"])
+            .arg(state.path())
+            .output()
+            .unwrap();
+        assert!(on_disk.stdout.is_empty());
+        store.delete_mount("app", "abc").unwrap();
+        assert!(store.load_mounts().is_empty());
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_skipped_not_deleted() {
+        let state = tempfile::tempdir().unwrap();
+        let private = tempfile::tempdir().unwrap();
+        let store = DirStore::open(state.path(), private.path()).unwrap();
+        let bad = state.path().join("volumes/bad.json");
+        std::fs::write(&bad, "{not json").unwrap();
+        std::fs::write(state.path().join("volumes/new.json"), r#"{"version":9,"name":"n"}"#)
+            .unwrap();
+        assert!(store.load_volumes().is_empty());
+        assert!(bad.exists());
+    }
+}

