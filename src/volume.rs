@@ -300,10 +300,14 @@ fn parse_id(key: &str, value: &str) -> Result<u32, OptionError> {
 fn parse_mode(value: &str) -> Result<u32, OptionError> {
     let digits = value.strip_prefix("0o").unwrap_or(value);
     match u32::from_str_radix(digits, 8) {
-        Ok(mode) if (3..=4).contains(&digits.len()) && mode <= 0o777 => Ok(mode),
+        Ok(mode) if (3..=4).contains(&digits.len()) && mode <= 0o777 && mode & 0o111 == 0 => {
+            Ok(mode)
+        }
         _ => Err(err(
             "mode",
-            format!("`{value}` is not a file mode; expected octal 0000 to 0777, e.g. 0400, 0440"),
+            format!(
+                "`{value}` is not a file mode for secrets; expected octal read/write bits only (no execute, setuid or sticky bits), e.g. 0400, 0440, 0644"
+            ),
         )),
     }
 }
@@ -464,6 +468,8 @@ mod tests {
             ("uid", "root"),
             ("mode", "0800"),
             ("mode", "4755"),
+            ("mode", "0755"),
+            ("mode", "0500"),
             ("mode", "7"),
             ("size", "1g"),
             ("size", "1k"),

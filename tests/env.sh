@@ -35,8 +35,32 @@ _vst_setup() (
     }
     [[ $(id -u) == 0 ]] || fail "must run as root"
 
+    _vst_postgres() {
+        local pgver pgname pgstatus
+        read -r pgver pgname _ pgstatus _ < <(pg_lsclusters -h | head -n 1) || fail "no PostgreSQL cluster (pg_lsclusters)"
+        psql_local() { runuser -u postgres -- psql -XAtq "$@"; }
+        if [[ $pgstatus != online* ]]; then
+            echo "env.sh: starting PostgreSQL $pgver/$pgname"
+            pg_ctlcluster "$pgver" "$pgname" start || fail "pg_ctlcluster $pgver $pgname start"
+        fi
+        wait_for 30 "PostgreSQL (local psql)" psql_local -c 'select 1'
+        # Debian's pg_hba.conf already has `host all all 127.0.0.1/32 scram-sha-256`; only
+        # the password needs setting (once: skipped when TCP login already works).
+        pg_tcp() { PGPASSWORD=$VAULT_SECRETS_TEST_PG_PASSWORD PGCONNECT_TIMEOUT=5 psql -XAtq "$VAULT_SECRETS_TEST_PG_URL" -c 'select 1'; }
+        if ! pg_tcp >/dev/null 2>&1; then
+            echo "env.sh: setting postgres password"
+            psql_local -c "ALTER USER postgres PASSWORD '$VAULT_SECRETS_TEST_PG_PASSWORD'" || fail "ALTER USER postgres PASSWORD"
+            pg_tcp >/dev/null || fail "password login over TCP 127.0.0.1:5432 (check pg_hba.conf / listen_addresses)"
+        fi
+
+        echo "postgres: $(psql_local -c 'show server_version')"
+    }
+
     # 1. Debian packages (apt-get update only if something is missing).
-    local pkgs=(docker.io postgresql docker-compose busybox-static iproute2) missing=() p
+    # VAULT_SECRETS_ENV_POSTGRES=0 (the quick start) skips PostgreSQL.
+    local pg=${VAULT_SECRETS_ENV_POSTGRES:-1}
+    local pkgs=(docker.io docker-compose busybox-static iproute2 curl) missing=() p
+    [[ $pg == 0 ]] || pkgs+=(postgresql)
     python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -115,22 +139,7 @@ _vst_setup() (
         | grep -q 'uid=0' || fail "docker run --network none $VAULT_SECRETS_TEST_IMAGE"
 
     # 4. PostgreSQL (Debian cluster, started via pg_ctlcluster since there's no systemd).
-    local pgver pgname pgstatus
-    read -r pgver pgname _ pgstatus _ < <(pg_lsclusters -h | head -n 1) || fail "no PostgreSQL cluster (pg_lsclusters)"
-    psql_local() { runuser -u postgres -- psql -XAtq "$@"; }
-    if [[ $pgstatus != online* ]]; then
-        echo "env.sh: starting PostgreSQL $pgver/$pgname"
-        pg_ctlcluster "$pgver" "$pgname" start || fail "pg_ctlcluster $pgver $pgname start"
-    fi
-    wait_for 30 "PostgreSQL (local psql)" psql_local -c 'select 1'
-    # Debian's pg_hba.conf already has `host all all 127.0.0.1/32 scram-sha-256`; only
-    # the password needs setting (once: skipped when TCP login already works).
-    pg_tcp() { PGPASSWORD=$VAULT_SECRETS_TEST_PG_PASSWORD PGCONNECT_TIMEOUT=5 psql -XAtq "$VAULT_SECRETS_TEST_PG_URL" -c 'select 1'; }
-    if ! pg_tcp >/dev/null 2>&1; then
-        echo "env.sh: setting postgres password"
-        psql_local -c "ALTER USER postgres PASSWORD '$VAULT_SECRETS_TEST_PG_PASSWORD'" || fail "ALTER USER postgres PASSWORD"
-        pg_tcp >/dev/null || fail "password login over TCP 127.0.0.1:5432 (check pg_hba.conf / listen_addresses)"
-    fi
+    [[ $pg == 0 ]] || _vst_postgres
 
     # 5. Informational: tmpfs noswap needs Linux >= 6.4.
     local d; d=$(mktemp -d)
@@ -141,7 +150,6 @@ _vst_setup() (
     # 6. Summary.
     echo "docker: $(docker version -f 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})') via $(command -v docker)"
     echo "bao: ${baov%%$'\n'*}"
-    echo "postgres: $(psql_local -c 'show server_version')"
     echo "image: $VAULT_SECRETS_TEST_IMAGE  pg: $VAULT_SECRETS_TEST_PG_URL"
 )
 

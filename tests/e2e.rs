@@ -1,0 +1,213 @@
+//! End to end with the real Docker engine and CLI: `docker volume create --driver`,
+//! `docker run` reading the secret from a tmpfs, `docker stop` revoking.
+//!
+//! dockerd remembers every legacy driver it has talked to, and retries dead ones on lookups, so
+//! all these tests share one driver name and run one at a time (a process-wide lock).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::*;
+
+pub const DRIVER: &str = "vault-secrets-e2e";
+
+static DOCKER: Mutex<()> = Mutex::new(());
+
+pub fn image() -> String {
+    std::env::var("VAULT_SECRETS_TEST_IMAGE")
+        .unwrap_or_else(|_| "vault-secrets-test/busybox:latest".into())
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().expect("docker CLI")
+}
+
+/// Runs docker and returns its stdout; panics with its stderr on failure.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The shared driver's plugin against a fresh OpenBao, with the Docker lock held.
+pub struct E2e {
+    pub bao: Bao,
+    pub plugin: Plugin,
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl E2e {
+    pub fn start() -> E2e {
+        let lock = DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+        let out = docker(&["info", "--format", "{{.ServerVersion}}"]);
+        assert!(
+            out.status.success(),
+            "no Docker engine: run tests/env.sh first ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bao = Bao::start();
+        let socket = Path::new("/run/docker/plugins").join(format!("{DRIVER}.sock"));
+        let plugin = Plugin::start(Some(&socket), &bao.address(), &bao.token, "");
+        E2e { bao, plugin, containers: Vec::new(), volumes: Vec::new(), _lock: lock }
+    }
+
+    pub fn volume(&mut self, prefix: &str, opts: &[&str]) -> String {
+        let name = unique(prefix);
+        let mut args = vec!["volume", "create", "--driver", DRIVER];
+        for o in opts {
+            args.extend(["-o", o]);
+        }
+        args.push(&name);
+        docker_ok(&args);
+        self.volumes.push(name.clone());
+        name
+    }
+
+    /// `docker run -d` of `sleep` with the volume at /run/secrets; returns the container ID.
+    pub fn run_detached(&mut self, volume: &str) -> String {
+        let mount = format!("{volume}:/run/secrets:ro");
+        let id =
+            docker_ok(&["run", "-d", "--network", "none", "-v", &mount, &image(), "sleep", "600"]);
+        self.containers.push(id.clone());
+        id
+    }
+}
+
+impl Drop for E2e {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+#[test]
+fn docker_run_reads_the_secret_from_a_tmpfs_and_stop_revokes_its_token() {
+    let mut t = E2e::start();
+    t.bao.put_kv2("e2e", json!({"password": "from-vault", "user": "app"}));
+    let vol = t.volume("e2e", &["path=secret/data/e2e", "uid=1000", "gid=1000", "mode=0440"]);
+    let before = t.bao.accessors();
+    let c = t.run_detached(&vol);
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "from-vault");
+    assert_eq!(
+        docker_ok(&["exec", &c, "stat", "-c", "%u %g %a", "/run/secrets/password"]),
+        "1000 1000 440"
+    );
+    let mounts = docker_ok(&["exec", &c, "grep", " /run/secrets ", "/proc/mounts"]);
+    assert!(mounts.starts_with("vault-secrets /run/secrets tmpfs ro,"), "{mounts}");
+    assert!(mounts.contains("size=1024k") && mounts.contains("noswap"), "{mounts}");
+    // runc's read-only bind remount does not carry the per-mount flags into the container; the
+    // tmpfs itself, on the host, has them (and no file is ever executable: see `mode`).
+    let host = t.plugin.mounts_left();
+    assert_eq!(host.len(), 1, "one tmpfs on the host: {host:?}");
+    let opts = mount_options(Path::new(&host[0])).unwrap();
+    for o in ["nosuid", "nodev", "noexec"] {
+        assert!(opts.contains(o), "{o} missing on the host: {opts}");
+    }
+    // A non-root user in the container reads it through its group.
+    assert_eq!(docker_ok(&["exec", "-u", "2000:1000", &c, "cat", "/run/secrets/user"]), "app");
+    assert!(!docker(&["exec", "-u", "2000:2000", &c, "cat", "/run/secrets/user"]).status.success());
+    assert_eq!(
+        t.bao.accessors().len(),
+        before.len() + 1,
+        "the container's mount has its own token"
+    );
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert_eq!(t.bao.accessors(), before, "docker stop revoked the mount's token");
+    assert!(t.plugin.mounts_left().is_empty(), "the tmpfs is gone");
+    docker_ok(&["rm", &c]);
+    docker_ok(&["volume", "rm", &vol]);
+    assert!(!docker_ok(&["volume", "ls", "-q"]).lines().any(|l| l == vol));
+}
+
+#[test]
+fn docker_volume_create_with_an_unknown_option_names_it() {
+    let t = E2e::start();
+    let name = unique("bad");
+    let out = docker(&[
+        "volume",
+        "create",
+        "--driver",
+        DRIVER,
+        "-o",
+        "path=secret/data/x",
+        "-o",
+        "colour=red",
+        &name,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("colour") && stderr.contains("accepted"),
+        "{stderr}"
+    );
+    let out = docker(&["volume", "create", "--driver", DRIVER, &name]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("path"), "a missing path is named");
+    drop(t);
+}
+
+#[test]
+fn a_restarted_plugin_keeps_its_volumes_and_running_containers() {
+    let mut t = E2e::start();
+    t.bao.put_kv2("restart", json!({"password": "kept"}));
+    let vol = t.volume("restart", &["path=secret/data/restart"]);
+    let c = t.run_detached(&vol);
+    let before_stop = t.bao.accessors().len();
+    t.plugin.stop(true);
+    t.plugin.restart();
+    let inspect = docker_ok(&["volume", "inspect", "--format", "{{.Driver}} {{.Name}}", &vol]);
+    assert_eq!(inspect, format!("{DRIVER} {vol}"));
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "kept");
+    let mount = format!("{vol}:/s:ro");
+    assert_eq!(
+        docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            &image(),
+            "cat",
+            "/s/password"
+        ]),
+        "kept"
+    );
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert_eq!(
+        t.bao.accessors().len(),
+        before_stop - 1,
+        "the restarted plugin revoked the older mount's token"
+    );
+    assert!(t.plugin.mounts_left().is_empty());
+}
+
+#[test]
+fn a_database_user_lives_as_long_as_its_container() {
+    let mut t = E2e::start();
+    t.bao.database_role("e2e", "1h", "2h");
+    let vol = t.volume("db", &["path=database/creds/e2e"]);
+    let c = t.run_detached(&vol);
+    let user = docker_ok(&["exec", &c, "cat", "/run/secrets/username"]);
+    assert!(pg_role_exists(&user));
+    docker_ok(&["stop", "-t", "1", &c]);
+    let stopped = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || !pg_role_exists(&user)),
+        "the database user was not dropped"
+    );
+    let delay = stopped.elapsed();
+    eprintln!("database user dropped {} ms after `docker stop` returned", delay.as_millis());
+}

