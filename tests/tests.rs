@@ -1,11 +1,15 @@
 //! The integration tests, one binary (shared helpers in `util`):
 //! - `plugin`: the plugin binary against a real OpenBao (and PostgreSQL), driven over its
 //!   socket exactly as dockerd drives it, with real tmpfs mounts;
-//! - `e2e`: the real `docker` CLI and engine using the plugin.
+//! - `e2e`: the real `docker` CLI and engine using the plugin;
+//! - `leases`: leased secrets, renewal, rotation, outages, status and rotate, end to end;
+//! - `engine`: the Docker Engine API client against the real engine.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
 mod util;
 
 mod e2e;
+mod engine;
+mod leases;
 mod plugin;
