@@ -1,8 +1,8 @@
 //! Turning secrets into files: rendering a volume's sources as `files`, `json` or `env`
-//! ([`render`]), and writing them atomically, owned and moded as asked ([`write`]).
+//! ([`render`]), and writing them atomically, owned and moded as asked ([`write()`]).
 //!
 //! A key that cannot be a single file name fails the render with an error naming it; nothing is
-//! ever written outside the directory given to [`write`]. Contents are zeroed when dropped.
+//! ever written outside the directory given to [`write()`]. Contents are zeroed when dropped.
 
 use std::collections::BTreeSet;
 use std::io::Write;
