@@ -10,7 +10,8 @@ use reqwest::Method;
 use tokio::net::UnixListener;
 
 use crate::config::{AuthConfig, Config};
-use crate::driver::Driver;
+use crate::driver::{Driver, Parts};
+use crate::engine::DockerEngine;
 use crate::state::{create_private_dir, DirStore, Store};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
 use crate::vault::identity::{lookup_self, Identity, IdentitySlot};
@@ -19,7 +20,27 @@ use crate::vault::{HttpVault, Token};
 /// The size of the private tmpfs that holds tokens (a few hundred bytes per mount).
 const PRIVATE_SIZE: u64 = 16 * 1024 * 1024;
 
-pub type RealDriver = Driver<HttpVault, LinuxMounter, DirStore>;
+pub type RealDriver = Driver<HttpVault, LinuxMounter, DirStore, DockerEngine>;
+
+/// How often mounts that no running container uses are looked for, and how old such a mount
+/// must be to be released. `VAULT_SECRETS_SWEEP_INTERVAL` (seconds) overrides it.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+fn sweep_interval() -> Duration {
+    std::env::var("VAULT_SECRETS_SWEEP_INTERVAL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(SWEEP_INTERVAL)
+}
+
+/// The Docker Engine API socket: `DOCKER_HOST` when it is `unix://…`, else the default.
+fn docker_socket() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
 
 /// Paths below `runtime_dir`.
 pub struct RuntimeDirs {
@@ -112,20 +133,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
     let vault = HttpVault::new(&config.vault)?;
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
-    let driver = Arc::new(Driver::new(
-        Arc::new(vault.clone()),
+    let driver = Arc::new(Driver::new(Parts {
+        vault: Arc::new(vault.clone()),
         mounter,
-        store.clone(),
-        slot.clone(),
-        config.defaults.clone(),
-        dirs.mounts.clone(),
-    ));
+        store: store.clone(),
+        engine: Arc::new(DockerEngine::new(docker_socket(), Duration::from_secs(10))),
+        identity: slot.clone(),
+        defaults: config.defaults.clone(),
+        mounts_root: dirs.mounts.clone(),
+        driver_name: config.plugin.driver_name(),
+    }));
     driver.restore().await;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(establish_identity(vault, config.clone(), store, slot, shutdown_rx.clone()));
+    tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
+    let admin = bind_socket(&config.plugin.admin_socket)?;
+    let mut admin_shutdown = shutdown_rx.clone();
+    let admin_app = crate::admin::router(driver.clone());
+    tasks.spawn(async move {
+        let stop = async move {
+            let _ = admin_shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(admin, admin_app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "the admin socket failed");
+        }
+    });
 
     let listener = bind_socket(&config.plugin.socket)?;
     tracing::info!(
@@ -139,6 +175,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     tasks.shutdown().await;
     let _ = std::fs::remove_file(&config.plugin.socket);
+    let _ = std::fs::remove_file(&config.plugin.admin_socket);
     tracing::info!("stopped; active mounts are kept for the next start");
     result.context("the plugin socket failed")
 }
@@ -153,6 +190,20 @@ async fn retry_revocations(
             _ = shutdown.changed() => return,
         }
         driver.retry_revocations().await;
+    }
+}
+
+async fn sweep_stale(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let interval = sweep_interval();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let released = driver.sweep_stale(interval).await;
+        if released > 0 {
+            tracing::warn!(released, "released mounts whose containers are gone");
+        }
     }
 }
 

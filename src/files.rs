@@ -135,12 +135,22 @@ pub fn render(spec: &VolumeSpec, secrets: &[Secret]) -> Result<Vec<File>, Render
     Ok(files)
 }
 
-/// A string is written as is (no newline added); any other JSON value as JSON.
+/// A string is written as is (no newline added); a list of PEM blocks (PKI's `ca_chain`) as
+/// one PEM bundle, a block a line; any other JSON value as JSON.
 fn value_bytes(value: &Value) -> Zeroizing<Vec<u8>> {
     match value {
         Value::String(s) => Zeroizing::new(s.as_bytes().to_vec()),
+        Value::Array(items) if !items.is_empty() && items.iter().all(is_pem) => {
+            let blocks: Vec<&str> =
+                items.iter().filter_map(Value::as_str).map(str::trim_end).collect();
+            Zeroizing::new(blocks.join("\n").into_bytes())
+        }
         other => Zeroizing::new(serde_json::to_vec(other).unwrap_or_default()),
     }
+}
+
+fn is_pem(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| s.starts_with("-----BEGIN ") && s.trim_end().ends_with("-----"))
 }
 
 fn valid_env_name(key: &str) -> bool {
@@ -164,12 +174,14 @@ fn shell_quote(value: &[u8], out: &mut Vec<u8>) {
 
 /// Writes `files` below `root`, each atomically (temporary file, then rename), and removes
 /// files that an earlier write left and this one does not have. Sub-directories get `dir_mode`.
-pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<(), WriteError> {
+/// A file whose contents are already there is left alone; returns whether anything changed.
+pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<bool, WriteError> {
     let wrap = |path: &Path| {
         let path = path.to_owned();
         move |source| WriteError { path, source }
     };
     let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut changed = false;
     for file in files {
         if let Some(parent) = file.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             let dir = root.join(parent);
@@ -182,9 +194,22 @@ pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<(), WriteE
             }
         }
         wanted.insert(file.path.clone());
-        write_one(root, file, owner)?;
+        if !same_contents(&root.join(&file.path), &file.contents) {
+            write_one(root, file, owner)?;
+            changed = true;
+        }
     }
-    remove_unwanted(root, Path::new(""), &wanted).map_err(wrap(root))
+    let removed = remove_unwanted(root, Path::new(""), &wanted).map_err(wrap(root))?;
+    Ok(changed || removed)
+}
+
+fn same_contents(path: &Path, contents: &[u8]) -> bool {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == contents.len() as u64 => std::fs::read(path)
+            .map(|old| Zeroizing::new(old).as_slice() == contents)
+            .unwrap_or(false),
+        _ => false,
+    }
 }
 
 fn write_one(root: &Path, file: &File, owner: Ownership) -> Result<(), WriteError> {
@@ -206,21 +231,26 @@ fn write_one(root: &Path, file: &File, owner: Ownership) -> Result<(), WriteErro
     std::fs::rename(&temp, &target).map_err(err)
 }
 
-fn remove_unwanted(root: &Path, rel: &Path, wanted: &BTreeSet<PathBuf>) -> std::io::Result<()> {
+/// Removes what `wanted` does not name; returns whether anything was removed.
+fn remove_unwanted(root: &Path, rel: &Path, wanted: &BTreeSet<PathBuf>) -> std::io::Result<bool> {
+    let mut removed = false;
     for entry in std::fs::read_dir(root.join(rel))? {
         let entry = entry?;
         let path = rel.join(entry.file_name());
         if wanted.contains(&path) {
             if entry.file_type()?.is_dir() {
-                remove_unwanted(root, &path, wanted)?;
+                removed |= remove_unwanted(root, &path, wanted)?;
             }
-        } else if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(root.join(&path))?;
         } else {
-            std::fs::remove_file(root.join(&path))?;
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(root.join(&path))?;
+            } else {
+                std::fs::remove_file(root.join(&path))?;
+            }
+            removed = true;
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -264,6 +294,16 @@ mod tests {
                 ("tags".into(), "[\"a\"]".into())
             ]
         );
+    }
+
+    #[test]
+    fn a_list_of_pem_blocks_is_a_bundle() {
+        let pem = |n| format!("-----BEGIN CERTIFICATE-----\\nMII{n}\\n-----END CERTIFICATE-----");
+        let json = format!(r#"{{"ca_chain":["{}","{}"],"other":["a"]}}"#, pem(1), pem(2));
+        let files = render(&spec(&[("path", "pki/issue/web")]), &[secret(&json)]).unwrap();
+        let c = contents(&files);
+        assert_eq!(c[0].1, format!("{}\n{}", pem(1), pem(2)).replace("\\n", "\n"));
+        assert_eq!(c[1].1, r#"["a"]"#);
     }
 
     #[test]
@@ -322,7 +362,8 @@ mod tests {
         let s = spec(&[("path", "kv/a"), ("path.db", "kv/b")]);
         let files =
             render(&s, &[secret(r#"{"a":"1","old":"x"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
-        write(dir.path(), &files, owner).unwrap();
+        assert!(write(dir.path(), &files, owner).unwrap());
+        assert!(!write(dir.path(), &files, owner).unwrap(), "the same contents change nothing");
         let meta = std::fs::metadata(dir.path().join("a")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o440);
         assert_eq!(

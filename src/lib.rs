@@ -47,11 +47,14 @@
 //! - Mounts whose containers vanished without an Unmount (a Docker daemon crash) are only
 //!   released when Docker sends the Unmount or the host reboots.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod docker;
 pub mod driver;
+pub mod engine;
 pub mod files;
+pub mod lease;
 pub mod state;
 pub mod tmpfs;
 pub mod vault;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use vault_secrets::admin;
 use vault_secrets::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
@@ -24,6 +25,20 @@ enum Command {
     },
     /// Validate the configuration, reach Vault, check the identity; exit 0 only if all is well.
     Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Volumes, active mounts, their tokens' and leases' remaining TTLs, last refresh, last error.
+    Status {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch every source of VOLUME again now, for every mount, and swap the files.
+    Rotate {
+        volume: String,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -58,6 +73,25 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => vault_secrets::daemon::serve(load(config)?).await,
+            Command::Status { config, json } => {
+                let config = load(config)?;
+                let status = admin::request(&config.plugin.admin_socket, "GET", "/status", None)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                } else {
+                    print!("{}", admin::render_table(&status));
+                }
+                Ok(())
+            }
+            Command::Rotate { volume, config } => {
+                let config = load(config)?;
+                let body = serde_json::json!({ "volume": volume });
+                let reply =
+                    admin::request(&config.plugin.admin_socket, "POST", "/rotate", Some(&body))
+                        .with_context(|| format!("cannot rotate volume {volume}"))?;
+                println!("rotated {} mount(s) of {volume}", reply["rotated"]);
+                Ok(())
+            }
             Command::Check { config } => {
                 for line in vault_secrets::daemon::check(&load(config)?).await? {
                     println!("ok: {line}");

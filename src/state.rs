@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vault::{Lease, Token};
+use crate::vault::Token;
 
 const VERSION: u32 = 1;
 
@@ -62,25 +62,27 @@ pub struct MountRecord {
     #[serde(with = "token_serde")]
     pub token: Token,
     pub accessor: String,
+    /// When the token expires (seconds since the epoch), as last renewed.
+    #[serde(default)]
+    pub token_expires_at: Option<u64>,
     #[serde(default)]
     pub leases: Vec<LeaseRecord>,
+    /// Tokens of replaced generations not yet revoked.
+    #[serde(default, with = "tokens_serde")]
+    pub retiring: Vec<Token>,
 }
 
+/// A lease of one source of a mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// The index of the source in the volume's sources.
+    pub source: usize,
     pub id: String,
+    /// The duration it was issued with (what renewals ask for).
     pub duration_secs: u64,
     pub renewable: bool,
-}
-
-impl From<&Lease> for LeaseRecord {
-    fn from(l: &Lease) -> Self {
-        LeaseRecord {
-            id: l.id.clone(),
-            duration_secs: l.duration.as_secs(),
-            renewable: l.renewable,
-        }
-    }
+    /// When it expires (seconds since the epoch), as last renewed.
+    pub expires_at: Option<u64>,
 }
 
 /// The plugin's own identity as kept in the private tmpfs, so a restart needs no new login
@@ -103,6 +105,19 @@ mod token_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Token, D::Error> {
         String::deserialize(d).map(Token::new)
+    }
+}
+
+mod tokens_serde {
+    use super::Token;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &[Token], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(t.iter().map(Token::expose))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Token>, D::Error> {
+        Vec::<String>::deserialize(d).map(|v| v.into_iter().map(Token::new).collect())
     }
 }
 
@@ -359,13 +374,16 @@ mod tests {
             mountpoint: "/run/x".into(),
             token: Token::new("s.secret-token".into()),
             accessor: "acc".into(),
+            token_expires_at: Some(1),
             leases: vec![],
+            retiring: vec![Token::new("s.old-token".into())],
         };
         store.save_mount(&record).unwrap();
         let loaded = store.load_mounts();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].token.expose(), "s.secret-token");
         assert_eq!(loaded[0].refs, 2);
+        assert_eq!(loaded[0].retiring[0].expose(), "s.old-token");
         assert!(!format!("{record:?}").contains("s.secret-token"));
         let on_disk = std::process::Command::new("grep")
             .args(["-r", "s.secret-token"])

@@ -117,10 +117,18 @@ pub struct VolumeSpec {
     pub refresh: Duration,
     pub ttl: Duration,
     pub policies: Option<Vec<String>>,
+    /// Sent to the containers using a mount when its files change.
+    pub signal: Option<String>,
 }
 
 const ACCEPTED: &str =
-    "path, path.NAME, field, file, format, param.KEY, uid, gid, mode, size, refresh, ttl, policies";
+    "path, path.NAME, field, file, format, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal";
+
+/// The signals `signal` accepts: those applications use to reload.
+const SIGNALS: &[&str] = &[
+    "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGQUIT", "SIGTERM", "SIGWINCH", "SIGALRM",
+    "SIGCONT",
+];
 
 impl VolumeSpec {
     /// Parses Docker's `Opts` against the configured defaults.
@@ -136,6 +144,7 @@ impl VolumeSpec {
         let mut spec_file = None;
         let mut format = Format::Files;
         let mut policies = None;
+        let mut signal = None;
         for (key, value) in opts {
             match key.as_str() {
                 "path" => main_path = Some(parse_vault_path(key, value)?),
@@ -157,7 +166,8 @@ impl VolumeSpec {
                 "format" => format = parse_format(value)?,
                 "policies" => policies = Some(parse_policies(value)?),
                 "uid" | "gid" | "mode" | "size" | "refresh" | "ttl" => settings.set(key, value)?,
-                "template" | "wrapped-token" | "role-id" | "signal" => {
+                "signal" => signal = Some(parse_signal(value)?),
+                "template" | "wrapped-token" | "role-id" => {
                     return Err(err(key, "is not supported by this version of the plugin"))
                 }
                 _ => {
@@ -220,6 +230,7 @@ impl VolumeSpec {
             refresh: settings.refresh,
             ttl: settings.ttl,
             policies,
+            signal,
         })
     }
 
@@ -272,6 +283,19 @@ fn parse_format(value: &str) -> Result<Format, OptionError> {
         "json" => Ok(Format::Json),
         "env" => Ok(Format::Env),
         _ => Err(err("format", format!("`{value}` is not a format; accepted: files, json, env"))),
+    }
+}
+
+fn parse_signal(value: &str) -> Result<String, OptionError> {
+    let upper = value.trim().to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    if SIGNALS.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(err(
+            "signal",
+            format!("`{value}` is not a signal it sends; accepted: {}", SIGNALS.join(", ")),
+        ))
     }
 }
 
@@ -403,6 +427,11 @@ mod tests {
         let e = parse(&[("path", "kv/a"), ("bogus", "1")]).unwrap_err();
         assert_eq!(e.option, "bogus");
         assert!(e.to_string().contains("accepted: path"), "{e}");
+        assert_eq!(
+            parse(&[("path", "kv/a"), ("signal", "hup")]).unwrap().signal.as_deref(),
+            Some("SIGHUP")
+        );
+        assert_eq!(parse(&[("path", "kv/a"), ("signal", "SIGKILL")]).unwrap_err().option, "signal");
         let e = parse(&[("path", "kv/a"), ("template", "t")]).unwrap_err();
         assert!(e.to_string().contains("not supported"), "{e}");
     }

@@ -42,7 +42,9 @@ impl From<DriverError> for ApiError {
             DriverError::Exists { .. } | DriverError::InUse { .. } => StatusCode::CONFLICT,
             DriverError::ChildToken { .. }
             | DriverError::Read { .. }
-            | DriverError::NoIdentity { .. } => StatusCode::BAD_GATEWAY,
+            | DriverError::NoIdentity { .. }
+            | DriverError::Renew { .. }
+            | DriverError::Rotate { .. } => StatusCode::BAD_GATEWAY,
             DriverError::Mount { .. }
             | DriverError::Write { .. }
             | DriverError::Directory { .. }

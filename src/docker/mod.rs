@@ -25,6 +25,7 @@ pub use error::ApiError;
 use types::*;
 
 use crate::driver::{Driver, DriverError, VolumeInfo};
+use crate::engine::Engine;
 use crate::state::Store;
 use crate::tmpfs::Mounter;
 use crate::vault::Vault;
@@ -48,7 +49,7 @@ pub trait Backend: Send + Sync + 'static {
     fn list(&self) -> Vec<VolumeInfo>;
 }
 
-impl<V: Vault, M: Mounter, S: Store> Backend for Driver<V, M, S> {
+impl<V: Vault, M: Mounter, S: Store, E: Engine> Backend for Driver<V, M, S, E> {
     fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
         Driver::create(self, name, opts)
     }

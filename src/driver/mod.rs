@@ -1,22 +1,32 @@
-//! The volume lifecycle: create, mount, unmount, remove, and recovery after a restart.
+//! The volume lifecycle: create, mount, unmount, remove, and recovery after a restart; the
+//! upkeep of mounted volumes (renewal, replacement, refresh) is in [`upkeep`].
 //!
-//! [`Driver`] is generic over the edges ([`Vault`], [`Mounter`], [`Store`]) so unit tests run it
-//! with fakes. Each `(volume, mount ID)` pair has its own slot, locked across the Vault calls of
-//! its Mount or Unmount, so mounts of different containers proceed concurrently while a repeated
-//! ID is reference-counted, never mounted twice.
+//! [`Driver`] is generic over the edges ([`Vault`], [`Mounter`], [`Store`], [`Engine`]) so unit
+//! tests run it with fakes. Each `(volume, mount ID)` pair has its own slot, locked across the
+//! Vault calls of its Mount, Unmount or upkeep, so mounts of different containers proceed
+//! concurrently while a repeated ID is reference-counted, never mounted twice.
+
+mod upkeep;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
+use tokio::time::Instant;
 
+use crate::engine::Engine;
 use crate::files::{self, Ownership, RenderError, WriteError};
-use crate::state::{MountRecord, StateError, Store, VolumeRecord};
+use crate::lease::plan::{Deadline, SourceTimer, Timers};
+use crate::lease::{LeaseManager, MountKey};
+use crate::state::{LeaseRecord, MountRecord, StateError, Store, VolumeRecord};
 use crate::tmpfs::{MountError, Mounter, TmpfsOptions};
 use crate::vault::identity::IdentitySlot;
-use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Token, Vault, VaultError};
+use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Secret, Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec};
+
+pub use upkeep::{LeaseStatus, MountStatus, VolumeStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -50,6 +60,14 @@ pub enum DriverError {
         #[source]
         source: VaultError,
     },
+    #[error("cannot renew the token or a lease of volume {volume}")]
+    Renew {
+        volume: String,
+        #[source]
+        source: VaultError,
+    },
+    #[error("cannot rotate mount {id} of volume {volume}: {message}")]
+    Rotate { volume: String, id: String, message: String },
     #[error("cannot write the files of volume {volume}")]
     Render {
         volume: String,
@@ -92,17 +110,26 @@ pub struct VolumeInfo {
 }
 
 /// One active mount of a volume by one container mount point.
-#[derive(Debug)]
 struct Active {
     refs: u32,
     mountpoint: PathBuf,
+    /// When this run of the plugin mounted (or adopted) it.
+    mounted_at: Instant,
     token: IssuedToken,
-    leases: Vec<Lease>,
+    /// The lease of each source (`None` for static secrets), index for index with the sources.
+    leases: Vec<Option<Lease>>,
+    /// The data last read, to render again when one source changes; `None` after a restart
+    /// (the next change then fetches a fresh generation).
+    secrets: Option<Vec<Secret>>,
+    timers: Timers,
+    /// Tokens of replaced generations, revoked when their grace is over.
+    retiring: Vec<(Token, Instant)>,
+    last_refresh: Option<SystemTime>,
+    last_error: Option<String>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Active>>>;
 
-#[derive(Debug)]
 struct Volume {
     record: VolumeRecord,
     spec: VolumeSpec,
@@ -114,19 +141,39 @@ impl Volume {
     fn slot(&self, id: &str) -> Option<Slot> {
         self.slots.lock().unwrap().get(id).cloned()
     }
+
+    fn slots(&self) -> Vec<(String, Slot)> {
+        self.slots.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
 }
 
 /// The volume driver.
-pub struct Driver<V, M, S> {
+pub struct Driver<V, M, S, E> {
     vault: Arc<V>,
     mounter: M,
     store: Arc<S>,
+    engine: Arc<E>,
     identity: Arc<IdentitySlot>,
+    leases: Arc<LeaseManager>,
     defaults: Defaults,
     mounts_root: PathBuf,
+    /// The driver name, to find our mounts among the containers' (signals, stale mounts).
+    driver_name: String,
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
     pending: Mutex<Vec<MountRecord>>,
+}
+
+/// The edges and settings a [`Driver`] is made of.
+pub struct Parts<V, M, S, E> {
+    pub vault: Arc<V>,
+    pub mounter: M,
+    pub store: Arc<S>,
+    pub engine: Arc<E>,
+    pub identity: Arc<IdentitySlot>,
+    pub defaults: Defaults,
+    pub mounts_root: PathBuf,
+    pub driver_name: String,
 }
 
 fn valid_mount_id(id: &str) -> bool {
@@ -135,28 +182,74 @@ fn valid_mount_id(id: &str) -> bool {
 }
 
 fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
-    pub fn new(
-        vault: Arc<V>,
-        mounter: M,
-        store: Arc<S>,
-        identity: Arc<IdentitySlot>,
-        defaults: Defaults,
-        mounts_root: PathBuf,
-    ) -> Self {
+/// Seconds since the epoch at which something `remaining` from now happens (for records).
+fn unix_at(remaining: Option<Duration>) -> Option<u64> {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    remaining.map(|r| (now + r).as_secs())
+}
+
+/// What is left until a recorded epoch second; zero when past.
+fn left_until(unix: u64) -> Duration {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(unix);
+    at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+fn jitter() -> f64 {
+    fastrand::f64()
+}
+
+/// The timers of a freshly issued generation.
+fn fresh_timers(
+    spec: &VolumeSpec,
+    token: &IssuedToken,
+    leases: &[Option<Lease>],
+    now: Instant,
+) -> Timers {
+    let refresh_at = (!spec.refresh.is_zero()).then(|| now + spec.refresh);
+    Timers {
+        token: Deadline::after_grant(now, token.ttl, spec.ttl, token.renewable, jitter()),
+        sources: leases
+            .iter()
+            .map(|lease| match lease {
+                Some(l) => SourceTimer::Leased(Deadline::after_grant(
+                    now,
+                    l.duration,
+                    l.duration,
+                    l.renewable,
+                    jitter(),
+                )),
+                None => SourceTimer::Static { refresh_at },
+            })
+            .collect(),
+        retiring: Vec::new(),
+        retry_at: None,
+        failures: 0,
+    }
+}
+
+impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
+    pub fn new(parts: Parts<V, M, S, E>) -> Self {
         Driver {
-            vault,
-            mounter,
-            store,
-            identity,
-            defaults,
-            mounts_root,
+            vault: parts.vault,
+            mounter: parts.mounter,
+            store: parts.store,
+            engine: parts.engine,
+            identity: parts.identity,
+            leases: Arc::new(LeaseManager::default()),
+            defaults: parts.defaults,
+            mounts_root: parts.mounts_root,
+            driver_name: parts.driver_name,
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The upkeep schedule, for the task that runs it.
+    pub fn lease_manager(&self) -> Arc<LeaseManager> {
+        self.leases.clone()
     }
 
     fn volume(&self, name: &str) -> Result<Arc<Volume>, DriverError> {
@@ -227,11 +320,10 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
     }
 
     fn info(&self, volume: &Volume) -> VolumeInfo {
-        let slots: Vec<Slot> = volume.slots.lock().unwrap().values().cloned().collect();
         let mut active = 0;
         let mut mountpoint = None;
-        for slot in slots {
-            // A slot locked by a Mount under way is not active yet: skip it, never wait.
+        for (_, slot) in volume.slots() {
+            // A slot locked by a Mount or an upkeep under way: skip it, never wait.
             if let Ok(guard) = slot.try_lock() {
                 if let Some(a) = guard.as_ref() {
                     active += 1;
@@ -254,6 +346,7 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
                 "owner": format!("{}:{}", spec.uid, spec.gid),
                 "mode": format!("{:04o}", spec.mode),
                 "token_ttl": humantime::format_duration(spec.ttl).to_string(),
+                "refresh": humantime::format_duration(spec.refresh).to_string(),
             }),
         }
     }
@@ -274,11 +367,11 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
             tracing::info!(refs = active.refs, "mount ID seen again; reference counted");
             return Ok(active.mountpoint.clone());
         }
-        let result = self.mount_new(&volume, id).await;
-        match result {
+        match self.mount_new(&volume, id).await {
             Ok(active) => {
                 let mountpoint = active.mountpoint.clone();
-                tracing::info!(accessor = %active.token.accessor, leases = active.leases.len(), "mounted");
+                tracing::info!(accessor = %active.token.accessor, leases = active.leases.iter().flatten().count(), "mounted");
+                self.leases.set(key(name, id), active.timers.next());
                 *guard = Some(active);
                 Ok(mountpoint)
             }
@@ -290,26 +383,50 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
         }
     }
 
-    async fn mount_new(&self, volume: &Volume, id: &str) -> Result<Active, DriverError> {
+    fn child_token_request(&self, volume: &Volume, id: &str) -> ChildTokenRequest {
         let name = &volume.record.name;
-        let spec = &volume.spec;
-        let request = ChildTokenRequest {
-            policies: spec.policies.clone(),
-            ttl: spec.ttl,
+        ChildTokenRequest {
+            policies: volume.spec.policies.clone(),
+            ttl: volume.spec.ttl,
             display_name: format!("vault-secrets-{name}"),
             meta: vec![("volume".into(), name.clone()), ("mount_id".into(), short(id).to_owned())],
-        };
+        }
+    }
+
+    /// A child token for a mount of `volume`.
+    async fn issue_token(&self, volume: &Volume, id: &str) -> Result<IssuedToken, DriverError> {
         let parent = self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?;
-        let token = self
-            .vault
-            .create_child_token(&parent, &request)
-            .await
-            .map_err(|source| DriverError::ChildToken { volume: name.clone(), source })?;
+        self.vault.create_child_token(&parent, &self.child_token_request(volume, id)).await.map_err(
+            |source| DriverError::ChildToken { volume: volume.record.name.clone(), source },
+        )
+    }
+
+    /// Reads every source with `token`.
+    async fn read_all(&self, volume: &Volume, token: &Token) -> Result<Vec<Secret>, DriverError> {
+        let mut secrets = Vec::with_capacity(volume.spec.sources.len());
+        for source in &volume.spec.sources {
+            let secret = self.vault.read(token, source).await.map_err(|source| {
+                DriverError::Read { volume: volume.record.name.clone(), source }
+            })?;
+            secrets.push(secret);
+        }
+        Ok(secrets)
+    }
+
+    async fn mount_new(&self, volume: &Volume, id: &str) -> Result<Active, DriverError> {
+        let token = self.issue_token(volume, id).await?;
+        let timers = fresh_timers(&volume.spec, &token, &[], Instant::now());
         let mut active = Active {
             refs: 1,
-            mountpoint: self.mounts_root.join(name).join(id),
+            mountpoint: self.mounts_root.join(&volume.record.name).join(id),
+            mounted_at: Instant::now(),
             token,
             leases: Vec::new(),
+            secrets: None,
+            timers,
+            retiring: Vec::new(),
+            last_refresh: None,
+            last_error: None,
         };
         // Recorded before anything else is obtained: a crash from here on is cleaned up at the
         // next start (the token revoked, with every lease it made).
@@ -320,7 +437,8 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
                 Ok(active)
             }
             Err(e) => {
-                self.release(name, id, &active.token.token, &active.mountpoint).await;
+                self.release(&volume.record.name, id, &active.token.token, &active.mountpoint)
+                    .await;
                 Err(e)
             }
         }
@@ -330,19 +448,10 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
     async fn fill(&self, volume: &Volume, active: &mut Active) -> Result<(), DriverError> {
         let name = &volume.record.name;
         let spec = &volume.spec;
-        let mut secrets = Vec::with_capacity(spec.sources.len());
-        for source in &spec.sources {
-            let secret = self
-                .vault
-                .read(&active.token.token, source)
-                .await
-                .map_err(|source| DriverError::Read { volume: name.clone(), source })?;
-            active.leases.extend(secret.lease.clone());
-            secrets.push(secret);
-        }
+        let secrets = self.read_all(volume, &active.token.token).await?;
+        active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         let rendered = files::render(spec, &secrets)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
-        drop(secrets);
         let mountpoint = &active.mountpoint;
         self.prepare_dir(mountpoint)?;
         let options =
@@ -351,7 +460,11 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
             .mount_tmpfs(mountpoint, &options)
             .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
         files::write(mountpoint, &rendered, Ownership::of(spec))
-            .map_err(|source| DriverError::Write { volume: name.clone(), source })
+            .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
+        active.timers = fresh_timers(spec, &active.token, &active.leases, Instant::now());
+        active.secrets = Some(secrets);
+        active.last_refresh = Some(SystemTime::now());
+        Ok(())
     }
 
     fn prepare_dir(&self, mountpoint: &Path) -> Result<(), DriverError> {
@@ -370,6 +483,26 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
     }
 
     fn save_record(&self, volume: &Volume, id: &str, active: &Active) {
+        let now = Instant::now();
+        let leases = active
+            .leases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, lease)| {
+                let lease = lease.as_ref()?;
+                let remaining = match active.timers.sources.get(i) {
+                    Some(SourceTimer::Leased(d)) => d.remaining(now),
+                    _ => Some(lease.duration),
+                };
+                Some(LeaseRecord {
+                    source: i,
+                    id: lease.id.clone(),
+                    duration_secs: lease.duration.as_secs(),
+                    renewable: lease.renewable,
+                    expires_at: unix_at(remaining),
+                })
+            })
+            .collect();
         let record = MountRecord {
             volume: volume.record.name.clone(),
             id: id.to_owned(),
@@ -377,11 +510,13 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
             mountpoint: active.mountpoint.clone(),
             token: active.token.token.clone(),
             accessor: active.token.accessor.clone(),
-            leases: active.leases.iter().map(Into::into).collect(),
+            token_expires_at: unix_at(active.timers.token.remaining(now)),
+            leases,
+            retiring: active.retiring.iter().map(|(t, _)| t.clone()).collect(),
         };
         if let Err(e) = self.store.save_mount(&record) {
             // The mount works without it; only a restart of the plugin would lose track of it.
-            tracing::error!(error = %format!("{e:#}"), "cannot record the mount in the private runtime directory");
+            tracing::error!(error = %crate::docker::error::chain(&e), "cannot record the mount in the private runtime directory");
         }
     }
 
@@ -406,46 +541,65 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
             return Ok(());
         }
         let active = guard.take().expect("checked above");
+        self.leases.remove(&key(name, id));
+        for (old, _) in &active.retiring {
+            self.revoke(name, id, old).await;
+        }
         self.release(name, id, &active.token.token, &active.mountpoint).await;
         volume.slots.lock().unwrap().remove(id);
         tracing::info!(accessor = %active.token.accessor, "unmounted and revoked");
         Ok(())
     }
 
-    /// Revokes `token`, unmounts and removes `mountpoint`, forgets the record. A revocation
-    /// that fails because Vault is out of reach is kept and retried.
-    async fn release(&self, volume: &str, id: &str, token: &Token, mountpoint: &Path) {
-        if self.mounter.is_mounted(mountpoint) {
-            if let Err(e) = self.mounter.unmount(mountpoint) {
-                tracing::error!(error = %format!("{e:#}"), "cannot unmount");
-            }
-        }
-        let _ = std::fs::remove_dir(mountpoint);
-        if let Some(parent) = mountpoint.parent() {
-            let _ = std::fs::remove_dir(parent); // only when no other mount of the volume is left
-        }
+    /// Revokes `token`; true when nothing of it is left in Vault. A failure while Vault is out
+    /// of reach is kept and retried (as a record with no references).
+    async fn revoke(&self, volume: &str, id: &str, token: &Token) -> bool {
         match self.vault.revoke_self(token).await {
-            Ok(()) => {}
+            Ok(()) => true,
             // Expired or already revoked: nothing of it is left in Vault.
-            Err(e) if e.is_denied() => tracing::info!("the mount's token had already expired"),
+            Err(e) if e.is_denied() => {
+                tracing::info!("the token had already expired");
+                true
+            }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot revoke the mount's token; will retry");
+                tracing::error!(error = %crate::docker::error::chain(&e), "cannot revoke a token; will retry");
+                // Kept under a name of its own (`~` is in no mount ID): the mount's record may
+                // still be in use, and one mount may have several tokens to revoke.
+                let base = id.split('~').next().unwrap_or(id);
                 let record = MountRecord {
                     volume: volume.to_owned(),
-                    id: id.to_owned(),
+                    id: format!("{base}~{}", fastrand::u32(..)),
                     refs: 0,
-                    mountpoint: mountpoint.to_owned(),
+                    mountpoint: PathBuf::new(),
                     token: token.clone(),
                     accessor: String::new(),
+                    token_expires_at: None,
                     leases: Vec::new(),
+                    retiring: Vec::new(),
                 };
                 let _ = self.store.save_mount(&record);
                 self.pending.lock().unwrap().push(record);
-                return;
+                false
             }
         }
+    }
+
+    /// Unmounts and removes `mountpoint`, revokes `token`, forgets the record.
+    async fn release(&self, volume: &str, id: &str, token: &Token, mountpoint: &Path) {
+        if !mountpoint.as_os_str().is_empty() {
+            if self.mounter.is_mounted(mountpoint) {
+                if let Err(e) = self.mounter.unmount(mountpoint) {
+                    tracing::error!(error = %crate::docker::error::chain(&e), "cannot unmount");
+                }
+            }
+            let _ = std::fs::remove_dir(mountpoint);
+            if let Some(parent) = mountpoint.parent() {
+                let _ = std::fs::remove_dir(parent); // only when no other mount of the volume is left
+            }
+        }
+        self.revoke(volume, id, token).await;
         if let Err(e) = self.store.delete_mount(volume, id) {
-            tracing::error!(error = %format!("{e:#}"), "cannot delete the mount record");
+            tracing::error!(error = %crate::docker::error::chain(&e), "cannot delete the mount record");
         }
     }
 
@@ -453,14 +607,16 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
     pub async fn retry_revocations(&self) -> usize {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         for record in pending {
-            self.release(&record.volume, &record.id, &record.token, &record.mountpoint).await;
+            // A failed retry is recorded again, under a new name: this one goes either way.
+            self.revoke(&record.volume, &record.id, &record.token).await;
+            let _ = self.store.delete_mount(&record.volume, &record.id);
         }
         self.pending.lock().unwrap().len()
     }
 
     /// Loads the volume definitions and the mount records a previous run left: mounts still in
-    /// place are served again; the others (the tmpfs gone, or a revocation pending) are
-    /// revoked and cleaned up. Stray mount directories are removed.
+    /// place are served (and kept up) again; the others (the tmpfs gone, or a revocation
+    /// pending) are revoked and cleaned up. Stray mount directories are removed.
     pub async fn restore(&self) {
         for record in self.store.load_volumes() {
             match VolumeSpec::parse(&record.options, &self.defaults) {
@@ -478,28 +634,15 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
         }
         let mut adopted = 0;
         for record in self.store.load_mounts() {
+            for old in &record.retiring {
+                self.revoke(&record.volume, &record.id, old).await;
+            }
             let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
             match volume {
                 Some(volume) if record.refs > 0 && self.mounter.is_mounted(&record.mountpoint) => {
-                    let active = Active {
-                        refs: record.refs,
-                        mountpoint: record.mountpoint.clone(),
-                        token: IssuedToken {
-                            token: record.token.clone(),
-                            accessor: record.accessor.clone(),
-                            ttl: volume.spec.ttl,
-                            renewable: true,
-                        },
-                        leases: record
-                            .leases
-                            .iter()
-                            .map(|l| Lease {
-                                id: l.id.clone(),
-                                duration: std::time::Duration::from_secs(l.duration_secs),
-                                renewable: l.renewable,
-                            })
-                            .collect(),
-                    };
+                    let active = restored(&volume.spec, &record);
+                    self.save_record(&volume, &record.id, &active);
+                    self.leases.set(key(&record.volume, &record.id), active.timers.next());
                     let slot = Arc::new(tokio::sync::Mutex::new(Some(active)));
                     volume.slots.lock().unwrap().insert(record.id.clone(), slot);
                     adopted += 1;
@@ -544,12 +687,62 @@ impl<V: Vault, M: Mounter, S: Store> Driver<V, M, S> {
     }
 }
 
+/// An active mount rebuilt from its record after a restart: its deadlines from the recorded
+/// expiries; its data unknown until the next generation.
+fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
+    let now = Instant::now();
+    let token = IssuedToken {
+        token: record.token.clone(),
+        accessor: record.accessor.clone(),
+        ttl: record.token_expires_at.map(left_until).unwrap_or(spec.ttl),
+        renewable: true,
+    };
+    let mut leases = vec![None; spec.sources.len()];
+    let mut timers = fresh_timers(spec, &token, &leases, now);
+    // The token's TTL was what was left, not what was asked: renew it soon after a restart.
+    timers.token = Deadline::after_grant(now, token.ttl, token.ttl, true, jitter());
+    for l in &record.leases {
+        if l.source < leases.len() {
+            let lease = Lease {
+                id: l.id.clone(),
+                duration: Duration::from_secs(l.duration_secs),
+                renewable: l.renewable,
+            };
+            let left = l.expires_at.map(left_until).unwrap_or(lease.duration);
+            let mut deadline =
+                Deadline::after_grant(now, left, lease.duration, lease.renewable, jitter());
+            if left.is_zero() {
+                deadline.replace = true;
+                deadline.act_at = now;
+            }
+            timers.sources[l.source] = SourceTimer::Leased(deadline);
+            leases[l.source] = Some(lease);
+        }
+    }
+    Active {
+        refs: record.refs,
+        mountpoint: record.mountpoint.clone(),
+        mounted_at: now,
+        token,
+        leases,
+        secrets: None,
+        timers,
+        retiring: Vec::new(),
+        last_refresh: None,
+        last_error: None,
+    }
+}
+
 /// The first 12 characters of a mount ID, as Docker shortens IDs; enough to tell them apart in
 /// logs.
 pub fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// The key of a mount in the lease manager.
+fn key(volume: &str, id: &str) -> MountKey {
+    (volume.to_owned(), id.to_owned())
+}
+
 #[cfg(test)]
-#[path = "driver_tests.rs"]
 mod tests;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::engine::FakeEngine;
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
 use crate::vault::identity::Identity;
@@ -89,7 +90,7 @@ impl Vault for FakeVault {
 }
 
 struct Fixture {
-    driver: Driver<FakeVault, FakeMounter, MemoryStore>,
+    driver: Driver<FakeVault, FakeMounter, MemoryStore, FakeEngine>,
     vault: Arc<FakeVault>,
     store: Arc<MemoryStore>,
     _dir: tempfile::TempDir,
@@ -109,14 +110,16 @@ fn fixture() -> Fixture {
     let mut defaults = Defaults::default();
     defaults.set("uid", &uid).unwrap();
     defaults.set("gid", &rustix::process::getgid().as_raw().to_string()).unwrap();
-    let driver = Driver::new(
-        vault.clone(),
-        FakeMounter::default(),
-        store.clone(),
+    let driver = Driver::new(Parts {
+        vault: vault.clone(),
+        mounter: FakeMounter::default(),
+        store: store.clone(),
+        engine: Arc::new(FakeEngine::default()),
         identity,
         defaults,
-        dir.path().join("mounts"),
-    );
+        mounts_root: dir.path().join("mounts"),
+        driver_name: "vault-secrets".into(),
+    });
     Fixture { driver, vault, store, _dir: dir }
 }
 
@@ -258,14 +261,16 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
         .unwrap()
         .push((live.clone(), f.driver.mounter.mounted.lock().unwrap()[0].1.clone()));
     let identity = Arc::new(IdentitySlot::new(Err("not yet".into())));
-    let restarted = Driver::new(
-        f.vault.clone(),
+    let restarted = Driver::new(Parts {
+        vault: f.vault.clone(),
         mounter,
-        f.store.clone(),
+        store: f.store.clone(),
+        engine: Arc::new(FakeEngine::default()),
         identity,
-        Defaults::default(),
-        f._dir.path().join("mounts"),
-    );
+        defaults: Defaults::default(),
+        mounts_root: f._dir.path().join("mounts"),
+        driver_name: "vault-secrets".into(),
+    });
     restarted.restore().await;
     assert_eq!(restarted.list().len(), 1);
     assert_eq!(

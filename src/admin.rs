@@ -1,0 +1,166 @@
+//! The admin socket (mode 0600) behind `status` and `rotate`: a small HTTP API served by the
+//! plugin, and the client the CLI commands use.
+//!
+//! - `GET /status` → `{"volumes": [VolumeStatus…]}` (accessors and lease IDs, never a token)
+//! - `POST /rotate` with `{"volume": NAME}` → `{"rotated": N}`, or `{"error": …}`
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::docker::error::chain;
+use crate::driver::{Driver, DriverError};
+use crate::engine::Engine;
+use crate::state::Store;
+use crate::tmpfs::Mounter;
+use crate::vault::Vault;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot reach the plugin's admin socket {path} (is `vault-secrets-plugin serve` running with this configuration?)")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the admin socket {path} gave an unreadable reply")]
+    BadReply { path: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The admin routes over a driver.
+pub fn router<V: Vault, M: Mounter, S: Store, E: Engine>(
+    driver: Arc<Driver<V, M, S, E>>,
+) -> Router {
+    Router::new()
+        .route("/status", get(status::<V, M, S, E>))
+        .route("/rotate", post(rotate::<V, M, S, E>))
+        .with_state(driver)
+}
+
+async fn status<V: Vault, M: Mounter, S: Store, E: Engine>(
+    State(d): State<Arc<Driver<V, M, S, E>>>,
+) -> Response {
+    Json(json!({ "volumes": d.status().await })).into_response()
+}
+
+#[derive(Deserialize)]
+struct RotateRequest {
+    volume: String,
+}
+
+async fn rotate<V: Vault, M: Mounter, S: Store, E: Engine>(
+    State(d): State<Arc<Driver<V, M, S, E>>>,
+    body: Bytes,
+) -> Response {
+    let request: RotateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("bad request: {e}") })))
+                .into_response()
+        }
+    };
+    match d.rotate(&request.volume).await {
+        Ok(n) => Json(json!({ "rotated": n })).into_response(),
+        Err(e) => {
+            let status = match e {
+                DriverError::NoSuchVolume { .. } => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            (status, Json(json!({ "error": chain(&e) }))).into_response()
+        }
+    }
+}
+
+/// One request to the admin socket; returns the JSON reply of a 2xx, or the error it carries.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, AdminError> {
+    let shown = socket.display().to_string();
+    let connect = |source| AdminError::Connect { path: shown.clone(), source };
+    let mut stream = UnixStream::connect(socket).map_err(connect)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(connect)?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(connect)?;
+    let mut raw = Vec::new();
+    stream.take(64 * 1024 * 1024).read_to_end(&mut raw).map_err(connect)?;
+    let text = String::from_utf8_lossy(&raw);
+    let bad = || AdminError::BadReply { path: shown.clone() };
+    let (head, payload) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let value: Value = serde_json::from_str(payload).map_err(|_| bad())?;
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        Err(AdminError::Refused(value["error"].as_str().unwrap_or("refused").to_owned()))
+    }
+}
+
+/// `status` as a table.
+pub fn render_table(status: &Value) -> String {
+    let mut out = String::new();
+    let volumes = status["volumes"].as_array().cloned().unwrap_or_default();
+    if volumes.is_empty() {
+        return "no volumes\n".into();
+    }
+    let secs = |v: &Value| {
+        v.as_u64()
+            .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    for v in volumes {
+        let mounts = v["mounts"].as_array().cloned().unwrap_or_default();
+        let sources: Vec<&str> = v["sources"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}  ({}; {} active mount(s))\n",
+            v["name"].as_str().unwrap_or("?"),
+            sources.join(", "),
+            mounts.len()
+        ));
+        for m in mounts {
+            out.push_str(&format!(
+                "  mount {}  refs {}  token {} expires in {}  last refresh {}\n",
+                m["id"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
+                m["refs"],
+                m["accessor"].as_str().unwrap_or("?"),
+                secs(&m["token_expires_in_secs"]),
+                m["last_refresh"].as_str().unwrap_or("-"),
+            ));
+            for l in m["leases"].as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!(
+                    "    lease {}  expires in {}  ({})\n",
+                    l["lease_id"].as_str().unwrap_or("?"),
+                    secs(&l["expires_in_secs"]),
+                    l["state"].as_str().unwrap_or("?"),
+                ));
+            }
+            if let Some(e) = m["last_error"].as_str() {
+                out.push_str(&format!("    last error: {e}\n"));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,434 @@
+//! Keeping mounted volumes current while their containers run: the [`Worker`] the lease
+//! manager calls at each mount's deadline, `rotate`, `status`, signals to containers, and the
+//! sweep of mounts whose containers are gone.
+//!
+//! - A due token or renewable lease is renewed with what it was first granted.
+//! - A lease that cannot be renewed further, an expired one, or a refused renewal brings a
+//!   fresh *generation*: a new child token, every source read again with it, the files swapped
+//!   (each one atomically), and the old token — with all of its leases — revoked after a short
+//!   grace ([`plan::grace`]).
+//! - Static sources are re-read every `refresh`; files are rewritten only when they changed.
+//! - While Vault is out of reach the files stay as they are and the mount retries with backoff;
+//!   the error shows in `status`.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::*;
+use crate::docker::error::chain;
+use crate::lease::plan::{self, Due};
+use crate::lease::Worker;
+
+/// One volume as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeStatus {
+    pub name: String,
+    pub sources: Vec<String>,
+    pub mounts: Vec<MountStatus>,
+}
+
+/// One active mount as `status` shows it: never a token or a value, only accessors and lease IDs.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountStatus {
+    pub id: String,
+    pub mountpoint: PathBuf,
+    pub refs: u32,
+    pub accessor: String,
+    pub token_expires_in_secs: Option<u64>,
+    pub leases: Vec<LeaseStatus>,
+    pub next_action_in_secs: u64,
+    pub last_refresh: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseStatus {
+    pub source: String,
+    pub lease_id: String,
+    pub expires_in_secs: Option<u64>,
+    pub renewable: bool,
+    /// `renew` while it can be renewed, `replace` once a fresh secret must be fetched.
+    pub state: &'static str,
+}
+
+impl<V: Vault, M: Mounter, S: Store, E: Engine> Worker for Driver<V, M, S, E> {
+    async fn tick(&self, key: &MountKey) -> Option<Instant> {
+        self.upkeep(&key.0, &key.1).await
+    }
+}
+
+impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
+    #[tracing::instrument(skip_all, fields(volume = %name, id = %short(id)))]
+    async fn upkeep(&self, name: &str, id: &str) -> Option<Instant> {
+        let volume = self.volume(name).ok()?;
+        let slot = volume.slot(id)?;
+        let mut guard = slot.lock().await;
+        let active = guard.as_mut()?;
+        let now = Instant::now();
+        active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
+        let due = active.timers.due(now);
+        let outcome = self.do_due(&volume, id, active, due, now).await;
+        self.settle(&volume, id, active, outcome, now);
+        Some(active.timers.next())
+    }
+
+    /// Records the outcome of an upkeep: the error for `status` and a retry, or recovery.
+    fn settle(
+        &self,
+        volume: &Volume,
+        id: &str,
+        active: &mut Active,
+        outcome: Result<(), DriverError>,
+        now: Instant,
+    ) {
+        match outcome {
+            Ok(()) => {
+                if active.last_error.take().is_some() {
+                    tracing::info!("recovered: the mount is current again");
+                }
+                active.timers.succeeded();
+            }
+            Err(e) => {
+                let message = chain(&e);
+                active.timers.failed(now, jitter());
+                let retry = active.timers.retry_at.map(|r| r - now).unwrap_or_default();
+                tracing::warn!(error = %message, ?retry, "upkeep failed; the files stay as they are");
+                active.last_error = Some(message);
+            }
+        }
+        active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
+        self.save_record(volume, id, active);
+    }
+
+    async fn do_due(
+        &self,
+        volume: &Volume,
+        id: &str,
+        active: &mut Active,
+        due: Due,
+        now: Instant,
+    ) -> Result<(), DriverError> {
+        let name = &volume.record.name;
+        if due.retire {
+            let (ended, kept): (Vec<_>, Vec<_>) =
+                active.retiring.drain(..).partition(|(_, at)| *at <= now);
+            active.retiring = kept;
+            for (token, _) in ended {
+                self.revoke(name, id, &token).await;
+            }
+        }
+        if due.replace {
+            return self
+                .replace(volume, id, active, "a lease or the token cannot be renewed further")
+                .await;
+        }
+        let renew_err = |source| DriverError::Renew { volume: name.clone(), source };
+        if due.renew_token {
+            match self.vault.renew_self(&active.token.token, volume.spec.ttl).await {
+                Ok(ttl) => {
+                    active.timers.token =
+                        Deadline::after_grant(now, ttl, volume.spec.ttl, true, jitter())
+                }
+                Err(e) if !e.is_transient() => {
+                    return self.replace(volume, id, active, "the token renewal was refused").await
+                }
+                Err(e) => return Err(renew_err(e)),
+            }
+        }
+        for i in due.renew_leases {
+            let Some(lease) = active.leases.get(i).cloned().flatten() else { continue };
+            match self.vault.renew_lease(&active.token.token, &lease.id, lease.duration).await {
+                Ok(granted) => {
+                    let deadline = Deadline::after_grant(
+                        now,
+                        granted,
+                        lease.duration,
+                        lease.renewable,
+                        jitter(),
+                    );
+                    active.timers.sources[i] = SourceTimer::Leased(deadline);
+                }
+                Err(e) if !e.is_transient() => {
+                    return self.replace(volume, id, active, "a lease renewal was refused").await
+                }
+                Err(e) => return Err(renew_err(e)),
+            }
+        }
+        if due.refresh {
+            self.refresh(volume, id, active, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the static sources; rewrites the files only when they changed.
+    async fn refresh(
+        &self,
+        volume: &Volume,
+        id: &str,
+        active: &mut Active,
+        now: Instant,
+    ) -> Result<(), DriverError> {
+        let spec = &volume.spec;
+        let statics: Vec<usize> = (0..spec.sources.len())
+            .filter(|i| matches!(active.timers.sources[*i], SourceTimer::Static { .. }))
+            .collect();
+        if active.secrets.is_none() && statics.len() < spec.sources.len() {
+            // After a restart the leased data is not in memory: render from a fresh generation.
+            return self
+                .replace(volume, id, active, "refresh of a mount carried over a restart")
+                .await;
+        }
+        let mut fresh = Vec::with_capacity(statics.len());
+        for &i in &statics {
+            match self.vault.read(&active.token.token, &spec.sources[i]).await {
+                Ok(secret) => fresh.push((i, secret)),
+                // The token may have expired while Vault was out of reach.
+                Err(e) if e.is_denied() && active.timers.token.expired(now) => {
+                    return self.replace(volume, id, active, "the token expired").await
+                }
+                Err(source) => {
+                    return Err(DriverError::Read { volume: volume.record.name.clone(), source })
+                }
+            }
+        }
+        let secrets: Vec<Secret> = match active.secrets.take() {
+            Some(mut current) => {
+                for (i, secret) in fresh {
+                    current[i] = secret;
+                }
+                current
+            }
+            None => fresh.into_iter().map(|(_, s)| s).collect(),
+        };
+        let written = self.write_files(volume, active, &secrets);
+        active.secrets = Some(secrets);
+        for &i in &statics {
+            active.timers.sources[i] = SourceTimer::Static { refresh_at: Some(now + spec.refresh) };
+        }
+        active.last_refresh = Some(SystemTime::now());
+        if written? {
+            tracing::info!("a secret changed: files rewritten");
+            self.signal(volume, active).await;
+        }
+        Ok(())
+    }
+
+    /// Renders `secrets` and writes what changed; true when a file changed.
+    fn write_files(
+        &self,
+        volume: &Volume,
+        active: &Active,
+        secrets: &[Secret],
+    ) -> Result<bool, DriverError> {
+        let name = &volume.record.name;
+        let rendered = files::render(&volume.spec, secrets)
+            .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
+        files::write(&active.mountpoint, &rendered, Ownership::of(&volume.spec))
+            .map_err(|source| DriverError::Write { volume: name.clone(), source })
+    }
+
+    /// A fresh generation: a new child token, every source read with it, the files swapped;
+    /// the old token (and every lease it made) revoked after a short grace.
+    async fn replace(
+        &self,
+        volume: &Volume,
+        id: &str,
+        active: &mut Active,
+        why: &str,
+    ) -> Result<(), DriverError> {
+        let name = &volume.record.name;
+        let token = self.issue_token(volume, id).await?;
+        let fetched = match self.read_all(volume, &token.token).await {
+            Ok(secrets) => {
+                self.write_files(volume, active, &secrets).map(|changed| (secrets, changed))
+            }
+            Err(e) => Err(e),
+        };
+        let (secrets, changed) = match fetched {
+            Ok(done) => done,
+            Err(e) => {
+                self.revoke(name, id, &token.token).await;
+                return Err(e);
+            }
+        };
+        let now = Instant::now();
+        let old_left = active
+            .timers
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceTimer::Leased(d) => d.remaining(now),
+                SourceTimer::Static { .. } => None,
+            })
+            .min();
+        let grace = plan::grace(old_left);
+        let old = std::mem::replace(&mut active.token, token);
+        active.retiring.push((old.token, now + grace));
+        active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
+        active.timers = fresh_timers(&volume.spec, &active.token, &active.leases, now);
+        active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
+        active.secrets = Some(secrets);
+        active.last_refresh = Some(SystemTime::now());
+        tracing::info!(why, accessor = %active.token.accessor, old_accessor = %old.accessor, ?grace, changed, "fresh generation");
+        self.save_record(volume, id, active);
+        if changed {
+            self.signal(volume, active).await;
+        }
+        Ok(())
+    }
+
+    /// `rotate VOLUME`: a fresh generation for every mount of the volume, now.
+    #[tracing::instrument(skip_all, fields(volume = %name))]
+    pub async fn rotate(&self, name: &str) -> Result<usize, DriverError> {
+        let volume = self.volume(name)?;
+        let mut rotated = 0;
+        for (id, slot) in volume.slots() {
+            let mut guard = slot.lock().await;
+            let Some(active) = guard.as_mut() else { continue };
+            let now = Instant::now();
+            let result = self.replace(&volume, &id, active, "rotate requested").await;
+            let failed = result.as_ref().err().map(|e| chain(e));
+            self.settle(&volume, &id, active, result, now);
+            self.leases.set(key(name, &id), active.timers.next());
+            if let Some(message) = failed {
+                return Err(DriverError::Rotate {
+                    volume: name.to_owned(),
+                    id: short(&id).to_owned(),
+                    message,
+                });
+            }
+            rotated += 1;
+        }
+        Ok(rotated)
+    }
+
+    /// Every volume with its active mounts, their tokens' and leases' remaining TTLs, last
+    /// refresh and last error.
+    pub async fn status(&self) -> Vec<VolumeStatus> {
+        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
+        let mut out = Vec::with_capacity(volumes.len());
+        for volume in volumes {
+            let mut mounts = Vec::new();
+            for (id, slot) in volume.slots() {
+                let Ok(guard) = tokio::time::timeout(Duration::from_secs(2), slot.lock()).await
+                else {
+                    continue;
+                };
+                if let Some(active) = guard.as_ref() {
+                    mounts.push(mount_status(&volume.spec, &id, active));
+                }
+            }
+            let sources = volume.spec.sources.iter().map(|s| s.path.clone()).collect();
+            out.push(VolumeStatus { name: volume.record.name.clone(), sources, mounts });
+        }
+        out
+    }
+
+    /// Sends the volume's `signal` to the running containers that use this mount.
+    async fn signal(&self, volume: &Volume, active: &Active) {
+        let Some(signal) = &volume.spec.signal else { return };
+        let mounts = match self.engine.volume_mounts(&self.driver_name).await {
+            Ok(m) => m,
+            Err(e) => {
+                return tracing::warn!(error = %chain(&e), "cannot find the containers to signal")
+            }
+        };
+        let id = active.mountpoint.file_name().unwrap_or_default();
+        for m in mounts {
+            if m.running && m.volume == volume.record.name && m.source.file_name() == Some(id) {
+                match self.engine.signal(&m.container_id, signal).await {
+                    Ok(()) => {
+                        tracing::info!(container = %short(&m.container_id), signal, "signalled")
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %short(&m.container_id), error = %chain(&e), "cannot signal")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases mounts no running container uses any more (a Docker daemon crash sends no
+    /// Unmount), once older than `min_age`. Does nothing when Docker cannot be asked.
+    pub async fn sweep_stale(&self, min_age: Duration) -> usize {
+        let in_use: HashSet<(String, String)> = match self
+            .engine
+            .volume_mounts(&self.driver_name)
+            .await
+        {
+            Ok(mounts) => mounts
+                .into_iter()
+                .filter(|m| m.running)
+                .filter_map(|m| {
+                    Some((m.volume, m.source.file_name()?.to_string_lossy().into_owned()))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), "docker not reachable: no sweep of stale mounts");
+                return 0;
+            }
+        };
+        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
+        let mut released = 0;
+        for volume in volumes {
+            let name = &volume.record.name;
+            for (id, slot) in volume.slots() {
+                let Ok(mut guard) = slot.try_lock() else { continue };
+                let stale = guard.as_ref().is_some_and(|a| a.mounted_at.elapsed() >= min_age)
+                    && !in_use.contains(&(name.clone(), id.clone()));
+                if !stale {
+                    continue;
+                }
+                let active = guard.take().expect("checked");
+                tracing::warn!(volume = %name, id = %short(&id), "no running container uses this mount any more: releasing it");
+                self.leases.remove(&key(name, &id));
+                for (old, _) in &active.retiring {
+                    self.revoke(name, &id, old).await;
+                }
+                self.release(name, &id, &active.token.token, &active.mountpoint).await;
+                volume.slots.lock().unwrap().remove(&id);
+                released += 1;
+            }
+        }
+        released
+    }
+}
+
+fn secs_until(at: Option<Instant>, now: Instant) -> Option<u64> {
+    at.map(|at| at.saturating_duration_since(now).as_secs())
+}
+
+fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
+    let now = Instant::now();
+    let leases = active
+        .leases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, lease)| {
+            let lease = lease.as_ref()?;
+            let deadline = match active.timers.sources.get(i) {
+                Some(SourceTimer::Leased(d)) => Some(*d),
+                _ => None,
+            };
+            Some(LeaseStatus {
+                source: spec.sources[i].path.clone(),
+                lease_id: lease.id.clone(),
+                expires_in_secs: deadline.and_then(|d| secs_until(d.expires_at, now)),
+                renewable: lease.renewable,
+                state: if deadline.is_some_and(|d| d.replace) { "replace" } else { "renew" },
+            })
+        })
+        .collect();
+    MountStatus {
+        id: id.to_owned(),
+        mountpoint: active.mountpoint.clone(),
+        refs: active.refs,
+        accessor: active.token.accessor.clone(),
+        token_expires_in_secs: secs_until(active.timers.token.expires_at, now),
+        leases,
+        next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
+        last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        last_error: active.last_error.clone(),
+    }
+}

@@ -1,0 +1,300 @@
+//! The deadline arithmetic of a mount's upkeep, pure and clock-free: every function takes `now`
+//! and a jitter fraction, so tests run with `tokio::time::pause()` or plain instants.
+//!
+//! A [`Deadline`] follows one thing that expires (the mount's token, a lease): renew it at about
+//! two thirds of its TTL; once it cannot be renewed any further (not renewable, or Vault granted
+//! less than asked: its max TTL is near) it is *replaced* — a fresh secret fetched — at about
+//! two thirds of what is left, well before it expires.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Grace before a replaced generation's token is revoked (and with it the old leases), so the
+/// application can pick up the new files. Never longer than what the old lease has left.
+pub const MAX_GRACE: Duration = Duration::from_secs(5);
+
+/// How far below the asked TTL a renewal may come back and still count as full (Vault rounds).
+const SLACK: Duration = Duration::from_secs(2);
+
+/// One expiring thing and when to act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// When to renew it, or (with `replace`) to replace it.
+    pub act_at: Instant,
+    /// When it expires; `None` when it does not.
+    pub expires_at: Option<Instant>,
+    /// It cannot be renewed any further: replace it at `act_at`.
+    pub replace: bool,
+}
+
+impl Deadline {
+    /// After an issue or a renewal that granted `granted` when `asked` was asked for.
+    /// `jitter` in `[0, 1)` spreads the renewals of many mounts over 10% of the TTL.
+    pub fn after_grant(
+        now: Instant,
+        granted: Duration,
+        asked: Duration,
+        renewable: bool,
+        jitter: f64,
+    ) -> Deadline {
+        if granted.is_zero() {
+            // No TTL: nothing to renew (a root-derived or non-expiring secret).
+            return Deadline {
+                act_at: now + Duration::from_secs(365 * 24 * 3600),
+                expires_at: None,
+                replace: false,
+            };
+        }
+        let capped = granted + SLACK < asked;
+        Deadline {
+            act_at: now + granted.mul_f64(2.0 / 3.0 - 0.1 * jitter.clamp(0.0, 1.0)),
+            expires_at: Some(now + granted),
+            replace: !renewable || capped,
+        }
+    }
+
+    /// Whether it has expired at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+
+    /// Time left before it expires, zero when expired, `None` when it does not.
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.expires_at.map(|e| e.saturating_duration_since(now))
+    }
+}
+
+/// What a source needs over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceTimer {
+    /// A static secret (KV), re-read at `refresh_at` (never when `refresh` is 0).
+    Static { refresh_at: Option<Instant> },
+    /// A leased secret.
+    Leased(Deadline),
+}
+
+/// Every deadline of one mount, and its retry state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timers {
+    pub token: Deadline,
+    pub sources: Vec<SourceTimer>,
+    /// Old tokens to revoke once their grace is over.
+    pub retiring: Vec<Instant>,
+    /// After a failure: not before this.
+    pub retry_at: Option<Instant>,
+    pub failures: u32,
+}
+
+/// What is due at a tick.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// A fresh generation: new token, every source read again, files swapped.
+    pub replace: bool,
+    pub renew_token: bool,
+    /// Indexes of the leased sources to renew.
+    pub renew_leases: Vec<usize>,
+    /// Re-read the static sources.
+    pub refresh: bool,
+    /// Revoke the retiring tokens whose grace is over.
+    pub retire: bool,
+}
+
+impl Due {
+    pub fn is_empty(&self) -> bool {
+        *self == Due::default()
+    }
+}
+
+impl Timers {
+    /// The earliest instant something is due, not before a pending retry.
+    pub fn next(&self) -> Instant {
+        let mut next = self.token.act_at;
+        for source in &self.sources {
+            let at = match source {
+                SourceTimer::Static { refresh_at } => *refresh_at,
+                SourceTimer::Leased(d) => Some(d.act_at),
+            };
+            if let Some(at) = at {
+                next = next.min(at);
+            }
+        }
+        for at in &self.retiring {
+            next = next.min(*at);
+        }
+        match self.retry_at {
+            Some(retry) => next.max(retry),
+            None => next,
+        }
+    }
+
+    /// What is due at `now`.
+    pub fn due(&self, now: Instant) -> Due {
+        let mut due = Due { retire: self.retiring.iter().any(|at| *at <= now), ..Due::default() };
+        let token_due = self.token.act_at <= now;
+        if token_due && (self.token.replace || self.token.expired(now)) {
+            due.replace = true;
+        } else {
+            due.renew_token = token_due;
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            match source {
+                SourceTimer::Static { refresh_at } => {
+                    due.refresh |= refresh_at.is_some_and(|at| at <= now);
+                }
+                SourceTimer::Leased(d) if d.act_at <= now => {
+                    if d.replace || d.expired(now) {
+                        due.replace = true;
+                    } else {
+                        due.renew_leases.push(i);
+                    }
+                }
+                SourceTimer::Leased(_) => {}
+            }
+        }
+        if due.replace {
+            // A fresh generation renews and re-reads everything anyway.
+            due.renew_token = false;
+            due.renew_leases.clear();
+            due.refresh = false;
+        }
+        due
+    }
+
+    /// Records a failure: retry after a jittered exponential backoff (1 s doubling to 30 s),
+    /// but never later than two thirds of the way to the nearest expiry.
+    pub fn failed(&mut self, now: Instant, jitter: f64) {
+        self.failures = self.failures.saturating_add(1);
+        let mut wait = backoff(self.failures, jitter);
+        let nearest = self
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceTimer::Leased(d) => d.remaining(now),
+                SourceTimer::Static { .. } => None,
+            })
+            .chain(self.token.remaining(now))
+            .filter(|r| !r.is_zero())
+            .min();
+        if let Some(left) = nearest {
+            wait = wait.min(left.mul_f64(2.0 / 3.0)).max(Duration::from_millis(200));
+        }
+        self.retry_at = Some(now + wait);
+    }
+
+    /// Clears the failure state after a successful tick.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+    }
+}
+
+/// 1 s, 2 s, 4 s … up to 30 s, each shortened by up to half at random.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base =
+        Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30));
+    base.mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// The grace before revoking a replaced generation: at most [`MAX_GRACE`], never past the
+/// old lease's own expiry.
+pub fn grace(old_remaining: Option<Duration>) -> Duration {
+    old_remaining.map_or(MAX_GRACE, |r| r.min(MAX_GRACE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn timers(now: Instant, token: Deadline, sources: Vec<SourceTimer>) -> Timers {
+        let _ = now;
+        Timers { token, sources, retiring: vec![], retry_at: None, failures: 0 }
+    }
+
+    #[test]
+    fn renewal_at_two_thirds_with_jitter_and_replacement_when_capped() {
+        let now = Instant::now();
+        let d = Deadline::after_grant(now, S(60), S(60), true, 0.0);
+        assert_eq!(d.act_at, now + S(40));
+        assert!(!d.replace);
+        let d = Deadline::after_grant(now, S(60), S(60), true, 0.999);
+        assert!(d.act_at > now + S(33) && d.act_at < now + S(40));
+        let capped = Deadline::after_grant(now, S(3), S(4), true, 0.0);
+        assert!(!capped.replace, "within the slack");
+        let capped = Deadline::after_grant(now, S(1), S(4), true, 0.0);
+        assert!(capped.replace && capped.expires_at == Some(now + S(1)));
+        assert!(Deadline::after_grant(now, S(4), S(4), false, 0.0).replace);
+        let never = Deadline::after_grant(now, Duration::ZERO, S(4), false, 0.0);
+        assert_eq!(never.expires_at, None);
+        assert!(!never.replace);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_renews_then_is_replaced_before_it_expires() {
+        let start = Instant::now();
+        let token = Deadline::after_grant(start, S(3600), S(3600), true, 0.0);
+        let lease = Deadline::after_grant(start, S(4), S(4), true, 0.0);
+        let mut t = timers(start, token, vec![SourceTimer::Leased(lease)]);
+        assert!(t.due(start).is_empty());
+        tokio::time::sleep_until(t.next()).await;
+        let now = Instant::now();
+        assert_eq!((now - start).as_millis(), 2667, "two thirds of 4 s (tokio rounds to ms)");
+        assert_eq!(t.due(now), Due { renew_leases: vec![0], ..Due::default() });
+        // Vault grants only 1 s more: the max TTL is near.
+        t.sources[0] = SourceTimer::Leased(Deadline::after_grant(now, S(1), S(4), true, 0.0));
+        tokio::time::sleep_until(t.next()).await;
+        let now = Instant::now();
+        assert_eq!(t.due(now), Due { replace: true, ..Due::default() });
+        assert!(now < start + S(4), "replaced before the lease expires");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn static_sources_refresh_and_replacement_supersedes_the_rest() {
+        let start = Instant::now();
+        let token = Deadline::after_grant(start, S(10), S(10), true, 0.0);
+        let mut t =
+            timers(start, token, vec![SourceTimer::Static { refresh_at: Some(start + S(2)) }]);
+        assert_eq!(t.next(), start + S(2));
+        tokio::time::advance(S(2)).await;
+        assert_eq!(t.due(Instant::now()), Due { refresh: true, ..Due::default() });
+        t.token.replace = true;
+        tokio::time::advance(S(10)).await;
+        assert_eq!(t.due(Instant::now()), Due { replace: true, ..Due::default() });
+        t.retiring.push(start + S(1));
+        assert!(t.due(Instant::now()).retire);
+        let off = timers(start, token, vec![SourceTimer::Static { refresh_at: None }]);
+        assert_eq!(off.next(), token.act_at, "refresh 0 never fires");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_but_not_past_the_nearest_expiry() {
+        let start = Instant::now();
+        let token = Deadline::after_grant(start, S(3600), S(3600), true, 0.0);
+        let lease = Deadline::after_grant(start, S(60), S(60), true, 0.0);
+        let mut t = timers(start, token, vec![SourceTimer::Leased(lease)]);
+        tokio::time::advance(S(40)).await;
+        let now = Instant::now();
+        let mut waits = vec![];
+        for _ in 0..7 {
+            t.failed(now, 0.0);
+            waits.push(t.retry_at.unwrap() - now);
+        }
+        assert_eq!(waits[..4], [S(1), S(2), S(4), S(8)]);
+        assert!(waits[6] <= S(14), "capped at 2/3 of the 20 s left: {waits:?}");
+        assert_eq!(t.next(), t.retry_at.unwrap(), "a due renewal waits for the retry");
+        t.succeeded();
+        assert_eq!(t.retry_at, None);
+    }
+
+    #[test]
+    fn backoff_and_grace() {
+        assert_eq!(backoff(1, 0.0), S(1));
+        assert_eq!(backoff(6, 0.0), S(30));
+        assert_eq!(backoff(60, 0.0), S(30));
+        assert_eq!(backoff(2, 1.0), S(1));
+        assert_eq!(grace(None), MAX_GRACE);
+        assert_eq!(grace(Some(S(1))), S(1));
+    }
+}
