@@ -1,0 +1,125 @@
+//! The Docker Engine API client against the real engine: the containers using a volume, running
+//! and stopped, and a signal delivered to a container.
+//!
+//! These tests share dockerd with the others in this binary: everything they create has a unique
+//! name, and they remove only what they created.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vault_secrets::engine::{ContainerMount, DockerEngine, Engine, EngineError, DEFAULT_SOCKET};
+
+use crate::e2e::{docker, docker_ok, image};
+use crate::util::*;
+
+fn engine() -> DockerEngine {
+    DockerEngine::new(DEFAULT_SOCKET, Duration::from_secs(20))
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// Removes the containers and volumes a test created, even when it panics.
+#[derive(Default)]
+struct Created {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Created {
+    fn volume(&mut self, prefix: &str) -> String {
+        let name = unique(prefix);
+        docker_ok(&["volume", "create", &name]);
+        self.volumes.push(name.clone());
+        name
+    }
+
+    /// `docker run -d --network none` of `args`; returns the container's ID.
+    fn run(&mut self, options: &[&str], args: &[&str]) -> String {
+        let name = unique("vs-engine");
+        let mut all = vec!["run", "-d", "--network", "none", "--name", &name];
+        all.extend(options);
+        let image = image();
+        all.push(&image);
+        all.extend(args);
+        // Recorded before the run, so a container that fails to start is removed too.
+        self.containers.push(name.clone());
+        docker_ok(&all)
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+fn mounts_of(id: &str, driver: &str) -> Vec<ContainerMount> {
+    let all = block_on(engine().volume_mounts(driver)).expect("the engine lists containers");
+    all.into_iter().filter(|m| m.container_id == id).collect()
+}
+
+#[test]
+fn volume_mounts_lists_running_and_stopped_containers() {
+    let mut created = Created::default();
+    let volume = created.volume("vs-engine");
+    let mountpoint = docker_ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
+    let bind = format!("{volume}:/data");
+    let id = created.run(&["-v", &bind], &["sleep", "600"]);
+    assert_eq!(id.len(), 64, "docker run -d prints the full ID: {id}");
+
+    let expected = |running| ContainerMount {
+        container_id: id.clone(),
+        running,
+        volume: volume.clone(),
+        source: PathBuf::from(&mountpoint),
+    };
+    assert_eq!(mounts_of(&id, "local"), [expected(true)]);
+    assert_eq!(mounts_of(&id, "vault-secrets-no-such-driver"), []);
+
+    docker_ok(&["stop", "-t", "0", &id]);
+    assert_eq!(mounts_of(&id, "local"), [expected(false)]);
+}
+
+#[test]
+fn signal_reaches_a_running_container() {
+    let mut created = Created::default();
+    let script =
+        r#"trap "echo got >/tmp/hup" HUP; touch /tmp/ready; while true; do sleep 0.2; done"#;
+    let id = created.run(&[], &["sh", "-c", script]);
+    let exec_ok = |args: &[&str]| docker(&[&["exec", id.as_str()], args].concat()).status.success();
+    // Until the trap is set, SIGHUP to the container's PID 1 would be ignored.
+    assert!(
+        wait_until(Duration::from_secs(20), || exec_ok(&["test", "-e", "/tmp/ready"])),
+        "the container did not start its script"
+    );
+
+    block_on(engine().signal(&id, "SIGHUP")).expect("signal a running container");
+    assert!(
+        wait_until(Duration::from_secs(20), || exec_ok(&["grep", "-qx", "got", "/tmp/hup"])),
+        "the container's HUP trap did not run"
+    );
+
+    docker_ok(&["stop", "-t", "0", &id]);
+    let e = block_on(engine().signal(&id, "SIGHUP")).unwrap_err();
+    assert_eq!(e.status(), Some(409), "a stopped container: {e}");
+}
+
+#[test]
+fn signal_to_a_missing_container_is_a_404_with_the_engines_message() {
+    let missing = mount_id();
+    let e = block_on(engine().signal(&missing, "SIGHUP")).unwrap_err();
+    match &e {
+        EngineError::Status { status: 404, message, .. } => {
+            assert!(message.contains("No such container"), "{e}")
+        }
+        _ => panic!("expected a 404: {e:?}"),
+    }
+}

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::engine::FakeEngine;
+use crate::lease::{plan, Worker};
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
 use crate::vault::identity::Identity;
@@ -22,6 +23,26 @@ struct FakeVault {
     reads: AtomicUsize,
     secrets: Mutex<BTreeMap<String, Value>>,
     unreachable_revoke: std::sync::atomic::AtomicBool,
+    /// Paths whose reads carry a lease of this many seconds.
+    leased: Mutex<BTreeMap<String, u64>>,
+    /// What a lease renewal grants (`None`: what was asked).
+    renew_grant: Mutex<Option<std::time::Duration>>,
+    renewals: AtomicUsize,
+    /// Every call fails as if Vault were unreachable.
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl FakeVault {
+    fn check_up(&self, path: &str) -> Result<(), VaultError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(VaultError::Status {
+                path: path.into(),
+                status: 503,
+                message: "sealed".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Vault for FakeVault {
@@ -35,6 +56,7 @@ impl Vault for FakeVault {
         request: &ChildTokenRequest,
     ) -> Result<IssuedToken, VaultError> {
         assert_eq!(parent.expose(), "plugin-token");
+        self.check_up("auth/token/create")?;
         let n = self.created.fetch_add(1, Ordering::SeqCst);
         Ok(IssuedToken {
             token: Token::new(format!("child-{n}")),
@@ -45,10 +67,20 @@ impl Vault for FakeVault {
     }
 
     async fn read(&self, _token: &Token, source: &Source) -> Result<Secret, VaultError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.check_up(&source.path)?;
+        let n = self.reads.fetch_add(1, Ordering::SeqCst);
+        let lease = self.leased.lock().unwrap().get(&source.path).map(|secs| crate::vault::Lease {
+            id: format!("{}/{n}", source.path),
+            duration: std::time::Duration::from_secs(*secs),
+            renewable: true,
+        });
         match self.secrets.lock().unwrap().get(&source.path) {
             Some(Value::Object(data)) => {
-                Ok(Secret { data: data.clone(), lease: None, kv_version: None })
+                let mut data = data.clone();
+                if lease.is_some() {
+                    data.insert("username".into(), Value::String(format!("user-{n}")));
+                }
+                Ok(Secret { data, lease, kv_version: None })
             }
             Some(_) => Err(VaultError::Denied { path: source.path.clone() }),
             None => Err(VaultError::NotFound { path: source.path.clone() }),
@@ -81,7 +113,9 @@ impl Vault for FakeVault {
         _: &str,
         increment: std::time::Duration,
     ) -> Result<std::time::Duration, VaultError> {
-        Ok(increment)
+        self.check_up("sys/leases/renew")?;
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        Ok(self.renew_grant.lock().unwrap().unwrap_or(increment))
     }
 
     async fn revoke_lease(&self, _: &Token, _: &str) -> Result<(), VaultError> {
@@ -283,4 +317,144 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
     let e = crate::docker::error::chain(&restarted.mount("app", ID).await.unwrap_err());
     assert!(e.contains("not logged in to vault: not yet"), "{e}");
+}
+
+fn key(id: &str) -> MountKey {
+    ("db".into(), id.into())
+}
+
+fn read(path: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(path.join(name)).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_are_renewed_then_replaced_by_a_fresh_generation() {
+    let f = fixture();
+    f.vault.secrets.lock().unwrap().insert("database/creds/app".into(), json!({"password": "pw"}));
+    f.vault.leased.lock().unwrap().insert("database/creds/app".into(), 60);
+    f.driver.create("db", opts(&[("path", "database/creds/app")])).unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    assert_eq!(read(&path, "username"), "user-0");
+    // At two thirds of the lease: a renewal, nothing else.
+    tokio::time::advance(Duration::from_secs(41)).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.renewals.load(Ordering::SeqCst), 1);
+    assert_eq!(f.vault.created.load(Ordering::SeqCst), 1);
+    // The max TTL is near: Vault grants 6 s only, so the next tick fetches a fresh secret.
+    *f.vault.renew_grant.lock().unwrap() = Some(Duration::from_secs(6));
+    tokio::time::sleep_until(next).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    tokio::time::sleep_until(next).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.created.load(Ordering::SeqCst), 2, "a new token for the new generation");
+    assert_eq!(read(&path, "username"), "user-1", "the files were swapped");
+    assert!(f.vault.revoked.lock().unwrap().is_empty(), "the old generation has a grace");
+    let status = f.driver.status().await;
+    assert_eq!(status[0].mounts[0].accessor, "acc-1");
+    assert_eq!(status[0].mounts[0].leases[0].lease_id, "database/creds/app/1");
+    let record = f.store.load_mounts();
+    assert_eq!(record[0].retiring.len(), 1, "the old token is recorded until revoked");
+    tokio::time::advance(plan::MAX_GRACE).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(
+        *f.vault.revoked.lock().unwrap(),
+        vec!["child-0"],
+        "old token revoked after the grace"
+    );
+    f.driver.unmount("db", ID).await.unwrap();
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0", "child-1"]);
+    assert!(f.driver.leases.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn kv_refresh_rewrites_only_on_change_and_survives_an_outage() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    let written = std::fs::metadata(path.join("password")).unwrap().modified().unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        std::fs::metadata(path.join("password")).unwrap().modified().unwrap(),
+        written,
+        "unchanged: not rewritten"
+    );
+    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
+    f.vault.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep_until(next).await;
+    let retry = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "password"), "pw", "the files stay while Vault is down");
+    let status = f.driver.status().await;
+    assert!(status[0].mounts[0].last_error.as_deref().unwrap().contains("503"), "{status:?}");
+    assert!(retry - Instant::now() <= Duration::from_secs(1), "a quick first retry");
+    f.vault.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep_until(retry).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "password"), "new");
+    assert!(!path.join("user").exists(), "a key gone from the secret is gone from the volume");
+    assert_eq!(f.driver.status().await[0].mounts[0].last_error, None);
+}
+
+#[tokio::test]
+async fn rotate_fetches_a_fresh_generation_for_every_mount() {
+    let f = fixture();
+    f.vault.secrets.lock().unwrap().insert("database/creds/app".into(), json!({"password": "pw"}));
+    f.vault.leased.lock().unwrap().insert("database/creds/app".into(), 3600);
+    f.driver.create("db", opts(&[("path", "database/creds/app")])).unwrap();
+    let a = f.driver.mount("db", "a").await.unwrap();
+    let b = f.driver.mount("db", "b").await.unwrap();
+    assert_eq!(f.driver.rotate("db").await.unwrap(), 2);
+    assert_ne!(read(&a, "username"), "user-0");
+    assert_ne!(read(&b, "username"), "user-1");
+    assert_eq!(f.vault.created.load(Ordering::SeqCst), 4);
+    assert!(matches!(f.driver.rotate("nope").await, Err(DriverError::NoSuchVolume { .. })));
+}
+
+#[tokio::test]
+async fn mounts_no_running_container_uses_are_swept() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app")])).unwrap();
+    let used = f.driver.mount("db", "used").await.unwrap();
+    let gone = f.driver.mount("db", "gone").await.unwrap();
+    f.driver.engine.mounts.lock().unwrap().push(crate::engine::ContainerMount {
+        container_id: "c1".into(),
+        running: true,
+        volume: "db".into(),
+        source: used.clone(),
+    });
+    assert_eq!(f.driver.sweep_stale(Duration::from_secs(3600)).await, 0, "too young to be swept");
+    assert_eq!(f.driver.sweep_stale(Duration::ZERO).await, 1);
+    assert!(!f.driver.mounter.is_mounted(&gone));
+    assert!(f.driver.mounter.is_mounted(&used));
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1);
+    f.driver.engine.unreachable.store(true, Ordering::SeqCst);
+    assert_eq!(
+        f.driver.sweep_stale(Duration::ZERO).await,
+        0,
+        "docker unreachable: nothing released"
+    );
+    assert!(f.driver.mounter.is_mounted(&used));
+}
+
+#[tokio::test]
+async fn a_changed_mount_signals_the_containers_using_it() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("signal", "SIGHUP")])).unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    let mount = |id: &str, running| crate::engine::ContainerMount {
+        container_id: id.into(),
+        running,
+        volume: "db".into(),
+        source: path.clone(),
+    };
+    f.driver.engine.mounts.lock().unwrap().extend([mount("c1", true), mount("c2", false)]);
+    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
+    f.driver.rotate("db").await.unwrap();
+    assert_eq!(
+        *f.driver.engine.signals.lock().unwrap(),
+        vec![("c1".to_string(), "SIGHUP".to_string())]
+    );
+    f.driver.rotate("db").await.unwrap();
+    assert_eq!(f.driver.engine.signals.lock().unwrap().len(), 1, "nothing changed: no signal");
 }
