@@ -95,6 +95,26 @@ pub struct IdentityRecord {
     pub secret_id: Option<Token>,
 }
 
+/// A volume's own identity (from `wrapped-token`), kept in the private tmpfs only: it
+/// survives a plugin restart, not a reboot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeIdentityRecord {
+    pub volume: String,
+    /// The token a wrapped token held (its mounts get child tokens of it)…
+    #[serde(default, with = "opt_token_serde")]
+    pub token: Option<Token>,
+    #[serde(default)]
+    pub accessor: String,
+    /// …or the AppRole credentials a wrapped secret_id gave (each mount logs in).
+    #[serde(default)]
+    pub role_id: Option<String>,
+    #[serde(default, with = "opt_token_serde")]
+    pub secret_id: Option<Token>,
+    /// The wrapping token used at create, to recognise a repeated Create.
+    #[serde(with = "token_serde")]
+    pub wrapping: Token,
+}
+
 mod token_serde {
     use super::Token;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -154,6 +174,9 @@ pub trait Store: Send + Sync + 'static {
     fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError>;
     fn load_identity(&self) -> Option<IdentityRecord>;
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError>;
+    fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord>;
+    fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError>;
+    fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError>;
 }
 
 /// The real store: JSON files in `state_dir/volumes/` and in the private tmpfs.
@@ -168,7 +191,8 @@ impl DirStore {
     pub fn open(state_dir: &Path, private: &Path) -> Result<DirStore, StateError> {
         let volumes = state_dir.join("volumes");
         let mounts = private.join("mounts");
-        for dir in [&volumes, &mounts] {
+        let identities = private.join("identities");
+        for dir in [&volumes, &mounts, &identities] {
             create_private_dir(dir)?;
         }
         Ok(DirStore { volumes, private: private.to_owned() })
@@ -288,6 +312,18 @@ impl Store for DirStore {
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError> {
         save_json(&self.private.join("identity.json"), record)
     }
+
+    fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord> {
+        load_dir(&self.private.join("identities"))
+    }
+
+    fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError> {
+        save_json(&self.private.join("identities").join(format!("{}.json", record.volume)), record)
+    }
+
+    fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError> {
+        remove(&self.private.join("identities").join(format!("{volume}.json")))
+    }
 }
 
 /// An in-memory store for unit tests.
@@ -296,6 +332,7 @@ pub struct MemoryStore {
     pub volumes: Mutex<BTreeMap<String, VolumeRecord>>,
     pub mounts: Mutex<BTreeMap<(String, String), MountRecord>>,
     pub identity: Mutex<Option<IdentityRecord>>,
+    pub volume_identities: Mutex<BTreeMap<String, VolumeIdentityRecord>>,
 }
 
 impl Store for MemoryStore {
@@ -334,6 +371,20 @@ impl Store for MemoryStore {
 
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError> {
         *self.identity.lock().unwrap() = Some(record.clone());
+        Ok(())
+    }
+
+    fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord> {
+        self.volume_identities.lock().unwrap().values().cloned().collect()
+    }
+
+    fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError> {
+        self.volume_identities.lock().unwrap().insert(record.volume.clone(), record.clone());
+        Ok(())
+    }
+
+    fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError> {
+        self.volume_identities.lock().unwrap().remove(volume);
         Ok(())
     }
 }

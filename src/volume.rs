@@ -119,7 +119,23 @@ pub struct VolumeSpec {
     pub policies: Option<Vec<String>>,
     /// Sent to the containers using a mount when its files change.
     pub signal: Option<String>,
+    /// Whose identity the mounts' tokens come from.
+    pub identity: IdentityKind,
 }
+
+/// Where a volume's mount tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityKind {
+    /// Child tokens of the plugin's own identity.
+    Plugin,
+    /// Child tokens of the token a `wrapped-token` held.
+    WrappedToken,
+    /// An AppRole login per mount, with `role-id` and the secret_id a `wrapped-token` held.
+    WrappedSecretId { role_id: String },
+}
+
+/// What the definition on disk holds in place of the wrapping token (used up at create).
+pub const UNWRAPPED: &str = "unwrapped-at-create";
 
 const ACCEPTED: &str =
     "path, path.NAME, field, file, format, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal";
@@ -145,6 +161,8 @@ impl VolumeSpec {
         let mut format = Format::Files;
         let mut policies = None;
         let mut signal = None;
+        let mut wrapped = false;
+        let mut role_id = None;
         for (key, value) in opts {
             match key.as_str() {
                 "path" => main_path = Some(parse_vault_path(key, value)?),
@@ -167,7 +185,31 @@ impl VolumeSpec {
                 "policies" => policies = Some(parse_policies(value)?),
                 "uid" | "gid" | "mode" | "size" | "refresh" | "ttl" => settings.set(key, value)?,
                 "signal" => signal = Some(parse_signal(value)?),
-                "template" | "wrapped-token" | "role-id" => {
+                "wrapped-token" => {
+                    if value.is_empty()
+                        || value.len() > 1024
+                        || value.contains(|c: char| c.is_whitespace() || c.is_control())
+                    {
+                        return Err(err(
+                            key,
+                            "must be a response-wrapping token (from `-wrap-ttl`)",
+                        ));
+                    }
+                    wrapped = true;
+                }
+                "role-id" => {
+                    if value.is_empty()
+                        || value.len() > 256
+                        || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    {
+                        return Err(err(
+                            key,
+                            "must be an AppRole role_id (letters, digits, `-`, `_`, `.`)",
+                        ));
+                    }
+                    role_id = Some(value.clone());
+                }
+                "template" => {
                     return Err(err(key, "is not supported by this version of the plugin"))
                 }
                 _ => {
@@ -209,6 +251,26 @@ impl VolumeSpec {
             None => {}
         }
         sources.extend(named);
+        let identity = match (wrapped, role_id) {
+            (false, None) => IdentityKind::Plugin,
+            (false, Some(_)) => {
+                return Err(err(
+                    "role-id",
+                    "goes with `wrapped-token`, a wrapped secret_id of that role",
+                ))
+            }
+            (true, None) => IdentityKind::WrappedToken,
+            (true, Some(role_id)) => {
+                for (option, given) in
+                    [("policies", policies.is_some()), ("ttl", opts.contains_key("ttl"))]
+                {
+                    if given {
+                        return Err(err(option, "cannot go with `role-id`: each mount logs in with the AppRole, whose token_policies and token_ttl apply"));
+                    }
+                }
+                IdentityKind::WrappedSecretId { role_id }
+            }
+        };
         if spec_field.is_some() && sources.len() > 1 {
             return Err(err("field", "selects a key of one source; it cannot go with path.NAME"));
         }
@@ -231,6 +293,7 @@ impl VolumeSpec {
             ttl: settings.ttl,
             policies,
             signal,
+            identity,
         })
     }
 
@@ -432,6 +495,26 @@ mod tests {
             Some("SIGHUP")
         );
         assert_eq!(parse(&[("path", "kv/a"), ("signal", "SIGKILL")]).unwrap_err().option, "signal");
+        assert_eq!(
+            parse(&[("path", "kv/a"), ("wrapped-token", "s.abc")]).unwrap().identity,
+            IdentityKind::WrappedToken
+        );
+        let spec =
+            parse(&[("path", "kv/a"), ("wrapped-token", "s.abc"), ("role-id", "r-1")]).unwrap();
+        assert_eq!(spec.identity, IdentityKind::WrappedSecretId { role_id: "r-1".into() });
+        assert_eq!(parse(&[("path", "kv/a"), ("role-id", "r-1")]).unwrap_err().option, "role-id");
+        let e = parse(&[
+            ("path", "kv/a"),
+            ("wrapped-token", "s.a"),
+            ("role-id", "r"),
+            ("policies", "p"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.option, "policies");
+        assert_eq!(
+            parse(&[("path", "kv/a"), ("wrapped-token", "a b")]).unwrap_err().option,
+            "wrapped-token"
+        );
         let e = parse(&[("path", "kv/a"), ("template", "t")]).unwrap_err();
         assert!(e.to_string().contains("not supported"), "{e}");
     }

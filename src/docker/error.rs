@@ -39,6 +39,7 @@ impl From<DriverError> for ApiError {
             | DriverError::Options { .. }
             | DriverError::Render { .. } => StatusCode::BAD_REQUEST,
             DriverError::NoSuchVolume { .. } => StatusCode::NOT_FOUND,
+            DriverError::IdentityGone { .. } => StatusCode::GONE,
             DriverError::Exists { .. } | DriverError::InUse { .. } => StatusCode::CONFLICT,
             DriverError::ChildToken { .. }
             | DriverError::Read { .. }

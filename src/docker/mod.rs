@@ -35,8 +35,12 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// The operations behind the protocol. [`Driver`] is the real one.
 pub trait Backend: Send + Sync + 'static {
-    fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError>;
-    fn remove(&self, name: &str) -> Result<(), DriverError>;
+    fn create(
+        &self,
+        name: &str,
+        opts: BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    fn remove(&self, name: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
     fn mount(
         &self,
         name: &str,
@@ -50,11 +54,11 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 impl<V: Vault, M: Mounter, S: Store, E: Engine> Backend for Driver<V, M, S, E> {
-    fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
-        Driver::create(self, name, opts)
+    async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
+        Driver::create(self, name, opts).await
     }
-    fn remove(&self, name: &str) -> Result<(), DriverError> {
-        Driver::remove(self, name)
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        Driver::remove(self, name).await
     }
     async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, DriverError> {
         Driver::mount(self, name, id).await
@@ -143,7 +147,7 @@ async fn create<B: Backend>(
     bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Reply {
     let req: CreateRequest = parse(&body(bytes)?)?;
-    b.create(&req.name, req.opts.unwrap_or_default())?;
+    b.create(&req.name, req.opts.unwrap_or_default()).await?;
     Ok(ok())
 }
 
@@ -152,7 +156,7 @@ async fn remove<B: Backend>(
     bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Reply {
     let req: NameRequest = parse(&body(bytes)?)?;
-    b.remove(&req.name)?;
+    b.remove(&req.name).await?;
     Ok(ok())
 }
 

@@ -16,7 +16,7 @@ struct FakeBackend {
 }
 
 impl Backend for FakeBackend {
-    fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
+    async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
         if opts.contains_key("bogus") {
             return Err(DriverError::Options {
                 volume: name.into(),
@@ -29,7 +29,7 @@ impl Backend for FakeBackend {
         self.created.lock().unwrap().push((name.into(), opts));
         Ok(())
     }
-    fn remove(&self, name: &str) -> Result<(), DriverError> {
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
         Err(DriverError::InUse { volume: name.into(), mounts: 1 })
     }
     async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, DriverError> {

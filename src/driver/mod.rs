@@ -6,6 +6,7 @@
 //! Vault calls of its Mount, Unmount or upkeep, so mounts of different containers proceed
 //! concurrently while a repeated ID is reference-counted, never mounted twice.
 
+mod identity;
 mod upkeep;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,9 @@ use crate::state::{LeaseRecord, MountRecord, StateError, Store, VolumeRecord};
 use crate::tmpfs::{MountError, Mounter, TmpfsOptions};
 use crate::vault::identity::IdentitySlot;
 use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Secret, Token, Vault, VaultError};
-use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec};
+use crate::volume::{
+    valid_volume_name, Defaults, IdentityKind, OptionError, VolumeSpec, UNWRAPPED,
+};
 
 pub use upkeep::{LeaseStatus, MountStatus, VolumeStatus};
 
@@ -52,6 +55,8 @@ pub enum DriverError {
         #[source]
         source: VaultError,
     },
+    #[error("volume {volume} had an identity of its own from a wrapped token, which did not survive a reboot of the host (it is never written to disk): remove the volume and create it again with a fresh wrapped-token")]
+    IdentityGone { volume: String },
     #[error("the plugin is not logged in to vault: {reason}")]
     NoIdentity { reason: String },
     #[error("cannot read the secrets of volume {volume}")]
@@ -135,6 +140,14 @@ struct Volume {
     spec: VolumeSpec,
     /// One slot per mount ID: present while a Mount is under way or the mount is active.
     slots: Mutex<BTreeMap<String, Slot>>,
+    /// The volume's own identity (from `wrapped-token`), if it has one and it is known.
+    own: Mutex<Option<identity::Own>>,
+}
+
+impl Volume {
+    fn new(record: VolumeRecord, spec: VolumeSpec, own: Option<identity::Own>) -> Volume {
+        Volume { record, spec, slots: Mutex::default(), own: Mutex::new(own) }
+    }
 }
 
 impl Volume {
@@ -261,46 +274,115 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             .ok_or_else(|| DriverError::NoSuchVolume { volume: name.to_owned() })
     }
 
-    /// Validates the options, then persists the definition. Idempotent for the same options.
+    /// Validates the options, unwraps a `wrapped-token`, checks `policies`, then persists the
+    /// definition (with the wrapping token replaced by a marker: it is used up, and it is not
+    /// to be on disk). Idempotent for the same options.
     #[tracing::instrument(skip_all, fields(volume = %name))]
-    pub fn create(&self, name: &str, options: BTreeMap<String, String>) -> Result<(), DriverError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        mut options: BTreeMap<String, String>,
+    ) -> Result<(), DriverError> {
         if !valid_volume_name(name) {
             return Err(DriverError::InvalidName { name: name.to_owned() });
         }
         let spec = VolumeSpec::parse(&options, &self.defaults)
             .map_err(|source| DriverError::Options { volume: name.to_owned(), source })?;
-        let mut volumes = self.volumes.lock().unwrap();
-        if let Some(existing) = volumes.get(name) {
-            return if existing.record.options == options {
+        let wrapping = options
+            .get_mut("wrapped-token")
+            .map(|v| Token::new(std::mem::replace(v, UNWRAPPED.into())));
+        if wrapping.as_ref().is_some_and(|w| w.expose() == UNWRAPPED) {
+            return Err(DriverError::Options {
+                volume: name.to_owned(),
+                source: OptionError {
+                    option: "wrapped-token".into(),
+                    message: "give the response-wrapping token itself".into(),
+                },
+            });
+        }
+        if let Some(existing) = self.volumes.lock().unwrap().get(name) {
+            let same_token = match (&wrapping, existing.own.lock().unwrap().as_ref()) {
+                (None, _) => true,
+                (Some(w), Some(own)) => w.expose() == own.wrapping.expose(),
+                (Some(_), None) => false,
+            };
+            return if existing.record.options == options && same_token {
                 Ok(())
             } else {
                 Err(DriverError::Exists { volume: name.to_owned() })
             };
         }
+        let own = match wrapping {
+            Some(w) => Some(self.unwrap_identity(name, &spec.identity, w).await?),
+            None => None,
+        };
+        let result = self.persist_new(name, options, spec, own.clone()).await;
+        if let (Err(_), Some(identity::OwnIdentity::Token { issued, .. })) =
+            (&result, own.map(|o| o.identity))
+        {
+            self.revoke(name, "create", &issued.token).await; // nothing is left half-done
+        }
+        result
+    }
+
+    async fn persist_new(
+        &self,
+        name: &str,
+        options: BTreeMap<String, String>,
+        spec: VolumeSpec,
+        own: Option<identity::Own>,
+    ) -> Result<(), DriverError> {
+        let state_err = |source| DriverError::State { volume: name.to_owned(), source };
+        self.check_policies(name, &spec, own.as_ref()).await?;
+        if let Some(own) = &own {
+            self.store.save_volume_identity(&own.record(name)).map_err(state_err)?;
+        }
         let record = VolumeRecord { name: name.to_owned(), options, created_at: now_rfc3339() };
-        self.store
-            .save_volume(&record)
-            .map_err(|source| DriverError::State { volume: name.to_owned(), source })?;
-        tracing::info!(sources = spec.sources.len(), "volume created");
-        volumes.insert(name.to_owned(), Arc::new(Volume { record, spec, slots: Mutex::default() }));
+        let mut volumes = self.volumes.lock().unwrap();
+        if volumes.contains_key(name) {
+            return Err(DriverError::Exists { volume: name.to_owned() }); // a concurrent create won
+        }
+        if let Err(e) = self.store.save_volume(&record) {
+            let _ = self.store.delete_volume_identity(name);
+            return Err(state_err(e));
+        }
+        tracing::info!(sources = spec.sources.len(), identity = ?spec.identity, "volume created");
+        if let Some(identity::OwnIdentity::Token { renew_at, issued }) =
+            own.as_ref().map(|o| &o.identity)
+        {
+            if !issued.ttl.is_zero() {
+                self.leases.set(key(name, ""), *renew_at);
+            }
+        }
+        volumes.insert(name.to_owned(), Arc::new(Volume::new(record, spec, own)));
         Ok(())
     }
 
     /// Deletes the definition; refused while any mount of the volume is active or under way.
     #[tracing::instrument(skip_all, fields(volume = %name))]
-    pub fn remove(&self, name: &str) -> Result<(), DriverError> {
-        let mut volumes = self.volumes.lock().unwrap();
-        let volume = volumes
-            .get(name)
-            .ok_or_else(|| DriverError::NoSuchVolume { volume: name.to_owned() })?;
-        let mounts = volume.slots.lock().unwrap().len();
-        if mounts > 0 {
-            return Err(DriverError::InUse { volume: name.to_owned(), mounts });
+    pub async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        let volume = {
+            let mut volumes = self.volumes.lock().unwrap();
+            let volume = volumes
+                .get(name)
+                .ok_or_else(|| DriverError::NoSuchVolume { volume: name.to_owned() })?;
+            let mounts = volume.slots.lock().unwrap().len();
+            if mounts > 0 {
+                return Err(DriverError::InUse { volume: name.to_owned(), mounts });
+            }
+            self.store
+                .delete_volume(name)
+                .map_err(|source| DriverError::State { volume: name.to_owned(), source })?;
+            volumes.remove(name).expect("checked above")
+        };
+        self.leases.remove(&key(name, ""));
+        let own = volume.own.lock().unwrap().take();
+        if let Some(identity::OwnIdentity::Token { issued, .. }) = own.map(|o| o.identity) {
+            self.revoke(name, "remove", &issued.token).await;
         }
-        self.store
-            .delete_volume(name)
-            .map_err(|source| DriverError::State { volume: name.to_owned(), source })?;
-        volumes.remove(name);
+        if let Err(e) = self.store.delete_volume_identity(name) {
+            tracing::error!(error = %crate::docker::error::chain(&e), "cannot delete the volume's identity record");
+        }
         tracing::info!("volume removed");
         Ok(())
     }
@@ -391,14 +473,6 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             display_name: format!("vault-secrets-{name}"),
             meta: vec![("volume".into(), name.clone()), ("mount_id".into(), short(id).to_owned())],
         }
-    }
-
-    /// A child token for a mount of `volume`.
-    async fn issue_token(&self, volume: &Volume, id: &str) -> Result<IssuedToken, DriverError> {
-        let parent = self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?;
-        self.vault.create_child_token(&parent, &self.child_token_request(volume, id)).await.map_err(
-            |source| DriverError::ChildToken { volume: volume.record.name.clone(), source },
-        )
     }
 
     /// Reads every source with `token`.
@@ -618,10 +692,26 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     /// place are served (and kept up) again; the others (the tmpfs gone, or a revocation
     /// pending) are revoked and cleaned up. Stray mount directories are removed.
     pub async fn restore(&self) {
+        let mut identities: BTreeMap<String, identity::Own> = BTreeMap::new();
+        for record in self.store.load_volume_identities() {
+            if let Some(own) = identity::Own::from_record(&record) {
+                identities.insert(record.volume.clone(), own);
+            }
+        }
         for record in self.store.load_volumes() {
             match VolumeSpec::parse(&record.options, &self.defaults) {
                 Ok(spec) => {
-                    let volume = Volume { record, spec, slots: Mutex::default() };
+                    let own = identities.remove(&record.name);
+                    if own.is_none() && spec.identity != IdentityKind::Plugin {
+                        tracing::warn!(volume = %record.name, "the volume's own identity did not survive a reboot: its mounts will fail until it is created again with a fresh wrapped-token");
+                    }
+                    if matches!(
+                        own.as_ref().map(|o| &o.identity),
+                        Some(identity::OwnIdentity::Token { .. })
+                    ) {
+                        self.leases.set(key(&record.name, ""), Instant::now());
+                    }
+                    let volume = Volume::new(record, spec, own);
                     self.volumes
                         .lock()
                         .unwrap()

@@ -13,7 +13,7 @@ use crate::lease::{plan, Worker};
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
 use crate::vault::identity::Identity;
-use crate::vault::{IssuedToken, Secret};
+use crate::vault::{IssuedToken, Secret, Unwrapped};
 use crate::volume::Source;
 
 #[derive(Default)]
@@ -30,6 +30,10 @@ struct FakeVault {
     renewals: AtomicUsize,
     /// Every call fails as if Vault were unreachable.
     down: std::sync::atomic::AtomicBool,
+    /// Wrapping tokens: token → (creation path, what it holds).
+    wrapped: Mutex<BTreeMap<String, (String, String)>>,
+    /// The parent of each child token created, in order.
+    parents: Mutex<Vec<String>>,
 }
 
 impl FakeVault {
@@ -55,7 +59,7 @@ impl Vault for FakeVault {
         parent: &Token,
         request: &ChildTokenRequest,
     ) -> Result<IssuedToken, VaultError> {
-        assert_eq!(parent.expose(), "plugin-token");
+        self.parents.lock().unwrap().push(parent.expose().to_owned());
         self.check_up("auth/token/create")?;
         let n = self.created.fetch_add(1, Ordering::SeqCst);
         Ok(IssuedToken {
@@ -118,8 +122,53 @@ impl Vault for FakeVault {
         Ok(self.renew_grant.lock().unwrap().unwrap_or(increment))
     }
 
-    async fn revoke_lease(&self, _: &Token, _: &str) -> Result<(), VaultError> {
-        Ok(())
+    async fn token_policies(&self, _: &Token) -> Result<Vec<String>, VaultError> {
+        Ok(vec!["default".into(), "app".into()])
+    }
+
+    async fn wrapping_creation_path(&self, wrapping: &Token) -> Result<String, VaultError> {
+        let wrapped = self.wrapped.lock().unwrap();
+        let bad = || VaultError::Status {
+            path: "sys/wrapping/lookup".into(),
+            status: 400,
+            message: "wrapping token is not valid or does not exist".into(),
+        };
+        wrapped.get(wrapping.expose()).map(|(path, _)| path.clone()).ok_or_else(bad)
+    }
+
+    async fn unwrap(&self, wrapping: &Token) -> Result<Unwrapped, VaultError> {
+        let held = self.wrapped.lock().unwrap().remove(wrapping.expose());
+        match held {
+            Some((_, held)) if held.starts_with("secret-id:") => {
+                Ok(Unwrapped::SecretId(Token::new(held)))
+            }
+            Some((_, held)) => Ok(Unwrapped::Token(IssuedToken {
+                token: Token::new(held),
+                accessor: "own-acc".into(),
+                ttl: std::time::Duration::from_secs(3600),
+                renewable: true,
+            })),
+            None => Err(VaultError::Status {
+                path: "sys/wrapping/unwrap".into(),
+                status: 400,
+                message: "invalid".into(),
+            }),
+        }
+    }
+
+    async fn approle_login(
+        &self,
+        role_id: &str,
+        secret_id: &Token,
+    ) -> Result<IssuedToken, VaultError> {
+        assert_eq!((role_id, secret_id.expose()), ("role-1", "secret-id:abc"));
+        let n = self.created.fetch_add(1, Ordering::SeqCst);
+        Ok(IssuedToken {
+            token: Token::new(format!("login-{n}")),
+            accessor: format!("acc-{n}"),
+            ttl: std::time::Duration::from_secs(600),
+            renewable: true,
+        })
     }
 }
 
@@ -166,7 +215,7 @@ const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd
 #[tokio::test]
 async fn mount_writes_files_and_unmount_revokes() {
     let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     let path = f.driver.mount("app", ID).await.unwrap();
     assert!(path.ends_with(format!("mounts/app/{ID}")));
     assert_eq!(std::fs::read_to_string(path.join("password")).unwrap(), "pw");
@@ -184,7 +233,7 @@ async fn mount_writes_files_and_unmount_revokes() {
 #[tokio::test]
 async fn same_id_twice_is_reference_counted() {
     let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     let a = f.driver.mount("app", ID).await.unwrap();
     let b = f.driver.mount("app", ID).await.unwrap();
     assert_eq!(a, b);
@@ -201,7 +250,7 @@ async fn same_id_twice_is_reference_counted() {
 #[tokio::test]
 async fn two_ids_get_two_tokens_and_two_tmpfs() {
     let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     let (a, b) = tokio::join!(f.driver.mount("app", "id-a"), f.driver.mount("app", "id-b"));
     assert_ne!(a.unwrap(), b.unwrap());
     assert_eq!(f.vault.created.load(Ordering::SeqCst), 2);
@@ -213,9 +262,9 @@ async fn two_ids_get_two_tokens_and_two_tmpfs() {
 #[tokio::test]
 async fn failures_leave_nothing_behind_and_say_why() {
     let f = fixture();
-    f.driver.create("denied", opts(&[("path", "kv/denied")])).unwrap();
-    f.driver.create("missing", opts(&[("path", "kv/nothing")])).unwrap();
-    f.driver.create("badkey", opts(&[("path", "kv/badkey")])).unwrap();
+    f.driver.create("denied", opts(&[("path", "kv/denied")])).await.unwrap();
+    f.driver.create("missing", opts(&[("path", "kv/nothing")])).await.unwrap();
+    f.driver.create("badkey", opts(&[("path", "kv/badkey")])).await.unwrap();
     for (name, needle) in [
         ("denied", "permission denied on kv/denied"),
         ("missing", "no secret at kv/nothing"),
@@ -228,9 +277,9 @@ async fn failures_leave_nothing_behind_and_say_why() {
     assert!(f.driver.mounter.mounted.lock().unwrap().is_empty());
     assert!(f.store.load_mounts().is_empty());
     // a failed mount does not block Remove
-    f.driver.remove("denied").unwrap();
+    f.driver.remove("denied").await.unwrap();
 
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     f.driver.mounter.fail_mount.store(true, Ordering::SeqCst);
     let e = crate::docker::error::chain(&f.driver.mount("app", ID).await.unwrap_err());
     assert!(e.contains("cannot mount volume app"), "{e}");
@@ -241,16 +290,16 @@ async fn failures_leave_nothing_behind_and_say_why() {
 #[tokio::test]
 async fn create_is_idempotent_validated_and_remove_refuses_while_mounted() {
     let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
-    let e = f.driver.create("app", opts(&[("path", "kv/other")])).unwrap_err();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    let e = f.driver.create("app", opts(&[("path", "kv/other")])).await.unwrap_err();
     assert!(matches!(e, DriverError::Exists { .. }));
     let e = crate::docker::error::chain(
-        &f.driver.create("x", opts(&[("path", "kv/a"), ("bogus", "1")])).unwrap_err(),
+        &f.driver.create("x", opts(&[("path", "kv/a"), ("bogus", "1")])).await.unwrap_err(),
     );
     assert!(e.contains("bogus"), "{e}");
     assert!(matches!(
-        f.driver.create("../x", opts(&[("path", "kv/a")])),
+        f.driver.create("../x", opts(&[("path", "kv/a")])).await,
         Err(DriverError::InvalidName { .. })
     ));
     assert!(matches!(
@@ -258,9 +307,9 @@ async fn create_is_idempotent_validated_and_remove_refuses_while_mounted() {
         Err(DriverError::InvalidMountId { .. })
     ));
     f.driver.mount("app", ID).await.unwrap();
-    assert!(matches!(f.driver.remove("app"), Err(DriverError::InUse { mounts: 1, .. })));
+    assert!(matches!(f.driver.remove("app").await, Err(DriverError::InUse { mounts: 1, .. })));
     f.driver.unmount("app", ID).await.unwrap();
-    f.driver.remove("app").unwrap();
+    f.driver.remove("app").await.unwrap();
     assert!(f.store.load_volumes().is_empty());
     assert!(matches!(f.driver.get("app"), Err(DriverError::NoSuchVolume { .. })));
 }
@@ -268,7 +317,7 @@ async fn create_is_idempotent_validated_and_remove_refuses_while_mounted() {
 #[tokio::test]
 async fn failed_revocations_are_kept_and_retried() {
     let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     let path = f.driver.mount("app", ID).await.unwrap();
     f.vault.unreachable_revoke.store(true, Ordering::SeqCst);
     f.driver.unmount("app", ID).await.unwrap();
@@ -284,7 +333,7 @@ async fn failed_revocations_are_kept_and_retried() {
 #[tokio::test]
 async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     let live = f.driver.mount("app", "live").await.unwrap();
     f.driver.mount("app", "gone").await.unwrap();
     // A new driver over the same store and mounts, as after a restart; one tmpfs vanished.
@@ -332,7 +381,7 @@ async fn leases_are_renewed_then_replaced_by_a_fresh_generation() {
     let f = fixture();
     f.vault.secrets.lock().unwrap().insert("database/creds/app".into(), json!({"password": "pw"}));
     f.vault.leased.lock().unwrap().insert("database/creds/app".into(), 60);
-    f.driver.create("db", opts(&[("path", "database/creds/app")])).unwrap();
+    f.driver.create("db", opts(&[("path", "database/creds/app")])).await.unwrap();
     let path = f.driver.mount("db", ID).await.unwrap();
     assert_eq!(read(&path, "username"), "user-0");
     // At two thirds of the lease: a renewal, nothing else.
@@ -369,7 +418,7 @@ async fn leases_are_renewed_then_replaced_by_a_fresh_generation() {
 #[tokio::test(start_paused = true)]
 async fn kv_refresh_rewrites_only_on_change_and_survives_an_outage() {
     let f = fixture();
-    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).unwrap();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).await.unwrap();
     let path = f.driver.mount("db", ID).await.unwrap();
     let written = std::fs::metadata(path.join("password")).unwrap().modified().unwrap();
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -401,7 +450,7 @@ async fn rotate_fetches_a_fresh_generation_for_every_mount() {
     let f = fixture();
     f.vault.secrets.lock().unwrap().insert("database/creds/app".into(), json!({"password": "pw"}));
     f.vault.leased.lock().unwrap().insert("database/creds/app".into(), 3600);
-    f.driver.create("db", opts(&[("path", "database/creds/app")])).unwrap();
+    f.driver.create("db", opts(&[("path", "database/creds/app")])).await.unwrap();
     let a = f.driver.mount("db", "a").await.unwrap();
     let b = f.driver.mount("db", "b").await.unwrap();
     assert_eq!(f.driver.rotate("db").await.unwrap(), 2);
@@ -414,7 +463,7 @@ async fn rotate_fetches_a_fresh_generation_for_every_mount() {
 #[tokio::test]
 async fn mounts_no_running_container_uses_are_swept() {
     let f = fixture();
-    f.driver.create("db", opts(&[("path", "kv/app")])).unwrap();
+    f.driver.create("db", opts(&[("path", "kv/app")])).await.unwrap();
     let used = f.driver.mount("db", "used").await.unwrap();
     let gone = f.driver.mount("db", "gone").await.unwrap();
     f.driver.engine.mounts.lock().unwrap().push(crate::engine::ContainerMount {
@@ -440,7 +489,7 @@ async fn mounts_no_running_container_uses_are_swept() {
 #[tokio::test]
 async fn a_changed_mount_signals_the_containers_using_it() {
     let f = fixture();
-    f.driver.create("db", opts(&[("path", "kv/app"), ("signal", "SIGHUP")])).unwrap();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("signal", "SIGHUP")])).await.unwrap();
     let path = f.driver.mount("db", ID).await.unwrap();
     let mount = |id: &str, running| crate::engine::ContainerMount {
         container_id: id.into(),
@@ -457,4 +506,140 @@ async fn a_changed_mount_signals_the_containers_using_it() {
     );
     f.driver.rotate("db").await.unwrap();
     assert_eq!(f.driver.engine.signals.lock().unwrap().len(), 1, "nothing changed: no signal");
+}
+
+#[tokio::test]
+async fn a_wrapped_token_becomes_the_volume_identity_once() {
+    let f = fixture();
+    f.vault
+        .wrapped
+        .lock()
+        .unwrap()
+        .insert("wrap-1".into(), ("auth/token/create".into(), "own-token".into()));
+    f.driver
+        .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
+        .await
+        .unwrap();
+    // Docker may repeat the Create with the same (now used) wrapping token.
+    f.driver
+        .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
+        .await
+        .unwrap();
+    let stored = &f.store.load_volumes()[0];
+    assert_eq!(
+        stored.options["wrapped-token"],
+        crate::volume::UNWRAPPED,
+        "the wrapping token never reaches the disk"
+    );
+    assert_eq!(f.store.load_volume_identities()[0].token.as_ref().unwrap().expose(), "own-token");
+    f.driver.mount("team", ID).await.unwrap();
+    assert_eq!(
+        *f.vault.parents.lock().unwrap(),
+        vec!["own-token"],
+        "mounts get child tokens of the volume's token"
+    );
+    f.driver.unmount("team", ID).await.unwrap();
+    // A used wrapping token cannot make another volume.
+    let e = crate::docker::error::chain(
+        &f.driver
+            .create("other", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.contains("used, expired or unknown") && e.contains("intercepted"), "{e}");
+    f.driver.remove("team").await.unwrap();
+    assert!(
+        f.vault.revoked.lock().unwrap().contains(&"own-token".to_string()),
+        "remove revokes the volume's identity"
+    );
+    assert!(f.store.load_volume_identities().is_empty());
+}
+
+#[tokio::test]
+async fn a_substituted_wrapping_token_is_refused_unused() {
+    let f = fixture();
+    f.vault
+        .wrapped
+        .lock()
+        .unwrap()
+        .insert("wrap-x".into(), ("sys/wrapping/wrap".into(), "attacker-token".into()));
+    let e = crate::docker::error::chain(
+        &f.driver
+            .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-x")]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.contains("`sys/wrapping/wrap`") && e.contains("refusing"), "{e}");
+    assert!(f.vault.wrapped.lock().unwrap().contains_key("wrap-x"), "not unwrapped");
+    assert!(f.store.load_volumes().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrapped_secret_id_logs_each_mount_in() {
+    let f = fixture();
+    f.vault.wrapped.lock().unwrap().insert(
+        "wrap-s".into(),
+        ("auth/approle/role/web/secret-id".into(), "secret-id:abc".into()),
+    );
+    f.driver
+        .create(
+            "web",
+            opts(&[("path", "kv/app"), ("wrapped-token", "wrap-s"), ("role-id", "role-1")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        *f.vault.revoked.lock().unwrap(),
+        vec!["login-0"],
+        "the probe login at create is revoked"
+    );
+    let path = f.driver.mount("web", ID).await.unwrap();
+    assert_eq!(read(&path, "password"), "pw");
+    assert!(f.vault.parents.lock().unwrap().is_empty(), "no child tokens: a login per mount");
+    f.driver.unmount("web", ID).await.unwrap();
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["login-0", "login-1"]);
+}
+
+#[tokio::test]
+async fn policies_must_be_a_subset_of_the_identity_s() {
+    let f = fixture();
+    f.driver.create("ok", opts(&[("path", "kv/app"), ("policies", "app")])).await.unwrap();
+    let e = crate::docker::error::chain(
+        &f.driver
+            .create("wide", opts(&[("path", "kv/app"), ("policies", "app,admin")]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.contains("option `policies`") && e.contains("`admin`") && e.contains("default, app"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
+    let f = fixture();
+    f.vault
+        .wrapped
+        .lock()
+        .unwrap()
+        .insert("wrap-1".into(), ("auth/token/create".into(), "own-token".into()));
+    f.driver
+        .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
+        .await
+        .unwrap();
+    f.store.volume_identities.lock().unwrap().clear(); // the private tmpfs is gone
+    let restarted = Driver::new(Parts {
+        vault: f.vault.clone(),
+        mounter: FakeMounter::default(),
+        store: f.store.clone(),
+        engine: Arc::new(FakeEngine::default()),
+        identity: Arc::new(IdentitySlot::new(Err("no".into()))),
+        defaults: Defaults::default(),
+        mounts_root: f._dir.path().join("mounts"),
+        driver_name: "vault-secrets".into(),
+    });
+    restarted.restore().await;
+    let e = crate::docker::error::chain(&restarted.mount("team", ID).await.unwrap_err());
+    assert!(e.contains("did not survive a reboot") && e.contains("fresh wrapped-token"), "{e}");
 }

@@ -54,6 +54,9 @@ pub struct LeaseStatus {
 
 impl<V: Vault, M: Mounter, S: Store, E: Engine> Worker for Driver<V, M, S, E> {
     async fn tick(&self, key: &MountKey) -> Option<Instant> {
+        if key.1.is_empty() {
+            return self.renew_own(&key.0).await; // the volume's own identity
+        }
         self.upkeep(&key.0, &key.1).await
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::{ChildTokenRequest, IssuedToken, Lease, Secret, Token, Vault, VaultError};
+use super::{ChildTokenRequest, IssuedToken, Lease, Secret, Token, Unwrapped, Vault, VaultError};
 use crate::config::VaultConfig;
 use crate::volume::Source;
 
@@ -319,9 +319,59 @@ impl Vault for HttpVault {
         }
     }
 
-    async fn revoke_lease(&self, token: &Token, lease_id: &str) -> Result<(), VaultError> {
-        let body = json!({ "lease_id": lease_id });
-        self.call(Method::PUT, "sys/leases/revoke", Some(token), Some(&body)).await.map(drop)
+    async fn token_policies(&self, token: &Token) -> Result<Vec<String>, VaultError> {
+        let path = "auth/token/lookup-self";
+        let data = self.call(Method::GET, path, Some(token), None).await?.and_then(|r| r.data);
+        let policies = data.as_ref().and_then(|d| d.get("policies")).and_then(Value::as_array);
+        policies
+            .map(|p| p.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .ok_or_else(|| VaultError::BadReply {
+                path: path.into(),
+                message: "no data.policies".into(),
+            })
+    }
+
+    async fn wrapping_creation_path(&self, wrapping: &Token) -> Result<String, VaultError> {
+        let path = "sys/wrapping/lookup";
+        let body = json!({ "token": wrapping.expose() });
+        let data = self.call(Method::POST, path, None, Some(&body)).await?.and_then(|r| r.data);
+        data.as_ref()
+            .and_then(|d| d.get("creation_path"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| VaultError::BadReply {
+                path: path.into(),
+                message: "no data.creation_path".into(),
+            })
+    }
+
+    async fn unwrap(&self, wrapping: &Token) -> Result<Unwrapped, VaultError> {
+        let path = "sys/wrapping/unwrap";
+        let reply = self.call(Method::POST, path, Some(wrapping), None).await?;
+        let bad =
+            |message: &str| VaultError::BadReply { path: path.into(), message: message.into() };
+        let reply = reply.ok_or_else(|| bad("the reply is empty"))?;
+        if let Some(auth) = reply.auth.filter(|a| !a.client_token.is_empty()) {
+            return Ok(Unwrapped::Token(auth.into_issued()));
+        }
+        let mut data = reply.data.ok_or_else(|| bad("it wrapped neither a token nor data"))?;
+        let secret_id =
+            data.get("secret_id").and_then(Value::as_str).map(|s| Token::new(s.to_owned()));
+        super::wipe(&mut data);
+        secret_id
+            .map(Unwrapped::SecretId)
+            .ok_or_else(|| bad("it wrapped neither a token nor a secret_id"))
+    }
+
+    async fn approle_login(
+        &self,
+        role_id: &str,
+        secret_id: &Token,
+    ) -> Result<IssuedToken, VaultError> {
+        let mut body = json!({ "role_id": role_id, "secret_id": secret_id.expose() });
+        let result = self.call_auth("auth/approle/login", None, &body).await;
+        super::wipe(&mut body);
+        result
     }
 }
 

@@ -11,9 +11,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{HttpVault, Token, VaultError};
+use super::{HttpVault, Token, Unwrapped, Vault, VaultError};
 use crate::config::AuthConfig;
 use crate::state::{IdentityRecord, Store};
 
@@ -143,7 +143,10 @@ impl Identity {
                         }
                     }
                 };
-                let issued = approle_login(vault, &role_id, &secret_id).await?;
+                let issued = vault
+                    .approle_login(role_id.expose(), &secret_id)
+                    .await
+                    .map_err(IdentityError::Login)?;
                 Identity {
                     current: RwLock::new(issued.token),
                     ttl: RwLock::new(issued.ttl),
@@ -200,7 +203,7 @@ impl Identity {
     async fn refresh<S: Store>(&self, vault: &HttpVault, store: &S) -> Result<(), IdentityError> {
         let asked = self.ttl();
         let renewed = if *self.renewable.read().unwrap() {
-            Some(super::Vault::renew_self(vault, &self.token(), asked).await)
+            Some(vault.renew_self(&self.token(), asked).await)
         } else {
             None
         };
@@ -214,7 +217,10 @@ impl Identity {
             _ => {
                 let (role_id, secret_id) =
                     self.approle.as_ref().ok_or(IdentityError::CannotRelogin)?;
-                let issued = approle_login(vault, role_id, secret_id).await?;
+                let issued = vault
+                    .approle_login(role_id.expose(), secret_id)
+                    .await
+                    .map_err(IdentityError::Login)?;
                 tracing::warn!("logged in again: the plugin's token reached its max TTL; give the AppRole a token_period so running mounts' child tokens are not cut off with it");
                 *self.current.write().unwrap() = issued.token;
                 *self.ttl.write().unwrap() = issued.ttl;
@@ -278,28 +284,15 @@ pub async fn lookup_self(vault: &HttpVault, token: &Token) -> Result<(Duration, 
 }
 
 async fn unwrap_secret_id(vault: &HttpVault, wrapping: &Token) -> Result<Token, VaultError> {
-    let path = "sys/wrapping/unwrap";
-    let reply = vault.call(Method::POST, path, Some(wrapping), None).await?;
-    reply
-        .and_then(|r| r.data)
-        .and_then(|d| d.get("secret_id").and_then(Value::as_str).map(str::to_owned))
-        .map(Token::new)
-        .ok_or_else(|| VaultError::BadReply {
-            path: path.into(),
-            message: "the wrapped response holds no secret_id".into(),
-        })
-}
-
-async fn approle_login(
-    vault: &HttpVault,
-    role_id: &Token,
-    secret_id: &Token,
-) -> Result<super::IssuedToken, IdentityError> {
-    let mut body = json!({
-        "role_id": role_id.expose(),
-        "secret_id": secret_id.expose(),
-    });
-    let result = vault.call_auth("auth/approle/login", None, &body).await;
-    super::wipe(&mut body);
-    result.map_err(IdentityError::Login)
+    match vault.unwrap(wrapping).await? {
+        Unwrapped::SecretId(secret_id) => Ok(secret_id),
+        Unwrapped::Token(issued) => {
+            // Not what the file should hold: do not keep a token nobody asked for.
+            let _ = vault.revoke_self(&issued.token).await;
+            Err(VaultError::BadReply {
+                path: "sys/wrapping/unwrap".into(),
+                message: "the wrapping token held a token, not a secret_id".into(),
+            })
+        }
+    }
 }

@@ -182,10 +182,37 @@ pub trait Vault: Send + Sync + 'static {
         increment: Duration,
     ) -> impl Future<Output = Result<Duration, VaultError>> + Send;
 
-    /// `sys/leases/revoke`.
-    fn revoke_lease(
+    /// `auth/token/lookup-self`: the token's policies.
+    fn token_policies(
         &self,
         token: &Token,
-        lease_id: &str,
-    ) -> impl Future<Output = Result<(), VaultError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
+
+    /// `sys/wrapping/lookup`: the path that created a wrapping token, without using it up.
+    fn wrapping_creation_path(
+        &self,
+        wrapping: &Token,
+    ) -> impl Future<Output = Result<String, VaultError>> + Send;
+
+    /// `sys/wrapping/unwrap`: what the wrapping token wraps (used up by this call).
+    fn unwrap(
+        &self,
+        wrapping: &Token,
+    ) -> impl Future<Output = Result<Unwrapped, VaultError>> + Send;
+
+    /// `auth/approle/login`.
+    fn approle_login(
+        &self,
+        role_id: &str,
+        secret_id: &Token,
+    ) -> impl Future<Output = Result<IssuedToken, VaultError>> + Send;
+}
+
+/// What a response-wrapping token held.
+#[derive(Debug)]
+pub enum Unwrapped {
+    /// A token (from `auth/token/create`).
+    Token(IssuedToken),
+    /// An AppRole secret_id (from `auth/approle/role/NAME/secret-id`).
+    SecretId(Token),
 }

@@ -1,0 +1,290 @@
+//! Volumes with an identity of their own, so the plugin itself needs no read access to anyone's
+//! secrets: a `wrapped-token` unwrapped exactly once at create, holding either a token (each
+//! mount gets a child token of it) or, with `role-id`, an AppRole secret_id (each mount logs
+//! in for a token of its own).
+//!
+//! Before unwrapping, the wrapping token is looked up and refused unless a token create or an
+//! AppRole secret-id made it (a substituted token would hand its maker's identity to the
+//! volume). The identity lives in memory and the private tmpfs only (SPEC "Restart"); its
+//! token is renewed by the lease manager under the mount ID `""`.
+
+use super::*;
+use crate::lease::plan;
+use crate::state::VolumeIdentityRecord;
+use crate::vault::Unwrapped;
+use crate::volume::IdentityKind;
+
+/// A volume's own identity, in memory.
+#[derive(Debug, Clone)]
+pub(super) enum OwnIdentity {
+    Token { issued: IssuedToken, renew_at: Instant },
+    AppRole { role_id: String, secret_id: Token },
+}
+
+/// The identity and the wrapping token it came from (to recognise a repeated Create).
+#[derive(Debug, Clone)]
+pub(super) struct Own {
+    pub identity: OwnIdentity,
+    pub wrapping: Token,
+}
+
+impl Own {
+    pub(super) fn record(&self, volume: &str) -> VolumeIdentityRecord {
+        let (token, accessor, role_id, secret_id) = match &self.identity {
+            OwnIdentity::Token { issued, .. } => {
+                (Some(issued.token.clone()), issued.accessor.clone(), None, None)
+            }
+            OwnIdentity::AppRole { role_id, secret_id } => {
+                (None, String::new(), Some(role_id.clone()), Some(secret_id.clone()))
+            }
+        };
+        VolumeIdentityRecord {
+            volume: volume.to_owned(),
+            token,
+            accessor,
+            role_id,
+            secret_id,
+            wrapping: self.wrapping.clone(),
+        }
+    }
+
+    pub(super) fn from_record(record: &VolumeIdentityRecord) -> Option<Own> {
+        let identity = match (&record.token, &record.role_id, &record.secret_id) {
+            (Some(token), _, _) => OwnIdentity::Token {
+                issued: IssuedToken {
+                    token: token.clone(),
+                    accessor: record.accessor.clone(),
+                    ttl: Duration::ZERO,
+                    renewable: true,
+                },
+                renew_at: Instant::now(),
+            },
+            (None, Some(role_id), Some(secret_id)) => {
+                OwnIdentity::AppRole { role_id: role_id.clone(), secret_id: secret_id.clone() }
+            }
+            _ => return None,
+        };
+        Some(Own { identity, wrapping: record.wrapping.clone() })
+    }
+}
+
+fn made_by_token_create(path: &str) -> bool {
+    path == "auth/token/create"
+        || path == "auth/token/create-orphan"
+        || path.starts_with("auth/token/create/")
+}
+
+fn made_by_secret_id(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() >= 5
+        && parts[0] == "auth"
+        && parts[parts.len() - 1] == "secret-id"
+        && parts[parts.len() - 3] == "role"
+}
+
+fn wrapped_err(volume: &str, message: impl Into<String>) -> DriverError {
+    DriverError::Options {
+        volume: volume.to_owned(),
+        source: OptionError { option: "wrapped-token".into(), message: message.into() },
+    }
+}
+
+/// Vault's answer for a wrapping token that was used, has expired or never existed.
+fn wrapping_refused(volume: &str, e: VaultError) -> DriverError {
+    match e {
+        VaultError::Status { status: 400, .. } | VaultError::Denied { .. } | VaultError::NotFound { .. } => wrapped_err(
+            volume,
+            "the wrapping token is used, expired or unknown — it may have been intercepted; issue a new one and create the volume with it",
+        ),
+        source => DriverError::Read { volume: volume.to_owned(), source },
+    }
+}
+
+impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
+    /// Looks the wrapping token up, refuses a substituted one, unwraps it, and checks that
+    /// what it held works.
+    pub(super) async fn unwrap_identity(
+        &self,
+        volume: &str,
+        kind: &IdentityKind,
+        wrapping: Token,
+    ) -> Result<Own, DriverError> {
+        let path = self
+            .vault
+            .wrapping_creation_path(&wrapping)
+            .await
+            .map_err(|e| wrapping_refused(volume, e))?;
+        let (fits, wanted) = match kind {
+            IdentityKind::WrappedSecretId { .. } => {
+                (made_by_secret_id(&path), "an AppRole secret-id (it goes with `role-id`)")
+            }
+            _ => (made_by_token_create(&path), "a token create (auth/token/create)"),
+        };
+        if !fits {
+            return Err(wrapped_err(
+                volume,
+                format!("it was made by `{path}`, not by {wanted}; refusing it without using it (a substituted token?)"),
+            ));
+        }
+        let unwrapped =
+            self.vault.unwrap(&wrapping).await.map_err(|e| wrapping_refused(volume, e))?;
+        let identity = match (kind, unwrapped) {
+            (IdentityKind::WrappedToken, Unwrapped::Token(issued)) => {
+                let renew_at = Deadline::after_grant(
+                    Instant::now(),
+                    issued.ttl,
+                    issued.ttl,
+                    issued.renewable,
+                    jitter(),
+                )
+                .act_at;
+                OwnIdentity::Token { issued, renew_at }
+            }
+            (IdentityKind::WrappedSecretId { role_id }, Unwrapped::SecretId(secret_id)) => {
+                // Log in once now, so a wrong role_id fails the create rather than every mount.
+                let probe =
+                    self.vault.approle_login(role_id, &secret_id).await.map_err(|source| {
+                        DriverError::ChildToken { volume: volume.to_owned(), source }
+                    })?;
+                self.revoke(volume, "create", &probe.token).await;
+                OwnIdentity::AppRole { role_id: role_id.clone(), secret_id }
+            }
+            (_, Unwrapped::Token(issued)) => {
+                self.revoke(volume, "create", &issued.token).await;
+                return Err(wrapped_err(
+                    volume,
+                    "it held a token, but `role-id` asks for a wrapped secret_id",
+                ));
+            }
+            (_, Unwrapped::SecretId(_)) => {
+                return Err(wrapped_err(
+                    volume,
+                    "it held an AppRole secret_id: give its role_id with `-o role-id=…`",
+                ));
+            }
+        };
+        Ok(Own { identity, wrapping })
+    }
+
+    /// Checks at create that `policies` are a subset of the identity's (a root token may grant
+    /// any), so the error comes at create and names the option.
+    pub(super) async fn check_policies(
+        &self,
+        volume: &str,
+        spec: &VolumeSpec,
+        own: Option<&Own>,
+    ) -> Result<(), DriverError> {
+        let Some(wanted) = &spec.policies else { return Ok(()) };
+        let parent = match own.map(|o| &o.identity) {
+            Some(OwnIdentity::Token { issued, .. }) => issued.token.clone(),
+            Some(OwnIdentity::AppRole { .. }) => return Ok(()),
+            None => self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?,
+        };
+        let have = self
+            .vault
+            .token_policies(&parent)
+            .await
+            .map_err(|source| DriverError::ChildToken { volume: volume.to_owned(), source })?;
+        if have.iter().any(|p| p == "root") {
+            return Ok(());
+        }
+        let extra: Vec<&String> =
+            wanted.iter().filter(|p| !have.contains(p) && *p != "default").collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        Err(DriverError::Options {
+            volume: volume.to_owned(),
+            source: OptionError {
+                option: "policies".into(),
+                message: format!(
+                    "{} not among the identity's policies ({}); a mount's token can only narrow them",
+                    extra.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
+                    have.join(", ")
+                ),
+            },
+        })
+    }
+
+    /// A token for a mount: a child of the plugin's or the volume's token, or an AppRole login.
+    pub(super) async fn issue_token(
+        &self,
+        volume: &Volume,
+        id: &str,
+    ) -> Result<IssuedToken, DriverError> {
+        let name = &volume.record.name;
+        let err = |source| DriverError::ChildToken { volume: name.clone(), source };
+        let own = volume.own.lock().unwrap().clone();
+        match (&volume.spec.identity, own.map(|o| o.identity)) {
+            (IdentityKind::Plugin, _) => {
+                let parent =
+                    self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?;
+                self.vault
+                    .create_child_token(&parent, &self.child_token_request(volume, id))
+                    .await
+                    .map_err(err)
+            }
+            (_, Some(OwnIdentity::Token { issued, .. })) => self
+                .vault
+                .create_child_token(&issued.token, &self.child_token_request(volume, id))
+                .await
+                .map_err(err),
+            (_, Some(OwnIdentity::AppRole { role_id, secret_id })) => {
+                self.vault.approle_login(&role_id, &secret_id).await.map_err(err)
+            }
+            (_, None) => Err(DriverError::IdentityGone { volume: name.clone() }),
+        }
+    }
+
+    /// Renews a volume's own token; returns when to do it again.
+    pub(super) async fn renew_own(&self, name: &str) -> Option<Instant> {
+        let volume = self.volume(name).ok()?;
+        let issued = match volume.own.lock().unwrap().as_ref().map(|o| o.identity.clone()) {
+            Some(OwnIdentity::Token { issued, .. }) if issued.renewable => issued,
+            _ => return None,
+        };
+        let asked = issued.ttl.max(volume.spec.ttl);
+        match self.vault.renew_self(&issued.token, asked).await {
+            Ok(ttl) if ttl.is_zero() => None,
+            Ok(ttl) => {
+                let renew_at =
+                    Deadline::after_grant(Instant::now(), ttl, ttl, true, jitter()).act_at;
+                if let Some(Own { identity: OwnIdentity::Token { issued, renew_at: at }, .. }) =
+                    volume.own.lock().unwrap().as_mut()
+                {
+                    issued.ttl = ttl;
+                    *at = renew_at;
+                }
+                Some(renew_at)
+            }
+            Err(e) if e.is_transient() => Some(Instant::now() + plan::backoff(3, jitter())),
+            Err(e) => {
+                tracing::error!(volume = %name, error = %chain(&e), "the volume's own token was refused (revoked or expired): its new mounts will fail; create the volume again with a fresh wrapped-token");
+                None
+            }
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    crate::docker::error::chain(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_paths_are_told_apart() {
+        assert!(made_by_token_create("auth/token/create"));
+        assert!(made_by_token_create("auth/token/create/team-a"));
+        assert!(made_by_token_create("auth/token/create-orphan"));
+        assert!(!made_by_token_create("auth/token/create-orphanx/../"));
+        assert!(!made_by_token_create("secret/data/x"));
+        assert!(made_by_secret_id("auth/approle/role/web/secret-id"));
+        assert!(made_by_secret_id("auth/team/approle/role/web/secret-id"));
+        assert!(!made_by_secret_id("auth/approle/role/web/secret-id-accessor/lookup"));
+        assert!(!made_by_secret_id("sys/wrapping/wrap"));
+        assert!(!made_by_secret_id("auth/approle/login"));
+    }
+}
