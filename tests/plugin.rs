@@ -301,3 +301,95 @@ fn database_credentials_are_per_mount_and_dropped_at_unmount() {
     plugin.unmount("db", &b);
     assert!(!pg_role_exists(&user_b));
 }
+
+/// A response-wrapped reply from OpenBao (`X-Vault-Wrap-TTL`): the wrapping token.
+fn wrapped(bao: &Bao, path: &str, body: serde_json::Value) -> String {
+    let reply: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/{path}", bao.address()))
+        .header("X-Vault-Token", &bao.token)
+        .header("X-Vault-Wrap-TTL", "300s")
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    reply["wrap_info"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not wrapped: {reply}"))
+        .to_owned()
+}
+
+#[test]
+fn volumes_with_their_own_wrapped_identity() {
+    let Setup { bao, plugin } = setup();
+    bao.put_kv2("team-a", json!({"password": "team-a-secret"}));
+    // The team's token makes its mounts' child tokens: it needs auth/token/create.
+    bao.policy("team-a", "path \"secret/data/team-a\" { capabilities = [\"read\"] }\npath \"auth/token/create\" { capabilities = [\"update\"] }");
+    // A wrapped token of the team's policy: its mounts get child tokens of it.
+    let wt = wrapped(&bao, "auth/token/create", json!({"policies": ["team-a"], "ttl": "1h"}));
+    plugin.create("team-a", json!({"path": "secret/data/team-a", "wrapped-token": wt}));
+    let again = plugin.call("/VolumeDriver.Create", Some(json!({"Name": "team-a", "Opts": {"path": "secret/data/team-a", "wrapped-token": wt}}))).unwrap();
+    assert_eq!(again.1["Err"], "", "a repeated Create with the same options succeeds");
+    let state =
+        std::fs::read_to_string(plugin.dir.path().join("state/volumes/team-a.json")).unwrap();
+    assert!(!state.contains(&wt), "the wrapping token is not on disk");
+    let id = mount_id();
+    let mp = plugin.mount("team-a", &id);
+    assert_eq!(std::fs::read_to_string(mp.join("password")).unwrap(), "team-a-secret");
+    plugin.unmount("team-a", &id);
+    // Used once: a second volume from the same wrapping token is refused, saying why.
+    let e = plugin.err(
+        "/VolumeDriver.Create",
+        json!({"Name": "team-b", "Opts": {"path": "secret/data/team-a", "wrapped-token": wt}}),
+    );
+    assert!(e.contains("used, expired or unknown") && e.contains("intercepted"), "{e}");
+    assert!(!e.contains(&wt), "the token is not echoed");
+    // Something wrapped by anyone with sys/wrapping/wrap is not an identity.
+    let forged = wrapped(&bao, "sys/wrapping/wrap", json!({"token": "attacker"}));
+    let e = plugin.err(
+        "/VolumeDriver.Create",
+        json!({"Name": "team-c", "Opts": {"path": "secret/data/team-a", "wrapped-token": forged}}),
+    );
+    assert!(e.contains("sys/wrapping/wrap") && e.contains("refusing"), "{e}");
+    // Policies wider than the volume's identity are refused at create, by name.
+    let wt2 = wrapped(&bao, "auth/token/create", json!({"policies": ["team-a"], "ttl": "1h"}));
+    let e = plugin.err("/VolumeDriver.Create", json!({"Name": "team-d", "Opts": {"path": "secret/data/team-a", "wrapped-token": wt2, "policies": "admin"}}));
+    assert!(e.contains("option `policies`") && e.contains("`admin`"), "{e}");
+    // Removing the volume revokes its identity.
+    let before = bao.accessors().len();
+    plugin.ok("/VolumeDriver.Remove", json!({"Name": "team-a"}));
+    assert_eq!(bao.accessors().len(), before - 1);
+}
+
+#[test]
+fn a_wrapped_approle_secret_id_logs_each_mount_in() {
+    let Setup { bao, plugin } = setup();
+    bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})));
+    bao.policy("web", r#"path "secret/data/web" { capabilities = ["read"] }"#);
+    bao.api(
+        "POST",
+        "auth/approle/role/web",
+        Some(json!({"token_policies": "web", "token_ttl": "10m"})),
+    );
+    let role_id = bao.api("GET", "auth/approle/role/web/role-id", None)["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bao.put_kv2("web", json!({"tls_key": "k"}));
+    let wt = wrapped(&bao, "auth/approle/role/web/secret-id", json!({}));
+    let e = plugin.err(
+        "/VolumeDriver.Create",
+        json!({"Name": "web", "Opts": {"path": "secret/data/web", "wrapped-token": wt}}),
+    );
+    assert!(e.contains("role-id"), "a wrapped secret_id needs its role_id: {e}");
+    let wt = wrapped(&bao, "auth/approle/role/web/secret-id", json!({}));
+    plugin
+        .create("web", json!({"path": "secret/data/web", "wrapped-token": wt, "role-id": role_id}));
+    let before = bao.accessors();
+    let id = mount_id();
+    let mp = plugin.mount("web", &id);
+    assert_eq!(std::fs::read_to_string(mp.join("tls_key")).unwrap(), "k");
+    assert_eq!(bao.accessors().len(), before.len() + 1);
+    plugin.unmount("web", &id);
+    assert_eq!(bao.accessors(), before, "the mount's login token is revoked");
+}

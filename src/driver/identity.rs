@@ -120,6 +120,12 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             }
             _ => (made_by_token_create(&path), "a token create (auth/token/create)"),
         };
+        if !fits && matches!(kind, IdentityKind::WrappedToken) && made_by_secret_id(&path) {
+            return Err(wrapped_err(
+                volume,
+                format!("it holds an AppRole secret_id (made by `{path}`): give its role_id with `-o role-id=…`; the token was not used"),
+            ));
+        }
         if !fits {
             return Err(wrapped_err(
                 volume,
