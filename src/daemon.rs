@@ -142,6 +142,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         defaults: config.defaults.clone(),
         mounts_root: dirs.mounts.clone(),
         driver_name: config.plugin.driver_name(),
+        templates_dir: config.plugin.templates_dir.clone(),
     }));
     driver.restore().await;
 

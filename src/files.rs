@@ -4,7 +4,7 @@
 //! A key that cannot be a single file name fails the render with an error naming it; nothing is
 //! ever written outside the directory given to [`write()`]. Contents are zeroed when dropped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,14 @@ pub enum RenderError {
     FieldMissing { field: String, path: String, count: usize },
     #[error("the files of the secrets exceed the volume's size of {size} bytes")]
     TooLarge { size: u64 },
+    #[error("cannot read template {path}")]
+    TemplateRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template {path}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Template { path: PathBuf, line: Option<usize>, message: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +72,20 @@ impl Ownership {
     }
 }
 
-/// Renders every source's secret into files; `secrets[i]` belongs to `spec.sources[i]`.
-pub fn render(spec: &VolumeSpec, secrets: &[Secret]) -> Result<Vec<File>, RenderError> {
+/// Renders every source's secret into files; `secrets[i]` belongs to `spec.sources[i]`. A
+/// `template` is read from `templates_dir`.
+pub fn render(
+    spec: &VolumeSpec,
+    secrets: &[Secret],
+    templates_dir: &Path,
+) -> Result<Vec<File>, RenderError> {
     let mut files = Vec::new();
+    if let Some(name) = &spec.template {
+        let contents = render_template(&templates_dir.join(name), spec, secrets)?;
+        let path = PathBuf::from(spec.output_file().unwrap_or(name));
+        files.push(File { path, contents });
+        return check_size(spec, files);
+    }
     for (source, secret) in spec.sources.iter().zip(secrets) {
         let dir = source.dir.as_deref().map(PathBuf::from).unwrap_or_default();
         let selected: Vec<(&String, &Value)> = match &spec.field {
@@ -128,11 +147,62 @@ pub fn render(spec: &VolumeSpec, secrets: &[Secret]) -> Result<Vec<File>, Render
             }
         }
     }
+    check_size(spec, files)
+}
+
+fn check_size(spec: &VolumeSpec, files: Vec<File>) -> Result<Vec<File>, RenderError> {
     let total: u64 = files.iter().map(|f| f.contents.len() as u64 + 4096).sum();
     if total > spec.size {
         return Err(RenderError::TooLarge { size: spec.size });
     }
     Ok(files)
+}
+
+/// Compiles the template at `path` (a syntax check, at create). The error carries its line.
+pub fn check_template(path: &Path) -> Result<(), RenderError> {
+    let source = read_template(path)?;
+    let mut env = template_env();
+    env.add_template("t", &source).map_err(|e| template_error(path, &e))?;
+    Ok(())
+}
+
+fn read_template(path: &Path) -> Result<String, RenderError> {
+    std::fs::read_to_string(path)
+        .map_err(|source| RenderError::TemplateRead { path: path.to_owned(), source })
+}
+
+fn template_env() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    // A misspelt key is an error naming its line, not an empty string in a config file.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+fn template_error(path: &Path, e: &minijinja::Error) -> RenderError {
+    let message = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    RenderError::Template { path: path.to_owned(), line: e.line(), message }
+}
+
+/// Renders a template with every source in scope: `secret` is the `path` source, and each
+/// `path.NAME` source is `NAME` (`{{ secret.password }}`, `{{ db.username }}`).
+fn render_template(
+    path: &Path,
+    spec: &VolumeSpec,
+    secrets: &[Secret],
+) -> Result<Zeroizing<Vec<u8>>, RenderError> {
+    let source = Zeroizing::new(read_template(path)?);
+    let mut scope = BTreeMap::new();
+    for (src, secret) in spec.sources.iter().zip(secrets) {
+        let name = src.dir.clone().unwrap_or_else(|| "secret".into());
+        scope.insert(name, minijinja::Value::from_serialize(&secret.data));
+    }
+    let env = template_env();
+    let rendered = env.render_str(&source, scope).map_err(|e| template_error(path, &e))?;
+    Ok(Zeroizing::new(rendered.into_bytes()))
 }
 
 /// A string is written as is (no newline added); a list of PEM blocks (PKI's `ca_chain`) as
@@ -259,6 +329,41 @@ mod tests {
     use crate::volume::Defaults;
     use std::collections::BTreeMap;
 
+    /// `render` with no templates directory (no test here uses `template` but the ones below).
+    fn render(spec: &VolumeSpec, secrets: &[Secret]) -> Result<Vec<File>, RenderError> {
+        super::render(spec, secrets, Path::new("/nonexistent"))
+    }
+
+    use render as render_at;
+
+    #[test]
+    fn templates_see_every_source_and_report_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("app.env.tmpl"),
+            "DB_USER={{ db.username }}\nAPI_KEY={{ secret.key }}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("typo.tmpl"), "line one\n{{ secret.kye }}\n").unwrap();
+        std::fs::write(dir.path().join("broken.tmpl"), "ok\nok\n{% if %}\n").unwrap();
+        let s = spec(&[
+            ("path", "kv/a"),
+            ("path.db", "database/creds/x"),
+            ("template", "app.env.tmpl"),
+        ]);
+        let secrets = [secret(r#"{"key":"k1"}"#), secret(r#"{"username":"u1"}"#)];
+        let files = super::render(&s, &secrets, dir.path()).unwrap();
+        assert_eq!(contents(&files), vec![("app.env".into(), "DB_USER=u1\nAPI_KEY=k1\n".into())]);
+        let s =
+            spec(&[("path", "kv/a"), ("path.db", "database/creds/x"), ("template", "typo.tmpl")]);
+        let e = super::render(&s, &secrets, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("typo.tmpl line 2") && e.contains("undefined"), "{e}");
+        let e = check_template(&dir.path().join("broken.tmpl")).unwrap_err().to_string();
+        assert!(e.contains("broken.tmpl line 3") && e.contains("syntax"), "{e}");
+        let e = check_template(&dir.path().join("missing.tmpl")).unwrap_err().to_string();
+        assert!(e.contains("cannot read template") && e.contains("missing.tmpl"), "{e}");
+    }
+
     fn spec(pairs: &[(&str, &str)]) -> VolumeSpec {
         let opts: BTreeMap<String, String> =
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -361,7 +466,7 @@ mod tests {
         let owner = Ownership { uid, gid, mode: 0o440, dir_mode: 0o550 };
         let s = spec(&[("path", "kv/a"), ("path.db", "kv/b")]);
         let files =
-            render(&s, &[secret(r#"{"a":"1","old":"x"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
+            render_at(&s, &[secret(r#"{"a":"1","old":"x"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
         assert!(write(dir.path(), &files, owner).unwrap());
         assert!(!write(dir.path(), &files, owner).unwrap(), "the same contents change nothing");
         let meta = std::fs::metadata(dir.path().join("a")).unwrap();
@@ -371,7 +476,7 @@ mod tests {
             0o550
         );
         assert_eq!(std::fs::read_to_string(dir.path().join("db/b")).unwrap(), "2");
-        let files = render(&s, &[secret(r#"{"a":"3"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
+        let files = render_at(&s, &[secret(r#"{"a":"3"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
         write(dir.path(), &files, owner).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "3");
         assert!(!dir.path().join("old").exists());

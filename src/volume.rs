@@ -121,6 +121,8 @@ pub struct VolumeSpec {
     pub signal: Option<String>,
     /// Whose identity the mounts' tokens come from.
     pub identity: IdentityKind,
+    /// A template in `templates_dir` rendered into the one file `output_file()`.
+    pub template: Option<String>,
 }
 
 /// Where a volume's mount tokens come from.
@@ -138,7 +140,7 @@ pub enum IdentityKind {
 pub const UNWRAPPED: &str = "unwrapped-at-create";
 
 const ACCEPTED: &str =
-    "path, path.NAME, field, file, format, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal";
+    "path, path.NAME, field, file, format, template, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal, wrapped-token, role-id";
 
 /// The signals `signal` accepts: those applications use to reload.
 const SIGNALS: &[&str] = &[
@@ -162,6 +164,7 @@ impl VolumeSpec {
         let mut policies = None;
         let mut signal = None;
         let mut wrapped = false;
+        let mut template = None;
         let mut role_id = None;
         for (key, value) in opts {
             match key.as_str() {
@@ -210,7 +213,10 @@ impl VolumeSpec {
                     role_id = Some(value.clone());
                 }
                 "template" => {
-                    return Err(err(key, "is not supported by this version of the plugin"))
+                    if !valid_dir_name(value) || value.starts_with('.') {
+                        return Err(err(key, "must be the file name of a template in templates_dir (letters, digits, `_`, `.`, `-`)"));
+                    }
+                    template = Some(value.clone());
                 }
                 _ => {
                     if let Some(dir) = key.strip_prefix("path.") {
@@ -274,7 +280,17 @@ impl VolumeSpec {
         if spec_field.is_some() && sources.len() > 1 {
             return Err(err("field", "selects a key of one source; it cannot go with path.NAME"));
         }
-        if spec_file.is_some() && spec_field.is_none() && format == Format::Files {
+        if template.is_some() && (spec_field.is_some() || format != Format::Files) {
+            return Err(err(
+                "template",
+                "renders the whole file itself; it cannot go with `field` or `format`",
+            ));
+        }
+        if spec_file.is_some()
+            && spec_field.is_none()
+            && format == Format::Files
+            && template.is_none()
+        {
             return Err(err(
                 "file",
                 "names the file of `field`, or of format=json / format=env; with format=files each key is its own file",
@@ -294,11 +310,16 @@ impl VolumeSpec {
             policies,
             signal,
             identity,
+            template,
         })
     }
 
     /// The name of the single output file for `format=json`/`env` or `field`, if there is one.
     pub fn output_file(&self) -> Option<&str> {
+        if let (None, Some(template)) = (&self.file, &self.template) {
+            let stem = [".tmpl", ".j2", ".jinja"].iter().find_map(|x| template.strip_suffix(x));
+            return Some(stem.filter(|s| valid_file_name(s)).unwrap_or(template));
+        }
         match (&self.file, &self.field, self.format) {
             (Some(file), _, _) => Some(file),
             (None, _, Format::Json) => Some("secrets.json"),
@@ -515,8 +536,18 @@ mod tests {
             parse(&[("path", "kv/a"), ("wrapped-token", "a b")]).unwrap_err().option,
             "wrapped-token"
         );
-        let e = parse(&[("path", "kv/a"), ("template", "t")]).unwrap_err();
-        assert!(e.to_string().contains("not supported"), "{e}");
+        let spec = parse(&[("path", "kv/a"), ("template", "app.env.tmpl")]).unwrap();
+        assert_eq!(spec.output_file(), Some("app.env"));
+        let spec = parse(&[("path", "kv/a"), ("template", "t"), ("file", "config.json")]).unwrap();
+        assert_eq!(spec.output_file(), Some("config.json"));
+        assert_eq!(
+            parse(&[("path", "kv/a"), ("template", "../t")]).unwrap_err().option,
+            "template"
+        );
+        assert_eq!(
+            parse(&[("path", "kv/a"), ("template", "t"), ("format", "env")]).unwrap_err().option,
+            "template"
+        );
     }
 
     #[test]

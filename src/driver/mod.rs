@@ -172,6 +172,7 @@ pub struct Driver<V, M, S, E> {
     mounts_root: PathBuf,
     /// The driver name, to find our mounts among the containers' (signals, stale mounts).
     driver_name: String,
+    templates_dir: PathBuf,
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
     pending: Mutex<Vec<MountRecord>>,
@@ -187,6 +188,7 @@ pub struct Parts<V, M, S, E> {
     pub defaults: Defaults,
     pub mounts_root: PathBuf,
     pub driver_name: String,
+    pub templates_dir: PathBuf,
 }
 
 fn valid_mount_id(id: &str) -> bool {
@@ -255,6 +257,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             defaults: parts.defaults,
             mounts_root: parts.mounts_root,
             driver_name: parts.driver_name,
+            templates_dir: parts.templates_dir,
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
         }
@@ -288,6 +291,17 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         }
         let spec = VolumeSpec::parse(&options, &self.defaults)
             .map_err(|source| DriverError::Options { volume: name.to_owned(), source })?;
+        if let Some(template) = &spec.template {
+            files::check_template(&self.templates_dir.join(template)).map_err(|e| {
+                DriverError::Options {
+                    volume: name.to_owned(),
+                    source: OptionError {
+                        option: "template".into(),
+                        message: crate::docker::error::chain(&e),
+                    },
+                }
+            })?;
+        }
         let wrapping = options
             .get_mut("wrapped-token")
             .map(|v| Token::new(std::mem::replace(v, UNWRAPPED.into())));
@@ -524,7 +538,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let spec = &volume.spec;
         let secrets = self.read_all(volume, &active.token.token).await?;
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
-        let rendered = files::render(spec, &secrets)
+        let rendered = files::render(spec, &secrets, &self.templates_dir)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
         let mountpoint = &active.mountpoint;
         self.prepare_dir(mountpoint)?;

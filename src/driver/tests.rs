@@ -202,6 +202,7 @@ fn fixture() -> Fixture {
         defaults,
         mounts_root: dir.path().join("mounts"),
         driver_name: "vault-secrets".into(),
+        templates_dir: PathBuf::from("/nonexistent"),
     });
     Fixture { driver, vault, store, _dir: dir }
 }
@@ -353,6 +354,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
         defaults: Defaults::default(),
         mounts_root: f._dir.path().join("mounts"),
         driver_name: "vault-secrets".into(),
+        templates_dir: PathBuf::from("/nonexistent"),
     });
     restarted.restore().await;
     assert_eq!(restarted.list().len(), 1);
@@ -638,6 +640,7 @@ async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
         defaults: Defaults::default(),
         mounts_root: f._dir.path().join("mounts"),
         driver_name: "vault-secrets".into(),
+        templates_dir: PathBuf::from("/nonexistent"),
     });
     restarted.restore().await;
     let e = crate::docker::error::chain(&restarted.mount("team", ID).await.unwrap_err());

@@ -225,7 +225,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         secrets: &[Secret],
     ) -> Result<bool, DriverError> {
         let name = &volume.record.name;
-        let rendered = files::render(&volume.spec, secrets)
+        let rendered = files::render(&volume.spec, secrets, &self.templates_dir)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
         files::write(&active.mountpoint, &rendered, Ownership::of(&volume.spec))
             .map_err(|source| DriverError::Write { volume: name.clone(), source })

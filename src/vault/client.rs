@@ -27,9 +27,9 @@ pub struct HttpVault {
 }
 
 /// The parts of a Vault reply the plugin reads. Unknown fields are ignored (Vault adds fields
-/// across versions); the fields' types are checked.
+/// across versions); the fields' types are checked. Public for the fuzz targets.
 #[derive(Deserialize)]
-pub(crate) struct Reply {
+pub struct Reply {
     #[serde(default)]
     pub lease_id: String,
     #[serde(default)]
@@ -42,8 +42,9 @@ pub(crate) struct Reply {
     pub auth: Option<AuthReply>,
 }
 
+/// The `auth` part of a Vault reply. Public for the fuzz targets (a field of [`Reply`]).
 #[derive(Deserialize)]
-pub(crate) struct AuthReply {
+pub struct AuthReply {
     pub client_token: String,
     #[serde(default)]
     pub accessor: String,
@@ -219,7 +220,8 @@ fn error_messages(body: &[u8]) -> String {
 
 /// Turns a read's reply into a [`Secret`]; a KV v2 reply (`data.data` + `data.metadata`) is
 /// flattened to its inner data, as Vault Agent users would otherwise write `.Data.data`.
-pub(crate) fn secret_from_reply(path: &str, reply: Option<Reply>) -> Result<Secret, VaultError> {
+/// Public for the fuzz targets.
+pub fn secret_from_reply(path: &str, reply: Option<Reply>) -> Result<Secret, VaultError> {
     let bad =
         |message: &str| VaultError::BadReply { path: path.to_owned(), message: message.to_owned() };
     let reply = reply.ok_or_else(|| bad("the reply is empty"))?;
