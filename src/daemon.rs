@@ -143,6 +143,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         mounts_root: dirs.mounts.clone(),
         driver_name: config.plugin.driver_name(),
         templates_dir: config.plugin.templates_dir.clone(),
+        audit: Arc::new(
+            crate::audit::Audit::open(config.plugin.audit_log.as_deref()).with_context(|| {
+                format!("cannot open the audit log {:?}", config.plugin.audit_log)
+            })?,
+        ),
     }));
     driver.restore().await;
 
@@ -164,6 +169,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    if let Some(addr) = config.plugin.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        let app = crate::metrics::router(driver.clone());
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let stop = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+        tracing::info!(%addr, "metrics on /metrics");
+    }
     let listener = bind_socket(&config.plugin.socket)?;
     tracing::info!(
         socket = %config.plugin.socket.display(),

@@ -48,6 +48,7 @@
 //!   released when Docker sends the Unmount or the host reboots.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod docker;
@@ -55,6 +56,7 @@ pub mod driver;
 pub mod engine;
 pub mod files;
 pub mod lease;
+pub mod metrics;
 pub mod state;
 pub mod tmpfs;
 pub mod vault;

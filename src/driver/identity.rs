@@ -152,11 +152,11 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                     self.vault.approle_login(role_id, &secret_id).await.map_err(|source| {
                         DriverError::ChildToken { volume: volume.to_owned(), source }
                     })?;
-                self.revoke(volume, "create", &probe.token).await;
+                self.revoke(volume, "create", &probe.token, &probe.accessor).await;
                 OwnIdentity::AppRole { role_id: role_id.clone(), secret_id }
             }
             (_, Unwrapped::Token(issued)) => {
-                self.revoke(volume, "create", &issued.token).await;
+                self.revoke(volume, "create", &issued.token, &issued.accessor).await;
                 return Err(wrapped_err(
                     volume,
                     "it held a token, but `role-id` asks for a wrapped secret_id",

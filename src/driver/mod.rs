@@ -17,10 +17,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::audit::{Audit, Event};
 use crate::engine::Engine;
 use crate::files::{self, Ownership, RenderError, WriteError};
 use crate::lease::plan::{Deadline, SourceTimer, Timers};
 use crate::lease::{LeaseManager, MountKey};
+use crate::metrics::METRICS;
 use crate::state::{LeaseRecord, MountRecord, StateError, Store, VolumeRecord};
 use crate::tmpfs::{MountError, Mounter, TmpfsOptions};
 use crate::vault::identity::IdentitySlot;
@@ -128,7 +130,7 @@ struct Active {
     secrets: Option<Vec<Secret>>,
     timers: Timers,
     /// Tokens of replaced generations, revoked when their grace is over.
-    retiring: Vec<(Token, Instant)>,
+    retiring: Vec<(IssuedToken, Instant)>,
     last_refresh: Option<SystemTime>,
     last_error: Option<String>,
 }
@@ -173,6 +175,7 @@ pub struct Driver<V, M, S, E> {
     /// The driver name, to find our mounts among the containers' (signals, stale mounts).
     driver_name: String,
     templates_dir: PathBuf,
+    audit: Arc<Audit>,
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
     pending: Mutex<Vec<MountRecord>>,
@@ -189,6 +192,7 @@ pub struct Parts<V, M, S, E> {
     pub mounts_root: PathBuf,
     pub driver_name: String,
     pub templates_dir: PathBuf,
+    pub audit: Arc<Audit>,
 }
 
 fn valid_mount_id(id: &str) -> bool {
@@ -258,6 +262,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             mounts_root: parts.mounts_root,
             driver_name: parts.driver_name,
             templates_dir: parts.templates_dir,
+            audit: parts.audit,
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
         }
@@ -334,7 +339,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         if let (Err(_), Some(identity::OwnIdentity::Token { issued, .. })) =
             (&result, own.map(|o| o.identity))
         {
-            self.revoke(name, "create", &issued.token).await; // nothing is left half-done
+            self.revoke(name, "create", &issued.token, &issued.accessor).await; // nothing is left half-done
         }
         result
     }
@@ -361,6 +366,15 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             return Err(state_err(e));
         }
         tracing::info!(sources = spec.sources.len(), identity = ?spec.identity, "volume created");
+        let accessor = match own.as_ref().map(|o| &o.identity) {
+            Some(identity::OwnIdentity::Token { issued, .. }) => issued.accessor.as_str(),
+            _ => "",
+        };
+        self.audit.record(
+            Event::new("create", name)
+                .accessor(accessor)
+                .detail(format!("identity: {:?}", spec.identity)),
+        );
         if let Some(identity::OwnIdentity::Token { renew_at, issued }) =
             own.as_ref().map(|o| &o.identity)
         {
@@ -392,11 +406,12 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         self.leases.remove(&key(name, ""));
         let own = volume.own.lock().unwrap().take();
         if let Some(identity::OwnIdentity::Token { issued, .. }) = own.map(|o| o.identity) {
-            self.revoke(name, "remove", &issued.token).await;
+            self.revoke(name, "remove", &issued.token, &issued.accessor).await;
         }
         if let Err(e) = self.store.delete_volume_identity(name) {
             tracing::error!(error = %crate::docker::error::chain(&e), "cannot delete the volume's identity record");
         }
+        self.audit.record(Event::new("remove", name));
         tracing::info!("volume removed");
         Ok(())
     }
@@ -463,8 +478,18 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             tracing::info!(refs = active.refs, "mount ID seen again; reference counted");
             return Ok(active.mountpoint.clone());
         }
+        let started = Instant::now();
         match self.mount_new(&volume, id).await {
             Ok(active) => {
+                METRICS.mounts.inc();
+                METRICS.mount_latency.observe(started.elapsed());
+                let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
+                self.audit.record(
+                    Event::new("mount", name)
+                        .mount(id)
+                        .accessor(&active.token.accessor)
+                        .leases(leases),
+                );
                 let mountpoint = active.mountpoint.clone();
                 tracing::info!(accessor = %active.token.accessor, leases = active.leases.iter().flatten().count(), "mounted");
                 self.leases.set(key(name, id), active.timers.next());
@@ -474,6 +499,12 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             Err(e) => {
                 drop(guard);
                 volume.slots.lock().unwrap().remove(id);
+                METRICS.mount_failures.inc();
+                self.audit.record(
+                    Event::new("error", name)
+                        .mount(id)
+                        .detail(format!("mount failed: {}", crate::docker::error::chain(&e))),
+                );
                 Err(e)
             }
         }
@@ -525,8 +556,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 Ok(active)
             }
             Err(e) => {
-                self.release(&volume.record.name, id, &active.token.token, &active.mountpoint)
-                    .await;
+                self.release(&volume.record.name, id, &active.token, &active.mountpoint).await;
                 Err(e)
             }
         }
@@ -600,7 +630,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             accessor: active.token.accessor.clone(),
             token_expires_at: unix_at(active.timers.token.remaining(now)),
             leases,
-            retiring: active.retiring.iter().map(|(t, _)| t.clone()).collect(),
+            retiring: active.retiring.iter().map(|(t, _)| t.token.clone()).collect(),
         };
         if let Err(e) = self.store.save_mount(&record) {
             // The mount works without it; only a restart of the plugin would lose track of it.
@@ -631,25 +661,38 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let active = guard.take().expect("checked above");
         self.leases.remove(&key(name, id));
         for (old, _) in &active.retiring {
-            self.revoke(name, id, old).await;
+            self.revoke(name, id, &old.token, &old.accessor).await;
         }
-        self.release(name, id, &active.token.token, &active.mountpoint).await;
+        self.release(name, id, &active.token, &active.mountpoint).await;
         volume.slots.lock().unwrap().remove(id);
+        self.audit.record(Event::new("unmount", name).mount(id).accessor(&active.token.accessor));
         tracing::info!(accessor = %active.token.accessor, "unmounted and revoked");
         Ok(())
     }
 
     /// Revokes `token`; true when nothing of it is left in Vault. A failure while Vault is out
     /// of reach is kept and retried (as a record with no references).
-    async fn revoke(&self, volume: &str, id: &str, token: &Token) -> bool {
+    async fn revoke(&self, volume: &str, id: &str, token: &Token, accessor: &str) -> bool {
+        let event = |name| {
+            Event::new(name, volume).mount(id.split('~').next().unwrap_or(id)).accessor(accessor)
+        };
         match self.vault.revoke_self(token).await {
-            Ok(()) => true,
+            Ok(()) => {
+                METRICS.revocations.inc();
+                self.audit.record(event("revoke"));
+                true
+            }
             // Expired or already revoked: nothing of it is left in Vault.
             Err(e) if e.is_denied() => {
                 tracing::info!("the token had already expired");
                 true
             }
             Err(e) => {
+                METRICS.revocation_failures.inc();
+                self.audit.record(event("error").detail(format!(
+                    "cannot revoke, will retry: {}",
+                    crate::docker::error::chain(&e)
+                )));
                 tracing::error!(error = %crate::docker::error::chain(&e), "cannot revoke a token; will retry");
                 // Kept under a name of its own (`~` is in no mount ID): the mount's record may
                 // still be in use, and one mount may have several tokens to revoke.
@@ -660,7 +703,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                     refs: 0,
                     mountpoint: PathBuf::new(),
                     token: token.clone(),
-                    accessor: String::new(),
+                    accessor: accessor.to_owned(),
                     token_expires_at: None,
                     leases: Vec::new(),
                     retiring: Vec::new(),
@@ -673,7 +716,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     }
 
     /// Unmounts and removes `mountpoint`, revokes `token`, forgets the record.
-    async fn release(&self, volume: &str, id: &str, token: &Token, mountpoint: &Path) {
+    async fn release(&self, volume: &str, id: &str, token: &IssuedToken, mountpoint: &Path) {
         if !mountpoint.as_os_str().is_empty() {
             if self.mounter.is_mounted(mountpoint) {
                 if let Err(e) = self.mounter.unmount(mountpoint) {
@@ -685,7 +728,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 let _ = std::fs::remove_dir(parent); // only when no other mount of the volume is left
             }
         }
-        self.revoke(volume, id, token).await;
+        self.revoke(volume, id, &token.token, &token.accessor).await;
         if let Err(e) = self.store.delete_mount(volume, id) {
             tracing::error!(error = %crate::docker::error::chain(&e), "cannot delete the mount record");
         }
@@ -696,7 +739,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         for record in pending {
             // A failed retry is recorded again, under a new name: this one goes either way.
-            self.revoke(&record.volume, &record.id, &record.token).await;
+            self.revoke(&record.volume, &record.id, &record.token, &record.accessor).await;
             let _ = self.store.delete_mount(&record.volume, &record.id);
         }
         self.pending.lock().unwrap().len()
@@ -739,7 +782,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let mut adopted = 0;
         for record in self.store.load_mounts() {
             for old in &record.retiring {
-                self.revoke(&record.volume, &record.id, old).await;
+                self.revoke(&record.volume, &record.id, old, "").await;
             }
             let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
             match volume {
@@ -753,8 +796,13 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 }
                 _ => {
                     tracing::info!(volume = %record.volume, id = %short(&record.id), "releasing a mount left by a previous run");
-                    self.release(&record.volume, &record.id, &record.token, &record.mountpoint)
-                        .await;
+                    self.release(
+                        &record.volume,
+                        &record.id,
+                        &issued_of(&record),
+                        &record.mountpoint,
+                    )
+                    .await;
                 }
             }
         }
@@ -834,6 +882,16 @@ fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         retiring: Vec::new(),
         last_refresh: None,
         last_error: None,
+    }
+}
+
+/// The token of a mount record, as issued.
+fn issued_of(record: &MountRecord) -> IssuedToken {
+    IssuedToken {
+        token: record.token.clone(),
+        accessor: record.accessor.clone(),
+        ttl: Duration::ZERO,
+        renewable: false,
     }
 }
 

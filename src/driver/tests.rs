@@ -203,6 +203,7 @@ fn fixture() -> Fixture {
         mounts_root: dir.path().join("mounts"),
         driver_name: "vault-secrets".into(),
         templates_dir: PathBuf::from("/nonexistent"),
+        audit: Arc::new(crate::audit::Audit::memory()),
     });
     Fixture { driver, vault, store, _dir: dir }
 }
@@ -355,6 +356,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
         mounts_root: f._dir.path().join("mounts"),
         driver_name: "vault-secrets".into(),
         templates_dir: PathBuf::from("/nonexistent"),
+        audit: Arc::new(crate::audit::Audit::memory()),
     });
     restarted.restore().await;
     assert_eq!(restarted.list().len(), 1);
@@ -641,8 +643,41 @@ async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
         mounts_root: f._dir.path().join("mounts"),
         driver_name: "vault-secrets".into(),
         templates_dir: PathBuf::from("/nonexistent"),
+        audit: Arc::new(crate::audit::Audit::memory()),
     });
     restarted.restore().await;
     let e = crate::docker::error::chain(&restarted.mount("team", ID).await.unwrap_err());
     assert!(e.contains("did not survive a reboot") && e.contains("fresh wrapped-token"), "{e}");
+}
+
+#[tokio::test]
+async fn the_audit_log_has_each_event_and_never_a_token() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    f.driver.mount("app", ID).await.unwrap();
+    f.driver.unmount("app", ID).await.unwrap();
+    f.driver.create("bad", opts(&[("path", "kv/denied")])).await.unwrap();
+    f.driver.mount("bad", ID).await.unwrap_err();
+    f.driver.remove("app").await.unwrap();
+    let lines = f.driver.audit.lines();
+    let events: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        events,
+        ["create", "mount", "revoke", "unmount", "create", "revoke", "error", "remove"]
+    );
+    let mount: Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(
+        (mount["volume"].as_str(), mount["mount_id"].as_str(), mount["accessor"].as_str()),
+        (Some("app"), Some(ID), Some("acc-0"))
+    );
+    assert!(lines[6].contains("permission denied on kv/denied"));
+    for line in &lines {
+        assert!(
+            !line.contains("child-") && !line.contains("plugin-token") && !line.contains("\"pw\""),
+            "{line}"
+        );
+    }
 }

@@ -118,7 +118,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 active.retiring.drain(..).partition(|(_, at)| *at <= now);
             active.retiring = kept;
             for (token, _) in ended {
-                self.revoke(name, id, &token).await;
+                self.revoke(name, id, &token.token, &token.accessor).await;
             }
         }
         if due.replace {
@@ -130,19 +130,36 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         if due.renew_token {
             match self.vault.renew_self(&active.token.token, volume.spec.ttl).await {
                 Ok(ttl) => {
+                    METRICS.renewals.inc();
+                    self.audit.record(
+                        Event::new("renew", name)
+                            .mount(id)
+                            .accessor(&active.token.accessor)
+                            .detail("token"),
+                    );
                     active.timers.token =
-                        Deadline::after_grant(now, ttl, volume.spec.ttl, true, jitter())
+                        Deadline::after_grant(now, ttl, volume.spec.ttl, true, jitter());
                 }
                 Err(e) if !e.is_transient() => {
                     return self.replace(volume, id, active, "the token renewal was refused").await
                 }
-                Err(e) => return Err(renew_err(e)),
+                Err(e) => {
+                    METRICS.renewal_failures.inc();
+                    return Err(renew_err(e));
+                }
             }
         }
         for i in due.renew_leases {
             let Some(lease) = active.leases.get(i).cloned().flatten() else { continue };
             match self.vault.renew_lease(&active.token.token, &lease.id, lease.duration).await {
                 Ok(granted) => {
+                    METRICS.renewals.inc();
+                    self.audit.record(
+                        Event::new("renew", name)
+                            .mount(id)
+                            .accessor(&active.token.accessor)
+                            .leases([lease.id.as_str()]),
+                    );
                     let deadline = Deadline::after_grant(
                         now,
                         granted,
@@ -155,7 +172,10 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 Err(e) if !e.is_transient() => {
                     return self.replace(volume, id, active, "a lease renewal was refused").await
                 }
-                Err(e) => return Err(renew_err(e)),
+                Err(e) => {
+                    METRICS.renewal_failures.inc();
+                    return Err(renew_err(e));
+                }
             }
         }
         if due.refresh {
@@ -251,7 +271,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let (secrets, changed) = match fetched {
             Ok(done) => done,
             Err(e) => {
-                self.revoke(name, id, &token.token).await;
+                self.revoke(name, id, &token.token, &token.accessor).await;
                 return Err(e);
             }
         };
@@ -267,7 +287,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             .min();
         let grace = plan::grace(old_left);
         let old = std::mem::replace(&mut active.token, token);
-        active.retiring.push((old.token, now + grace));
+        active.retiring.push((old.clone(), now + grace));
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.timers = fresh_timers(&volume.spec, &active.token, &active.leases, now);
         active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
@@ -342,7 +362,11 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             if m.running && m.volume == volume.record.name && m.source.file_name() == Some(id) {
                 match self.engine.signal(&m.container_id, signal).await {
                     Ok(()) => {
-                        tracing::info!(container = %short(&m.container_id), signal, "signalled")
+                        let event =
+                            Event::new("signal", &volume.record.name).container(&m.container_id);
+                        self.audit
+                            .record(event.accessor(&active.token.accessor).detail(signal.as_str()));
+                        tracing::info!(container = %short(&m.container_id), signal, "signalled");
                     }
                     Err(e) => {
                         tracing::warn!(container = %short(&m.container_id), error = %chain(&e), "cannot signal")
@@ -387,10 +411,14 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 tracing::warn!(volume = %name, id = %short(&id), "no running container uses this mount any more: releasing it");
                 self.leases.remove(&key(name, &id));
                 for (old, _) in &active.retiring {
-                    self.revoke(name, &id, old).await;
+                    self.revoke(name, &id, &old.token, &old.accessor).await;
                 }
-                self.release(name, &id, &active.token.token, &active.mountpoint).await;
+                self.release(name, &id, &active.token, &active.mountpoint).await;
                 volume.slots.lock().unwrap().remove(&id);
+                let event = Event::new("unmount", name).mount(&id).accessor(&active.token.accessor);
+                self.audit.record(
+                    event.detail("no running container uses it any more (no Unmount came)"),
+                );
                 released += 1;
             }
         }

@@ -110,6 +110,7 @@ impl HttpVault {
             path: path.to_owned(),
             message: format!("the path does not make a URL: {e}"),
         })?;
+        let request_method = method.clone();
         let mut request = self.http.request(method, url);
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token.expose());
@@ -120,7 +121,14 @@ impl HttpVault {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(path, e))?;
+        let started = std::time::Instant::now();
+        let op = crate::metrics::vault_op(
+            request_method.as_str(),
+            path.split('?').next().unwrap_or(path),
+        );
+        let response = request.send().await.map_err(|e| self.transport_error(path, e));
+        crate::metrics::METRICS.observe_vault(op, started.elapsed());
+        let response = response?;
         let status = response.status();
         let body = self.read_body(path, response).await?;
         match status {
