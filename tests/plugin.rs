@@ -393,3 +393,102 @@ fn a_wrapped_approle_secret_id_logs_each_mount_in() {
     plugin.unmount("web", &id);
     assert_eq!(bao.accessors(), before, "the mount's login token is revoked");
 }
+
+/// Every file below `dir`, as text.
+fn all_text(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text += &all_text(&path);
+        } else {
+            text += &String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    text
+}
+
+#[test]
+fn no_secret_or_token_reaches_logs_state_or_audit_even_at_trace_level() {
+    let Setup { bao, mut plugin } = setup();
+    let metrics_port = free_port();
+    plugin.stop(false);
+    let config = std::fs::read_to_string(&plugin.config).unwrap().replacen(
+        "[plugin]\n",
+        &format!("[plugin]\naudit_log = \"{}/audit/audit.log\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n", plugin.dir.path().display()),
+        1,
+    );
+    std::fs::write(&plugin.config, config).unwrap();
+    plugin.log_filter = "trace".into();
+    plugin.restart();
+    bao.database_role("trace", "1h", "2h");
+    bao.put_kv2("trace", json!({"api_key": "kv-value-one-7f3a"}));
+    plugin.create(
+        "trace",
+        json!({"path": "secret/data/trace", "path.db": "database/creds/trace", "refresh": "1s"}),
+    );
+    let id = mount_id();
+    let mp = plugin.mount("trace", &id);
+    let mut secrets =
+        vec!["kv-value-one-7f3a".to_owned(), "kv-value-two-91bc".to_owned(), bao.token.clone()];
+    secrets.push(std::fs::read_to_string(mp.join("db/password")).unwrap());
+    let private = plugin.runtime.join("private");
+    let tokens_of = |text: &str| -> Vec<String> {
+        text.split('"')
+            .filter(|s| s.starts_with("s.") || s.starts_with("hvs.") || s.starts_with("b."))
+            .map(str::to_owned)
+            .collect()
+    };
+    secrets.extend(tokens_of(&all_text(&private)));
+    // A KV change, picked up by the refresh; then a rotation through the admin socket.
+    bao.put_kv2("trace", json!({"api_key": "kv-value-two-91bc"}));
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(mp.join("api_key"))
+        .unwrap()
+        == "kv-value-two-91bc"));
+    let out = std::process::Command::new(BIN)
+        .args(["rotate", "trace", "--config"])
+        .arg(&plugin.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    secrets.push(std::fs::read_to_string(mp.join("db/password")).unwrap());
+    secrets.extend(tokens_of(&all_text(&private)));
+    let status = std::process::Command::new(BIN)
+        .args(["status", "--json", "--config"])
+        .arg(&plugin.config)
+        .output()
+        .unwrap();
+    let status_text = String::from_utf8_lossy(&status.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&status_text).unwrap();
+    assert_eq!(v["volumes"][0]["mounts"][0]["leases"].as_array().unwrap().len(), 1, "{v}");
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("vault_secrets_mounts_active 1\n"), "{metrics}");
+    assert!(metrics.contains("vault_secrets_rotations_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "vault_secrets_vault_request_duration_seconds_count{op=\"token_create\"} 2\n"
+        ),
+        "{metrics}"
+    );
+    plugin.unmount("trace", &id);
+    plugin.stop(false);
+    let audit = std::fs::read_to_string(plugin.dir.path().join("audit/audit.log")).unwrap();
+    for event in ["\"create\"", "\"mount\"", "\"rotate\"", "\"revoke\"", "\"unmount\""] {
+        assert!(audit.contains(event), "{event} missing from the audit log");
+    }
+    let log = plugin.log();
+    assert!(log.contains("TRACE"), "the plugin ran at trace level");
+    let state = all_text(&plugin.dir.path().join("state"));
+    assert!(secrets.len() >= 7, "collected {} secrets and tokens to look for", secrets.len());
+    for (i, secret) in secrets.iter().enumerate().filter(|(_, s)| s.len() >= 8) {
+        // Never print the secret itself: say which one leaked.
+        assert!(!log.contains(secret.as_str()), "secret #{i} is in the plugin's log");
+        assert!(!state.contains(secret.as_str()), "secret #{i} is in the state directory");
+        assert!(!audit.contains(secret.as_str()), "secret #{i} is in the audit log");
+        assert!(!status_text.contains(secret.as_str()), "secret #{i} is in `status`");
+        assert!(!metrics.contains(secret.as_str()), "secret #{i} is in the metrics");
+    }
+}

@@ -94,6 +94,8 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             }
             Err(e) => {
                 let message = chain(&e);
+                let event = Event::new("error", &volume.record.name).mount(id);
+                self.audit.record(event.accessor(&active.token.accessor).detail(&message));
                 active.timers.failed(now, jitter());
                 let retry = active.timers.retry_at.map(|r| r - now).unwrap_or_default();
                 tracing::warn!(error = %message, ?retry, "upkeep failed; the files stay as they are");
@@ -261,7 +263,8 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         why: &str,
     ) -> Result<(), DriverError> {
         let name = &volume.record.name;
-        let token = self.issue_token(volume, id).await?;
+        let token =
+            self.issue_token(volume, id).await.inspect_err(|_| METRICS.rotation_failures.inc())?;
         let fetched = match self.read_all(volume, &token.token).await {
             Ok(secrets) => {
                 self.write_files(volume, active, &secrets).map(|changed| (secrets, changed))
@@ -271,6 +274,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let (secrets, changed) = match fetched {
             Ok(done) => done,
             Err(e) => {
+                METRICS.rotation_failures.inc();
                 self.revoke(name, id, &token.token, &token.accessor).await;
                 return Err(e);
             }
@@ -293,6 +297,14 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
         active.secrets = Some(secrets);
         active.last_refresh = Some(SystemTime::now());
+        METRICS.rotations.inc();
+        let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
+        let event =
+            Event::new("rotate", name).mount(id).accessor(&active.token.accessor).leases(leases);
+        self.audit.record(event.detail(format!(
+            "{why}; the previous token {} is revoked after {grace:?}",
+            old.accessor
+        )));
         tracing::info!(why, accessor = %active.token.accessor, old_accessor = %old.accessor, ?grace, changed, "fresh generation");
         self.save_record(volume, id, active);
         if changed {

@@ -217,6 +217,8 @@ pub struct Plugin {
     pub dir: tempfile::TempDir,
     pub runtime: PathBuf,
     pub config: PathBuf,
+    /// `VAULT_SECRETS_LOG` for the next (re)start.
+    pub log_filter: String,
     child: Option<Child>,
 }
 
@@ -246,7 +248,14 @@ impl Plugin {
             }
         );
         std::fs::write(&config, text).unwrap();
-        let mut plugin = Plugin { socket, dir, runtime, config, child: None };
+        let mut plugin = Plugin {
+            socket,
+            dir,
+            runtime,
+            config,
+            log_filter: "vault_secrets=debug,info".into(),
+            child: None,
+        };
         plugin.restart();
         plugin
     }
@@ -266,7 +275,7 @@ impl Plugin {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env("VAULT_SECRETS_LOG", "vault_secrets=debug,info")
+            .env("VAULT_SECRETS_LOG", &self.log_filter)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
             .stdout(log.try_clone().unwrap())
@@ -393,3 +402,4 @@ pub fn mount_id() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &mount_id()[..10])
 }
+pub mod vault;
