@@ -1,51 +1,66 @@
 //! vault-secrets: a Docker volume plugin that puts a container's secrets from HashiCorp Vault or
-//! OpenBao onto a fresh in-memory tmpfs when the container starts, and revokes them when it stops.
+//! OpenBao onto a fresh in-memory tmpfs when the container starts, keeps them current while it
+//! runs, and revokes them when it stops.
 //!
 //! # Flow
 //!
 //! ```text
 //! dockerd ──POST /VolumeDriver.*──▶ docker (router, lenient parsing, ApiError → {"Err"})
+//! status/rotate ──admin socket──▶ admin          metrics_listen ──▶ metrics
 //!                                     │
 //!                                     ▼
-//!                                   driver (volume lifecycle, one slot per mount ID)
-//!                    ┌────────────────┼──────────────────┬─────────────────┐
-//!                    ▼                ▼                  ▼                 ▼
-//!              vault (HTTP,     tmpfs (mount(2),      files (render,     state (definitions on
-//!              identity,        Mounter trait)        atomic writes)     disk; tokens in the
-//!              child tokens)                                             private tmpfs)
+//!                                   driver (volume lifecycle; one slot per mount ID;
+//!                                     │      identity: per-volume wrapped identities;
+//!                                     │      upkeep: renew / replace / refresh / sweep)
+//!        ┌──────────────┬─────────────┼──────────────┬──────────────┬─────────────┐
+//!        ▼              ▼             ▼              ▼              ▼             ▼
+//!   vault (HTTP,   tmpfs (mount(2), files (render,  state (disk:   engine        lease (the one
+//!   plugin         Mounter trait)   templates,      definitions;  (Docker API:  task owning
+//!   identity)                       atomic writes)  tmpfs: tokens) signals)      the deadlines)
 //! ```
 //!
-//! - **Create** parses the options into a [`volume::VolumeSpec`] (errors name the option) and
-//!   persists the definition — the options, never a secret — in `state_dir`.
-//! - **Mount(name, ID)**: a new ID gets a child token of the plugin's identity (`policies`,
-//!   `ttl`), recorded at once in the private tmpfs; every source is read with that token; the
-//!   files are rendered, a tmpfs (`nosuid,nodev,noexec,noswap`, size cap, owner and mode) is
-//!   mounted at `runtime_dir/mounts/NAME/ID` and the files written atomically. Any failure
-//!   unmounts, revokes the token (and so every lease it made), and deletes the record. A
-//!   repeated ID is reference-counted.
-//! - **Unmount** on the last reference unmounts the tmpfs and revokes the token with
-//!   `revoke-self`; a revocation that fails while Vault is out of reach is retried every 10 s.
-//! - **Remove** refuses while any mount of the volume exists.
-//! - **Restart**: volume definitions are reloaded from `state_dir`; mount records (with their
-//!   tokens) from the private tmpfs `runtime_dir/private`, which outlives the process but not a
-//!   reboot. Mounts still in place are served again; records whose tmpfs is gone are revoked;
-//!   stray mount directories are removed. The plugin's own token is kept there too, so a
-//!   restart does not log in anew (which would orphan the running mounts' parent).
+//! Every edge is a trait with a real implementation and a fake: [`vault::Vault`],
+//! [`tmpfs::Mounter`], [`state::Store`], [`engine::Engine`]; the driver is generic over them.
+//!
+//! # Lifecycles
+//!
+//! - **Create** parses the options into a [`volume::VolumeSpec`] (errors name the option),
+//!   checks a `template`, unwraps a `wrapped-token` (after checking what made it), checks
+//!   `policies` against the identity's, and persists the definition — the options, never a
+//!   secret — in `state_dir`.
+//! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
+//!   or an AppRole login), recorded at once in the private tmpfs; every source is read with it;
+//!   the files are rendered, a tmpfs (`nosuid,nodev,noexec,noswap`, size cap, owner and mode) is
+//!   mounted at `runtime_dir/mounts/NAME/ID` and the files written atomically; the mount is
+//!   handed to the [`lease::LeaseManager`]. Any failure unmounts and revokes. A repeated ID is
+//!   reference-counted.
+//! - **While mounted** ([`driver`]'s upkeep, driven by the lease manager): the token and
+//!   renewable leases are renewed at ~2/3 of their TTL; a lease that cannot be renewed further
+//!   brings a fresh generation (new token, every source re-read, files swapped, the old token
+//!   revoked after a short grace); KV sources are re-read every `refresh`; failures keep the
+//!   files and back off; changed files send `signal` to the containers using the mount.
+//! - **Unmount** on the last reference revokes the token (`revoke-self`: Vault revokes every
+//!   lease it made) and removes the tmpfs; a revocation that fails while Vault is out of reach
+//!   is kept and retried every 10 s. **Remove** refuses while mounted and revokes a volume's own
+//!   token.
+//! - **Restart**: definitions come back from `state_dir`; mount records, the plugin's token and
+//!   volumes' own identities from the private tmpfs `runtime_dir/private`, which outlives the
+//!   process but not a reboot. Mounts still in place are served and kept up again; the others
+//!   are revoked; stray mount directories are removed. Every 60 s, mounts that no running
+//!   container uses (a Docker daemon crash sends no Unmount) are released.
 //!
 //! The plugin's identity ([`vault::identity`]) is a token file or an AppRole login (the
-//! secret_id optionally response-wrapped: unwrapped once, the file then deleted); it is renewed
-//! at two thirds of its TTL. Until the first login succeeds, Get/List/Path work and Mount fails
-//! saying why.
+//! secret_id optionally response-wrapped: unwrapped once, the file then deleted), renewed at
+//! two thirds of its TTL. Until the first login succeeds, Get/List/Path work and Mount says why
+//! it cannot proceed.
 //!
 //! # Current limitations
 //!
-//! - Leases are not yet renewed, and mounts' child tokens are not renewed: a mount's token and
-//!   its leases live for the volume's `ttl` (default 1h) and the lease's own TTL. KV files stay
-//!   in place after that; dynamic credentials expire. (`refresh` is parsed but not acted on.)
-//! - No admin socket yet: `status` and `rotate` are not implemented; neither are `template`,
-//!   `wrapped-token`, `role-id` and `signal`, which are refused at create.
-//! - Mounts whose containers vanished without an Unmount (a Docker daemon crash) are only
-//!   released when Docker sends the Unmount or the host reboots.
+//! - The files of a multi-file volume are swapped one by one, each atomically.
+//! - After a restart, a mount's secret data is not in memory; its first change that needs it
+//!   fetches a fresh generation.
+//! - Secret data parsed from Vault's JSON is zeroed on drop in [`vault::Secret`], but copies
+//!   inside `reqwest`/`hyper` buffers and minijinja values are not under our control.
 
 pub mod admin;
 pub mod audit;
