@@ -15,7 +15,7 @@ use crate::util::*;
 
 pub const DRIVER: &str = "vault-secrets-e2e";
 
-static DOCKER: Mutex<()> = Mutex::new(());
+pub static DOCKER: Mutex<()> = Mutex::new(());
 
 pub fn image() -> String {
     std::env::var("VAULT_SECRETS_TEST_IMAGE")

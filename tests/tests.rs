@@ -9,7 +9,9 @@
 
 mod util;
 
+mod compose;
 mod e2e;
 mod engine;
 mod leases;
+mod managed;
 mod plugin;

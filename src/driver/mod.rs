@@ -1,5 +1,5 @@
 //! The volume lifecycle: create, mount, unmount, remove, and recovery after a restart; the
-//! upkeep of mounted volumes (renewal, replacement, refresh) is in [`upkeep`].
+//! upkeep of mounted volumes (renewal, replacement, refresh) is in `upkeep.rs`.
 //!
 //! [`Driver`] is generic over the edges ([`Vault`], [`Mounter`], [`Store`], [`Engine`]) so unit
 //! tests run it with fakes. Each `(volume, mount ID)` pair has its own slot, locked across the
