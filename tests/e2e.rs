@@ -17,6 +17,25 @@ pub const DRIVER: &str = "vault-secrets-e2e";
 
 pub static DOCKER: Mutex<()> = Mutex::new(());
 
+/// The Docker lock across processes too: two test runs on one dockerd share the driver socket.
+pub struct DockerLock {
+    _thread: MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
+/// Takes the Docker lock: this process's, then the machine's (`flock` on a file in /run).
+pub fn docker_lock() -> DockerLock {
+    let thread = DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/vault-secrets-e2e.lock")
+        .expect("lock file");
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    DockerLock { _thread: thread, _file: file }
+}
+
 pub fn image() -> String {
     std::env::var("VAULT_SECRETS_TEST_IMAGE")
         .unwrap_or_else(|_| "vault-secrets-test/busybox:latest".into())
@@ -43,12 +62,12 @@ pub struct E2e {
     pub plugin: Plugin,
     pub containers: Vec<String>,
     pub volumes: Vec<String>,
-    _lock: MutexGuard<'static, ()>,
+    _lock: DockerLock,
 }
 
 impl E2e {
     pub fn start() -> E2e {
-        let lock = DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = docker_lock();
         let out = docker(&["info", "--format", "{{.ServerVersion}}"]);
         assert!(
             out.status.success(),

@@ -15,3 +15,4 @@ mod engine;
 mod leases;
 mod managed;
 mod plugin;
+mod soak;

@@ -260,6 +260,11 @@ impl Plugin {
         plugin
     }
 
+    /// The plugin process's ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("plugin.log")
     }
