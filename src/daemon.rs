@@ -278,7 +278,7 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
             ));
         }
         AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
-            read_token(role_id_file)?;
+            let role_id = read_token(role_id_file)?;
             let secret = read_token(secret_id_file)?;
             if *secret_id_wrapped {
                 let body = serde_json::json!({ "token": secret.expose() });
