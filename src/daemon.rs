@@ -296,9 +296,13 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
                     secret_id_file.display()
                 ));
             } else {
-                report.push(
-                    "role_id and secret_id files are readable; the login is tried at serve".into(),
-                );
+                use crate::vault::Vault;
+                let probe = vault
+                    .approle_login(role_id.expose(), &secret)
+                    .await
+                    .context("AppRole login with the role_id and secret_id files")?;
+                let _ = vault.revoke_self(&probe.token).await;
+                report.push(format!("AppRole login works (ttl {})", describe_ttl(probe.ttl)));
             }
         }
     }
