@@ -1,0 +1,209 @@
+//! Helpers for leased secrets: an OpenBao that survives a restart (file storage, initialised and
+//! unsealed by hand), PostgreSQL logins with credentials read from a mount, and the plugin's
+//! admin commands (`status`, `rotate`).
+
+use std::ops::Deref;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{bao_exe, free_port, wait_until, Bao, Plugin, BIN};
+
+/// A non-dev OpenBao server: integrated storage (`raft`, one node: OpenBao has no `file`
+/// storage) in a temporary directory, a plain-HTTP listener on a free loopback port;
+/// initialised with one key share, unsealed, `secret/` enabled as KV v2. It can be stopped (an
+/// outage) and restarted on the same port with the same storage; the root token from init stays
+/// valid. Every [`Bao`] helper works through `Deref`.
+pub struct BaoServer {
+    bao: Bao,
+    dir: tempfile::TempDir,
+    unseal_key: String,
+}
+
+impl BaoServer {
+    pub fn start() -> BaoServer {
+        let (port, cluster) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(
+            dir.path().join("config.hcl"),
+            format!(
+                "storage \"raft\" {{\n  path = \"{}/data\"\n  node_id = \"test\"\n  performance_multiplier = 1\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"http://127.0.0.1:{port}\"\n\
+                 cluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let bao = Bao {
+            port,
+            token: String::new(),
+            child: None,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        let mut server = BaoServer { bao, dir, unseal_key: String::new() };
+        server.spawn();
+        let (status, init) = server.unauthenticated(
+            "PUT",
+            "sys/init",
+            json!({"secret_shares": 1, "secret_threshold": 1}),
+        );
+        assert_eq!(status, 200, "sys/init: {status}\n{}", server.log());
+        server.unseal_key = init["keys"][0].as_str().expect("an unseal key").to_owned();
+        server.bao.token = init["root_token"].as_str().expect("a root token").to_owned();
+        server.unseal();
+        server.api(
+            "POST",
+            "sys/mounts/secret",
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+        );
+        server
+    }
+
+    /// Kills the server (SIGKILL): requests are refused until [`BaoServer::restart`].
+    pub fn stop(&mut self) {
+        self.bao.stop();
+    }
+
+    /// Starts the server again on the same port with the same storage, and unseals it.
+    pub fn restart(&mut self) {
+        self.bao.stop();
+        self.spawn();
+        self.unseal();
+    }
+
+    /// The server's output (stdout and stderr, every run appended).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
+    }
+
+    /// Starts the process and waits for its listener to answer (sealed or not).
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("bao.log"))
+            .unwrap();
+        let child = Command::new(bao_exe())
+            .args(["server", "-config"])
+            .arg(self.dir.path().join("config.hcl"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bao server");
+        self.bao.child = Some(child);
+        let up = wait_until(Duration::from_secs(20), || {
+            self.bao.try_api("GET", "sys/health", None).is_ok()
+        });
+        assert!(up, "OpenBao did not listen on port {}:\n{}", self.bao.port, self.log());
+    }
+
+    fn unseal(&self) {
+        let (status, v) =
+            self.unauthenticated("PUT", "sys/unseal", json!({"key": self.unseal_key}));
+        assert!(status == 200 && v["sealed"] == false, "sys/unseal: {status}\n{}", self.log());
+        let active = wait_until(Duration::from_secs(20), || {
+            self.bao.try_api("GET", "sys/health", None).map(|r| r.0 == 200).unwrap_or(false)
+        });
+        assert!(active, "OpenBao did not become active after unseal:\n{}", self.log());
+    }
+
+    fn unauthenticated(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}/v1/{path}", self.bao.address());
+        let resp = self
+            .bao
+            .http
+            .request(method.parse().unwrap(), url)
+            .json(&body)
+            .send()
+            .expect("OpenBao reachable");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+}
+
+impl Deref for BaoServer {
+    type Target = Bao;
+
+    fn deref(&self) -> &Bao {
+        &self.bao
+    }
+}
+
+/// A database username and password read from a mount. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Creds {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Creds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Creds").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+/// Logs in to the local PostgreSQL over TCP with `creds` and runs `select 1`. The password goes
+/// through the environment of psql only; the error is psql's stderr (which never holds it).
+pub fn pg_login(creds: &Creds) -> Result<(), String> {
+    let out = Command::new("psql")
+        .env("PGPASSWORD", &creds.password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .env_remove("PGSERVICE")
+        .stdin(Stdio::null())
+        .args(["-XAtqw", "-h", "127.0.0.1", "-d", "postgres", "-c", "select 1", "-U"])
+        .arg(&creds.user)
+        .output()
+        .expect("psql");
+    if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1" {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Runs `vault-secrets-plugin ARGS --config CONFIG` (the admin commands reach the plugin through
+/// its admin socket, found from the configuration).
+pub fn plugin_cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_SECRETS_CONFIG")
+        .output()
+        .expect("run vault-secrets-plugin")
+}
+
+/// `status --json` of `plugin`, parsed; panics (with the command's stderr) if it fails.
+pub fn status(plugin: &Plugin) -> Value {
+    let out = plugin_cli(&plugin.config, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "status --json failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("status --json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// The mounts of `volume` in a `status --json` answer (none if the volume is not listed).
+pub fn status_mounts(status: &Value, volume: &str) -> Vec<Value> {
+    status["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["name"] == volume)
+        .flat_map(|v| v["mounts"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
