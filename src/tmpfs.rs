@@ -49,6 +49,9 @@ pub trait Mounter: Send + Sync + 'static {
     fn mount_tmpfs(&self, target: &Path, options: &TmpfsOptions) -> Result<(), MountError>;
     fn unmount(&self, target: &Path) -> Result<(), MountError>;
     fn is_mounted(&self, target: &Path) -> bool;
+    /// The device (`major:minor`) of the filesystem at `target`: what identifies a tmpfs in
+    /// the mount tables of the containers that hold it.
+    fn device(&self, target: &Path) -> Option<String>;
 }
 
 /// `mount(2)` and `umount2(2)`; needs `CAP_SYS_ADMIN`.
@@ -100,6 +103,11 @@ impl Mounter for LinuxMounter {
         std::fs::read_to_string("/proc/self/mountinfo")
             .map(|info| mountinfo_has(&info, target))
             .unwrap_or(false)
+    }
+
+    fn device(&self, target: &Path) -> Option<String> {
+        let dev = rustix::fs::stat(target).ok()?.st_dev;
+        Some(format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev)))
     }
 }
 
@@ -169,6 +177,10 @@ impl Mounter for FakeMounter {
 
     fn is_mounted(&self, target: &Path) -> bool {
         self.mounted.lock().unwrap().iter().any(|(p, _)| p == target)
+    }
+
+    fn device(&self, target: &Path) -> Option<String> {
+        self.is_mounted(target).then(|| format!("fake:{}", target.display()))
     }
 }
 

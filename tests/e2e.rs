@@ -230,3 +230,30 @@ fn a_database_user_lives_as_long_as_its_container() {
     let delay = stopped.elapsed();
     eprintln!("database user dropped {} ms after `docker stop` returned", delay.as_millis());
 }
+
+#[test]
+fn mounts_no_container_holds_are_released_and_running_ones_kept() {
+    let mut t = E2e::start();
+    t.plugin.env.push(("VAULT_SECRETS_SWEEP_INTERVAL".into(), "1".into()));
+    t.plugin.stop(false);
+    t.plugin.restart();
+    t.bao.put_kv2("sweep", json!({"password": "kept"}));
+    let vol = t.volume("sweep", &["path=secret/data/sweep"]);
+    let before = t.bao.accessors().len();
+    let c = t.run_detached(&vol);
+    // A mount that no container holds, as after a Docker daemon crash (no Unmount comes).
+    let orphan = t.plugin.mount(&vol, &mount_id());
+    assert_eq!(t.bao.accessors().len(), before + 2);
+    assert!(
+        wait_until(Duration::from_secs(10), || mount_options(&orphan).is_none()),
+        "the orphaned mount is released by the sweep"
+    );
+    assert_eq!(t.bao.accessors().len(), before + 1, "and its token revoked");
+    // Several sweeps later, the running container's mount and token are still there.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "kept");
+    assert_eq!(t.bao.accessors().len(), before + 1, "the running container's token is kept");
+    assert_eq!(t.plugin.mounts_left().len(), 1);
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert_eq!(t.bao.accessors().len(), before);
+}

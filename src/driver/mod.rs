@@ -122,6 +122,8 @@ struct Active {
     mountpoint: PathBuf,
     /// When this run of the plugin mounted (or adopted) it.
     mounted_at: Instant,
+    /// The tmpfs's device, to find the containers that hold it.
+    device: Option<String>,
     token: IssuedToken,
     /// The lease of each source (`None` for static secrets), index for index with the sources.
     leases: Vec<Option<Lease>>,
@@ -539,6 +541,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             refs: 1,
             mountpoint: self.mounts_root.join(&volume.record.name).join(id),
             mounted_at: Instant::now(),
+            device: None,
             token,
             leases: Vec::new(),
             secrets: None,
@@ -577,6 +580,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         self.mounter
             .mount_tmpfs(mountpoint, &options)
             .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
+        active.device = self.mounter.device(mountpoint);
         files::write(mountpoint, &rendered, Ownership::of(spec))
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
         active.timers = fresh_timers(spec, &active.token, &active.leases, Instant::now());
@@ -787,7 +791,8 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
             match volume {
                 Some(volume) if record.refs > 0 && self.mounter.is_mounted(&record.mountpoint) => {
-                    let active = restored(&volume.spec, &record);
+                    let mut active = restored(&volume.spec, &record);
+                    active.device = self.mounter.device(&record.mountpoint);
                     self.save_record(&volume, &record.id, &active);
                     self.leases.set(key(&record.volume, &record.id), active.timers.next());
                     let slot = Arc::new(tokio::sync::Mutex::new(Some(active)));
@@ -875,6 +880,7 @@ fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         refs: record.refs,
         mountpoint: record.mountpoint.clone(),
         mounted_at: now,
+        device: None,
         token,
         leases,
         secrets: None,

@@ -470,12 +470,20 @@ async fn mounts_no_running_container_uses_are_swept() {
     f.driver.create("db", opts(&[("path", "kv/app")])).await.unwrap();
     let used = f.driver.mount("db", "used").await.unwrap();
     let gone = f.driver.mount("db", "gone").await.unwrap();
+    // Engine 20.10 reports no Source for plugin volumes: containers are tied to mounts by the
+    // device of the tmpfs they hold.
     f.driver.engine.mounts.lock().unwrap().push(crate::engine::ContainerMount {
         container_id: "c1".into(),
         running: true,
         volume: "db".into(),
-        source: used.clone(),
+        source: PathBuf::new(),
     });
+    f.driver
+        .engine
+        .devices
+        .lock()
+        .unwrap()
+        .insert("c1".into(), vec![format!("fake:{}", used.display())]);
     assert_eq!(f.driver.sweep_stale(Duration::from_secs(3600)).await, 0, "too young to be swept");
     assert_eq!(f.driver.sweep_stale(Duration::ZERO).await, 1);
     assert!(!f.driver.mounter.is_mounted(&gone));
@@ -499,9 +507,17 @@ async fn a_changed_mount_signals_the_containers_using_it() {
         container_id: id.into(),
         running,
         volume: "db".into(),
-        source: path.clone(),
+        source: PathBuf::new(),
     };
-    f.driver.engine.mounts.lock().unwrap().extend([mount("c1", true), mount("c2", false)]);
+    f.driver.engine.mounts.lock().unwrap().extend([
+        mount("c1", true),
+        mount("c2", false),
+        mount("c3", true),
+    ]);
+    let device = format!("fake:{}", path.display());
+    f.driver.engine.devices.lock().unwrap().insert("c1".into(), vec![device.clone()]);
+    f.driver.engine.devices.lock().unwrap().insert("c2".into(), vec![device]);
+    f.driver.engine.devices.lock().unwrap().insert("c3".into(), vec!["fake:another-mount".into()]);
     f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
     f.driver.rotate("db").await.unwrap();
     assert_eq!(

@@ -11,7 +11,7 @@
 //! - While Vault is out of reach the files stay as they are and the mount retries with backoff;
 //!   the error shows in `status`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -360,29 +360,50 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         out
     }
 
-    /// Sends the volume's `signal` to the running containers that use this mount.
+    /// The running containers that hold each of the plugin's tmpfs mounts, by device.
+    async fn holders(&self) -> Result<HashMap<String, Vec<String>>, crate::engine::EngineError> {
+        let mounts = self.engine.volume_mounts(&self.driver_name).await?;
+        let running: BTreeSet<String> =
+            mounts.into_iter().filter(|m| m.running).map(|m| m.container_id).collect();
+        let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+        for container in running {
+            match self.engine.container_devices(&container).await {
+                Ok(devices) => {
+                    for device in devices {
+                        holders.entry(device).or_default().push(container.clone());
+                    }
+                }
+                // Gone between the two questions: it holds nothing.
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(holders)
+    }
+
+    /// Sends the volume's `signal` to the running containers that hold this mount.
     async fn signal(&self, volume: &Volume, active: &Active) {
         let Some(signal) = &volume.spec.signal else { return };
-        let mounts = match self.engine.volume_mounts(&self.driver_name).await {
-            Ok(m) => m,
+        let Some(device) = &active.device else { return };
+        let containers = match self.holders().await {
+            Ok(mut holders) => holders.remove(device).unwrap_or_default(),
             Err(e) => {
                 return tracing::warn!(error = %chain(&e), "cannot find the containers to signal")
             }
         };
-        let id = active.mountpoint.file_name().unwrap_or_default();
-        for m in mounts {
-            if m.running && m.volume == volume.record.name && m.source.file_name() == Some(id) {
-                match self.engine.signal(&m.container_id, signal).await {
-                    Ok(()) => {
-                        let event =
-                            Event::new("signal", &volume.record.name).container(&m.container_id);
-                        self.audit
-                            .record(event.accessor(&active.token.accessor).detail(signal.as_str()));
-                        tracing::info!(container = %short(&m.container_id), signal, "signalled");
-                    }
-                    Err(e) => {
-                        tracing::warn!(container = %short(&m.container_id), error = %chain(&e), "cannot signal")
-                    }
+        if containers.is_empty() {
+            tracing::info!("files changed; no running container holds this mount to signal");
+        }
+        for container in containers {
+            match self.engine.signal(&container, signal).await {
+                Ok(()) => {
+                    let event = Event::new("signal", &volume.record.name).container(&container);
+                    self.audit
+                        .record(event.accessor(&active.token.accessor).detail(signal.as_str()));
+                    tracing::info!(container = %short(&container), signal, "signalled");
+                }
+                Err(e) => {
+                    tracing::warn!(container = %short(&container), error = %chain(&e), "cannot signal")
                 }
             }
         }
@@ -391,20 +412,10 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     /// Releases mounts no running container uses any more (a Docker daemon crash sends no
     /// Unmount), once older than `min_age`. Does nothing when Docker cannot be asked.
     pub async fn sweep_stale(&self, min_age: Duration) -> usize {
-        let in_use: HashSet<(String, String)> = match self
-            .engine
-            .volume_mounts(&self.driver_name)
-            .await
-        {
-            Ok(mounts) => mounts
-                .into_iter()
-                .filter(|m| m.running)
-                .filter_map(|m| {
-                    Some((m.volume, m.source.file_name()?.to_string_lossy().into_owned()))
-                })
-                .collect(),
+        let held: HashSet<String> = match self.holders().await {
+            Ok(holders) => holders.into_keys().collect(),
             Err(e) => {
-                tracing::debug!(error = %chain(&e), "docker not reachable: no sweep of stale mounts");
+                tracing::debug!(error = %chain(&e), "docker not reachable (or a container not readable): no sweep of stale mounts");
                 return 0;
             }
         };
@@ -414,8 +425,11 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             let name = &volume.record.name;
             for (id, slot) in volume.slots() {
                 let Ok(mut guard) = slot.try_lock() else { continue };
-                let stale = guard.as_ref().is_some_and(|a| a.mounted_at.elapsed() >= min_age)
-                    && !in_use.contains(&(name.clone(), id.clone()));
+                // A mount whose device is unknown is never taken for stale.
+                let stale = guard.as_ref().is_some_and(|a| {
+                    a.mounted_at.elapsed() >= min_age
+                        && a.device.as_ref().is_some_and(|d| !held.contains(d))
+                });
                 if !stale {
                     continue;
                 }

@@ -219,6 +219,8 @@ pub struct Plugin {
     pub config: PathBuf,
     /// `VAULT_SECRETS_LOG` for the next (re)start.
     pub log_filter: String,
+    /// More environment for the next (re)start.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -254,6 +256,7 @@ impl Plugin {
             runtime,
             config,
             log_filter: "vault_secrets=debug,info".into(),
+            env: Vec::new(),
             child: None,
         };
         plugin.restart();
@@ -281,6 +284,7 @@ impl Plugin {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("VAULT_SECRETS_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
             .stdout(log.try_clone().unwrap())
