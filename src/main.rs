@@ -58,6 +58,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: dockerd (managed plugin) and journald log lines verbatim.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VAULT_SECRETS_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

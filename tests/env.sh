@@ -59,7 +59,8 @@ _vst_setup() (
     # 1. Debian packages (apt-get update only if something is missing).
     # VAULT_SECRETS_ENV_POSTGRES=0 (the quick start) skips PostgreSQL.
     local pg=${VAULT_SECRETS_ENV_POSTGRES:-1}
-    local pkgs=(docker.io docker-compose busybox-static iproute2 curl) missing=() p
+    # musl-tools: musl-gcc, for ring's C parts in the static binary of plugin/build.sh.
+    local pkgs=(docker.io docker-compose busybox-static iproute2 curl musl-tools) missing=() p
     [[ $pg == 0 ]] || pkgs+=(postgresql)
     python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
     for p in "${pkgs[@]}"; do
@@ -72,6 +73,13 @@ _vst_setup() (
         apt-get -o DPkg::Lock::Timeout=600 update -qq || fail "apt-get update"
         apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null \
             || fail "apt-get install ${missing[*]}"
+    fi
+    # The managed plugin (plugin/build.sh, tests/managed.rs) is built for the musl target.
+    local musl=x86_64-unknown-linux-musl
+    if command -v rustup >/dev/null && ! grep -qx "$musl" <<<"$(rustup target list --installed)"; then
+        echo "env.sh: adding the Rust target $musl"
+        rustup target add "$musl" >/dev/null \
+            || echo "env.sh: WARNING: rustup target add $musl failed: plugin/build.sh cannot build" >&2
     fi
     local bd; bd=$(command -v bao >/dev/null || _vst_bao_dir); [[ -z $bd ]] || PATH="$bd:$PATH"
     if ! command -v bao >/dev/null; then
