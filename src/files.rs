@@ -23,6 +23,8 @@ pub enum RenderError {
     BadKey { key: String, path: String },
     #[error("key {key:?} of {path} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*) for format=env")]
     BadEnvKey { key: String, path: String },
+    #[error("key {key:?} of {path} is also the sub-directory of source `path.{key}`; rename one of them")]
+    Clash { key: String, path: String },
     #[error("field {field:?} is not in the secret at {path} (it has {count} keys)")]
     FieldMissing { field: String, path: String, count: usize },
     #[error("the files of the secrets exceed the volume's size of {size} bytes")]
@@ -86,6 +88,7 @@ pub fn render(
         files.push(File { path, contents });
         return check_size(spec, files);
     }
+    let dirs: Vec<&str> = spec.sources.iter().filter_map(|s| s.dir.as_deref()).collect();
     for (source, secret) in spec.sources.iter().zip(secrets) {
         let dir = source.dir.as_deref().map(PathBuf::from).unwrap_or_default();
         let selected: Vec<(&String, &Value)> = match &spec.field {
@@ -104,6 +107,12 @@ pub fn render(
                 for (key, value) in selected {
                     let name = match spec.output_file() {
                         Some(file) => file,
+                        None if source.dir.is_none() && dirs.contains(&key.as_str()) => {
+                            return Err(RenderError::Clash {
+                                key: key.clone(),
+                                path: source.path.clone(),
+                            })
+                        }
                         None if valid_file_name(key) => key.as_str(),
                         None => {
                             return Err(RenderError::BadKey {
@@ -250,12 +259,16 @@ pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<bool, Writ
         let path = path.to_owned();
         move |source| WriteError { path, source }
     };
-    let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
+    // Every path this write keeps, known before anything is written: a temporary file must
+    // never take (and then remove) the name of a file being written.
+    let mut wanted: BTreeSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
     let mut changed = false;
     for file in files {
         if let Some(parent) = file.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             let dir = root.join(parent);
-            if wanted.insert(parent.to_owned()) && !dir.is_dir() {
+            wanted.insert(parent.to_owned());
+            if made.insert(parent.to_owned()) && !dir.is_dir() {
                 std::fs::create_dir(&dir).map_err(wrap(&dir))?;
                 std::os::unix::fs::chown(&dir, Some(owner.uid), Some(owner.gid))
                     .map_err(wrap(&dir))?;
@@ -263,9 +276,8 @@ pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<bool, Writ
                     .map_err(wrap(&dir))?;
             }
         }
-        wanted.insert(file.path.clone());
         if !same_contents(&root.join(&file.path), &file.contents) {
-            write_one(root, file, owner)?;
+            write_one(root, file, owner, &wanted)?;
             changed = true;
         }
     }
@@ -282,10 +294,19 @@ fn same_contents(path: &Path, contents: &[u8]) -> bool {
     }
 }
 
-fn write_one(root: &Path, file: &File, owner: Ownership) -> Result<(), WriteError> {
+fn write_one(
+    root: &Path,
+    file: &File,
+    owner: Ownership,
+    wanted: &BTreeSet<PathBuf>,
+) -> Result<(), WriteError> {
     let target = root.join(&file.path);
     let name = file.path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = target.with_file_name(format!(".{name}.tmp"));
+    let mut temp_name = format!(".{name}.tmp");
+    while wanted.contains(&file.path.with_file_name(&temp_name)) {
+        temp_name.push('~'); // a key of the secret has this name: pick another
+    }
+    let temp = target.with_file_name(temp_name);
     let err = |source| WriteError { path: target.clone(), source };
     let _ = std::fs::remove_file(&temp);
     let mut out = std::fs::OpenOptions::new()
@@ -449,6 +470,29 @@ mod tests {
             contents(&files),
             vec![("k".into(), "1".into()), ("db/username".into(), "v".into())]
         );
+    }
+
+    #[test]
+    fn a_key_named_like_a_temporary_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        let owner = Ownership { uid, gid, mode: 0o400, dir_mode: 0o500 };
+        let files = render(
+            &spec(&[("path", "kv/a")]),
+            &[secret(r#"{".password.tmp":"beside","password":"pw"}"#)],
+        )
+        .unwrap();
+        write(dir.path(), &files, owner).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join(".password.tmp")).unwrap(), "beside");
+        assert_eq!(std::fs::read_to_string(dir.path().join("password")).unwrap(), "pw");
+    }
+
+    #[test]
+    fn a_root_key_cannot_take_a_named_source_s_directory() {
+        let s = spec(&[("path", "kv/a"), ("path.db", "database/creds/x")]);
+        let e = render(&s, &[secret(r#"{"db":"x"}"#), secret(r#"{"username":"u"}"#)]).unwrap_err();
+        assert!(matches!(&e, RenderError::Clash { key, .. } if key == "db"), "{e}");
     }
 
     #[test]

@@ -277,6 +277,21 @@ impl VolumeSpec {
                 IdentityKind::WrappedSecretId { role_id }
             }
         };
+        let named: Vec<&str> = sources.iter().filter_map(|s| s.dir.as_deref()).collect();
+        let output = match (&spec_file, &template, &spec_field, format) {
+            (Some(f), _, _, _) => Some(f.as_str()),
+            (None, Some(t), _, _) => Some(t.as_str()),
+            (None, None, Some(f), _) => Some(f.as_str()),
+            (None, None, None, Format::Json) => Some("secrets.json"),
+            (None, None, None, Format::Env) => Some("secrets.env"),
+            (None, None, None, Format::Files) => None,
+        };
+        if let Some(clash) = output.filter(|o| named.contains(o)) {
+            return Err(err(
+                "file",
+                format!("the output file `{clash}` would take the name of the sub-directory of `path.{clash}`"),
+            ));
+        }
         if spec_field.is_some() && sources.len() > 1 {
             return Err(err("field", "selects a key of one source; it cannot go with path.NAME"));
         }
@@ -407,8 +422,9 @@ fn parse_id(key: &str, value: &str) -> Result<u32, OptionError> {
 
 fn parse_mode(value: &str) -> Result<u32, OptionError> {
     let digits = value.strip_prefix("0o").unwrap_or(value);
-    match u32::from_str_radix(digits, 8) {
-        Ok(mode) if (3..=4).contains(&digits.len()) && mode <= 0o777 && mode & 0o111 == 0 => {
+    let octal = digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match u32::from_str_radix(digits, 8).ok().filter(|_| octal) {
+        Some(mode) if (3..=4).contains(&digits.len()) && mode <= 0o777 && mode & 0o111 == 0 => {
             Ok(mode)
         }
         _ => Err(err(
@@ -586,6 +602,9 @@ mod tests {
             parse(&[("path", "kv/a"), ("field", "p"), ("file", "../x")]).unwrap_err().option,
             "file"
         );
+        let e = parse(&[("path", "kv/a"), ("path.db", "kv/b"), ("format", "json"), ("file", "db")])
+            .unwrap_err();
+        assert_eq!(e.option, "file");
         let e = parse(&[("path", "kv/a"), ("path.b", "kv/b"), ("field", "x")]).unwrap_err();
         assert_eq!(e.option, "field");
     }
@@ -613,6 +632,7 @@ mod tests {
             ("mode", "4755"),
             ("mode", "0755"),
             ("mode", "0500"),
+            ("mode", "+44"),
             ("mode", "7"),
             ("size", "1g"),
             ("size", "1k"),

@@ -3,7 +3,7 @@
 #   bash tests/run.sh
 # 1. brings up what the tests need (tests/env.sh: Docker Engine, OpenBao CLI, PostgreSQL,
 #    the busybox test image), installing what is missing;
-# 2. unit tests (fakes behind traits);
+# 2. unit tests (fakes behind traits), then the fuzz targets for a bounded time;
 # 3. integration tests: the plugin binary against a real OpenBao and PostgreSQL, real tmpfs;
 # 4. end-to-end tests: the real docker CLI and engine using the plugin;
 # 5. the shared contract check (../shared/contract/check.py), when it is there.
@@ -19,6 +19,8 @@ source tests/env.sh
 
 echo "== unit tests"
 cargo test --lib --bins
+echo "== fuzzing: every target, 15 s each (fuzz/run.sh installs cargo-fuzz when missing)"
+bash fuzz/run.sh 15
 echo "== integration and end-to-end tests (real OpenBao, PostgreSQL, Docker)"
 cargo test --test tests -- --test-threads 2
 if [[ -f ../shared/contract/check.py ]]; then

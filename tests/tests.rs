@@ -3,7 +3,12 @@
 //!   socket exactly as dockerd drives it, with real tmpfs mounts;
 //! - `e2e`: the real `docker` CLI and engine using the plugin;
 //! - `leases`: leased secrets, renewal, rotation, outages, status and rotate, end to end;
-//! - `engine`: the Docker Engine API client against the real engine.
+//! - `engine`: the Docker Engine API client against the real engine;
+//! - `compose`: docker-compose and a Swarm service; `managed`: the managed plugin from
+//!   `plugin/build.sh`;
+//! - `props`: property tests of file-name safety and rendering; `hostile`: hostile Vault
+//!   replies through the real HTTP client;
+//! - `soak`: 1,000 mount/unmount cycles and 64 containers at once.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
@@ -12,7 +17,9 @@ mod util;
 mod compose;
 mod e2e;
 mod engine;
+mod hostile;
 mod leases;
 mod managed;
 mod plugin;
+mod props;
 mod soak;
