@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -283,6 +283,36 @@ pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<bool, Writ
     }
     let removed = remove_unwanted(root, Path::new(""), &wanted).map_err(wrap(root))?;
     Ok(changed || removed)
+}
+
+/// Writes `files` into `root`, a freshly mounted, empty tmpfs no container sees yet: each file
+/// created with its final owner and mode, no temporary files, nothing to compare or remove.
+pub fn write_new(root: &Path, files: &[File], owner: Ownership) -> Result<(), WriteError> {
+    let mut made: BTreeSet<&Path> = BTreeSet::new();
+    for file in files {
+        if let Some(parent) = file.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if made.insert(parent) {
+                let dir = root.join(parent);
+                let err = |source| WriteError { path: dir.clone(), source };
+                std::fs::DirBuilder::new().mode(owner.dir_mode).create(&dir).map_err(err)?;
+                std::os::unix::fs::chown(&dir, Some(owner.uid), Some(owner.gid)).map_err(err)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(owner.dir_mode))
+                    .map_err(err)?;
+            }
+        }
+        let target = root.join(&file.path);
+        let err = |source| WriteError { path: target.clone(), source };
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+            .map_err(err)?;
+        out.write_all(&file.contents).map_err(err)?;
+        std::os::unix::fs::fchown(&out, Some(owner.uid), Some(owner.gid)).map_err(err)?;
+        out.set_permissions(std::fs::Permissions::from_mode(owner.mode)).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn same_contents(path: &Path, contents: &[u8]) -> bool {

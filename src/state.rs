@@ -211,8 +211,9 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StateError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
-/// Writes `bytes` to `path` atomically: temporary file (mode 0600), fsync, rename, fsync dir.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+/// Writes `bytes` to `path` atomically: temporary file (mode 0600), then rename; with
+/// `durable`, fsyncs the file and the directory too (pointless on a tmpfs).
+pub fn atomic_write(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_owned(), source };
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -225,9 +226,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
             .mode(0o600)
             .open(&temp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -235,12 +241,12 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     result.map_err(err)
 }
 
-fn save_json<T: Serialize>(path: &Path, inner: &T) -> Result<(), StateError> {
+fn save_json<T: Serialize>(path: &Path, inner: &T, durable: bool) -> Result<(), StateError> {
     let bytes = zeroize::Zeroizing::new(
         serde_json::to_vec_pretty(&Versioned { version: VERSION, inner })
             .expect("records serialize"),
     );
-    atomic_write(path, &bytes)
+    atomic_write(path, &bytes, durable)
 }
 
 fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
@@ -286,7 +292,7 @@ impl Store for DirStore {
     }
 
     fn save_volume(&self, record: &VolumeRecord) -> Result<(), StateError> {
-        save_json(&self.volumes.join(format!("{}.json", record.name)), record)
+        save_json(&self.volumes.join(format!("{}.json", record.name)), record, true)
     }
 
     fn delete_volume(&self, name: &str) -> Result<(), StateError> {
@@ -298,7 +304,7 @@ impl Store for DirStore {
     }
 
     fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
-        save_json(&self.mount_path(&record.volume, &record.id), record)
+        save_json(&self.mount_path(&record.volume, &record.id), record, false)
     }
 
     fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
@@ -310,7 +316,7 @@ impl Store for DirStore {
     }
 
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError> {
-        save_json(&self.private.join("identity.json"), record)
+        save_json(&self.private.join("identity.json"), record, false)
     }
 
     fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord> {
@@ -318,7 +324,11 @@ impl Store for DirStore {
     }
 
     fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError> {
-        save_json(&self.private.join("identities").join(format!("{}.json", record.volume)), record)
+        save_json(
+            &self.private.join("identities").join(format!("{}.json", record.volume)),
+            record,
+            false,
+        )
     }
 
     fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError> {

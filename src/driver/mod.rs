@@ -581,7 +581,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             .mount_tmpfs(mountpoint, &options)
             .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
         active.device = self.mounter.device(mountpoint);
-        files::write(mountpoint, &rendered, Ownership::of(spec))
+        files::write_new(mountpoint, &rendered, Ownership::of(spec))
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
         active.timers = fresh_timers(spec, &active.token, &active.leases, Instant::now());
         active.secrets = Some(secrets);
