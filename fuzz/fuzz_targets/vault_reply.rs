@@ -85,6 +85,13 @@ fuzz_target!(|data: &[u8]| {
                 RenderError::BadEnvKey { path, .. } | RenderError::FieldMissing { path, .. } => {
                     assert!(spec.sources.iter().any(|s| &s.path == path), "{text}");
                 }
+                RenderError::Clash { key, path } => {
+                    assert!(
+                        spec.sources.iter().any(|s| s.dir.as_deref() == Some(key.as_str())),
+                        "{text}"
+                    );
+                    assert!(spec.sources.iter().any(|s| &s.path == path), "{text}");
+                }
                 RenderError::TooLarge { size } => assert_eq!(*size, spec.size),
                 RenderError::Template { .. } | RenderError::TemplateRead { .. } => {
                     panic!("the template renders any secret: {text}")
