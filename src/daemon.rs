@@ -259,11 +259,17 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
         .filter(|_| LinuxMounter::default().is_mounted(&private))
         .and_then(|s| s.load_identity());
     if let Some(saved) = saved {
-        lookup_self(&vault, &saved.token)
-            .await
-            .context("the token of the running plugin is no longer valid")?;
-        report.push("the running plugin's token is valid".into());
-        return Ok(report);
+        // What `serve` does: carry on with the kept token while it is valid, else log in anew.
+        match lookup_self(&vault, &saved.token).await {
+            Ok(_) => {
+                report.push("the token kept by the plugin (private tmpfs) is valid; serve carries on with it".into());
+                return Ok(report);
+            }
+            Err(e) => report.push(format!(
+                "the token kept from an earlier run is no longer valid ({}); serve logs in again with the configured identity",
+                crate::docker::error::chain(&e)
+            )),
+        }
     }
     match &config.vault.auth {
         AuthConfig::Token { token_file } => {
