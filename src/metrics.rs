@@ -132,18 +132,7 @@ pub struct Metrics {
 }
 
 /// The process-wide metrics.
-pub static METRICS: Metrics = Metrics {
-    mounts: Counter::new(),
-    mount_failures: Counter::new(),
-    renewals: Counter::new(),
-    renewal_failures: Counter::new(),
-    rotations: Counter::new(),
-    rotation_failures: Counter::new(),
-    revocations: Counter::new(),
-    revocation_failures: Counter::new(),
-    mount_latency: Histogram::new(),
-    vault: [const { Histogram::new() }; 9],
-};
+pub static METRICS: Metrics = Metrics::new();
 
 /// The operation a Vault API path belongs to.
 pub fn vault_op(method: &str, path: &str) -> &'static str {
@@ -161,7 +150,28 @@ pub fn vault_op(method: &str, path: &str) -> &'static str {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
+    pub const fn new() -> Metrics {
+        Metrics {
+            mounts: Counter::new(),
+            mount_failures: Counter::new(),
+            renewals: Counter::new(),
+            renewal_failures: Counter::new(),
+            rotations: Counter::new(),
+            rotation_failures: Counter::new(),
+            revocations: Counter::new(),
+            revocation_failures: Counter::new(),
+            mount_latency: Histogram::new(),
+            vault: [const { Histogram::new() }; 9],
+        }
+    }
+
     pub fn observe_vault(&self, op: &str, d: Duration) {
         let i = VAULT_OPS.iter().position(|o| *o == op).unwrap_or(VAULT_OPS.len() - 1);
         self.vault[i].observe(d);
@@ -258,18 +268,7 @@ mod tests {
 
     #[test]
     fn exposition_has_gauges_counters_and_histograms() {
-        let m = Metrics {
-            mounts: Counter::new(),
-            mount_failures: Counter::new(),
-            renewals: Counter::new(),
-            renewal_failures: Counter::new(),
-            rotations: Counter::new(),
-            rotation_failures: Counter::new(),
-            revocations: Counter::new(),
-            revocation_failures: Counter::new(),
-            mount_latency: Histogram::new(),
-            vault: [const { Histogram::new() }; 9],
-        };
+        let m = Metrics::new();
         m.mounts.inc();
         m.observe_vault("read", Duration::from_millis(3));
         m.mount_latency.observe(Duration::from_millis(7));

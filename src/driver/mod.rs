@@ -137,6 +137,19 @@ struct Active {
     last_error: Option<String>,
 }
 
+impl Active {
+    /// Each leased source: its index, its lease, and its deadline when it has one.
+    fn leased(&self) -> impl Iterator<Item = (usize, &Lease, Option<Deadline>)> + '_ {
+        self.leases.iter().enumerate().filter_map(|(i, lease)| {
+            let deadline = match self.timers.sources.get(i) {
+                Some(SourceTimer::Leased(d)) => Some(*d),
+                _ => None,
+            };
+            Some((i, lease.as_ref()?, deadline))
+        })
+    }
+}
+
 type Slot = Arc<tokio::sync::Mutex<Option<Active>>>;
 
 struct Volume {
@@ -607,22 +620,13 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     fn save_record(&self, volume: &Volume, id: &str, active: &Active) {
         let now = Instant::now();
         let leases = active
-            .leases
-            .iter()
-            .enumerate()
-            .filter_map(|(i, lease)| {
-                let lease = lease.as_ref()?;
-                let remaining = match active.timers.sources.get(i) {
-                    Some(SourceTimer::Leased(d)) => d.remaining(now),
-                    _ => Some(lease.duration),
-                };
-                Some(LeaseRecord {
-                    source: i,
-                    id: lease.id.clone(),
-                    duration_secs: lease.duration.as_secs(),
-                    renewable: lease.renewable,
-                    expires_at: unix_at(remaining),
-                })
+            .leased()
+            .map(|(i, lease, deadline)| LeaseRecord {
+                source: i,
+                id: lease.id.clone(),
+                duration_secs: lease.duration.as_secs(),
+                renewable: lease.renewable,
+                expires_at: unix_at(deadline.map_or(Some(lease.duration), |d| d.remaining(now))),
             })
             .collect();
         let record = MountRecord {
@@ -663,15 +667,22 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             return Ok(());
         }
         let active = guard.take().expect("checked above");
+        self.finish(&volume, id, active, Event::new("unmount", name).mount(id)).await;
+        tracing::info!("unmounted and revoked");
+        Ok(())
+    }
+
+    /// Ends an active mount taken out of its slot: off the schedule, every token of it revoked
+    /// (and with them its leases), its tmpfs removed, the slot gone, `event` audited.
+    async fn finish(&self, volume: &Volume, id: &str, active: Active, event: Event) {
+        let name = &volume.record.name;
         self.leases.remove(&key(name, id));
         for (old, _) in &active.retiring {
             self.revoke(name, id, &old.token, &old.accessor).await;
         }
         self.release(name, id, &active.token, &active.mountpoint).await;
         volume.slots.lock().unwrap().remove(id);
-        self.audit.record(Event::new("unmount", name).mount(id).accessor(&active.token.accessor));
-        tracing::info!(accessor = %active.token.accessor, "unmounted and revoked");
-        Ok(())
+        self.audit.record(event.accessor(&active.token.accessor));
     }
 
     /// Revokes `token`; true when nothing of it is left in Vault. A failure while Vault is out

@@ -435,16 +435,9 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 }
                 let active = guard.take().expect("checked");
                 tracing::warn!(volume = %name, id = %short(&id), "no running container uses this mount any more: releasing it");
-                self.leases.remove(&key(name, &id));
-                for (old, _) in &active.retiring {
-                    self.revoke(name, &id, &old.token, &old.accessor).await;
-                }
-                self.release(name, &id, &active.token, &active.mountpoint).await;
-                volume.slots.lock().unwrap().remove(&id);
-                let event = Event::new("unmount", name).mount(&id).accessor(&active.token.accessor);
-                self.audit.record(
-                    event.detail("no running container uses it any more (no Unmount came)"),
-                );
+                let event = Event::new("unmount", name).mount(&id);
+                let event = event.detail("no running container uses it any more (no Unmount came)");
+                self.finish(&volume, &id, active, event).await;
                 released += 1;
             }
         }
@@ -459,22 +452,13 @@ fn secs_until(at: Option<Instant>, now: Instant) -> Option<u64> {
 fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
     let now = Instant::now();
     let leases = active
-        .leases
-        .iter()
-        .enumerate()
-        .filter_map(|(i, lease)| {
-            let lease = lease.as_ref()?;
-            let deadline = match active.timers.sources.get(i) {
-                Some(SourceTimer::Leased(d)) => Some(*d),
-                _ => None,
-            };
-            Some(LeaseStatus {
-                source: spec.sources[i].path.clone(),
-                lease_id: lease.id.clone(),
-                expires_in_secs: deadline.and_then(|d| secs_until(d.expires_at, now)),
-                renewable: lease.renewable,
-                state: if deadline.is_some_and(|d| d.replace) { "replace" } else { "renew" },
-            })
+        .leased()
+        .map(|(i, lease, deadline)| LeaseStatus {
+            source: spec.sources[i].path.clone(),
+            lease_id: lease.id.clone(),
+            expires_in_secs: deadline.and_then(|d| secs_until(d.expires_at, now)),
+            renewable: lease.renewable,
+            state: if deadline.is_some_and(|d| d.replace) { "replace" } else { "renew" },
         })
         .collect();
     MountStatus {
