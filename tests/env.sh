@@ -40,6 +40,13 @@ _vst_setup() (
         read -r pgver pgname _ pgstatus _ < <(pg_lsclusters -h | head -n 1) || fail "no PostgreSQL cluster (pg_lsclusters)"
         psql_local() { runuser -u postgres -- psql -XAtq "$@"; }
         if [[ $pgstatus != online* ]]; then
+            # Same quirk as dockerd's: a postmaster killed when the last session ended may
+            # linger as a zombie, and its pid file then blocks the start. Drop a stale one.
+            local pidfile="/var/lib/postgresql/$pgver/$pgname/postmaster.pid" pgpid
+            pgpid=$(head -n 1 "$pidfile" 2>/dev/null || true)
+            if [[ -n $pgpid && $(ps -o stat= -p "$pgpid" 2>/dev/null) != [^Z]* ]]; then
+                rm -f "$pidfile"
+            fi
             echo "env.sh: starting PostgreSQL $pgver/$pgname"
             pg_ctlcluster "$pgver" "$pgname" start || fail "pg_ctlcluster $pgver $pgname start"
         fi
