@@ -300,19 +300,12 @@ fn error_message(body: &[u8]) -> String {
     struct ErrorReply {
         message: String,
     }
-    let mut text = match serde_json::from_slice::<ErrorReply>(body) {
-        Ok(e) if !e.message.trim().is_empty() => e.message.trim().to_owned(),
-        _ => "no error message".to_owned(),
-    };
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+    match serde_json::from_slice::<ErrorReply>(body) {
+        Ok(e) if !e.message.trim().is_empty() => {
+            crate::docker::error::one_line(e.message.trim(), 300)
         }
-        text.truncate(cut);
-        text.push('…');
+        _ => "no error message".to_owned(),
     }
-    text.replace(['\n', '\r'], " ")
 }
 
 /// An HTTP reply: its status and its whole body.

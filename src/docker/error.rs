@@ -31,6 +31,21 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Text from a remote party (Vault's `errors`, the Docker Engine's `message`) made fit for one
+/// log line: newlines folded, at most `max` bytes.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut text = text.replace(['\n', '\r'], " ");
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 impl From<DriverError> for ApiError {
     fn from(e: DriverError) -> Self {
         let status = match &e {

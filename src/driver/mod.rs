@@ -485,8 +485,15 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             return Err(DriverError::InvalidMountId { id: id.chars().take(140).collect() });
         }
         let volume = self.volume(name)?;
-        let slot = volume.slots.lock().unwrap().entry(id.to_owned()).or_default().clone();
-        let mut guard = slot.lock().await;
+        let (slot, mut guard) = loop {
+            let slot = volume.slots.lock().unwrap().entry(id.to_owned()).or_default().clone();
+            let guard = slot.clone().lock_owned().await;
+            // While this waited, the last Unmount (or a failed Mount) may have taken the slot
+            // out of the map: a mount made in it could never be found again. Take a fresh one.
+            if volume.slot(id).is_some_and(|current| Arc::ptr_eq(&current, &slot)) {
+                break (slot, guard);
+            }
+        };
         if let Some(active) = guard.as_mut() {
             active.refs += 1;
             self.save_record(&volume, id, active);
@@ -513,7 +520,11 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             }
             Err(e) => {
                 drop(guard);
-                volume.slots.lock().unwrap().remove(id);
+                let mut slots = volume.slots.lock().unwrap();
+                if slots.get(id).is_some_and(|current| Arc::ptr_eq(current, &slot)) {
+                    slots.remove(id);
+                }
+                drop(slots);
                 METRICS.mount_failures.inc();
                 self.audit.record(
                     Event::new("error", name)

@@ -50,10 +50,6 @@ impl FakeVault {
 }
 
 impl Vault for FakeVault {
-    fn address(&self) -> &str {
-        "http://fake:8200"
-    }
-
     async fn create_child_token(
         &self,
         parent: &Token,
@@ -92,6 +88,7 @@ impl Vault for FakeVault {
     }
 
     async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
+        tokio::task::yield_now().await; // a real revocation is a round trip: let others run
         if self.unreachable_revoke.load(Ordering::SeqCst) {
             return Err(VaultError::Status {
                 path: "auth/token/revoke-self".into(),
@@ -696,4 +693,24 @@ async fn the_audit_log_has_each_event_and_never_a_token() {
             "{line}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_mount_racing_the_last_unmount_of_its_id_stays_findable() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    f.driver.mount("app", ID).await.unwrap();
+    // The Unmount takes the slot and yields while revoking; the Mount of the same ID queues
+    // on that slot, which the Unmount then takes out of the map.
+    let (unmounted, mounted) = tokio::join!(f.driver.unmount("app", ID), f.driver.mount("app", ID));
+    unmounted.unwrap();
+    let path = mounted.unwrap();
+    assert!(f.driver.mounter.is_mounted(&path));
+    f.driver.unmount("app", ID).await.unwrap();
+    assert_eq!(
+        *f.vault.revoked.lock().unwrap(),
+        vec!["child-0", "child-1"],
+        "the second mount's token is revoked too"
+    );
+    assert!(f.driver.mounter.mounted.lock().unwrap().is_empty(), "nothing left mounted");
 }

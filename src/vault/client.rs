@@ -139,7 +139,13 @@ impl HttpVault {
                 }
                 serde_json::from_slice(&body).map(Some).map_err(|e| VaultError::BadReply {
                     path: path.to_owned(),
-                    message: format!("not a Vault JSON reply ({e})"),
+                    // Position and kind only: serde's text can quote a value of the reply.
+                    message: format!(
+                        "not a Vault JSON reply ({:?} error at line {} column {})",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ),
                 })
             }
             StatusCode::FORBIDDEN => Err(VaultError::Denied { path: path.to_owned() }),
@@ -211,19 +217,10 @@ fn error_messages(body: &[u8]) -> String {
     struct Errors {
         errors: Vec<String>,
     }
-    let mut text = match serde_json::from_slice::<Errors>(body) {
-        Ok(e) if !e.errors.is_empty() => e.errors.join("; "),
+    match serde_json::from_slice::<Errors>(body) {
+        Ok(e) if !e.errors.is_empty() => crate::docker::error::one_line(&e.errors.join("; "), 300),
         _ => "no error message".to_owned(),
-    };
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
     }
-    text.replace(['\n', '\r'], " ")
 }
 
 /// Turns a read's reply into a [`Secret`]; a KV v2 reply (`data.data` + `data.metadata`) is
@@ -266,10 +263,6 @@ fn secs(d: Duration) -> String {
 }
 
 impl Vault for HttpVault {
-    fn address(&self) -> &str {
-        &self.address
-    }
-
     async fn create_child_token(
         &self,
         parent: &Token,

@@ -147,9 +147,6 @@ impl VaultError {
 
 /// The Vault operations the plugin uses. [`HttpVault`] is the real one; unit tests use fakes.
 pub trait Vault: Send + Sync + 'static {
-    /// The address requests go to, for error messages.
-    fn address(&self) -> &str;
-
     /// `auth/token/create` as `parent`: a child token, revoked with its parent.
     fn create_child_token(
         &self,
