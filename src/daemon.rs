@@ -44,7 +44,10 @@ fn docker_socket() -> PathBuf {
 
 /// Paths below `runtime_dir`.
 pub struct RuntimeDirs {
+    /// The read-only binds handed to Docker (the managed plugin's propagated mount).
     pub mounts: PathBuf,
+    /// The tmpfs mounts themselves, written only by the plugin (mode 0700).
+    pub files: PathBuf,
     pub private: PathBuf,
 }
 
@@ -52,6 +55,7 @@ impl RuntimeDirs {
     pub fn of(config: &Config) -> RuntimeDirs {
         RuntimeDirs {
             mounts: config.plugin.runtime_dir.join("mounts"),
+            files: config.plugin.runtime_dir.join("files"),
             private: config.plugin.runtime_dir.join("private"),
         }
     }
@@ -63,6 +67,7 @@ fn prepare_runtime(config: &Config, mounter: &LinuxMounter) -> anyhow::Result<Ru
     let dirs = RuntimeDirs::of(config);
     create_private_dir(&config.plugin.runtime_dir)?;
     create_private_dir(&dirs.mounts)?;
+    create_private_dir(&dirs.files)?;
     create_private_dir(&config.plugin.state_dir)?;
     if !mounter.is_mounted(&dirs.private) {
         create_private_dir(&dirs.private)?;
@@ -141,6 +146,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         identity: slot.clone(),
         defaults: config.defaults.clone(),
         mounts_root: dirs.mounts.clone(),
+        files_root: dirs.files.clone(),
         driver_name: config.plugin.driver_name(),
         templates_dir: config.plugin.templates_dir.clone(),
         audit: Arc::new(

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::Digests;
 use crate::vault::Token;
 
 const VERSION: u32 = 1;
@@ -70,6 +71,9 @@ pub struct MountRecord {
     /// Tokens of replaced generations not yet revoked.
     #[serde(default, with = "tokens_serde")]
     pub retiring: Vec<Token>,
+    /// What was last written into the mount's tmpfs (digests, never contents).
+    #[serde(default)]
+    pub digests: Digests,
 }
 
 /// A lease of one source of a mount.
@@ -438,6 +442,7 @@ mod tests {
             token_expires_at: Some(1),
             leases: vec![],
             retiring: vec![Token::new("s.old-token".into())],
+            digests: Digests::default(),
         };
         store.save_mount(&record).unwrap();
         let loaded = store.load_mounts();

@@ -1,6 +1,12 @@
 //! Mounting and unmounting the in-memory filesystems: the [`Mounter`] trait, the Linux
 //! implementation ([`LinuxMounter`], `mount(2)` through rustix) and a recording fake for unit
 //! tests ([`FakeMounter`]).
+//!
+//! Each container mount is two mounts of one tmpfs: the tmpfs itself, which only the plugin
+//! writes through (below `runtime_dir/files`, mode 0700), and a read-only bind of it
+//! (`nosuid,nodev,noexec`) that is what Docker is given, so a container gets a read-only view
+//! whatever `-v` says: runc binds it into the container as it is, and a bind of a read-only
+//! mount is read-only.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +18,13 @@ use rustix::mount::{MountFlags, UnmountFlags};
 pub enum MountError {
     #[error("cannot mount a tmpfs on {target}")]
     Mount {
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind {from} read-only on {target}")]
+    Bind {
+        from: PathBuf,
         target: PathBuf,
         #[source]
         source: std::io::Error,
@@ -47,6 +60,8 @@ impl TmpfsOptions {
 /// The mount operations the driver needs.
 pub trait Mounter: Send + Sync + 'static {
     fn mount_tmpfs(&self, target: &Path, options: &TmpfsOptions) -> Result<(), MountError>;
+    /// Binds `from` on `target`, read-only, `nosuid,nodev,noexec`.
+    fn bind_read_only(&self, from: &Path, target: &Path) -> Result<(), MountError>;
     fn unmount(&self, target: &Path) -> Result<(), MountError>;
     fn is_mounted(&self, target: &Path) -> bool;
     /// The device (`major:minor`) of the filesystem at `target`: what identifies a tmpfs in
@@ -83,6 +98,25 @@ impl Mounter for LinuxMounter {
         result.map_err(|e| MountError::Mount { target: target.to_owned(), source: e.into() })
     }
 
+    fn bind_read_only(&self, from: &Path, target: &Path) -> Result<(), MountError> {
+        let err = |e: rustix::io::Errno| MountError::Bind {
+            from: from.to_owned(),
+            target: target.to_owned(),
+            source: e.into(),
+        };
+        rustix::mount::mount_bind(from, target).map_err(err)?;
+        // A bind takes the flags of what it binds; the remount makes this one read-only.
+        let flags = MountFlags::BIND
+            | MountFlags::RDONLY
+            | MountFlags::NOSUID
+            | MountFlags::NODEV
+            | MountFlags::NOEXEC;
+        rustix::mount::mount_remount(target, flags, c"").map_err(|e| {
+            let _ = rustix::mount::unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH);
+            err(e)
+        })
+    }
+
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
         match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
             Ok(()) => Ok(()),
@@ -101,7 +135,8 @@ impl Mounter for LinuxMounter {
 
     /// A mount point sits on another device than its parent directory: two `stat`s, where
     /// reading `/proc/self/mountinfo` would cost time in proportion to the host's mounts.
-    /// (A bind mount of the same filesystem would not show; the plugin makes none.)
+    /// (A bind mount of the same filesystem below it would not show; the plugin binds only
+    /// from `runtime_dir/files` to `runtime_dir/mounts`, never within one filesystem.)
     fn is_mounted(&self, target: &Path) -> bool {
         let (Ok(this), Some(Ok(parent))) =
             (rustix::fs::stat(target), target.parent().map(rustix::fs::stat))
@@ -118,10 +153,13 @@ impl Mounter for LinuxMounter {
 }
 
 /// A fake that records what it was asked and keeps a set of "mounted" paths. Like a real
-/// unmount, its unmount makes what was written below the target vanish.
+/// unmount, its unmount makes what was written below the target vanish. A read-only bind is a
+/// symlink to what it binds, so that what is written through one path shows at the other.
 #[derive(Debug, Default)]
 pub struct FakeMounter {
     pub mounted: Mutex<Vec<(PathBuf, TmpfsOptions)>>,
+    /// Read-only binds: (target, what it binds).
+    pub binds: Mutex<Vec<(PathBuf, PathBuf)>>,
     pub fail_mount: AtomicBool,
 }
 
@@ -137,7 +175,24 @@ impl Mounter for FakeMounter {
         Ok(())
     }
 
+    fn bind_read_only(&self, from: &Path, target: &Path) -> Result<(), MountError> {
+        let err =
+            |source| MountError::Bind { from: from.to_owned(), target: target.to_owned(), source };
+        std::fs::remove_dir(target).map_err(err)?;
+        std::os::unix::fs::symlink(from, target).map_err(err)?;
+        self.binds.lock().unwrap().push((target.to_owned(), from.to_owned()));
+        Ok(())
+    }
+
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
+        let mut binds = self.binds.lock().unwrap();
+        if let Some(i) = binds.iter().position(|(t, _)| t == target) {
+            binds.remove(i);
+            let _ = std::fs::remove_file(target);
+            let _ = std::fs::create_dir(target);
+            return Ok(());
+        }
+        drop(binds);
         let mut mounted = self.mounted.lock().unwrap();
         let before = mounted.len();
         mounted.retain(|(p, _)| p != target);
@@ -154,6 +209,7 @@ impl Mounter for FakeMounter {
 
     fn is_mounted(&self, target: &Path) -> bool {
         self.mounted.lock().unwrap().iter().any(|(p, _)| p == target)
+            || self.binds.lock().unwrap().iter().any(|(t, _)| t == target)
     }
 
     fn device(&self, target: &Path) -> Option<String> {

@@ -170,8 +170,11 @@ impl VolumeSpec {
             match key.as_str() {
                 "path" => main_path = Some(parse_vault_path(key, value)?),
                 "field" => {
-                    if !valid_file_name(value) {
-                        return Err(err(key, "must be one key of the secret: not empty, no `/`"));
+                    if !valid_file_name(value) || value.contains(char::is_control) {
+                        return Err(err(
+                            key,
+                            "must be one key of the secret: not empty, no `/`, no control characters",
+                        ));
                     }
                     spec_field = Some(value.clone());
                 }
@@ -356,6 +359,10 @@ fn valid_dir_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// The mounts of Vault's own API whose endpoints issue, show or wrap tokens: never a source.
+/// (`cubbyhole/response` holds response-wrapped replies.)
+const TOKEN_MOUNTS: &[&str] = &["auth", "sys", "cubbyhole"];
+
 fn parse_vault_path(key: &str, value: &str) -> Result<String, OptionError> {
     let path = value.trim_start_matches("/v1/").trim_matches('/');
     let segments: Vec<&str> = path.split('/').collect();
@@ -372,6 +379,19 @@ fn parse_vault_path(key: &str, value: &str) -> Result<String, OptionError> {
     }
     if path.len() > 512 {
         return Err(err(key, "is longer than 512 characters"));
+    }
+    if segments[0].contains(':') {
+        // `http:HOST:PORT/x` looks like a URL to a URL parser: refused, whatever builds the URL.
+        return Err(err(
+            key,
+            format!("`{value}` starts like a URL (`:` in its first segment); give a Vault API path below /v1/, e.g. secret/data/app"),
+        ));
+    }
+    if let Some(first) = TOKEN_MOUNTS.iter().find(|m| segments[0] == **m) {
+        return Err(err(
+            key,
+            format!("`{first}/…` paths are refused as sources: they log in, show, wrap or unwrap tokens, and a mount's token must never reach a container; read secrets from a secrets engine (kv, database, pki, …)"),
+        ));
     }
     Ok(path.to_owned())
 }
@@ -667,5 +687,30 @@ mod tests {
         }
         assert!(valid_file_name(".hidden"));
         assert!(valid_file_name("tls.crt"));
+    }
+
+    #[test]
+    fn paths_that_could_carry_a_token_elsewhere_or_into_a_container_are_refused() {
+        for path in ["http:127.0.0.1:18999/x", "https:evil.example/a", "localhost:8200/v1/x"] {
+            let e = parse(&[("path", path)]).unwrap_err();
+            assert!(e.option == "path" && e.message.contains("starts like a URL"), "{e}");
+        }
+        for path in [
+            "auth/token/lookup-self",
+            "auth/token/create",
+            "sys/wrapping/wrap",
+            "/v1/sys/wrapping/unwrap",
+            "cubbyhole/response",
+        ] {
+            let e = parse(&[("path", path)]).unwrap_err();
+            assert!(e.message.contains("refused as sources"), "{path}: {e}");
+            let e = parse(&[("path", "kv/a"), ("path.x", path)]).unwrap_err();
+            assert_eq!(e.option, "path.x");
+        }
+        // A colon further on is an ordinary character of Vault paths.
+        assert!(parse(&[("path", "kv/app:v2")]).is_ok());
+        assert!(parse(&[("path", "secret/data/auth")]).is_ok());
+        let e = parse(&[("path", "kv/a"), ("field", "pass\nword")]).unwrap_err();
+        assert_eq!(e.option, "field");
     }
 }

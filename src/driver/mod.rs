@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::audit::{Audit, Event};
 use crate::engine::Engine;
-use crate::files::{self, Ownership, RenderError, WriteError};
+use crate::files::{self, Digests, Ownership, RenderError, WriteError};
 use crate::lease::plan::{Deadline, SourceTimer, Timers};
 use crate::lease::{LeaseManager, MountKey};
 use crate::metrics::METRICS;
@@ -133,6 +133,8 @@ struct Active {
     timers: Timers,
     /// Tokens of replaced generations, revoked when their grace is over.
     retiring: Vec<(IssuedToken, Instant)>,
+    /// What was last written into the tmpfs, to tell what changed without reading it back.
+    digests: Digests,
     last_refresh: Option<SystemTime>,
     last_error: Option<String>,
 }
@@ -186,7 +188,11 @@ pub struct Driver<V, M, S, E> {
     identity: Arc<IdentitySlot>,
     leases: Arc<LeaseManager>,
     defaults: Defaults,
+    /// Where the read-only binds handed to Docker live: `mounts_root/NAME/ID`.
     mounts_root: PathBuf,
+    /// Where the tmpfs mounts themselves live (`files_root/NAME/ID`, mode 0700): only the
+    /// plugin writes through them.
+    files_root: PathBuf,
     /// The driver name, to find our mounts among the containers' (signals, stale mounts).
     driver_name: String,
     templates_dir: PathBuf,
@@ -205,6 +211,7 @@ pub struct Parts<V, M, S, E> {
     pub identity: Arc<IdentitySlot>,
     pub defaults: Defaults,
     pub mounts_root: PathBuf,
+    pub files_root: PathBuf,
     pub driver_name: String,
     pub templates_dir: PathBuf,
     pub audit: Arc<Audit>,
@@ -222,13 +229,14 @@ fn now_rfc3339() -> String {
 /// Seconds since the epoch at which something `remaining` from now happens (for records).
 fn unix_at(remaining: Option<Duration>) -> Option<u64> {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    remaining.map(|r| (now + r).as_secs())
+    remaining.map(|r| now.saturating_add(r).as_secs())
 }
 
 /// What is left until a recorded epoch second; zero when past.
 fn left_until(unix: u64) -> Duration {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(unix);
-    at.duration_since(SystemTime::now()).unwrap_or_default()
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix));
+    let left = at.and_then(|at| at.duration_since(SystemTime::now()).ok()).unwrap_or_default();
+    left.min(crate::vault::MAX_TTL)
 }
 
 fn jitter() -> f64 {
@@ -275,6 +283,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             leases: Arc::new(LeaseManager::default()),
             defaults: parts.defaults,
             mounts_root: parts.mounts_root,
+            files_root: parts.files_root,
             driver_name: parts.driver_name,
             templates_dir: parts.templates_dir,
             audit: parts.audit,
@@ -286,6 +295,11 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     /// The upkeep schedule, for the task that runs it.
     pub fn lease_manager(&self) -> Arc<LeaseManager> {
         self.leases.clone()
+    }
+
+    /// The tmpfs of mount `id` of `volume`, which only the plugin writes through.
+    fn files_dir(&self, volume: &str, id: &str) -> PathBuf {
+        self.files_root.join(volume).join(id)
     }
 
     fn volume(&self, name: &str) -> Result<Arc<Volume>, DriverError> {
@@ -571,13 +585,14 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             secrets: None,
             timers,
             retiring: Vec::new(),
+            digests: Digests::default(),
             last_refresh: None,
             last_error: None,
         };
         // Recorded before anything else is obtained: a crash from here on is cleaned up at the
         // next start (the token revoked, with every lease it made).
         self.save_record(volume, id, &active);
-        match self.fill(volume, &mut active).await {
+        match self.fill(volume, id, &mut active).await {
             Ok(()) => {
                 self.save_record(volume, id, &active);
                 Ok(active)
@@ -589,8 +604,15 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         }
     }
 
-    /// Reads every source with the mount's token, then mounts and fills the tmpfs.
-    async fn fill(&self, volume: &Volume, active: &mut Active) -> Result<(), DriverError> {
+    /// Reads every source with the mount's token, then mounts and fills the tmpfs and binds it
+    /// read-only where Docker will find it. (The tmpfs is fresh and no container sees it yet:
+    /// nothing in it can block, so it is written here, on the runtime.)
+    async fn fill(
+        &self,
+        volume: &Volume,
+        id: &str,
+        active: &mut Active,
+    ) -> Result<(), DriverError> {
         let name = &volume.record.name;
         let spec = &volume.spec;
         let secrets = self.read_all(volume, &active.token.token).await?;
@@ -598,25 +620,30 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let rendered = files::render(spec, &secrets, &self.templates_dir)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
         let mountpoint = &active.mountpoint;
+        let files_dir = self.files_dir(name, id);
+        self.prepare_dir(&files_dir)?;
         self.prepare_dir(mountpoint)?;
         let options =
             TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid: spec.uid, gid: spec.gid };
-        self.mounter
-            .mount_tmpfs(mountpoint, &options)
-            .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
-        active.device = self.mounter.device(mountpoint);
-        files::write_new(mountpoint, &rendered, Ownership::of(spec))
+        let mount_err = |source| DriverError::Mount { volume: name.clone(), source };
+        self.mounter.mount_tmpfs(&files_dir, &options).map_err(mount_err)?;
+        active.digests = files::write_new(&files_dir, &rendered, Ownership::of(spec))
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
+        self.mounter.bind_read_only(&files_dir, mountpoint).map_err(mount_err)?;
+        active.device = self.mounter.device(mountpoint);
         active.timers = fresh_timers(spec, &active.token, &active.leases, Instant::now());
         active.secrets = Some(secrets);
         active.last_refresh = Some(SystemTime::now());
         Ok(())
     }
 
+    /// Makes `mountpoint` an empty directory to mount on (its parents mode 0700), unmounting
+    /// whatever a crash left there.
     fn prepare_dir(&self, mountpoint: &Path) -> Result<(), DriverError> {
+        use std::os::unix::fs::DirBuilderExt;
         let err = |source| DriverError::Directory { path: mountpoint.to_owned(), source };
         if let Some(parent) = mountpoint.parent() {
-            std::fs::create_dir_all(parent).map_err(err)?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(err)?;
         }
         if self.mounter.is_mounted(mountpoint) {
             tracing::warn!(path = %mountpoint.display(), "a stale mount was in the way; unmounting it");
@@ -650,6 +677,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             token_expires_at: unix_at(active.timers.token.remaining(now)),
             leases,
             retiring: active.retiring.iter().map(|(t, _)| t.token.clone()).collect(),
+            digests: active.digests.clone(),
         };
         if let Err(e) = self.store.save_mount(&record) {
             // The mount works without it; only a restart of the plugin would lose track of it.
@@ -733,6 +761,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                     token_expires_at: None,
                     leases: Vec::new(),
                     retiring: Vec::new(),
+                    digests: Digests::default(),
                 };
                 let _ = self.store.save_mount(&record);
                 self.pending.lock().unwrap().push(record);
@@ -741,22 +770,30 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         }
     }
 
-    /// Unmounts and removes `mountpoint`, revokes `token`, forgets the record.
+    /// Unmounts and removes `mountpoint` (the read-only bind) and the tmpfs behind it, revokes
+    /// `token`, forgets the record.
     async fn release(&self, volume: &str, id: &str, token: &IssuedToken, mountpoint: &Path) {
         if !mountpoint.as_os_str().is_empty() {
-            if self.mounter.is_mounted(mountpoint) {
-                if let Err(e) = self.mounter.unmount(mountpoint) {
-                    tracing::error!(error = %crate::docker::error::chain(&e), "cannot unmount");
-                }
-            }
-            let _ = std::fs::remove_dir(mountpoint);
-            if let Some(parent) = mountpoint.parent() {
-                let _ = std::fs::remove_dir(parent); // only when no other mount of the volume is left
-            }
+            self.unmount_dir(mountpoint);
+            self.unmount_dir(&self.files_dir(volume, id));
         }
         self.revoke(volume, id, &token.token, &token.accessor).await;
         if let Err(e) = self.store.delete_mount(volume, id) {
             tracing::error!(error = %crate::docker::error::chain(&e), "cannot delete the mount record");
+        }
+    }
+
+    /// Unmounts `path` if something is mounted there, and removes it and, when no other mount
+    /// of the volume is left, its parent.
+    fn unmount_dir(&self, path: &Path) {
+        if self.mounter.is_mounted(path) {
+            if let Err(e) = self.mounter.unmount(path) {
+                tracing::error!(error = %crate::docker::error::chain(&e), "cannot unmount");
+            }
+        }
+        let _ = std::fs::remove_dir(path);
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 
@@ -812,7 +849,11 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             }
             let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
             match volume {
-                Some(volume) if record.refs > 0 && self.mounter.is_mounted(&record.mountpoint) => {
+                Some(volume)
+                    if record.refs > 0
+                        && self.mounter.is_mounted(&record.mountpoint)
+                        && self.mounter.is_mounted(&self.files_dir(&record.volume, &record.id)) =>
+                {
                     let mut active = restored(&volume.spec, &record);
                     active.device = self.mounter.device(&record.mountpoint);
                     self.save_record(&volume, &record.id, &active);
@@ -842,9 +883,15 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     }
 
     /// Unmounts and removes mount directories that no active mount owns (a crash between
-    /// mount(2) and recording it).
+    /// mount(2) and recording it), binds first.
     fn remove_strays(&self) {
-        let Ok(volume_dirs) = std::fs::read_dir(&self.mounts_root) else { return };
+        for root in [&self.mounts_root, &self.files_root] {
+            self.remove_strays_below(root);
+        }
+    }
+
+    fn remove_strays_below(&self, root: &Path) {
+        let Ok(volume_dirs) = std::fs::read_dir(root) else { return };
         for volume_dir in volume_dirs.flatten() {
             let name = volume_dir.file_name().to_string_lossy().into_owned();
             let volume = self.volumes.lock().unwrap().get(&name).cloned();
@@ -884,7 +931,7 @@ fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         if l.source < leases.len() {
             let lease = Lease {
                 id: l.id.clone(),
-                duration: Duration::from_secs(l.duration_secs),
+                duration: crate::vault::ttl(l.duration_secs),
                 renewable: l.renewable,
             };
             let left = l.expires_at.map(left_until).unwrap_or(lease.duration);
@@ -908,6 +955,7 @@ fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         secrets: None,
         timers,
         retiring: Vec::new(),
+        digests: record.digests.clone(),
         last_refresh: None,
         last_error: None,
     }

@@ -198,6 +198,7 @@ fn fixture() -> Fixture {
         identity,
         defaults,
         mounts_root: dir.path().join("mounts"),
+        files_root: dir.path().join("files"),
         driver_name: "vault-secrets".into(),
         templates_dir: PathBuf::from("/nonexistent"),
         audit: Arc::new(crate::audit::Audit::memory()),
@@ -337,11 +338,10 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     f.driver.mount("app", "gone").await.unwrap();
     // A new driver over the same store and mounts, as after a restart; one tmpfs vanished.
     let mounter = FakeMounter::default();
-    mounter
-        .mounted
-        .lock()
-        .unwrap()
-        .push((live.clone(), f.driver.mounter.mounted.lock().unwrap()[0].1.clone()));
+    let live_files = f._dir.path().join("files/app/live");
+    let options = f.driver.mounter.mounted.lock().unwrap()[0].1.clone();
+    mounter.mounted.lock().unwrap().push((live_files.clone(), options));
+    mounter.binds.lock().unwrap().push((live.clone(), live_files));
     let identity = Arc::new(IdentitySlot::new(Err("not yet".into())));
     let restarted = Driver::new(Parts {
         vault: f.vault.clone(),
@@ -351,6 +351,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
         identity,
         defaults: Defaults::default(),
         mounts_root: f._dir.path().join("mounts"),
+        files_root: f._dir.path().join("files"),
         driver_name: "vault-secrets".into(),
         templates_dir: PathBuf::from("/nonexistent"),
         audit: Arc::new(crate::audit::Audit::memory()),
@@ -654,6 +655,7 @@ async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
         identity: Arc::new(IdentitySlot::new(Err("no".into()))),
         defaults: Defaults::default(),
         mounts_root: f._dir.path().join("mounts"),
+        files_root: f._dir.path().join("files"),
         driver_name: "vault-secrets".into(),
         templates_dir: PathBuf::from("/nonexistent"),
         audit: Arc::new(crate::audit::Audit::memory()),

@@ -226,7 +226,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             }
             None => fresh.into_iter().map(|(_, s)| s).collect(),
         };
-        let written = self.write_files(volume, active, &secrets);
+        let written = self.write_files(volume, id, active, &secrets).await;
         active.secrets = Some(secrets);
         for &i in &statics {
             active.timers.sources[i] = SourceTimer::Static { refresh_at: Some(now + spec.refresh) };
@@ -240,17 +240,43 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     }
 
     /// Renders `secrets` and writes what changed; true when a file changed.
-    fn write_files(
+    ///
+    /// The tmpfs is one a container has seen, so the writing runs off the runtime
+    /// (`spawn_blocking`): whatever is in it, no request of another mount waits on it. It is
+    /// written only while it is still mounted: never onto the disk below a vanished tmpfs.
+    async fn write_files(
         &self,
         volume: &Volume,
-        active: &Active,
+        id: &str,
+        active: &mut Active,
         secrets: &[Secret],
     ) -> Result<bool, DriverError> {
         let name = &volume.record.name;
         let rendered = files::render(&volume.spec, secrets, &self.templates_dir)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
-        files::write(&active.mountpoint, &rendered, Ownership::of(&volume.spec))
-            .map_err(|source| DriverError::Write { volume: name.clone(), source })
+        let root = self.files_dir(name, id);
+        let write_err = |source| DriverError::Write { volume: name.clone(), source };
+        if !self.mounter.is_mounted(&root) {
+            return Err(write_err(WriteError {
+                path: root,
+                source: std::io::Error::other("the mount's tmpfs is gone; nothing is written"),
+            }));
+        }
+        let owner = Ownership::of(&volume.spec);
+        let mut digests = std::mem::take(&mut active.digests);
+        let (result, digests) = tokio::task::spawn_blocking(move || {
+            let result = files::write(&root, &rendered, owner, &mut digests);
+            (result, digests)
+        })
+        .await
+        .map_err(|e| {
+            write_err(WriteError {
+                path: self.files_dir(name, id),
+                source: std::io::Error::other(format!("the writing task failed: {e}")),
+            })
+        })?;
+        active.digests = digests;
+        result.map_err(write_err)
     }
 
     /// A fresh generation: a new child token, every source read with it, the files swapped;
@@ -266,9 +292,10 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let token =
             self.issue_token(volume, id).await.inspect_err(|_| METRICS.rotation_failures.inc())?;
         let fetched = match self.read_all(volume, &token.token).await {
-            Ok(secrets) => {
-                self.write_files(volume, active, &secrets).map(|changed| (secrets, changed))
-            }
+            Ok(secrets) => self
+                .write_files(volume, id, active, &secrets)
+                .await
+                .map(|changed| (secrets, changed)),
             Err(e) => Err(e),
         };
         let (secrets, changed) = match fetched {

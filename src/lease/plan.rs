@@ -38,6 +38,9 @@ impl Deadline {
         renewable: bool,
         jitter: f64,
     ) -> Deadline {
+        // Bounded, so that no hostile TTL can overflow an instant (Vault's are far below).
+        let (granted, asked) =
+            (granted.min(crate::vault::MAX_TTL), asked.min(crate::vault::MAX_TTL));
         if granted.is_zero() {
             // No TTL: nothing to renew (a root-derived or non-expiring secret).
             return Deadline {

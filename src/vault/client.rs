@@ -40,6 +40,9 @@ pub struct Reply {
     pub data: Option<Value>,
     #[serde(default)]
     pub auth: Option<AuthReply>,
+    /// Present when Vault wrapped the reply: a wrapping token, which no source may yield.
+    #[serde(default)]
+    pub wrap_info: Option<Value>,
 }
 
 /// The `auth` part of a Vault reply. Public for the fuzz targets (a field of [`Reply`]).
@@ -59,7 +62,7 @@ impl AuthReply {
         IssuedToken {
             token: Token::new(self.client_token),
             accessor: self.accessor,
-            ttl: Duration::from_secs(self.lease_duration),
+            ttl: super::ttl(self.lease_duration),
             renewable: self.renewable,
         }
     }
@@ -98,6 +101,33 @@ impl HttpVault {
         })
     }
 
+    /// The URL of an API path: the configured address and `v1`, then the path's segments
+    /// pushed one by one (each percent-encoded where it must be), a `?query` of the plugin's own
+    /// kept as the query. Never a `join` of text: no path, whatever it holds, can name another
+    /// host, and the origin is checked all the same before any token is sent.
+    fn url(&self, path: &str) -> Result<reqwest::Url, VaultError> {
+        let bad =
+            |message: &str| VaultError::BadPath { path: path.to_owned(), message: message.into() };
+        let (segments, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        let mut url = self.base.clone();
+        {
+            let mut push =
+                url.path_segments_mut().map_err(|()| bad("the address takes no path"))?;
+            push.pop_if_empty();
+            for segment in segments.split('/') {
+                if segment.is_empty() || segment == "." || segment == ".." {
+                    return Err(bad("empty, `.` and `..` segments are not API paths"));
+                }
+                push.push(segment);
+            }
+        }
+        url.set_query(query);
+        if url.origin() != self.base.origin() {
+            return Err(bad("it does not lead to the configured vault address"));
+        }
+        Ok(url)
+    }
+
     /// Sends one request and returns the parsed reply (`None` for 204 No Content).
     pub(crate) async fn call(
         &self,
@@ -106,10 +136,7 @@ impl HttpVault {
         token: Option<&Token>,
         body: Option<&Value>,
     ) -> Result<Option<Reply>, VaultError> {
-        let url = self.base.join(path).map_err(|e| VaultError::BadReply {
-            path: path.to_owned(),
-            message: format!("the path does not make a URL: {e}"),
-        })?;
+        let url = self.url(path)?;
         let request_method = method.clone();
         let mut request = self.http.request(method, url);
         if let Some(token) = token {
@@ -230,9 +257,14 @@ pub fn secret_from_reply(path: &str, reply: Option<Reply>) -> Result<Secret, Vau
     let bad =
         |message: &str| VaultError::BadReply { path: path.to_owned(), message: message.to_owned() };
     let reply = reply.ok_or_else(|| bad("the reply is empty"))?;
+    // A source is a secret, never a login, a token or a wrapping token: a mount's token (or
+    // any other) must not reach a container through its files.
+    if reply.auth.is_some() || reply.wrap_info.is_some() {
+        return Err(bad("it carries a token (an `auth` or `wrap_info` block); a token is never written into a container"));
+    }
     let lease = (!reply.lease_id.is_empty()).then(|| Lease {
         id: reply.lease_id.clone(),
-        duration: Duration::from_secs(reply.lease_duration),
+        duration: super::ttl(reply.lease_duration),
         renewable: reply.renewable,
     });
     let mut data = match reply.data {
@@ -291,7 +323,17 @@ impl Vault for HttpVault {
             );
             self.call(Method::POST, &source.path, Some(token), Some(&body)).await?
         };
-        secret_from_reply(&source.path, reply)
+        let secret = secret_from_reply(&source.path, reply)?;
+        if secret.data.values().any(|v| super::holds(v, token.expose())) {
+            // `auth/token/lookup-self` and the like, reached some other way (a namespace prefix).
+            return Err(VaultError::BadReply {
+                path: source.path.clone(),
+                message:
+                    "it holds the mount's own token; a token is never written into a container"
+                        .into(),
+            });
+        }
+        Ok(secret)
     }
 
     async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
@@ -314,7 +356,7 @@ impl Vault for HttpVault {
         let body = json!({ "lease_id": lease_id, "increment": increment.as_secs() });
         let reply = self.call(Method::PUT, path, Some(token), Some(&body)).await?;
         match reply {
-            Some(r) if r.lease_id == lease_id => Ok(Duration::from_secs(r.lease_duration)),
+            Some(r) if r.lease_id == lease_id => Ok(super::ttl(r.lease_duration)),
             _ => Err(VaultError::BadReply {
                 path: path.to_owned(),
                 message: "the reply does not carry the renewed lease".into(),
@@ -381,6 +423,71 @@ impl Vault for HttpVault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vault(address: &str) -> HttpVault {
+        let config = VaultConfig {
+            address: crate::config::parse_vault_address("vault.address", address).unwrap(),
+            ca_cert: None,
+            namespace: None,
+            timeout: Duration::from_secs(1),
+            auth: crate::config::AuthConfig::Token { token_file: "/nonexistent".into() },
+        };
+        HttpVault::new(&config).unwrap()
+    }
+
+    #[test]
+    fn urls_are_built_segment_by_segment_and_never_leave_the_address() {
+        let v = vault("http://127.0.0.1:8200");
+        let url = |p| v.url(p).map(|u| u.to_string());
+        assert_eq!(url("secret/data/app").unwrap(), "http://127.0.0.1:8200/v1/secret/data/app");
+        // What a URL parser would take for another host stays a path below /v1/ of this one.
+        for hostile in [
+            "http:127.0.0.1:18999/x",
+            "https:evil.example/a",
+            "//evil.example/a",
+            "http://evil.example/a",
+        ] {
+            match v.url(hostile) {
+                Ok(u) => assert_eq!(u.origin(), v.base.origin(), "{hostile} -> {u}"),
+                Err(e) => assert!(matches!(e, VaultError::BadPath { .. }), "{hostile}: {e}"),
+            }
+        }
+        assert_eq!(
+            url("http:127.0.0.1:18999/x").unwrap(),
+            "http://127.0.0.1:8200/v1/http:127.0.0.1:18999/x"
+        );
+        assert!(url("kv/../sys/x").is_err() && url("kv//x").is_err());
+        assert_eq!(url("kv/a b%2F").unwrap(), "http://127.0.0.1:8200/v1/kv/a%20b%252F");
+        assert_eq!(
+            url("sys/health?standbyok=true").unwrap(),
+            "http://127.0.0.1:8200/v1/sys/health?standbyok=true"
+        );
+    }
+
+    #[test]
+    fn replies_carrying_a_token_are_refused() {
+        for text in [
+            r#"{"auth":{"client_token":"hvs.x","accessor":"a","lease_duration":60}}"#,
+            r#"{"wrap_info":{"token":"hvs.w","ttl":60}}"#,
+        ] {
+            let e = secret_from_reply("p/x", reply(text)).unwrap_err().to_string();
+            assert!(e.contains("carries a token") && !e.contains("hvs."), "{e}");
+        }
+    }
+
+    #[test]
+    fn hostile_durations_are_bounded() {
+        let text = format!(
+            r#"{{"lease_id":"db/creds/x/1","renewable":true,"lease_duration":{},"data":{{"a":"b"}}}}"#,
+            u64::MAX
+        );
+        let secret = secret_from_reply("db/creds/x", reply(&text)).unwrap();
+        assert_eq!(secret.lease.as_ref().unwrap().duration, crate::vault::MAX_TTL);
+        let now = tokio::time::Instant::now();
+        let d =
+            crate::lease::plan::Deadline::after_grant(now, Duration::MAX, Duration::MAX, true, 0.5);
+        assert!(d.expires_at.is_some_and(|e| e > now));
+    }
 
     fn reply(text: &str) -> Option<Reply> {
         Some(serde_json::from_str(text).unwrap())

@@ -280,7 +280,7 @@ pub async fn lookup_self(vault: &HttpVault, token: &Token) -> Result<(Duration, 
         .ok_or_else(|| VaultError::BadReply { path: path.into(), message: "no data".into() })?;
     let ttl = data.get("ttl").and_then(Value::as_u64).unwrap_or(0);
     let renewable = data.get("renewable").and_then(Value::as_bool).unwrap_or(false);
-    Ok((Duration::from_secs(ttl), renewable))
+    Ok((super::ttl(ttl), renewable))
 }
 
 async fn unwrap_secret_id(vault: &HttpVault, wrapping: &Token) -> Result<Token, VaultError> {

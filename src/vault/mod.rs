@@ -91,6 +91,25 @@ impl Drop for Secret {
     }
 }
 
+/// The longest TTL taken from Vault (ten years): a larger one (a hostile or broken reply can
+/// say `u64::MAX`) is read as this, so no deadline computed from it can overflow.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A TTL in seconds as Vault gives it, bounded by [`MAX_TTL`].
+pub fn ttl(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_TTL)
+}
+
+/// Whether a JSON value holds `needle` inside any of its strings.
+pub(crate) fn holds(value: &Value, needle: &str) -> bool {
+    match value {
+        Value::String(s) => !needle.is_empty() && s.contains(needle),
+        Value::Array(items) => items.iter().any(|v| holds(v, needle)),
+        Value::Object(map) => map.values().any(|v| holds(v, needle)),
+        _ => false,
+    }
+}
+
 /// Zeroes every string inside a JSON value.
 pub(crate) fn wipe(value: &mut Value) {
     match value {
@@ -120,6 +139,8 @@ pub enum VaultError {
     Status { path: String, status: u16, message: String },
     #[error("vault's reply for {path} is not what was expected: {message}")]
     BadReply { path: String, message: String },
+    #[error("{path:?} is not a Vault API path: {message}")]
+    BadPath { path: String, message: String },
     #[error("vault's reply for {path} is larger than {limit} bytes")]
     TooLarge { path: String, limit: usize },
     #[error("cannot use the CA certificate {path}: {message}")]

@@ -1,12 +1,15 @@
 //! Turning secrets into files: rendering a volume's sources as `files`, `json` or `env`
-//! ([`render`]), and writing them atomically, owned and moded as asked ([`write()`]).
+//! ([`render`]), and writing them into a mount's tmpfs ([`write()`], [`write_new`]: see
+//! `write.rs` for how no path a container could have changed is ever followed).
 //!
 //! A key that cannot be a single file name fails the render with an error naming it; nothing is
 //! ever written outside the directory given to [`write()`]. Contents are zeroed when dropped.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+pub use write::{write, write_new, Digests, WriteError};
+
+mod write;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -37,14 +40,6 @@ pub enum RenderError {
     },
     #[error("template {path}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
     Template { path: PathBuf, line: Option<usize>, message: String },
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}")]
-pub struct WriteError {
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
 }
 
 /// One file to write: its path relative to the volume root and its contents.
@@ -251,134 +246,12 @@ fn shell_quote(value: &[u8], out: &mut Vec<u8>) {
     out.push(b'\'');
 }
 
-/// Writes `files` below `root`, each atomically (temporary file, then rename), and removes
-/// files that an earlier write left and this one does not have. Sub-directories get `dir_mode`.
-/// A file whose contents are already there is left alone; returns whether anything changed.
-pub fn write(root: &Path, files: &[File], owner: Ownership) -> Result<bool, WriteError> {
-    let wrap = |path: &Path| {
-        let path = path.to_owned();
-        move |source| WriteError { path, source }
-    };
-    // Every path this write keeps, known before anything is written: a temporary file must
-    // never take (and then remove) the name of a file being written.
-    let mut wanted: BTreeSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut changed = false;
-    for file in files {
-        if let Some(parent) = file.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let dir = root.join(parent);
-            wanted.insert(parent.to_owned());
-            if made.insert(parent.to_owned()) && !dir.is_dir() {
-                std::fs::create_dir(&dir).map_err(wrap(&dir))?;
-                std::os::unix::fs::chown(&dir, Some(owner.uid), Some(owner.gid))
-                    .map_err(wrap(&dir))?;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(owner.dir_mode))
-                    .map_err(wrap(&dir))?;
-            }
-        }
-        if !same_contents(&root.join(&file.path), &file.contents) {
-            write_one(root, file, owner, &wanted)?;
-            changed = true;
-        }
-    }
-    let removed = remove_unwanted(root, Path::new(""), &wanted).map_err(wrap(root))?;
-    Ok(changed || removed)
-}
-
-/// Writes `files` into `root`, a freshly mounted, empty tmpfs no container sees yet: each file
-/// created with its final owner and mode, no temporary files, nothing to compare or remove.
-pub fn write_new(root: &Path, files: &[File], owner: Ownership) -> Result<(), WriteError> {
-    let mut made: BTreeSet<&Path> = BTreeSet::new();
-    for file in files {
-        if let Some(parent) = file.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if made.insert(parent) {
-                let dir = root.join(parent);
-                let err = |source| WriteError { path: dir.clone(), source };
-                std::fs::DirBuilder::new().mode(owner.dir_mode).create(&dir).map_err(err)?;
-                std::os::unix::fs::chown(&dir, Some(owner.uid), Some(owner.gid)).map_err(err)?;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(owner.dir_mode))
-                    .map_err(err)?;
-            }
-        }
-        let target = root.join(&file.path);
-        let err = |source| WriteError { path: target.clone(), source };
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&target)
-            .map_err(err)?;
-        out.write_all(&file.contents).map_err(err)?;
-        std::os::unix::fs::fchown(&out, Some(owner.uid), Some(owner.gid)).map_err(err)?;
-        out.set_permissions(std::fs::Permissions::from_mode(owner.mode)).map_err(err)?;
-    }
-    Ok(())
-}
-
-fn same_contents(path: &Path, contents: &[u8]) -> bool {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.len() == contents.len() as u64 => std::fs::read(path)
-            .map(|old| Zeroizing::new(old).as_slice() == contents)
-            .unwrap_or(false),
-        _ => false,
-    }
-}
-
-fn write_one(
-    root: &Path,
-    file: &File,
-    owner: Ownership,
-    wanted: &BTreeSet<PathBuf>,
-) -> Result<(), WriteError> {
-    let target = root.join(&file.path);
-    let name = file.path.file_name().unwrap_or_default().to_string_lossy();
-    let mut temp_name = format!(".{name}.tmp");
-    while wanted.contains(&file.path.with_file_name(&temp_name)) {
-        temp_name.push('~'); // a key of the secret has this name: pick another
-    }
-    let temp = target.with_file_name(temp_name);
-    let err = |source| WriteError { path: target.clone(), source };
-    let _ = std::fs::remove_file(&temp);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(err)?;
-    out.write_all(&file.contents).map_err(err)?;
-    std::os::unix::fs::fchown(&out, Some(owner.uid), Some(owner.gid)).map_err(err)?;
-    out.set_permissions(std::fs::Permissions::from_mode(owner.mode)).map_err(err)?;
-    drop(out);
-    std::fs::rename(&temp, &target).map_err(err)
-}
-
-/// Removes what `wanted` does not name; returns whether anything was removed.
-fn remove_unwanted(root: &Path, rel: &Path, wanted: &BTreeSet<PathBuf>) -> std::io::Result<bool> {
-    let mut removed = false;
-    for entry in std::fs::read_dir(root.join(rel))? {
-        let entry = entry?;
-        let path = rel.join(entry.file_name());
-        if wanted.contains(&path) {
-            if entry.file_type()?.is_dir() {
-                removed |= remove_unwanted(root, &path, wanted)?;
-            }
-        } else {
-            if entry.file_type()?.is_dir() {
-                std::fs::remove_dir_all(root.join(&path))?;
-            } else {
-                std::fs::remove_file(root.join(&path))?;
-            }
-            removed = true;
-        }
-    }
-    Ok(removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::volume::Defaults;
     use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
 
     /// `render` with no templates directory (no test here uses `template` but the ones below).
     fn render(spec: &VolumeSpec, secrets: &[Secret]) -> Result<Vec<File>, RenderError> {
@@ -513,7 +386,7 @@ mod tests {
             &[secret(r#"{".password.tmp":"beside","password":"pw"}"#)],
         )
         .unwrap();
-        write(dir.path(), &files, owner).unwrap();
+        write(dir.path(), &files, owner, &mut Digests::default()).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join(".password.tmp")).unwrap(), "beside");
         assert_eq!(std::fs::read_to_string(dir.path().join("password")).unwrap(), "pw");
     }
@@ -541,8 +414,12 @@ mod tests {
         let s = spec(&[("path", "kv/a"), ("path.db", "kv/b")]);
         let files =
             render_at(&s, &[secret(r#"{"a":"1","old":"x"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
-        assert!(write(dir.path(), &files, owner).unwrap());
-        assert!(!write(dir.path(), &files, owner).unwrap(), "the same contents change nothing");
+        let mut digests = Digests::default();
+        assert!(write(dir.path(), &files, owner, &mut digests).unwrap());
+        assert!(
+            !write(dir.path(), &files, owner, &mut digests).unwrap(),
+            "the same contents change nothing"
+        );
         let meta = std::fs::metadata(dir.path().join("a")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o440);
         assert_eq!(
@@ -551,7 +428,7 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(dir.path().join("db/b")).unwrap(), "2");
         let files = render_at(&s, &[secret(r#"{"a":"3"}"#), secret(r#"{"b":"2"}"#)]).unwrap();
-        write(dir.path(), &files, owner).unwrap();
+        assert!(write(dir.path(), &files, owner, &mut digests).unwrap());
         assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "3");
         assert!(!dir.path().join("old").exists());
         let names: Vec<_> =
