@@ -64,7 +64,8 @@ impl From<DriverError> for ApiError {
             DriverError::Mount { .. }
             | DriverError::Write { .. }
             | DriverError::Directory { .. }
-            | DriverError::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | DriverError::State { .. }
+            | DriverError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, message: chain(&e) }
     }

@@ -138,3 +138,13 @@ async fn malformed_oversized_and_unknown_requests_get_json_errors() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(v["Err"].as_str().unwrap().contains("/VolumeDriver.Frobnicate"));
 }
+
+#[tokio::test]
+async fn an_option_given_twice_is_refused_by_name() {
+    let backend = Arc::new(FakeBackend::default());
+    let body = r#"{"Name":"app","Opts":{"path":"kv/a","path":"auth/token/lookup-self"}}"#;
+    let (status, reply) = call(backend.clone(), "/VolumeDriver.Create", body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(reply["Err"].as_str().unwrap().contains("\"path\" is given twice"), "{reply}");
+    assert!(backend.created.lock().unwrap().is_empty());
+}

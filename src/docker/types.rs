@@ -5,15 +5,51 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// `/VolumeDriver.Create`.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 pub struct CreateRequest {
     #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Opts", default)]
+    /// A key given twice is refused: which of the two would count is not for the plugin to
+    /// guess (serde would silently take the last).
+    #[serde(rename = "Opts", default, deserialize_with = "unique_keys")]
     pub opts: Option<BTreeMap<String, String>>,
+}
+
+fn unique_keys<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Options;
+    impl<'de> Visitor<'de> for Options {
+        type Value = Option<BTreeMap<String, String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of string options, or null")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut opts = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if opts.contains_key(&key) {
+                    let key: String = key.chars().take(100).collect();
+                    return Err(de::Error::custom(format!("option {key:?} is given twice")));
+                }
+                opts.insert(key, value);
+            }
+            Ok(Some(opts))
+        }
+    }
+    d.deserialize_option(Options)
 }
 
 /// `/VolumeDriver.Remove`, `Get`, `Path`.

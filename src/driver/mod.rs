@@ -10,10 +10,12 @@ mod identity;
 mod upkeep;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -99,6 +101,8 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    #[error("mount of volume {volume} failed inside the plugin ({message}); its token was revoked and nothing is left mounted")]
+    Internal { volume: String, message: String },
     #[error("cannot record volume {volume}")]
     State {
         volume: String,
@@ -303,6 +307,9 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     }
 
     fn volume(&self, name: &str) -> Result<Arc<Volume>, DriverError> {
+        if !valid_volume_name(name) {
+            return Err(DriverError::InvalidName { name: name.chars().take(300).collect() });
+        }
         self.volumes
             .lock()
             .unwrap()
@@ -314,7 +321,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     /// Validates the options, unwraps a `wrapped-token`, checks `policies`, then persists the
     /// definition (with the wrapping token replaced by a marker: it is used up, and it is not
     /// to be on disk). Idempotent for the same options.
-    #[tracing::instrument(skip_all, fields(volume = %name))]
+    #[tracing::instrument(skip_all, fields(volume = %named(name)))]
     pub async fn create(
         &self,
         name: &str,
@@ -416,7 +423,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     }
 
     /// Deletes the definition; refused while any mount of the volume is active or under way.
-    #[tracing::instrument(skip_all, fields(volume = %name))]
+    #[tracing::instrument(skip_all, fields(volume = %named(name)))]
     pub async fn remove(&self, name: &str) -> Result<(), DriverError> {
         let volume = {
             let mut volumes = self.volumes.lock().unwrap();
@@ -493,7 +500,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
 
     /// Mounts the volume for mount `id`: a child token, every source read with it, a fresh
     /// tmpfs with the files. A repeated `id` only counts one more reference.
-    #[tracing::instrument(skip_all, fields(volume = %name, id = %short(id)))]
+    #[tracing::instrument(skip_all, fields(volume = %named(name), id = %short(id)))]
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, DriverError> {
         if !valid_mount_id(id) {
             return Err(DriverError::InvalidMountId { id: id.chars().take(140).collect() });
@@ -592,16 +599,27 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         // Recorded before anything else is obtained: a crash from here on is cleaned up at the
         // next start (the token revoked, with every lease it made).
         self.save_record(volume, id, &active);
-        match self.fill(volume, id, &mut active).await {
-            Ok(()) => {
+        // A panic on the way (a bug, or input nobody foresaw) must not leave a token unrevoked
+        // or a tmpfs mounted: it is caught here and cleaned up like any failure.
+        let filled = AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await;
+        let error = match filled {
+            Ok(Ok(())) => {
                 self.save_record(volume, id, &active);
-                Ok(active)
+                return Ok(active);
             }
-            Err(e) => {
-                self.release(&volume.record.name, id, &active.token, &active.mountpoint).await;
-                Err(e)
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(%message, "a mount panicked; cleaning up");
+                DriverError::Internal { volume: volume.record.name.clone(), message }
             }
-        }
+        };
+        self.release(&volume.record.name, id, &active.token, &active.mountpoint).await;
+        Err(error)
     }
 
     /// Reads every source with the mount's token, then mounts and fills the tmpfs and binds it
@@ -688,8 +706,11 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     /// Drops one reference of mount `id`; the last one revokes its token (and with it every
     /// lease it created) and removes its tmpfs. An unknown ID is not an error: Docker may
     /// repeat an Unmount, or send one for a mount a previous run already released.
-    #[tracing::instrument(skip_all, fields(volume = %name, id = %short(id)))]
+    #[tracing::instrument(skip_all, fields(volume = %named(name), id = %short(id)))]
     pub async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
+        if !valid_mount_id(id) {
+            return Err(DriverError::InvalidMountId { id: id.chars().take(140).collect() });
+        }
         let volume = self.volume(name)?;
         let Some(slot) = volume.slot(id) else {
             tracing::warn!("unmount of a mount ID that is not active; nothing to do");
@@ -974,7 +995,20 @@ fn issued_of(record: &MountRecord) -> IssuedToken {
 /// The first 12 characters of a mount ID, as Docker shortens IDs; enough to tell them apart in
 /// logs.
 pub fn short(id: &str) -> &str {
+    if !valid_mount_id(id) {
+        return "(invalid)"; // logged before it is refused: no newline or escape reaches a log
+    }
     id.get(..12).unwrap_or(id)
+}
+
+/// A volume name as logged: the name, or `(invalid)` for one that is refused (so no newline or
+/// escape from a request reaches a log line).
+pub fn named(name: &str) -> &str {
+    if valid_volume_name(name) {
+        name
+    } else {
+        "(invalid)"
+    }
 }
 
 /// The key of a mount in the lease manager.

@@ -716,3 +716,33 @@ async fn a_mount_racing_the_last_unmount_of_its_id_stays_findable() {
     );
     assert!(f.driver.mounter.mounted.lock().unwrap().is_empty(), "nothing left mounted");
 }
+
+#[tokio::test]
+async fn a_huge_lease_from_vault_neither_panics_nor_leaves_a_mount_unrevoked() {
+    let f = fixture();
+    f.vault.secrets.lock().unwrap().insert("database/creds/app".into(), json!({"password": "pw"}));
+    f.vault.leased.lock().unwrap().insert("database/creds/app".into(), u64::MAX);
+    f.driver.create("db", opts(&[("path", "database/creds/app")])).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    assert!(f.driver.mounter.is_mounted(&path));
+    f.driver.unmount("db", ID).await.unwrap();
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1, "the mount's token is revoked");
+    assert!(f.driver.mounter.mounted.lock().unwrap().is_empty());
+    assert!(f.driver.mounter.binds.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn docker_gets_a_read_only_bind_and_unmount_ids_are_checked_like_mount_ids() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    let path = f.driver.mount("app", ID).await.unwrap();
+    let files = f._dir.path().join("files/app").join(ID);
+    assert_eq!(*f.driver.mounter.binds.lock().unwrap(), vec![(path.clone(), files.clone())]);
+    assert_eq!(f.driver.mounter.mounted.lock().unwrap()[0].0, files, "the tmpfs is the plugin's");
+    let e = f.driver.unmount("app", "bad\nid").await.unwrap_err();
+    assert!(matches!(e, DriverError::InvalidMountId { .. }) && e.to_string().contains("\\n"));
+    let e = f.driver.unmount("bad\nname", ID).await.unwrap_err();
+    assert!(matches!(e, DriverError::InvalidName { .. }));
+    f.driver.unmount("app", ID).await.unwrap();
+    assert!(!files.exists() && !path.exists(), "both directories are removed");
+}

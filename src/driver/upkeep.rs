@@ -341,7 +341,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     }
 
     /// `rotate VOLUME`: a fresh generation for every mount of the volume, now.
-    #[tracing::instrument(skip_all, fields(volume = %name))]
+    #[tracing::instrument(skip_all, fields(volume = %named(name)))]
     pub async fn rotate(&self, name: &str) -> Result<usize, DriverError> {
         let volume = self.volume(name)?;
         let mut rotated = 0;
