@@ -9,7 +9,7 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use vault_secrets::files::{render, write, Ownership, RenderError};
+use vault_secrets::files::{render, write, Digests, Ownership, RenderError};
 use vault_secrets::vault::Secret;
 use vault_secrets::volume::{valid_file_name, valid_volume_name, Defaults, VolumeSpec};
 
@@ -242,7 +242,8 @@ proptest! {
             }
             Err(e) => return Err(TestCaseError::fail(format!("unexpected error: {e}"))),
         };
-        let result = write(&root, &files, Ownership::of(&spec));
+        let mut digests = Digests::default();
+        let result = write(&root, &files, Ownership::of(&spec), &mut digests);
 
         let after = walk(parent.path());
         for (path, what) in &after {
@@ -282,7 +283,10 @@ proptest! {
                     .cloned()
                     .collect();
                 prop_assert_eq!(under, wanted, "only the rendered files, no temporary file");
-                prop_assert!(!write(&root, &files, Ownership::of(&spec)).unwrap(), "rewrite");
+                prop_assert!(
+                    !write(&root, &files, Ownership::of(&spec), &mut digests).unwrap(),
+                    "rewrite"
+                );
             }
         }
     }
@@ -348,7 +352,7 @@ fn a_key_named_like_another_keys_temporary_file_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let meta = std::fs::metadata(dir.path()).unwrap();
     let owner = Ownership { uid: meta.uid(), gid: meta.gid(), mode: 0o600, dir_mode: 0o700 };
-    assert!(write(dir.path(), &files, owner).unwrap());
+    assert!(write(dir.path(), &files, owner, &mut Digests::default()).unwrap());
     assert_eq!(std::fs::read_to_string(dir.path().join("password")).unwrap(), "p");
     assert_eq!(std::fs::read_to_string(dir.path().join(".password.tmp")).unwrap(), "beside");
 }

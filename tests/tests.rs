@@ -8,12 +8,14 @@
 //!   `plugin/build.sh`;
 //! - `props`: property tests of file-name safety and rendering; `hostile`: hostile Vault
 //!   replies through the real HTTP client;
-//! - `soak`: 1,000 mount/unmount cycles and 64 containers at once.
+//! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
+//! - `attack`: attacks on the host from inside a container and from hostile volume options.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
 mod util;
 
+mod attack;
 mod compose;
 mod e2e;
 mod engine;

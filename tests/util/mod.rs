@@ -358,9 +358,19 @@ impl Plugin {
         self.ok("/VolumeDriver.Unmount", json!({ "Name": name, "ID": id }));
     }
 
-    /// Mount points below this plugin's runtime directory still mounted.
+    /// Container mounts of this plugin still in place: each is a read-only bind below
+    /// `runtime/mounts` of a tmpfs below `runtime/files`. A tmpfs left without its bind counts
+    /// as one too, so that nothing left behind goes unseen.
     pub fn mounts_left(&self) -> Vec<String> {
-        mounts_below(&self.runtime.join("mounts"))
+        let (binds, files) = (self.runtime.join("mounts"), self.runtime.join("files"));
+        let mut left = mounts_below(&binds);
+        let bound = |m: &String| {
+            let rel = Path::new(m).strip_prefix(&files).unwrap();
+            left.contains(&binds.join(rel).display().to_string())
+        };
+        let orphans: Vec<String> = mounts_below(&files).into_iter().filter(|m| !bound(m)).collect();
+        left.extend(orphans);
+        left
     }
 }
 
