@@ -31,9 +31,11 @@
 //! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
 //!   or an AppRole login), recorded at once in the private tmpfs; every source is read with it;
 //!   the files are rendered, a tmpfs (`nosuid,nodev,noexec,noswap`, size cap, owner and mode) is
-//!   mounted at `runtime_dir/mounts/NAME/ID` and the files written atomically; the mount is
-//!   handed to the [`lease::LeaseManager`]. Any failure unmounts and revokes. A repeated ID is
-//!   reference-counted.
+//!   mounted at `runtime_dir/files/NAME/ID` (0700: only the plugin writes through it) and the
+//!   files written; a read-only bind of it at `runtime_dir/mounts/NAME/ID` is what Docker gets,
+//!   so a container never has a writable view; the mount is handed to the
+//!   [`lease::LeaseManager`]. Any failure (a panic included) unmounts and revokes. A repeated
+//!   ID is reference-counted.
 //! - **While mounted** ([`driver`]'s upkeep, driven by the lease manager): the token and
 //!   renewable leases are renewed at ~2/3 of their TTL; a lease that cannot be renewed further
 //!   brings a fresh generation (new token, every source re-read, files swapped, the old token
@@ -48,6 +50,15 @@
 //!   process but not a reboot. Mounts still in place are served and kept up again; the others
 //!   are revoked; stray mount directories are removed. Every 60 s, mounts that no running
 //!   container uses (a Docker daemon crash sends no Unmount) are released.
+//!
+//! # Trust
+//!
+//! A container owns everything inside its mount and the plugin runs as root: [`files`] writes
+//! into a tmpfs only through directory file descriptors, one name at a time, never following a
+//! symlink or opening anything but the files it creates, and tells changes by digests. A Docker
+//! user controls every option: Vault URLs are built segment by segment from `vault.address`
+//! (origin checked), token-bearing paths and replies are refused. Vault's replies are bounded
+//! and parsed strictly, their TTLs capped.
 //!
 //! The plugin's identity ([`vault::identity`]) is a token file or an AppRole login (the
 //! secret_id optionally response-wrapped: unwrapped once, the file then deleted), renewed at
