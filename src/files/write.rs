@@ -80,6 +80,7 @@ const NEW_FILE: OFlags = OFlags::WRONLY
 /// Writes `files` into `root`, a freshly mounted, empty tmpfs that no container sees yet: each
 /// file created at once with its final owner and mode, no temporary files. Returns their digests.
 pub fn write_new(root: &Path, files: &[File], owner: Ownership) -> Result<Digests, WriteError> {
+    no_clash(root, files)?;
     let mut tree = Tree::open(root, owner)?;
     let mut digests = Digests::default();
     for file in files {
@@ -100,6 +101,7 @@ pub fn write(
     owner: Ownership,
     digests: &mut Digests,
 ) -> Result<bool, WriteError> {
+    no_clash(root, files)?;
     let mut tree = Tree::open(root, owner)?;
     let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
     for file in files {
@@ -124,6 +126,23 @@ pub fn write(
         .map_err(|e| error(root, Path::new(""), e))?;
     digests.0.retain(|path, _| wanted.contains(Path::new(path)));
     Ok(changed || removed)
+}
+
+/// Refuses a set of files in which one's path is the directory of another: writing both would
+/// replace one with the other.
+fn no_clash(root: &Path, files: &[File]) -> Result<(), WriteError> {
+    let paths: BTreeSet<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    for file in files {
+        if let Some(dir) = file.path.ancestors().skip(1).find(|a| paths.contains(a)) {
+            let message = format!(
+                "{} is both a file and the directory of {}",
+                dir.display(),
+                file.path.display()
+            );
+            return Err(error(root, dir, io::Error::other(message)));
+        }
+    }
+    Ok(())
 }
 
 fn error(root: &Path, rel: &Path, source: io::Error) -> WriteError {
