@@ -19,9 +19,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::docker::error::chain;
 use crate::driver::{Driver, DriverError};
 use crate::engine::Engine;
+use crate::report::chain;
 use crate::state::Store;
 use crate::tmpfs::Mounter;
 use crate::vault::Vault;

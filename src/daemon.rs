@@ -116,7 +116,7 @@ async fn establish_identity(
                 return;
             }
             Err(e) => {
-                let reason = crate::docker::error::chain(&e);
+                let reason = crate::report::chain(&e);
                 tracing::error!(error = %reason, retry_in = ?backoff, "cannot log in to vault");
                 slot.set(Err(reason));
             }
@@ -257,7 +257,7 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
         Ok(_) => {
             report.push(format!("vault at {} answers, unsealed and active", config.vault.address))
         }
-        Err(e) => bail!("vault health: {}", crate::docker::error::chain(&e)),
+        Err(e) => bail!("vault health: {}", crate::report::chain(&e)),
     }
     let private = RuntimeDirs::of(config).private;
     let saved = DirStore::open(&config.plugin.state_dir, &private)
@@ -273,7 +273,7 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
             }
             Err(e) => report.push(format!(
                 "the token kept from an earlier run is no longer valid ({}); serve logs in again with the configured identity",
-                crate::docker::error::chain(&e)
+                crate::report::chain(&e)
             )),
         }
     }

@@ -301,9 +301,7 @@ fn error_message(body: &[u8]) -> String {
         message: String,
     }
     match serde_json::from_slice::<ErrorReply>(body) {
-        Ok(e) if !e.message.trim().is_empty() => {
-            crate::docker::error::one_line(e.message.trim(), 300)
-        }
+        Ok(e) if !e.message.trim().is_empty() => crate::report::one_line(e.message.trim(), 300),
         _ => "no error message".to_owned(),
     }
 }

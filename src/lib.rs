@@ -83,6 +83,7 @@ pub mod engine;
 pub mod files;
 pub mod lease;
 pub mod metrics;
+pub mod report;
 pub mod state;
 pub mod tmpfs;
 pub mod vault;

@@ -99,6 +99,31 @@ pub struct IdentityRecord {
     pub secret_id: Option<Token>,
 }
 
+/// A token whose revocation failed while Vault was out of reach, kept in the private tmpfs
+/// and retried until it works (also after a restart). `Debug` never shows the token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingRevocation {
+    /// Its name in the store.
+    pub key: String,
+    pub volume: String,
+    /// The mount ID it was issued for, or what it was (`create`, `remove` for a volume's own
+    /// identity): for the audit log.
+    pub mount: String,
+    #[serde(with = "token_serde")]
+    pub token: Token,
+    pub accessor: String,
+}
+
+impl std::fmt::Debug for PendingRevocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRevocation")
+            .field("volume", &self.volume)
+            .field("mount", &self.mount)
+            .field("accessor", &self.accessor)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A volume's own identity (from `wrapped-token`), kept in the private tmpfs only: it
 /// survives a plugin restart, not a reboot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +201,9 @@ pub trait Store: Send + Sync + 'static {
     fn load_mounts(&self) -> Vec<MountRecord>;
     fn save_mount(&self, record: &MountRecord) -> Result<(), StateError>;
     fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError>;
+    fn load_revocations(&self) -> Vec<PendingRevocation>;
+    fn save_revocation(&self, record: &PendingRevocation) -> Result<(), StateError>;
+    fn delete_revocation(&self, key: &str) -> Result<(), StateError>;
     fn load_identity(&self) -> Option<IdentityRecord>;
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError>;
     fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord>;
@@ -196,7 +224,8 @@ impl DirStore {
         let volumes = state_dir.join("volumes");
         let mounts = private.join("mounts");
         let identities = private.join("identities");
-        for dir in [&volumes, &mounts, &identities] {
+        let revocations = private.join("revocations");
+        for dir in [&volumes, &mounts, &identities, &revocations] {
             create_private_dir(dir)?;
         }
         Ok(DirStore { volumes, private: private.to_owned() })
@@ -315,6 +344,19 @@ impl Store for DirStore {
         remove(&self.mount_path(volume, id))
     }
 
+    fn load_revocations(&self) -> Vec<PendingRevocation> {
+        load_dir(&self.private.join("revocations"))
+    }
+
+    fn save_revocation(&self, record: &PendingRevocation) -> Result<(), StateError> {
+        let path = self.private.join("revocations").join(format!("{}.json", record.key));
+        save_json(&path, record, false)
+    }
+
+    fn delete_revocation(&self, key: &str) -> Result<(), StateError> {
+        remove(&self.private.join("revocations").join(format!("{key}.json")))
+    }
+
     fn load_identity(&self) -> Option<IdentityRecord> {
         load_json(&self.private.join("identity.json"))
     }
@@ -347,6 +389,7 @@ pub struct MemoryStore {
     pub mounts: Mutex<BTreeMap<(String, String), MountRecord>>,
     pub identity: Mutex<Option<IdentityRecord>>,
     pub volume_identities: Mutex<BTreeMap<String, VolumeIdentityRecord>>,
+    pub revocations: Mutex<BTreeMap<String, PendingRevocation>>,
 }
 
 impl Store for MemoryStore {
@@ -376,6 +419,20 @@ impl Store for MemoryStore {
 
     fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
         self.mounts.lock().unwrap().remove(&(volume.to_owned(), id.to_owned()));
+        Ok(())
+    }
+
+    fn load_revocations(&self) -> Vec<PendingRevocation> {
+        self.revocations.lock().unwrap().values().cloned().collect()
+    }
+
+    fn save_revocation(&self, record: &PendingRevocation) -> Result<(), StateError> {
+        self.revocations.lock().unwrap().insert(record.key.clone(), record.clone());
+        Ok(())
+    }
+
+    fn delete_revocation(&self, key: &str) -> Result<(), StateError> {
+        self.revocations.lock().unwrap().remove(key);
         Ok(())
     }
 

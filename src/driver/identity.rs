@@ -273,7 +273,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
-    crate::docker::error::chain(e)
+    crate::report::chain(e)
 }
 
 #[cfg(test)]

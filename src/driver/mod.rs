@@ -23,9 +23,9 @@ use crate::audit::{Audit, Event};
 use crate::engine::Engine;
 use crate::files::{self, Digests, Ownership, RenderError, WriteError};
 use crate::lease::plan::{Deadline, SourceTimer, Timers};
-use crate::lease::{LeaseManager, MountKey};
+use crate::lease::{Job, LeaseManager};
 use crate::metrics::METRICS;
-use crate::state::{LeaseRecord, MountRecord, StateError, Store, VolumeRecord};
+use crate::state::{LeaseRecord, MountRecord, PendingRevocation, StateError, Store, VolumeRecord};
 use crate::tmpfs::{MountError, Mounter, TmpfsOptions};
 use crate::vault::identity::IdentitySlot;
 use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Secret, Token, Vault, VaultError};
@@ -203,7 +203,7 @@ pub struct Driver<V, M, S, E> {
     audit: Arc<Audit>,
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
-    pending: Mutex<Vec<MountRecord>>,
+    pending: Mutex<Vec<PendingRevocation>>,
 }
 
 /// The edges and settings a [`Driver`] is made of.
@@ -338,7 +338,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                     volume: name.to_owned(),
                     source: OptionError {
                         option: "template".into(),
-                        message: crate::docker::error::chain(&e),
+                        message: crate::report::chain(&e),
                     },
                 }
             })?;
@@ -415,7 +415,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             own.as_ref().map(|o| &o.identity)
         {
             if !issued.ttl.is_zero() {
-                self.leases.set(key(name, ""), *renew_at);
+                self.leases.set(Job::identity(name), *renew_at);
             }
         }
         volumes.insert(name.to_owned(), Arc::new(Volume::new(record, spec, own)));
@@ -439,13 +439,13 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 .map_err(|source| DriverError::State { volume: name.to_owned(), source })?;
             volumes.remove(name).expect("checked above")
         };
-        self.leases.remove(&key(name, ""));
+        self.leases.remove(&Job::identity(name));
         let own = volume.own.lock().unwrap().take();
         if let Some(identity::OwnIdentity::Token { issued, .. }) = own.map(|o| o.identity) {
             self.revoke(name, "remove", &issued.token, &issued.accessor).await;
         }
         if let Err(e) = self.store.delete_volume_identity(name) {
-            tracing::error!(error = %crate::docker::error::chain(&e), "cannot delete the volume's identity record");
+            tracing::error!(error = %crate::report::chain(&e), "cannot delete the volume's identity record");
         }
         self.audit.record(Event::new("remove", name));
         tracing::info!("volume removed");
@@ -535,7 +535,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 );
                 let mountpoint = active.mountpoint.clone();
                 tracing::info!(accessor = %active.token.accessor, leases = active.leases.iter().flatten().count(), "mounted");
-                self.leases.set(key(name, id), active.timers.next());
+                self.leases.set(Job::mount(name, id), active.timers.next());
                 *guard = Some(active);
                 Ok(mountpoint)
             }
@@ -550,7 +550,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 self.audit.record(
                     Event::new("error", name)
                         .mount(id)
-                        .detail(format!("mount failed: {}", crate::docker::error::chain(&e))),
+                        .detail(format!("mount failed: {}", crate::report::chain(&e))),
                 );
                 Err(e)
             }
@@ -699,7 +699,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         };
         if let Err(e) = self.store.save_mount(&record) {
             // The mount works without it; only a restart of the plugin would lose track of it.
-            tracing::error!(error = %crate::docker::error::chain(&e), "cannot record the mount in the private runtime directory");
+            tracing::error!(error = %crate::report::chain(&e), "cannot record the mount in the private runtime directory");
         }
     }
 
@@ -736,7 +736,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     /// (and with them its leases), its tmpfs removed, the slot gone, `event` audited.
     async fn finish(&self, volume: &Volume, id: &str, active: Active, event: Event) {
         let name = &volume.record.name;
-        self.leases.remove(&key(name, id));
+        self.leases.remove(&Job::mount(name, id));
         for (old, _) in &active.retiring {
             self.revoke(name, id, &old.token, &old.accessor).await;
         }
@@ -748,9 +748,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     /// Revokes `token`; true when nothing of it is left in Vault. A failure while Vault is out
     /// of reach is kept and retried (as a record with no references).
     async fn revoke(&self, volume: &str, id: &str, token: &Token, accessor: &str) -> bool {
-        let event = |name| {
-            Event::new(name, volume).mount(id.split('~').next().unwrap_or(id)).accessor(accessor)
-        };
+        let event = |name| Event::new(name, volume).mount(id).accessor(accessor);
         match self.vault.revoke_self(token).await {
             Ok(()) => {
                 METRICS.revocations.inc();
@@ -764,27 +762,22 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             }
             Err(e) => {
                 METRICS.revocation_failures.inc();
-                self.audit.record(event("error").detail(format!(
-                    "cannot revoke, will retry: {}",
-                    crate::docker::error::chain(&e)
-                )));
-                tracing::error!(error = %crate::docker::error::chain(&e), "cannot revoke a token; will retry");
-                // Kept under a name of its own (`~` is in no mount ID): the mount's record may
-                // still be in use, and one mount may have several tokens to revoke.
-                let base = id.split('~').next().unwrap_or(id);
-                let record = MountRecord {
+                self.audit.record(
+                    event("error")
+                        .detail(format!("cannot revoke, will retry: {}", crate::report::chain(&e))),
+                );
+                tracing::error!(error = %crate::report::chain(&e), "cannot revoke a token; will retry");
+                // Kept under a name of its own: one mount may have several tokens to revoke.
+                let record = PendingRevocation {
+                    key: format!("{:016x}", fastrand::u64(..)),
                     volume: volume.to_owned(),
-                    id: format!("{base}~{}", fastrand::u32(..)),
-                    refs: 0,
-                    mountpoint: PathBuf::new(),
+                    mount: id.to_owned(),
                     token: token.clone(),
                     accessor: accessor.to_owned(),
-                    token_expires_at: None,
-                    leases: Vec::new(),
-                    retiring: Vec::new(),
-                    digests: Digests::default(),
                 };
-                let _ = self.store.save_mount(&record);
+                if let Err(e) = self.store.save_revocation(&record) {
+                    tracing::error!(error = %crate::report::chain(&e), "cannot record the pending revocation; it is retried while the plugin runs");
+                }
                 self.pending.lock().unwrap().push(record);
                 false
             }
@@ -800,7 +793,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         }
         self.revoke(volume, id, &token.token, &token.accessor).await;
         if let Err(e) = self.store.delete_mount(volume, id) {
-            tracing::error!(error = %crate::docker::error::chain(&e), "cannot delete the mount record");
+            tracing::error!(error = %crate::report::chain(&e), "cannot delete the mount record");
         }
     }
 
@@ -809,7 +802,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
     fn unmount_dir(&self, path: &Path) {
         if self.mounter.is_mounted(path) {
             if let Err(e) = self.mounter.unmount(path) {
-                tracing::error!(error = %crate::docker::error::chain(&e), "cannot unmount");
+                tracing::error!(error = %crate::report::chain(&e), "cannot unmount");
             }
         }
         let _ = std::fs::remove_dir(path);
@@ -823,8 +816,8 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         for record in pending {
             // A failed retry is recorded again, under a new name: this one goes either way.
-            self.revoke(&record.volume, &record.id, &record.token, &record.accessor).await;
-            let _ = self.store.delete_mount(&record.volume, &record.id);
+            self.revoke(&record.volume, &record.mount, &record.token, &record.accessor).await;
+            let _ = self.store.delete_revocation(&record.key);
         }
         self.pending.lock().unwrap().len()
     }
@@ -850,7 +843,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                         own.as_ref().map(|o| &o.identity),
                         Some(identity::OwnIdentity::Token { .. })
                     ) {
-                        self.leases.set(key(&record.name, ""), Instant::now());
+                        self.leases.set(Job::identity(&record.name), Instant::now());
                     }
                     let volume = Volume::new(record, spec, own);
                     self.volumes
@@ -863,6 +856,8 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                 }
             }
         }
+        *self.pending.lock().unwrap() = self.store.load_revocations();
+        self.retry_revocations().await;
         let mut adopted = 0;
         for record in self.store.load_mounts() {
             for old in &record.retiring {
@@ -878,7 +873,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
                     let mut active = restored(&volume.spec, &record);
                     active.device = self.mounter.device(&record.mountpoint);
                     self.save_record(&volume, &record.id, &active);
-                    self.leases.set(key(&record.volume, &record.id), active.timers.next());
+                    self.leases.set(Job::mount(&record.volume, &record.id), active.timers.next());
                     let slot = Arc::new(tokio::sync::Mutex::new(Some(active)));
                     volume.slots.lock().unwrap().insert(record.id.clone(), slot);
                     adopted += 1;
@@ -1009,11 +1004,6 @@ pub fn named(name: &str) -> &str {
     } else {
         "(invalid)"
     }
-}
-
-/// The key of a mount in the lease manager.
-fn key(volume: &str, id: &str) -> MountKey {
-    (volume.to_owned(), id.to_owned())
 }
 
 #[cfg(test)]

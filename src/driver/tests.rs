@@ -270,7 +270,7 @@ async fn failures_leave_nothing_behind_and_say_why() {
         ("missing", "no secret at kv/nothing"),
         ("badkey", "\"../escape\""),
     ] {
-        let e = crate::docker::error::chain(&f.driver.mount(name, ID).await.unwrap_err());
+        let e = crate::report::chain(&f.driver.mount(name, ID).await.unwrap_err());
         assert!(e.contains(needle), "{e}");
     }
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 3, "every token made was revoked");
@@ -281,7 +281,7 @@ async fn failures_leave_nothing_behind_and_say_why() {
 
     f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     f.driver.mounter.fail_mount.store(true, Ordering::SeqCst);
-    let e = crate::docker::error::chain(&f.driver.mount("app", ID).await.unwrap_err());
+    let e = crate::report::chain(&f.driver.mount("app", ID).await.unwrap_err());
     assert!(e.contains("cannot mount volume app"), "{e}");
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 4);
     assert!(!f._dir.path().join("mounts/app").join(ID).exists());
@@ -294,7 +294,7 @@ async fn create_is_idempotent_validated_and_remove_refuses_while_mounted() {
     f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
     let e = f.driver.create("app", opts(&[("path", "kv/other")])).await.unwrap_err();
     assert!(matches!(e, DriverError::Exists { .. }));
-    let e = crate::docker::error::chain(
+    let e = crate::report::chain(
         &f.driver.create("x", opts(&[("path", "kv/a"), ("bogus", "1")])).await.unwrap_err(),
     );
     assert!(e.contains("bogus"), "{e}");
@@ -322,12 +322,31 @@ async fn failed_revocations_are_kept_and_retried() {
     f.vault.unreachable_revoke.store(true, Ordering::SeqCst);
     f.driver.unmount("app", ID).await.unwrap();
     assert!(!f.driver.mounter.is_mounted(&path), "the tmpfs goes at once");
-    assert_eq!(f.store.load_mounts()[0].refs, 0, "the token is kept for a retry");
+    assert!(f.store.load_mounts().is_empty(), "the mount is gone");
+    let pending = f.store.load_revocations();
+    assert_eq!(pending.len(), 1, "the token is kept for a retry");
+    assert_eq!((pending[0].volume.as_str(), pending[0].mount.as_str()), ("app", ID));
+    assert!(!format!("{:?}", pending[0]).contains("child-0"), "Debug shows no token");
     assert_eq!(f.driver.retry_revocations().await, 1);
+    // A restarted plugin retries what the store kept.
+    let restarted = Driver::new(Parts {
+        vault: f.vault.clone(),
+        mounter: FakeMounter::default(),
+        store: f.store.clone(),
+        engine: Arc::new(FakeEngine::default()),
+        identity: Arc::new(IdentitySlot::new(Err("not yet".into()))),
+        defaults: Defaults::default(),
+        mounts_root: f._dir.path().join("mounts"),
+        files_root: f._dir.path().join("files"),
+        driver_name: "vault-secrets".into(),
+        templates_dir: PathBuf::from("/nonexistent"),
+        audit: Arc::new(crate::audit::Audit::memory()),
+    });
     f.vault.unreachable_revoke.store(false, Ordering::SeqCst);
-    assert_eq!(f.driver.retry_revocations().await, 0);
+    restarted.restore().await;
+    assert_eq!(restarted.retry_revocations().await, 0);
     assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0"]);
-    assert!(f.store.load_mounts().is_empty());
+    assert!(f.store.load_revocations().is_empty());
 }
 
 #[tokio::test]
@@ -366,12 +385,12 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     assert_eq!(restarted.get("app").unwrap().mountpoint.as_deref(), Some(live.as_path()));
     restarted.unmount("app", "live").await.unwrap();
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
-    let e = crate::docker::error::chain(&restarted.mount("app", ID).await.unwrap_err());
+    let e = crate::report::chain(&restarted.mount("app", ID).await.unwrap_err());
     assert!(e.contains("not logged in to vault: not yet"), "{e}");
 }
 
-fn key(id: &str) -> MountKey {
-    ("db".into(), id.into())
+fn key(id: &str) -> Job {
+    Job::mount("db", id)
 }
 
 fn read(path: &std::path::Path, name: &str) -> String {
@@ -558,7 +577,7 @@ async fn a_wrapped_token_becomes_the_volume_identity_once() {
     );
     f.driver.unmount("team", ID).await.unwrap();
     // A used wrapping token cannot make another volume.
-    let e = crate::docker::error::chain(
+    let e = crate::report::chain(
         &f.driver
             .create("other", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
             .await
@@ -581,7 +600,7 @@ async fn a_substituted_wrapping_token_is_refused_unused() {
         .lock()
         .unwrap()
         .insert("wrap-x".into(), ("sys/wrapping/wrap".into(), "attacker-token".into()));
-    let e = crate::docker::error::chain(
+    let e = crate::report::chain(
         &f.driver
             .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-x")]))
             .await
@@ -622,7 +641,7 @@ async fn a_wrapped_secret_id_logs_each_mount_in() {
 async fn policies_must_be_a_subset_of_the_identity_s() {
     let f = fixture();
     f.driver.create("ok", opts(&[("path", "kv/app"), ("policies", "app")])).await.unwrap();
-    let e = crate::docker::error::chain(
+    let e = crate::report::chain(
         &f.driver
             .create("wide", opts(&[("path", "kv/app"), ("policies", "app,admin")]))
             .await
@@ -661,7 +680,7 @@ async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
         audit: Arc::new(crate::audit::Audit::memory()),
     });
     restarted.restore().await;
-    let e = crate::docker::error::chain(&restarted.mount("team", ID).await.unwrap_err());
+    let e = crate::report::chain(&restarted.mount("team", ID).await.unwrap_err());
     assert!(e.contains("did not survive a reboot") && e.contains("fresh wrapped-token"), "{e}");
 }
 

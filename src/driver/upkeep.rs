@@ -16,9 +16,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use super::*;
-use crate::docker::error::chain;
 use crate::lease::plan::{self, Due};
 use crate::lease::Worker;
+use crate::report::chain;
 
 /// One volume as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -53,11 +53,11 @@ pub struct LeaseStatus {
 }
 
 impl<V: Vault, M: Mounter, S: Store, E: Engine> Worker for Driver<V, M, S, E> {
-    async fn tick(&self, key: &MountKey) -> Option<Instant> {
-        if key.1.is_empty() {
-            return self.renew_own(&key.0).await; // the volume's own identity
+    async fn tick(&self, job: &Job) -> Option<Instant> {
+        match job {
+            Job::Mount { volume, id } => self.upkeep(volume, id).await,
+            Job::Identity { volume } => self.renew_own(volume).await,
         }
-        self.upkeep(&key.0, &key.1).await
     }
 }
 
@@ -352,7 +352,7 @@ impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
             let result = self.replace(&volume, &id, active, "rotate requested").await;
             let failed = result.as_ref().err().map(|e| chain(e));
             self.settle(&volume, &id, active, result, now);
-            self.leases.set(key(name, &id), active.timers.next());
+            self.leases.set(Job::mount(name, &id), active.timers.next());
             if let Some(message) = failed {
                 return Err(DriverError::Rotate {
                     volume: name.to_owned(),

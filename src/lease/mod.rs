@@ -15,30 +15,46 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A mount: (volume name, mount ID).
-pub type MountKey = (String, String);
+/// What a deadline is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Job {
+    /// The upkeep of one container mount: its token, leases, refreshes.
+    Mount { volume: String, id: String },
+    /// The renewal of a volume's own identity token (from `wrapped-token`).
+    Identity { volume: String },
+}
 
-/// Does the work when a mount's deadline comes.
+impl Job {
+    pub fn mount(volume: &str, id: &str) -> Job {
+        Job::Mount { volume: volume.to_owned(), id: id.to_owned() }
+    }
+
+    pub fn identity(volume: &str) -> Job {
+        Job::Identity { volume: volume.to_owned() }
+    }
+}
+
+/// Does the work when a job's deadline comes.
 pub trait Worker: Send + Sync + 'static {
-    /// Does what is due for `key`; returns its next deadline, or `None` when it is gone.
-    fn tick(&self, key: &MountKey) -> impl Future<Output = Option<Instant>> + Send;
+    /// Does what is due for `job`; returns its next deadline, or `None` when it is gone.
+    fn tick(&self, job: &Job) -> impl Future<Output = Option<Instant>> + Send;
 }
 
 #[derive(Debug, Default)]
 struct Schedule {
-    queue: BTreeSet<(Instant, MountKey)>,
-    at: HashMap<MountKey, Instant>,
+    queue: BTreeSet<(Instant, Job)>,
+    at: HashMap<Job, Instant>,
 }
 
 impl Schedule {
-    fn set(&mut self, key: MountKey, at: Instant) {
+    fn set(&mut self, key: Job, at: Instant) {
         if let Some(old) = self.at.insert(key.clone(), at) {
             self.queue.remove(&(old, key.clone()));
         }
         self.queue.insert((at, key));
     }
 
-    fn remove(&mut self, key: &MountKey) {
+    fn remove(&mut self, key: &Job) {
         if let Some(old) = self.at.remove(key) {
             self.queue.remove(&(old, key.clone()));
         }
@@ -48,7 +64,7 @@ impl Schedule {
         self.queue.first().map(|(at, _)| *at)
     }
 
-    fn pop_due(&mut self, now: Instant) -> Vec<MountKey> {
+    fn pop_due(&mut self, now: Instant) -> Vec<Job> {
         let mut due = Vec::new();
         while let Some((at, _)) = self.queue.first() {
             if *at > now {
@@ -71,7 +87,7 @@ pub struct LeaseManager {
 
 impl LeaseManager {
     /// (Re)schedules `key` at `at`.
-    pub fn set(&self, key: MountKey, at: Instant) {
+    pub fn set(&self, key: Job, at: Instant) {
         let mut schedule = self.schedule.lock().unwrap();
         let earlier = schedule.next().is_none_or(|next| at < next);
         schedule.set(key, at);
@@ -81,7 +97,7 @@ impl LeaseManager {
     }
 
     /// Forgets `key` (its mount is gone).
-    pub fn remove(&self, key: &MountKey) {
+    pub fn remove(&self, key: &Job) {
         self.schedule.lock().unwrap().remove(key);
     }
 
@@ -129,20 +145,27 @@ mod tests {
     /// Records ticks; each mount asks to come back every `period` until told to stop.
     #[derive(Default)]
     struct Recorder {
-        ticks: Mutex<Vec<(MountKey, Instant)>>,
-        stop: Mutex<Vec<MountKey>>,
+        ticks: Mutex<Vec<(Job, Instant)>>,
+        stop: Mutex<Vec<Job>>,
     }
 
     impl Worker for Recorder {
-        async fn tick(&self, key: &MountKey) -> Option<Instant> {
+        async fn tick(&self, key: &Job) -> Option<Instant> {
             let now = Instant::now();
             self.ticks.lock().unwrap().push((key.clone(), now));
             (!self.stop.lock().unwrap().contains(key)).then(|| now + Duration::from_secs(10))
         }
     }
 
-    fn key(id: &str) -> MountKey {
-        ("vol".into(), id.into())
+    fn key(id: &str) -> Job {
+        Job::mount("vol", id)
+    }
+
+    fn id(job: &Job) -> String {
+        match job {
+            Job::Mount { id, .. } => id.clone(),
+            Job::Identity { volume } => volume.clone(),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -160,7 +183,7 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .map(|(k, at)| (k.1.clone(), (*at - start).as_secs()))
+            .map(|(k, at)| (id(k), (*at - start).as_secs()))
             .collect();
         assert_eq!(
             ticks,
@@ -182,8 +205,7 @@ mod tests {
         worker.stop.lock().unwrap().push(key("soon"));
         manager.set(key("soon"), Instant::now() + Duration::from_secs(1));
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let ticks: Vec<String> =
-            worker.ticks.lock().unwrap().iter().map(|(k, _)| k.1.clone()).collect();
+        let ticks: Vec<String> = worker.ticks.lock().unwrap().iter().map(|(k, _)| id(k)).collect();
         assert_eq!(ticks, vec!["soon"]);
         assert_eq!(manager.len(), 1, "a finished mount is not rescheduled");
         tx.send(true).unwrap();

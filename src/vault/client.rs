@@ -245,7 +245,7 @@ fn error_messages(body: &[u8]) -> String {
         errors: Vec<String>,
     }
     match serde_json::from_slice::<Errors>(body) {
-        Ok(e) if !e.errors.is_empty() => crate::docker::error::one_line(&e.errors.join("; "), 300),
+        Ok(e) if !e.errors.is_empty() => crate::report::one_line(&e.errors.join("; "), 300),
         _ => "no error message".to_owned(),
     }
 }
