@@ -19,12 +19,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::driver::{Driver, DriverError};
-use crate::engine::Engine;
+use crate::driver::{Driver, DriverError, Edges};
 use crate::report::chain;
-use crate::state::Store;
-use crate::tmpfs::Mounter;
-use crate::vault::Vault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -41,18 +37,14 @@ pub enum AdminError {
 }
 
 /// The admin routes over a driver.
-pub fn router<V: Vault, M: Mounter, S: Store, E: Engine>(
-    driver: Arc<Driver<V, M, S, E>>,
-) -> Router {
+pub fn router<E: Edges>(driver: Arc<Driver<E>>) -> Router {
     Router::new()
-        .route("/status", get(status::<V, M, S, E>))
-        .route("/rotate", post(rotate::<V, M, S, E>))
+        .route("/status", get(status::<E>))
+        .route("/rotate", post(rotate::<E>))
         .with_state(driver)
 }
 
-async fn status<V: Vault, M: Mounter, S: Store, E: Engine>(
-    State(d): State<Arc<Driver<V, M, S, E>>>,
-) -> Response {
+async fn status<E: Edges>(State(d): State<Arc<Driver<E>>>) -> Response {
     Json(json!({ "volumes": d.status().await })).into_response()
 }
 
@@ -61,10 +53,7 @@ struct RotateRequest {
     volume: String,
 }
 
-async fn rotate<V: Vault, M: Mounter, S: Store, E: Engine>(
-    State(d): State<Arc<Driver<V, M, S, E>>>,
-    body: Bytes,
-) -> Response {
+async fn rotate<E: Edges>(State(d): State<Arc<Driver<E>>>, body: Bytes) -> Response {
     let request: RotateRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -10,7 +10,7 @@ use reqwest::Method;
 use tokio::net::UnixListener;
 
 use crate::config::{AuthConfig, Config};
-use crate::driver::{Driver, Parts};
+use crate::driver::{Driver, Edges, Parts};
 use crate::engine::DockerEngine;
 use crate::state::{create_private_dir, DirStore, Store};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
@@ -20,7 +20,17 @@ use crate::vault::{HttpVault, Token};
 /// The size of the private tmpfs that holds tokens (a few hundred bytes per mount).
 const PRIVATE_SIZE: u64 = 16 * 1024 * 1024;
 
-pub type RealDriver = Driver<HttpVault, LinuxMounter, DirStore, DockerEngine>;
+/// The host's real edges: OpenBao/Vault over HTTP, mount(2), the state directories, dockerd.
+pub struct Host;
+
+impl Edges for Host {
+    type Vault = HttpVault;
+    type Mounter = LinuxMounter;
+    type Store = DirStore;
+    type Engine = DockerEngine;
+}
+
+pub type RealDriver = Driver<Host>;
 
 /// How often mounts that no running container uses are looked for, and how old such a mount
 /// must be to be released. `VAULT_SECRETS_SWEEP_INTERVAL` (seconds) overrides it.
@@ -138,7 +148,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
     let vault = HttpVault::new(&config.vault)?;
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
-    let driver = Arc::new(Driver::new(Parts {
+    let driver = Arc::new(RealDriver::new(Parts {
         vault: Arc::new(vault.clone()),
         mounter,
         store: store.clone(),

@@ -11,24 +11,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::IntoResponse;
 
-use crate::driver::{Driver, VolumeStatus};
-use crate::engine::Engine;
-use crate::state::Store;
-use crate::tmpfs::Mounter;
-use crate::vault::Vault;
+use crate::driver::{Driver, Edges, VolumeStatus};
 
 /// `GET /metrics` over a driver.
-pub fn router<V: Vault, M: Mounter, S: Store, E: Engine>(
-    driver: Arc<Driver<V, M, S, E>>,
-) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", axum::routing::get(scrape::<V, M, S, E>))
-        .with_state(driver)
+pub fn router<E: Edges>(driver: Arc<Driver<E>>) -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(scrape::<E>)).with_state(driver)
 }
 
-async fn scrape<V: Vault, M: Mounter, S: Store, E: Engine>(
-    State(driver): State<Arc<Driver<V, M, S, E>>>,
-) -> impl IntoResponse {
+async fn scrape<E: Edges>(State(driver): State<Arc<Driver<E>>>) -> impl IntoResponse {
     let body = METRICS.render(&driver.status().await);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -24,11 +24,7 @@ use serde::de::DeserializeOwned;
 pub use error::ApiError;
 use types::*;
 
-use crate::driver::{Driver, DriverError, VolumeInfo};
-use crate::engine::Engine;
-use crate::state::Store;
-use crate::tmpfs::Mounter;
-use crate::vault::Vault;
+use crate::driver::{Driver, DriverError, Edges, VolumeInfo};
 
 /// The largest request body accepted: a Create with its options is well below it.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -53,7 +49,7 @@ pub trait Backend: Send + Sync + 'static {
     fn list(&self) -> Vec<VolumeInfo>;
 }
 
-impl<V: Vault, M: Mounter, S: Store, E: Engine> Backend for Driver<V, M, S, E> {
+impl<E: Edges> Backend for Driver<E> {
     async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
         Driver::create(self, name, opts).await
     }

@@ -8,11 +8,17 @@
 //! volume). The identity lives in memory and the private tmpfs only (SPEC "Restart"); its
 //! token is renewed by the lease manager under the mount ID `""`.
 
-use super::*;
+use super::{jitter, Driver, DriverError, Edges, Volume};
 use crate::lease::plan;
+use crate::lease::plan::Deadline;
 use crate::state::VolumeIdentityRecord;
 use crate::vault::Unwrapped;
+use crate::vault::Vault;
+use crate::vault::{IssuedToken, Token, VaultError};
 use crate::volume::IdentityKind;
+use crate::volume::{OptionError, VolumeSpec};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A volume's own identity, in memory.
 #[derive(Debug, Clone)]
@@ -100,7 +106,7 @@ fn wrapping_refused(volume: &str, e: VaultError) -> DriverError {
     }
 }
 
-impl<V: Vault, M: Mounter, S: Store, E: Engine> Driver<V, M, S, E> {
+impl<E: Edges> Driver<E> {
     /// Looks the wrapping token up, refuses a substituted one, unwraps it, and checks that
     /// what it held works.
     pub(super) async fn unwrap_identity(

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::*;
 use crate::engine::FakeEngine;
@@ -13,7 +15,7 @@ use crate::lease::{plan, Worker};
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
 use crate::vault::identity::Identity;
-use crate::vault::{IssuedToken, Secret, Unwrapped};
+use crate::vault::{ChildTokenRequest, IssuedToken, Secret, Unwrapped};
 use crate::volume::Source;
 
 #[derive(Default)]
@@ -169,8 +171,18 @@ impl Vault for FakeVault {
     }
 }
 
+/// The fake edges of the unit tests.
+struct Fakes;
+
+impl Edges for Fakes {
+    type Vault = FakeVault;
+    type Mounter = FakeMounter;
+    type Store = MemoryStore;
+    type Engine = FakeEngine;
+}
+
 struct Fixture {
-    driver: Driver<FakeVault, FakeMounter, MemoryStore, FakeEngine>,
+    driver: Driver<Fakes>,
     vault: Arc<FakeVault>,
     store: Arc<MemoryStore>,
     _dir: tempfile::TempDir,
@@ -190,7 +202,7 @@ fn fixture() -> Fixture {
     let mut defaults = Defaults::default();
     defaults.set("uid", &uid).unwrap();
     defaults.set("gid", &rustix::process::getgid().as_raw().to_string()).unwrap();
-    let driver = Driver::new(Parts {
+    let driver = Driver::<Fakes>::new(Parts {
         vault: vault.clone(),
         mounter: FakeMounter::default(),
         store: store.clone(),
@@ -329,7 +341,7 @@ async fn failed_revocations_are_kept_and_retried() {
     assert!(!format!("{:?}", pending[0]).contains("child-0"), "Debug shows no token");
     assert_eq!(f.driver.retry_revocations().await, 1);
     // A restarted plugin retries what the store kept.
-    let restarted = Driver::new(Parts {
+    let restarted = Driver::<Fakes>::new(Parts {
         vault: f.vault.clone(),
         mounter: FakeMounter::default(),
         store: f.store.clone(),
@@ -362,7 +374,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     mounter.mounted.lock().unwrap().push((live_files.clone(), options));
     mounter.binds.lock().unwrap().push((live.clone(), live_files));
     let identity = Arc::new(IdentitySlot::new(Err("not yet".into())));
-    let restarted = Driver::new(Parts {
+    let restarted = Driver::<Fakes>::new(Parts {
         vault: f.vault.clone(),
         mounter,
         store: f.store.clone(),
@@ -666,7 +678,7 @@ async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
         .await
         .unwrap();
     f.store.volume_identities.lock().unwrap().clear(); // the private tmpfs is gone
-    let restarted = Driver::new(Parts {
+    let restarted = Driver::<Fakes>::new(Parts {
         vault: f.vault.clone(),
         mounter: FakeMounter::default(),
         store: f.store.clone(),

@@ -434,7 +434,7 @@ mod tests {
         symlink(outside.join("keep"), root.join("link")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("fifo"),
+            root.join("fifo"),
             FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,

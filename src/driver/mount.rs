@@ -1,0 +1,391 @@
+//! Per-mount state and its records: the [`Active`] mount in its slot, Mount (a token, the
+//! sources read, the tmpfs filled and bound read-only), Unmount and the release of what a mount
+//! holds.
+
+use super::{named, short, Driver, DriverError, Edges, Volume};
+use crate::audit::Event;
+use crate::files::{self, Digests, Ownership};
+use crate::lease::plan::{Deadline, SourceTimer, Timers};
+use crate::lease::Job;
+use crate::metrics::METRICS;
+use crate::state::Store;
+use crate::state::{LeaseRecord, MountRecord};
+use crate::tmpfs::Mounter;
+use crate::tmpfs::TmpfsOptions;
+use crate::vault::Vault;
+use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Secret, Token};
+use crate::volume::VolumeSpec;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// One active mount of a volume by one container mount point.
+pub(super) struct Active {
+    pub(super) refs: u32,
+    pub(super) mountpoint: PathBuf,
+    /// When this run of the plugin mounted (or adopted) it.
+    pub(super) mounted_at: Instant,
+    /// The tmpfs's device, to find the containers that hold it.
+    pub(super) device: Option<String>,
+    pub(super) token: IssuedToken,
+    /// The lease of each source (`None` for static secrets), index for index with the sources.
+    pub(super) leases: Vec<Option<Lease>>,
+    /// The data last read, to render again when one source changes; `None` after a restart
+    /// (the next change then fetches a fresh generation).
+    pub(super) secrets: Option<Vec<Secret>>,
+    pub(super) timers: Timers,
+    /// Tokens of replaced generations, revoked when their grace is over.
+    pub(super) retiring: Vec<(IssuedToken, Instant)>,
+    /// What was last written into the tmpfs, to tell what changed without reading it back.
+    pub(super) digests: Digests,
+    pub(super) last_refresh: Option<SystemTime>,
+    pub(super) last_error: Option<String>,
+}
+
+impl Active {
+    /// Each leased source: its index, its lease, and its deadline when it has one.
+    pub(super) fn leased(&self) -> impl Iterator<Item = (usize, &Lease, Option<Deadline>)> + '_ {
+        self.leases.iter().enumerate().filter_map(|(i, lease)| {
+            let deadline = match self.timers.sources.get(i) {
+                Some(SourceTimer::Leased(d)) => Some(*d),
+                _ => None,
+            };
+            Some((i, lease.as_ref()?, deadline))
+        })
+    }
+}
+
+pub(super) type Slot = Arc<tokio::sync::Mutex<Option<Active>>>;
+
+pub(super) fn valid_mount_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
+/// Seconds since the epoch at which something `remaining` from now happens (for records).
+pub(super) fn unix_at(remaining: Option<Duration>) -> Option<u64> {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    remaining.map(|r| now.saturating_add(r).as_secs())
+}
+
+pub(super) fn jitter() -> f64 {
+    fastrand::f64()
+}
+
+/// The timers of a freshly issued generation.
+pub(super) fn fresh_timers(
+    spec: &VolumeSpec,
+    token: &IssuedToken,
+    leases: &[Option<Lease>],
+    now: Instant,
+) -> Timers {
+    let refresh_at = (!spec.refresh.is_zero()).then(|| now + spec.refresh);
+    Timers {
+        token: Deadline::after_grant(now, token.ttl, spec.ttl, token.renewable, jitter()),
+        sources: leases
+            .iter()
+            .map(|lease| match lease {
+                Some(l) => SourceTimer::Leased(Deadline::after_grant(
+                    now,
+                    l.duration,
+                    l.duration,
+                    l.renewable,
+                    jitter(),
+                )),
+                None => SourceTimer::Static { refresh_at },
+            })
+            .collect(),
+        retiring: Vec::new(),
+        retry_at: None,
+        failures: 0,
+    }
+}
+
+impl<E: Edges> Driver<E> {
+    /// Mounts the volume for mount `id`: a child token, every source read with it, a fresh
+    /// tmpfs with the files. A repeated `id` only counts one more reference.
+    #[tracing::instrument(skip_all, fields(volume = %named(name), id = %short(id)))]
+    pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, DriverError> {
+        if !valid_mount_id(id) {
+            return Err(DriverError::InvalidMountId { id: id.chars().take(140).collect() });
+        }
+        let volume = self.volume(name)?;
+        let (slot, mut guard) = loop {
+            let slot = volume.slots.lock().unwrap().entry(id.to_owned()).or_default().clone();
+            let guard = slot.clone().lock_owned().await;
+            // While this waited, the last Unmount (or a failed Mount) may have taken the slot
+            // out of the map: a mount made in it could never be found again. Take a fresh one.
+            if volume.slot(id).is_some_and(|current| Arc::ptr_eq(&current, &slot)) {
+                break (slot, guard);
+            }
+        };
+        if let Some(active) = guard.as_mut() {
+            active.refs += 1;
+            self.save_record(&volume, id, active);
+            tracing::info!(refs = active.refs, "mount ID seen again; reference counted");
+            return Ok(active.mountpoint.clone());
+        }
+        let started = Instant::now();
+        match self.mount_new(&volume, id).await {
+            Ok(active) => {
+                METRICS.mounts.inc();
+                METRICS.mount_latency.observe(started.elapsed());
+                let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
+                self.audit.record(
+                    Event::new("mount", name)
+                        .mount(id)
+                        .accessor(&active.token.accessor)
+                        .leases(leases),
+                );
+                let mountpoint = active.mountpoint.clone();
+                tracing::info!(accessor = %active.token.accessor, leases = active.leases.iter().flatten().count(), "mounted");
+                self.leases.set(Job::mount(name, id), active.timers.next());
+                *guard = Some(active);
+                Ok(mountpoint)
+            }
+            Err(e) => {
+                drop(guard);
+                let mut slots = volume.slots.lock().unwrap();
+                if slots.get(id).is_some_and(|current| Arc::ptr_eq(current, &slot)) {
+                    slots.remove(id);
+                }
+                drop(slots);
+                METRICS.mount_failures.inc();
+                self.audit.record(
+                    Event::new("error", name)
+                        .mount(id)
+                        .detail(format!("mount failed: {}", crate::report::chain(&e))),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn child_token_request(&self, volume: &Volume, id: &str) -> ChildTokenRequest {
+        let name = &volume.record.name;
+        ChildTokenRequest {
+            policies: volume.spec.policies.clone(),
+            ttl: volume.spec.ttl,
+            display_name: format!("vault-secrets-{name}"),
+            meta: vec![("volume".into(), name.clone()), ("mount_id".into(), short(id).to_owned())],
+        }
+    }
+
+    /// Reads every source with `token`.
+    pub(super) async fn read_all(
+        &self,
+        volume: &Volume,
+        token: &Token,
+    ) -> Result<Vec<Secret>, DriverError> {
+        let mut secrets = Vec::with_capacity(volume.spec.sources.len());
+        for source in &volume.spec.sources {
+            let secret = self.vault.read(token, source).await.map_err(|source| {
+                DriverError::Read { volume: volume.record.name.clone(), source }
+            })?;
+            secrets.push(secret);
+        }
+        Ok(secrets)
+    }
+
+    pub(super) async fn mount_new(&self, volume: &Volume, id: &str) -> Result<Active, DriverError> {
+        let token = self.issue_token(volume, id).await?;
+        let timers = fresh_timers(&volume.spec, &token, &[], Instant::now());
+        let mut active = Active {
+            refs: 1,
+            mountpoint: self.mounts_root.join(&volume.record.name).join(id),
+            mounted_at: Instant::now(),
+            device: None,
+            token,
+            leases: Vec::new(),
+            secrets: None,
+            timers,
+            retiring: Vec::new(),
+            digests: Digests::default(),
+            last_refresh: None,
+            last_error: None,
+        };
+        // Recorded before anything else is obtained: a crash from here on is cleaned up at the
+        // next start (the token revoked, with every lease it made).
+        self.save_record(volume, id, &active);
+        // A panic on the way (a bug, or input nobody foresaw) must not leave a token unrevoked
+        // or a tmpfs mounted: it is caught here and cleaned up like any failure.
+        let filled = AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await;
+        let error = match filled {
+            Ok(Ok(())) => {
+                self.save_record(volume, id, &active);
+                return Ok(active);
+            }
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(%message, "a mount panicked; cleaning up");
+                DriverError::Internal { volume: volume.record.name.clone(), message }
+            }
+        };
+        self.release(&volume.record.name, id, &active.token, &active.mountpoint).await;
+        Err(error)
+    }
+
+    /// Reads every source with the mount's token, then mounts and fills the tmpfs and binds it
+    /// read-only where Docker will find it. (The tmpfs is fresh and no container sees it yet:
+    /// nothing in it can block, so it is written here, on the runtime.)
+    pub(super) async fn fill(
+        &self,
+        volume: &Volume,
+        id: &str,
+        active: &mut Active,
+    ) -> Result<(), DriverError> {
+        let name = &volume.record.name;
+        let spec = &volume.spec;
+        let secrets = self.read_all(volume, &active.token.token).await?;
+        active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
+        let rendered = files::render(spec, &secrets, &self.templates_dir)
+            .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
+        let mountpoint = &active.mountpoint;
+        let files_dir = self.files_dir(name, id);
+        self.prepare_dir(&files_dir)?;
+        self.prepare_dir(mountpoint)?;
+        let options =
+            TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid: spec.uid, gid: spec.gid };
+        let mount_err = |source| DriverError::Mount { volume: name.clone(), source };
+        self.mounter.mount_tmpfs(&files_dir, &options).map_err(mount_err)?;
+        active.digests = files::write_new(&files_dir, &rendered, Ownership::of(spec))
+            .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
+        self.mounter.bind_read_only(&files_dir, mountpoint).map_err(mount_err)?;
+        active.device = self.mounter.device(mountpoint);
+        active.timers = fresh_timers(spec, &active.token, &active.leases, Instant::now());
+        active.secrets = Some(secrets);
+        active.last_refresh = Some(SystemTime::now());
+        Ok(())
+    }
+
+    /// Makes `mountpoint` an empty directory to mount on (its parents mode 0700), unmounting
+    /// whatever a crash left there.
+    pub(super) fn prepare_dir(&self, mountpoint: &Path) -> Result<(), DriverError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let err = |source| DriverError::Directory { path: mountpoint.to_owned(), source };
+        if let Some(parent) = mountpoint.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(err)?;
+        }
+        if self.mounter.is_mounted(mountpoint) {
+            tracing::warn!(path = %mountpoint.display(), "a stale mount was in the way; unmounting it");
+            let _ = self.mounter.unmount(mountpoint);
+        }
+        match std::fs::create_dir(mountpoint) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(err(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn save_record(&self, volume: &Volume, id: &str, active: &Active) {
+        let now = Instant::now();
+        let leases = active
+            .leased()
+            .map(|(i, lease, deadline)| LeaseRecord {
+                source: i,
+                id: lease.id.clone(),
+                duration_secs: lease.duration.as_secs(),
+                renewable: lease.renewable,
+                expires_at: unix_at(deadline.map_or(Some(lease.duration), |d| d.remaining(now))),
+            })
+            .collect();
+        let record = MountRecord {
+            volume: volume.record.name.clone(),
+            id: id.to_owned(),
+            refs: active.refs,
+            mountpoint: active.mountpoint.clone(),
+            token: active.token.token.clone(),
+            accessor: active.token.accessor.clone(),
+            token_expires_at: unix_at(active.timers.token.remaining(now)),
+            leases,
+            retiring: active.retiring.iter().map(|(t, _)| t.token.clone()).collect(),
+            digests: active.digests.clone(),
+        };
+        if let Err(e) = self.store.save_mount(&record) {
+            // The mount works without it; only a restart of the plugin would lose track of it.
+            tracing::error!(error = %crate::report::chain(&e), "cannot record the mount in the private runtime directory");
+        }
+    }
+
+    /// Drops one reference of mount `id`; the last one revokes its token (and with it every
+    /// lease it created) and removes its tmpfs. An unknown ID is not an error: Docker may
+    /// repeat an Unmount, or send one for a mount a previous run already released.
+    #[tracing::instrument(skip_all, fields(volume = %named(name), id = %short(id)))]
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
+        if !valid_mount_id(id) {
+            return Err(DriverError::InvalidMountId { id: id.chars().take(140).collect() });
+        }
+        let volume = self.volume(name)?;
+        let Some(slot) = volume.slot(id) else {
+            tracing::warn!("unmount of a mount ID that is not active; nothing to do");
+            return Ok(());
+        };
+        let mut guard = slot.lock().await;
+        let Some(active) = guard.as_mut() else {
+            return Ok(());
+        };
+        active.refs -= 1;
+        if active.refs > 0 {
+            self.save_record(&volume, id, active);
+            tracing::info!(refs = active.refs, "one reference released; still mounted");
+            return Ok(());
+        }
+        let active = guard.take().expect("checked above");
+        self.finish(&volume, id, active, Event::new("unmount", name).mount(id)).await;
+        tracing::info!("unmounted and revoked");
+        Ok(())
+    }
+
+    /// Ends an active mount taken out of its slot: off the schedule, every token of it revoked
+    /// (and with them its leases), its tmpfs removed, the slot gone, `event` audited.
+    pub(super) async fn finish(&self, volume: &Volume, id: &str, active: Active, event: Event) {
+        let name = &volume.record.name;
+        self.leases.remove(&Job::mount(name, id));
+        for (old, _) in &active.retiring {
+            self.revoke(name, id, &old.token, &old.accessor).await;
+        }
+        self.release(name, id, &active.token, &active.mountpoint).await;
+        volume.slots.lock().unwrap().remove(id);
+        self.audit.record(event.accessor(&active.token.accessor));
+    }
+
+    /// Unmounts and removes `mountpoint` (the read-only bind) and the tmpfs behind it, revokes
+    /// `token`, forgets the record.
+    pub(super) async fn release(
+        &self,
+        volume: &str,
+        id: &str,
+        token: &IssuedToken,
+        mountpoint: &Path,
+    ) {
+        if !mountpoint.as_os_str().is_empty() {
+            self.unmount_dir(mountpoint);
+            self.unmount_dir(&self.files_dir(volume, id));
+        }
+        self.revoke(volume, id, &token.token, &token.accessor).await;
+        if let Err(e) = self.store.delete_mount(volume, id) {
+            tracing::error!(error = %crate::report::chain(&e), "cannot delete the mount record");
+        }
+    }
+
+    /// Unmounts `path` if something is mounted there, and removes it and, when no other mount
+    /// of the volume is left, its parent.
+    pub(super) fn unmount_dir(&self, path: &Path) {
+        if self.mounter.is_mounted(path) {
+            if let Err(e) = self.mounter.unmount(path) {
+                tracing::error!(error = %crate::report::chain(&e), "cannot unmount");
+            }
+        }
+        let _ = std::fs::remove_dir(path);
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}

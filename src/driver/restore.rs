@@ -1,0 +1,189 @@
+//! Recovery after a restart: definitions from `state_dir`, mount records and identities from
+//! the private tmpfs; mounts still in place are adopted, the others released; strays removed.
+
+use super::{fresh_timers, identity, jitter, short, Active, Driver, Edges, Volume};
+use crate::lease::plan::{Deadline, SourceTimer};
+use crate::lease::Job;
+use crate::state::MountRecord;
+use crate::state::Store;
+use crate::tmpfs::Mounter;
+use crate::vault::{IssuedToken, Lease};
+use crate::volume::{IdentityKind, VolumeSpec};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// What is left until a recorded epoch second; zero when past.
+pub(super) fn left_until(unix: u64) -> Duration {
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix));
+    let left = at.and_then(|at| at.duration_since(SystemTime::now()).ok()).unwrap_or_default();
+    left.min(crate::vault::MAX_TTL)
+}
+
+/// An active mount rebuilt from its record after a restart: its deadlines from the recorded
+/// expiries; its data unknown until the next generation.
+pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
+    let now = Instant::now();
+    let token = IssuedToken {
+        token: record.token.clone(),
+        accessor: record.accessor.clone(),
+        ttl: record.token_expires_at.map(left_until).unwrap_or(spec.ttl),
+        renewable: true,
+    };
+    let mut leases = vec![None; spec.sources.len()];
+    let mut timers = fresh_timers(spec, &token, &leases, now);
+    // The token's TTL was what was left, not what was asked: renew it soon after a restart.
+    timers.token = Deadline::after_grant(now, token.ttl, token.ttl, true, jitter());
+    for l in &record.leases {
+        if l.source < leases.len() {
+            let lease = Lease {
+                id: l.id.clone(),
+                duration: crate::vault::ttl(l.duration_secs),
+                renewable: l.renewable,
+            };
+            let left = l.expires_at.map(left_until).unwrap_or(lease.duration);
+            let mut deadline =
+                Deadline::after_grant(now, left, lease.duration, lease.renewable, jitter());
+            if left.is_zero() {
+                deadline.replace = true;
+                deadline.act_at = now;
+            }
+            timers.sources[l.source] = SourceTimer::Leased(deadline);
+            leases[l.source] = Some(lease);
+        }
+    }
+    Active {
+        refs: record.refs,
+        mountpoint: record.mountpoint.clone(),
+        mounted_at: now,
+        device: None,
+        token,
+        leases,
+        secrets: None,
+        timers,
+        retiring: Vec::new(),
+        digests: record.digests.clone(),
+        last_refresh: None,
+        last_error: None,
+    }
+}
+
+/// The token of a mount record, as issued.
+pub(super) fn issued_of(record: &MountRecord) -> IssuedToken {
+    IssuedToken {
+        token: record.token.clone(),
+        accessor: record.accessor.clone(),
+        ttl: Duration::ZERO,
+        renewable: false,
+    }
+}
+
+impl<E: Edges> Driver<E> {
+    /// Loads the volume definitions and the mount records a previous run left: mounts still in
+    /// place are served (and kept up) again; the others (the tmpfs gone, or a revocation
+    /// pending) are revoked and cleaned up. Stray mount directories are removed.
+    pub async fn restore(&self) {
+        let mut identities: BTreeMap<String, identity::Own> = BTreeMap::new();
+        for record in self.store.load_volume_identities() {
+            if let Some(own) = identity::Own::from_record(&record) {
+                identities.insert(record.volume.clone(), own);
+            }
+        }
+        for record in self.store.load_volumes() {
+            match VolumeSpec::parse(&record.options, &self.defaults) {
+                Ok(spec) => {
+                    let own = identities.remove(&record.name);
+                    if own.is_none() && spec.identity != IdentityKind::Plugin {
+                        tracing::warn!(volume = %record.name, "the volume's own identity did not survive a reboot: its mounts will fail until it is created again with a fresh wrapped-token");
+                    }
+                    if matches!(
+                        own.as_ref().map(|o| &o.identity),
+                        Some(identity::OwnIdentity::Token { .. })
+                    ) {
+                        self.leases.set(Job::identity(&record.name), Instant::now());
+                    }
+                    let volume = Volume::new(record, spec, own);
+                    self.volumes
+                        .lock()
+                        .unwrap()
+                        .insert(volume.record.name.clone(), Arc::new(volume));
+                }
+                Err(e) => {
+                    tracing::error!(volume = %record.name, error = %e, "a stored volume definition is no longer valid; it is kept on disk but not served")
+                }
+            }
+        }
+        *self.pending.lock().unwrap() = self.store.load_revocations();
+        self.retry_revocations().await;
+        let mut adopted = 0;
+        for record in self.store.load_mounts() {
+            for old in &record.retiring {
+                self.revoke(&record.volume, &record.id, old, "").await;
+            }
+            let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
+            match volume {
+                Some(volume)
+                    if record.refs > 0
+                        && self.mounter.is_mounted(&record.mountpoint)
+                        && self.mounter.is_mounted(&self.files_dir(&record.volume, &record.id)) =>
+                {
+                    let mut active = restored(&volume.spec, &record);
+                    active.device = self.mounter.device(&record.mountpoint);
+                    self.save_record(&volume, &record.id, &active);
+                    self.leases.set(Job::mount(&record.volume, &record.id), active.timers.next());
+                    let slot = Arc::new(tokio::sync::Mutex::new(Some(active)));
+                    volume.slots.lock().unwrap().insert(record.id.clone(), slot);
+                    adopted += 1;
+                }
+                _ => {
+                    tracing::info!(volume = %record.volume, id = %short(&record.id), "releasing a mount left by a previous run");
+                    self.release(
+                        &record.volume,
+                        &record.id,
+                        &issued_of(&record),
+                        &record.mountpoint,
+                    )
+                    .await;
+                }
+            }
+        }
+        self.remove_strays();
+        tracing::info!(
+            volumes = self.volumes.lock().unwrap().len(),
+            mounts = adopted,
+            "state restored"
+        );
+    }
+
+    /// Unmounts and removes mount directories that no active mount owns (a crash between
+    /// mount(2) and recording it), binds first.
+    pub(super) fn remove_strays(&self) {
+        for root in [&self.mounts_root, &self.files_root] {
+            self.remove_strays_below(root);
+        }
+    }
+
+    pub(super) fn remove_strays_below(&self, root: &Path) {
+        let Ok(volume_dirs) = std::fs::read_dir(root) else { return };
+        for volume_dir in volume_dirs.flatten() {
+            let name = volume_dir.file_name().to_string_lossy().into_owned();
+            let volume = self.volumes.lock().unwrap().get(&name).cloned();
+            let Ok(mount_dirs) = std::fs::read_dir(volume_dir.path()) else { continue };
+            for mount_dir in mount_dirs.flatten() {
+                let id = mount_dir.file_name().to_string_lossy().into_owned();
+                if volume.as_ref().is_some_and(|v| v.slot(&id).is_some()) {
+                    continue;
+                }
+                let path = mount_dir.path();
+                tracing::warn!(path = %path.display(), "removing a stray mount directory");
+                if self.mounter.is_mounted(&path) {
+                    let _ = self.mounter.unmount(&path);
+                }
+                let _ = std::fs::remove_dir(&path);
+            }
+            let _ = std::fs::remove_dir(volume_dir.path());
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Revocation of tokens, and the retry of those that failed while Vault was out of reach.
+
+use super::{Driver, Edges};
+use crate::audit::Event;
+use crate::metrics::METRICS;
+use crate::state::PendingRevocation;
+use crate::state::Store;
+use crate::vault::Token;
+use crate::vault::Vault;
+
+impl<E: Edges> Driver<E> {
+    /// Revokes `token`; true when nothing of it is left in Vault. A failure while Vault is out
+    /// of reach is kept and retried (as a record with no references).
+    pub(super) async fn revoke(
+        &self,
+        volume: &str,
+        id: &str,
+        token: &Token,
+        accessor: &str,
+    ) -> bool {
+        let event = |name| Event::new(name, volume).mount(id).accessor(accessor);
+        match self.vault.revoke_self(token).await {
+            Ok(()) => {
+                METRICS.revocations.inc();
+                self.audit.record(event("revoke"));
+                true
+            }
+            // Expired or already revoked: nothing of it is left in Vault.
+            Err(e) if e.is_denied() => {
+                tracing::info!("the token had already expired");
+                true
+            }
+            Err(e) => {
+                METRICS.revocation_failures.inc();
+                self.audit.record(
+                    event("error")
+                        .detail(format!("cannot revoke, will retry: {}", crate::report::chain(&e))),
+                );
+                tracing::error!(error = %crate::report::chain(&e), "cannot revoke a token; will retry");
+                // Kept under a name of its own: one mount may have several tokens to revoke.
+                let record = PendingRevocation {
+                    key: format!("{:016x}", fastrand::u64(..)),
+                    volume: volume.to_owned(),
+                    mount: id.to_owned(),
+                    token: token.clone(),
+                    accessor: accessor.to_owned(),
+                };
+                if let Err(e) = self.store.save_revocation(&record) {
+                    tracing::error!(error = %crate::report::chain(&e), "cannot record the pending revocation; it is retried while the plugin runs");
+                }
+                self.pending.lock().unwrap().push(record);
+                false
+            }
+        }
+    }
+
+    /// Retries the revocations that failed; returns how many are still pending.
+    pub async fn retry_revocations(&self) -> usize {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        for record in pending {
+            // A failed retry is recorded again, under a new name: this one goes either way.
+            self.revoke(&record.volume, &record.mount, &record.token, &record.accessor).await;
+            let _ = self.store.delete_revocation(&record.key);
+        }
+        self.pending.lock().unwrap().len()
+    }
+}

@@ -1,0 +1,96 @@
+//! What `status` (and the metrics' gauges) show of the volumes and their mounts: never a token
+//! or a value, only accessors, lease IDs and times.
+
+use serde::Serialize;
+
+use super::{Active, Driver, Edges, Volume};
+use crate::volume::VolumeSpec;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One volume as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeStatus {
+    pub name: String,
+    pub sources: Vec<String>,
+    pub mounts: Vec<MountStatus>,
+}
+
+/// One active mount as `status` shows it: never a token or a value, only accessors and lease IDs.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountStatus {
+    pub id: String,
+    pub mountpoint: PathBuf,
+    pub refs: u32,
+    pub accessor: String,
+    pub token_expires_in_secs: Option<u64>,
+    pub leases: Vec<LeaseStatus>,
+    pub next_action_in_secs: u64,
+    pub last_refresh: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseStatus {
+    pub source: String,
+    pub lease_id: String,
+    pub expires_in_secs: Option<u64>,
+    pub renewable: bool,
+    /// `renew` while it can be renewed, `replace` once a fresh secret must be fetched.
+    pub state: &'static str,
+}
+
+impl<E: Edges> Driver<E> {
+    /// Every volume with its active mounts, their tokens' and leases' remaining TTLs, last
+    /// refresh and last error.
+    pub async fn status(&self) -> Vec<VolumeStatus> {
+        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
+        let mut out = Vec::with_capacity(volumes.len());
+        for volume in volumes {
+            let mut mounts = Vec::new();
+            for (id, slot) in volume.slots() {
+                let Ok(guard) = tokio::time::timeout(Duration::from_secs(2), slot.lock()).await
+                else {
+                    continue;
+                };
+                if let Some(active) = guard.as_ref() {
+                    mounts.push(mount_status(&volume.spec, &id, active));
+                }
+            }
+            let sources = volume.spec.sources.iter().map(|s| s.path.clone()).collect();
+            out.push(VolumeStatus { name: volume.record.name.clone(), sources, mounts });
+        }
+        out
+    }
+}
+
+fn secs_until(at: Option<Instant>, now: Instant) -> Option<u64> {
+    at.map(|at| at.saturating_duration_since(now).as_secs())
+}
+
+fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
+    let now = Instant::now();
+    let leases = active
+        .leased()
+        .map(|(i, lease, deadline)| LeaseStatus {
+            source: spec.sources[i].path.clone(),
+            lease_id: lease.id.clone(),
+            expires_in_secs: deadline.and_then(|d| secs_until(d.expires_at, now)),
+            renewable: lease.renewable,
+            state: if deadline.is_some_and(|d| d.replace) { "replace" } else { "renew" },
+        })
+        .collect();
+    MountStatus {
+        id: id.to_owned(),
+        mountpoint: active.mountpoint.clone(),
+        refs: active.refs,
+        accessor: active.token.accessor.clone(),
+        token_expires_in_secs: secs_until(active.timers.token.expires_at, now),
+        leases,
+        next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
+        last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        last_error: active.last_error.clone(),
+    }
+}
