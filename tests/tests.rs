@@ -8,7 +8,9 @@
 //!   `plugin/build.sh`;
 //! - `props`: property tests of file-name safety and rendering; `hostile`: hostile Vault
 //!   replies through the real HTTP client;
-//! - `soak`: 1,000 mount/unmount cycles and 64 containers at once.
+//! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
+//! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
+//!   socket while a volume is mounted and unmounted.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
@@ -17,6 +19,7 @@ mod util;
 mod compose;
 mod e2e;
 mod engine;
+mod flood;
 mod hostile;
 mod leases;
 mod managed;
