@@ -20,7 +20,21 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::driver::{Driver, DriverError, Edges};
+use crate::listener::Limits;
 use crate::report::chain;
+
+/// How long the CLI waits for a reply (a `rotate` of a volume with many mounts takes a while).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The admin socket's bounds (only root can connect): a handful of `status` or `rotate`
+/// commands at once, a head within 10 s (the CLI writes it at once), and a reply within the
+/// CLI's own [`CLIENT_TIMEOUT`], past which nobody waits for it.
+pub const LIMITS: Limits = Limits {
+    name: "admin",
+    connections: 16,
+    header_read: Duration::from_secs(10),
+    request: CLIENT_TIMEOUT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -83,7 +97,7 @@ pub fn request(
     let shown = socket.display().to_string();
     let connect = |source| AdminError::Connect { path: shown.clone(), source };
     let mut stream = UnixStream::connect(socket).map_err(connect)?;
-    stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(connect)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(connect)?;
     let body = body.map(Value::to_string).unwrap_or_default();
     write!(
         stream,

@@ -12,6 +12,7 @@ use tokio::net::UnixListener;
 use crate::config::{AuthConfig, Config};
 use crate::driver::{Driver, Edges, Parts};
 use crate::engine::DockerEngine;
+use crate::listener;
 use crate::state::{create_private_dir, DirStore, Store};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
 use crate::vault::identity::{lookup_self, Identity, IdentitySlot};
@@ -173,49 +174,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
-    let admin = bind_socket(&config.plugin.admin_socket)?;
-    let mut admin_shutdown = shutdown_rx.clone();
-    let admin_app = crate::admin::router(driver.clone());
-    tasks.spawn(async move {
-        let stop = async move {
-            let _ = admin_shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(admin, admin_app).with_graceful_shutdown(stop).await {
-            tracing::error!(error = %e, "the admin socket failed");
-        }
-    });
 
+    // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
+    let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([
+        crate::docker::LIMITS,
+        crate::admin::LIMITS,
+        crate::metrics::LIMITS,
+    ]);
+    let (stop_listening, listening) = tokio::sync::watch::channel(false);
+    let mut listeners = tokio::task::JoinSet::new();
+    let admin = bind_socket(&config.plugin.admin_socket)?;
+    let admin_app = crate::admin::router(driver.clone());
+    listeners.spawn(listener::serve(admin, admin_app, admin_limits, listening.clone()));
     if let Some(addr) = config.plugin.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let metrics = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         let app = crate::metrics::router(driver.clone());
-        let mut stop = shutdown_rx.clone();
-        tasks.spawn(async move {
-            let stop = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-                tracing::error!(error = %e, "the metrics listener failed");
-            }
-        });
+        listeners.spawn(listener::serve(metrics, app, metrics_limits, listening.clone()));
         tracing::info!(%addr, "metrics on /metrics");
     }
-    let listener = bind_socket(&config.plugin.socket)?;
+    let plugin = bind_socket(&config.plugin.socket)?;
+    let app = crate::docker::router(driver.clone());
+    listeners.spawn(listener::serve(plugin, app, plugin_limits, listening));
     tracing::info!(
         socket = %config.plugin.socket.display(),
         driver = %config.plugin.driver_name(),
         vault = %config.vault.address,
         "serving"
     );
-    let app = crate::docker::router(driver.clone());
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+
+    shutdown_signal().await;
+    // Stop accepting everywhere at once, and let the requests in flight finish.
+    let _ = stop_listening.send(true);
+    while let Some(done) = listeners.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a listener failed");
+        }
+    }
     let _ = shutdown_tx.send(true);
     tasks.shutdown().await;
     let _ = std::fs::remove_file(&config.plugin.socket);
     let _ = std::fs::remove_file(&config.plugin.admin_socket);
     tracing::info!("stopped; active mounts are kept for the next start");
-    result.context("the plugin socket failed")
+    Ok(())
 }
 
 async fn retry_revocations(

@@ -19,6 +19,10 @@
 //!   identity)                       atomic writes)  tmpfs: tokens) signals)      the deadlines)
 //! ```
 //!
+//! The three listeners (plugin socket, admin socket, `metrics_listen`) share one accept loop,
+//! [`listener::serve`], each with its own bounds on connections and time; their caps leave file
+//! descriptors in reserve for Unmount and revocation.
+//!
 //! Every edge is a trait with a real implementation and a fake: [`vault::Vault`],
 //! [`tmpfs::Mounter`], [`state::Store`], [`engine::Engine`]; the driver is generic over them.
 //!
@@ -82,6 +86,7 @@ pub mod driver;
 pub mod engine;
 pub mod files;
 pub mod lease;
+pub mod listener;
 pub mod metrics;
 pub mod report;
 pub mod state;

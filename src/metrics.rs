@@ -12,6 +12,19 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use crate::driver::{Driver, Edges, VolumeStatus};
+use crate::listener::Limits;
+
+/// `metrics_listen`'s bounds. Any local user can reach it, so its cap is what keeps a flood of
+/// connections from the plugin's descriptors: 32 is a few Prometheus servers (each keeps one
+/// connection per target) with room to spare. A head within 10 s (idle keep-alive connections
+/// included: Prometheus reconnects at the next scrape), and a reply within 10 s, Prometheus's
+/// default `scrape_timeout`; a scrape takes milliseconds.
+pub const LIMITS: Limits = Limits {
+    name: "metrics",
+    connections: 32,
+    header_read: Duration::from_secs(10),
+    request: Duration::from_secs(10),
+};
 
 /// `GET /metrics` over a driver.
 pub fn router<E: Edges>(driver: Arc<Driver<E>>) -> axum::Router {
@@ -233,6 +246,14 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 counter.get()
             );
+        }
+        let name = "vault_secrets_connections_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections closed at once because their listener was at its cap.\n# TYPE {name} counter"
+        );
+        for (listener, n) in crate::listener::refused_connections() {
+            let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {n}");
         }
         let name = "vault_secrets_vault_request_duration_seconds";
         let _ = writeln!(

@@ -9,7 +9,9 @@
 //! - `props`: property tests of file-name safety and rendering; `hostile`: hostile Vault
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
-//! - `attack`: attacks on the host from inside a container and from hostile volume options.
+//! - `attack`: attacks on the host from inside a container and from hostile volume options;
+//! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
+//!   socket while a volume is mounted and unmounted.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
@@ -19,6 +21,7 @@ mod attack;
 mod compose;
 mod e2e;
 mod engine;
+mod flood;
 mod hostile;
 mod leases;
 mod managed;

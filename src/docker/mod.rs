@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -25,9 +26,30 @@ pub use error::ApiError;
 use types::*;
 
 use crate::driver::{Driver, DriverError, Edges, VolumeInfo};
+use crate::listener::Limits;
 
 /// The largest request body accepted: a Create with its options is well below it.
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// The plugin socket's bounds (only root can connect to it: these stop a runaway client, not an
+/// attacker).
+///
+/// - 256 connections: dockerd opens one per plugin call in flight; 64 containers starting at
+///   once take 64.
+/// - 10 s for a head (and for an idle keep-alive connection): dockerd writes each request at
+///   once; an idle connection it finds closed it dials again (its plugin client retries
+///   connection errors for 30 s).
+/// - 2 min per request: dockerd's volume driver proxy waits 2 min for Create and Mount and 1 min
+///   for the rest (moby `daemon/volume/drivers/proxy.go`, `longTimeout`); its clock starts
+///   before ours, so when ours fires nobody waits for the reply. A Mount can take longer (each
+///   Vault call up to `vault.timeout`, at most 5 min): its handler still finishes, and the sweep
+///   releases a mount that no container uses.
+pub const LIMITS: Limits = Limits {
+    name: "plugin",
+    connections: 256,
+    header_read: Duration::from_secs(10),
+    request: Duration::from_secs(120),
+};
 
 /// The operations behind the protocol. [`Driver`] is the real one.
 pub trait Backend: Send + Sync + 'static {
