@@ -9,10 +9,10 @@ use anyhow::{bail, Context};
 use reqwest::Method;
 use tokio::net::UnixListener;
 
+use crate::api::listener;
 use crate::config::{AuthConfig, Config};
+use crate::dockerd::DockerEngine;
 use crate::driver::{Driver, Edges, Parts};
-use crate::engine::DockerEngine;
-use crate::listener;
 use crate::state::{create_private_dir, DirStore, Store};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
 use crate::vault::identity::{lookup_self, Identity, IdentitySlot};
@@ -177,25 +177,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
     let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([
-        crate::docker::LIMITS,
-        crate::admin::LIMITS,
-        crate::metrics::LIMITS,
+        crate::api::plugin::LIMITS,
+        crate::api::admin::LIMITS,
+        crate::api::metrics::LIMITS,
     ]);
     let (stop_listening, listening) = tokio::sync::watch::channel(false);
     let mut listeners = tokio::task::JoinSet::new();
     let admin = bind_socket(&config.plugin.admin_socket)?;
-    let admin_app = crate::admin::router(driver.clone());
+    let admin_app = crate::api::admin::router(driver.clone());
     listeners.spawn(listener::serve(admin, admin_app, admin_limits, listening.clone()));
     if let Some(addr) = config.plugin.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        let app = crate::metrics::router(driver.clone());
+        let app = crate::api::metrics::router(driver.clone());
         listeners.spawn(listener::serve(metrics, app, metrics_limits, listening.clone()));
         tracing::info!(%addr, "metrics on /metrics");
     }
     let plugin = bind_socket(&config.plugin.socket)?;
-    let app = crate::docker::router(driver.clone());
+    let app = crate::api::plugin::router(driver.clone());
     listeners.spawn(listener::serve(plugin, app, plugin_limits, listening));
     tracing::info!(
         socket = %config.plugin.socket.display(),

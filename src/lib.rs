@@ -24,7 +24,7 @@
 //! descriptors in reserve for Unmount and revocation.
 //!
 //! Every edge is a trait with a real implementation and a fake: [`vault::Vault`],
-//! [`tmpfs::Mounter`], [`state::Store`], [`engine::Engine`]; the driver is generic over them.
+//! [`tmpfs::Mounter`], [`state::Store`], [`dockerd::Engine`]; the driver is generic over them.
 //!
 //! # Lifecycles
 //!
@@ -77,16 +77,14 @@
 //! - Secret data parsed from Vault's JSON is zeroed on drop in [`vault::Secret`], but copies
 //!   inside `reqwest`/`hyper` buffers and minijinja values are not under our control.
 
-pub mod admin;
+pub mod api;
 pub mod audit;
 pub mod config;
 pub mod daemon;
-pub mod docker;
+pub mod dockerd;
 pub mod driver;
-pub mod engine;
 pub mod files;
 pub mod lease;
-pub mod listener;
 pub mod metrics;
 pub mod report;
 pub mod state;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vault_secrets::admin;
+use vault_secrets::api::admin;
 use vault_secrets::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]

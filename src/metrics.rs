@@ -1,40 +1,13 @@
-//! Prometheus metrics on `metrics_listen` (`GET /metrics`, text format 0.0.4): counters and
-//! latency histograms kept in [`METRICS`] as the plugin works, and gauges read from the
-//! driver's status at each scrape.
+//! The plugin's counters and latency histograms, kept in [`METRICS`] as it works, and their
+//! Prometheus text exposition (format 0.0.4). `metrics_listen` serves them, with gauges read
+//! from the driver's status, in [`crate::api::metrics`].
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::response::IntoResponse;
-
-use crate::driver::{Driver, Edges, VolumeStatus};
-use crate::listener::Limits;
-
-/// `metrics_listen`'s bounds. Any local user can reach it, so its cap is what keeps a flood of
-/// connections from the plugin's descriptors: 32 is a few Prometheus servers (each keeps one
-/// connection per target) with room to spare. A head within 10 s (idle keep-alive connections
-/// included: Prometheus reconnects at the next scrape), and a reply within 10 s, Prometheus's
-/// default `scrape_timeout`; a scrape takes milliseconds.
-pub const LIMITS: Limits = Limits {
-    name: "metrics",
-    connections: 32,
-    header_read: Duration::from_secs(10),
-    request: Duration::from_secs(10),
-};
-
-/// `GET /metrics` over a driver.
-pub fn router<E: Edges>(driver: Arc<Driver<E>>) -> axum::Router {
-    axum::Router::new().route("/metrics", axum::routing::get(scrape::<E>)).with_state(driver)
-}
-
-async fn scrape<E: Edges>(State(driver): State<Arc<Driver<E>>>) -> impl IntoResponse {
-    let body = METRICS.render(&driver.status().await);
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-}
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -132,6 +105,8 @@ pub struct Metrics {
     pub revocation_failures: Counter,
     pub mount_latency: Histogram,
     vault: [Histogram; 9],
+    /// Connections closed at once because their listener was at its cap, by listener.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// The process-wide metrics.
@@ -172,6 +147,7 @@ impl Metrics {
             revocation_failures: Counter::new(),
             mount_latency: Histogram::new(),
             vault: [const { Histogram::new() }; 9],
+            refused: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -180,40 +156,19 @@ impl Metrics {
         self.vault[i].observe(d);
     }
 
-    /// The text exposition, with gauges from `volumes`.
-    pub fn render(&self, volumes: &[VolumeStatus]) -> String {
+    /// Counts `n` more connections refused by `listener` (0 makes it appear in the exposition).
+    pub fn refused(&self, listener: &'static str, n: u64) {
+        *self.refused.lock().unwrap().entry(listener).or_insert(0) += n;
+    }
+
+    /// Connections refused so far, by listener.
+    pub fn refused_connections(&self) -> Vec<(&'static str, u64)> {
+        self.refused.lock().unwrap().iter().map(|(name, n)| (*name, *n)).collect()
+    }
+
+    /// The text exposition of the counters and histograms.
+    pub fn render(&self) -> String {
         let mut out = String::new();
-        let mounts: Vec<_> = volumes.iter().flat_map(|v| &v.mounts).collect();
-        let leases: Vec<_> = mounts.iter().flat_map(|m| &m.leases).collect();
-        let gauge = |out: &mut String, name: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        };
-        gauge(&mut out, "vault_secrets_volumes", "Volumes defined.", volumes.len().to_string());
-        gauge(
-            &mut out,
-            "vault_secrets_mounts_active",
-            "Active container mounts.",
-            mounts.len().to_string(),
-        );
-        let _ = writeln!(out, "# HELP vault_secrets_leases Leases held, by state (renew: still renewable; replace: to be replaced by a fresh secret).\n# TYPE vault_secrets_leases gauge");
-        for state in ["renew", "replace"] {
-            let n = leases.iter().filter(|l| l.state == state).count();
-            let _ = writeln!(out, "vault_secrets_leases{{state=\"{state}\"}} {n}");
-        }
-        let nearest = mounts
-            .iter()
-            .flat_map(|m| {
-                m.leases.iter().filter_map(|l| l.expires_in_secs).chain(m.token_expires_in_secs)
-            })
-            .min();
-        if let Some(secs) = nearest {
-            gauge(
-                &mut out,
-                "vault_secrets_nearest_expiry_seconds",
-                "Seconds until the nearest token or lease expiry.",
-                secs.to_string(),
-            );
-        }
         let counters = [
             ("vault_secrets_mounts_total", "Mounts served.", &self.mounts),
             ("vault_secrets_mount_failures_total", "Mounts that failed.", &self.mount_failures),
@@ -252,7 +207,7 @@ impl Metrics {
             out,
             "# HELP {name} Connections closed at once because their listener was at its cap.\n# TYPE {name} counter"
         );
-        for (listener, n) in crate::listener::refused_connections() {
+        for (listener, n) in self.refused_connections() {
             let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {n}");
         }
         let name = "vault_secrets_vault_request_duration_seconds";
@@ -278,13 +233,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exposition_has_gauges_counters_and_histograms() {
+    fn exposition_has_counters_and_histograms() {
         let m = Metrics::new();
         m.mounts.inc();
         m.observe_vault("read", Duration::from_millis(3));
         m.mount_latency.observe(Duration::from_millis(7));
-        let text = m.render(&[]);
-        assert!(text.contains("vault_secrets_volumes 0\n"));
+        let text = m.render();
         assert!(text.contains("vault_secrets_mounts_total 1\n"));
         assert!(
             text.contains(
@@ -296,7 +250,6 @@ mod tests {
             "vault_secrets_vault_request_duration_seconds_bucket{op=\"read\",le=\"0.0025\"} 0\n"
         ));
         assert!(text.contains("vault_secrets_mount_duration_seconds_count 1\n"));
-        assert!(!text.contains("nearest_expiry"), "no mounts, no expiry");
     }
 
     #[test]

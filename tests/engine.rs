@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vault_secrets::engine::{ContainerMount, DockerEngine, Engine, EngineError, DEFAULT_SOCKET};
+use vault_secrets::dockerd::{ContainerMount, DockerEngine, Engine, EngineError, DEFAULT_SOCKET};
 
 use crate::e2e::{docker, docker_ok, image};
 use crate::util::*;

@@ -14,8 +14,8 @@ use axum::http::{Method, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use vault_secrets::docker::types::{CreateRequest, MountRequest, NameRequest};
-use vault_secrets::docker::{self, router, Backend};
+use vault_secrets::api::plugin::types::{CreateRequest, MountRequest, NameRequest};
+use vault_secrets::api::plugin::{self, router, Backend};
 use vault_secrets::driver::{DriverError, VolumeInfo};
 use vault_secrets::volume::{valid_volume_name, Defaults, VolumeSpec};
 
@@ -102,9 +102,9 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 fuzz_target!(|input: Input| {
     // The lenient parser alone: any body either parses or is a 400 naming the protocol.
     for result in [
-        docker::parse::<CreateRequest>(&input.body).err(),
-        docker::parse::<MountRequest>(&input.body).err(),
-        docker::parse::<NameRequest>(&input.body).err(),
+        plugin::parse::<CreateRequest>(&input.body).err(),
+        plugin::parse::<MountRequest>(&input.body).err(),
+        plugin::parse::<NameRequest>(&input.body).err(),
     ]
     .into_iter()
     .flatten()

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::audit::{Audit, Event};
-use crate::engine::Engine;
+use crate::dockerd::Engine;
 use crate::files::{self, RenderError, WriteError};
 use crate::lease::{Job, LeaseManager};
 use crate::state::{PendingRevocation, StateError, Store, VolumeRecord};

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::*;
-use crate::engine::FakeEngine;
+use crate::dockerd::FakeEngine;
 use crate::lease::{plan, Worker};
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
@@ -501,7 +501,7 @@ async fn mounts_no_running_container_uses_are_swept() {
     let gone = f.driver.mount("db", "gone").await.unwrap();
     // Engine 20.10 reports no Source for plugin volumes: containers are tied to mounts by the
     // device of the tmpfs they hold.
-    f.driver.engine.mounts.lock().unwrap().push(crate::engine::ContainerMount {
+    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
         container_id: "c1".into(),
         running: true,
         volume: "db".into(),
@@ -532,7 +532,7 @@ async fn a_changed_mount_signals_the_containers_using_it() {
     let f = fixture();
     f.driver.create("db", opts(&[("path", "kv/app"), ("signal", "SIGHUP")])).await.unwrap();
     let path = f.driver.mount("db", ID).await.unwrap();
-    let mount = |id: &str, running| crate::engine::ContainerMount {
+    let mount = |id: &str, running| crate::dockerd::ContainerMount {
         container_id: id.into(),
         running,
         volume: "db".into(),

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{fresh_timers, jitter, named, short, Active, Driver, DriverError, Edges, Volume};
 use crate::audit::Event;
-use crate::engine::Engine;
+use crate::dockerd::Engine;
 use crate::files::{self, Ownership, WriteError};
 use crate::lease::plan::{self, Due};
 use crate::lease::plan::{Deadline, SourceTimer};
@@ -344,7 +344,7 @@ impl<E: Edges> Driver<E> {
     }
 
     /// The running containers that hold each of the plugin's tmpfs mounts, by device.
-    async fn holders(&self) -> Result<HashMap<String, Vec<String>>, crate::engine::EngineError> {
+    async fn holders(&self) -> Result<HashMap<String, Vec<String>>, crate::dockerd::EngineError> {
         let mounts = self.engine.volume_mounts(&self.driver_name).await?;
         let running: BTreeSet<String> =
             mounts.into_iter().filter(|m| m.running).map(|m| m.container_id).collect();

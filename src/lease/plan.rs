@@ -209,6 +209,13 @@ pub fn grace(old_remaining: Option<Duration>) -> Duration {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_hostile_ttl_cannot_overflow_a_deadline() {
+        let now = Instant::now();
+        let d = Deadline::after_grant(now, Duration::MAX, Duration::MAX, true, 0.5);
+        assert!(d.expires_at.is_some_and(|e| e > now && e <= now + crate::vault::MAX_TTL));
+    }
+
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn timers(now: Instant, token: Deadline, sources: Vec<SourceTimer>) -> Timers {

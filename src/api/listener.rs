@@ -27,11 +27,10 @@
 //! a mount's directory and files, state files, the Docker Engine socket, so that Unmount and
 //! revocation still find descriptors while every listener is full.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::response::Response;
@@ -192,14 +191,6 @@ async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
 }
 
-/// Connections closed over the cap, by listener, since start.
-static REFUSED: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
-
-/// Connections closed over the cap so far, by listener name (every listener served appears).
-pub fn refused_connections() -> Vec<(&'static str, u64)> {
-    REFUSED.lock().unwrap().iter().map(|(name, n)| (*name, *n)).collect()
-}
-
 /// Counts refusals and logs them, at most once per [`REFUSAL_LOG_INTERVAL`].
 struct Refusals {
     limits: Limits,
@@ -209,12 +200,12 @@ struct Refusals {
 
 impl Refusals {
     fn new(limits: Limits) -> Refusals {
-        REFUSED.lock().unwrap().entry(limits.name).or_insert(0);
+        crate::metrics::METRICS.refused(limits.name, 0);
         Refusals { limits, unlogged: 0, logged_at: None }
     }
 
     fn note(&mut self) {
-        *REFUSED.lock().unwrap().entry(self.limits.name).or_insert(0) += 1;
+        crate::metrics::METRICS.refused(self.limits.name, 1);
         self.unlogged += 1;
         let now = Instant::now();
         if self.logged_at.is_none_or(|at| now - at >= REFUSAL_LOG_INTERVAL) {
@@ -356,7 +347,11 @@ mod tests {
     }
 
     fn refused_so_far() -> u64 {
-        refused_connections().into_iter().find(|(name, _)| *name == "test").map_or(0, |r| r.1)
+        crate::metrics::METRICS
+            .refused_connections()
+            .into_iter()
+            .find(|(name, _)| *name == "test")
+            .map_or(0, |r| r.1)
     }
 
     #[tokio::test]

@@ -19,8 +19,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::driver::{Driver, DriverError, Edges};
-use crate::listener::Limits;
+use super::listener::Limits;
+use super::Operations;
+use crate::driver::DriverError;
 use crate::report::chain;
 
 /// How long the CLI waits for a reply (a `rotate` of a volume with many mounts takes a while).
@@ -50,15 +51,15 @@ pub enum AdminError {
     Refused(String),
 }
 
-/// The admin routes over a driver.
-pub fn router<E: Edges>(driver: Arc<Driver<E>>) -> Router {
+/// The admin routes over the driver's operations.
+pub fn router<O: Operations>(driver: Arc<O>) -> Router {
     Router::new()
-        .route("/status", get(status::<E>))
-        .route("/rotate", post(rotate::<E>))
+        .route("/status", get(status::<O>))
+        .route("/rotate", post(rotate::<O>))
         .with_state(driver)
 }
 
-async fn status<E: Edges>(State(d): State<Arc<Driver<E>>>) -> Response {
+async fn status<O: Operations>(State(d): State<Arc<O>>) -> Response {
     Json(json!({ "volumes": d.status().await })).into_response()
 }
 
@@ -67,7 +68,7 @@ struct RotateRequest {
     volume: String,
 }
 
-async fn rotate<E: Edges>(State(d): State<Arc<Driver<E>>>, body: Bytes) -> Response {
+async fn rotate<O: Operations>(State(d): State<Arc<O>>, body: Bytes) -> Response {
     let request: RotateRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

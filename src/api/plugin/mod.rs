@@ -25,8 +25,8 @@ use serde::de::DeserializeOwned;
 pub use error::ApiError;
 use types::*;
 
+use crate::api::listener::Limits;
 use crate::driver::{Driver, DriverError, Edges, VolumeInfo};
-use crate::listener::Limits;
 
 /// The largest request body accepted: a Create with its options is well below it.
 pub const MAX_BODY: usize = 64 * 1024;
