@@ -5,18 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use reqwest::Method;
+use anyhow::Context;
 use tokio::net::UnixListener;
 
 use crate::api::listener;
 use crate::config::{AuthConfig, Config};
 use crate::dockerd::DockerEngine;
 use crate::driver::{Driver, Edges, Parts};
-use crate::state::{create_private_dir, DirStore, Store};
+use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
-use crate::vault::identity::{lookup_self, Identity, IdentitySlot};
-use crate::vault::{HttpVault, Token};
+use crate::vault::identity::{read_secret_file, Identity, IdentitySlot};
+use crate::vault::{HttpVault, Vault};
 
 /// The size of the private tmpfs that holds tokens (a few hundred bytes per mount).
 const PRIVATE_SIZE: u64 = 16 * 1024 * 1024;
@@ -110,7 +109,7 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 /// Logs in, retrying with backoff while Vault is out of reach; the driver serves Get, List and
 /// Path meanwhile, and Mount says why it cannot proceed.
 async fn establish_identity(
-    vault: HttpVault,
+    vault: Arc<HttpVault>,
     config: Config,
     store: Arc<DirStore>,
     slot: Arc<IdentitySlot>,
@@ -118,7 +117,7 @@ async fn establish_identity(
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match Identity::login(&vault, &config.vault.auth, &*store).await {
+        match Identity::login(&*vault, &config.vault.auth, &*store).await {
             Ok(identity) => {
                 let identity = Arc::new(identity);
                 slot.set(Ok(identity.clone()));
@@ -170,7 +169,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(establish_identity(vault, config.clone(), store, slot, shutdown_rx.clone()));
+    tasks.spawn(establish_identity(
+        Arc::new(vault),
+        config.clone(),
+        store,
+        slot,
+        shutdown_rx.clone(),
+    ));
     tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
@@ -258,69 +263,89 @@ async fn shutdown_signal() {
 }
 
 /// `check`: the configuration is valid (already, to get here), Vault answers, the identity
-/// works. Consumes nothing: a wrapped secret_id is looked up, not unwrapped.
+/// works. Consumes nothing and creates nothing: a wrapped secret_id is looked up, not unwrapped;
+/// the token a running plugin keeps is read only where its private tmpfs is mounted.
 pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
+    let vault = HttpVault::new(&config.vault)?;
+    let private = RuntimeDirs::of(config).private;
+    let kept = LinuxMounter::default()
+        .is_mounted(&private)
+        .then(|| crate::state::peek_identity(&private))
+        .flatten();
+    check_with(config, &vault, kept).await
+}
+
+/// What `check` does, over any [`Vault`]: every failure is an error that says what is wrong;
+/// the report says which identity `serve` would use.
+pub async fn check_with<V: Vault>(
+    config: &Config,
+    vault: &V,
+    kept: Option<IdentityRecord>,
+) -> anyhow::Result<Vec<String>> {
     let mut report =
         vec![format!("configuration is valid; driver name {}", config.plugin.driver_name())];
-    let vault = HttpVault::new(&config.vault)?;
-    let health =
-        vault.call(Method::GET, "sys/health?standbyok=true&perfstandbyok=true", None, None).await;
-    match health {
-        Ok(_) => {
-            report.push(format!("vault at {} answers, unsealed and active", config.vault.address))
-        }
-        Err(e) => bail!("vault health: {}", crate::report::chain(&e)),
-    }
-    let private = RuntimeDirs::of(config).private;
-    let saved = DirStore::open(&config.plugin.state_dir, &private)
-        .ok()
-        .filter(|_| LinuxMounter::default().is_mounted(&private))
-        .and_then(|s| s.load_identity());
-    if let Some(saved) = saved {
+    vault
+        .health()
+        .await
+        .map_err(|e| anyhow::anyhow!("vault health: {}", crate::report::chain(&e)))?;
+    report.push(format!("vault at {} answers, unsealed", config.vault.address));
+    let mut serve_uses = "the configured identity";
+    if let Some(kept) = &kept {
         // What `serve` does: carry on with the kept token while it is valid, else log in anew.
-        match lookup_self(&vault, &saved.token).await {
-            Ok(_) => {
-                report.push("the token kept by the plugin (private tmpfs) is valid; serve carries on with it".into());
-                return Ok(report);
+        match vault.lookup_self(&kept.token).await {
+            Ok(info) => {
+                report.push(format!(
+                    "the token kept by a running plugin (private tmpfs) is valid (ttl {})",
+                    describe_ttl(info.ttl)
+                ));
+                serve_uses = "the kept token until it expires, then the configured identity";
             }
             Err(e) => report.push(format!(
-                "the token kept from an earlier run is no longer valid ({}); serve logs in again with the configured identity",
+                "the token kept from an earlier run is no longer valid ({})",
                 crate::report::chain(&e)
             )),
         }
     }
+    // The configured identity is checked whatever is kept: it is what a restart after the kept
+    // token expires, or after a reboot, depends on.
     match &config.vault.auth {
         AuthConfig::Token { token_file } => {
-            let token = read_token(token_file)?;
-            let (ttl, _) = lookup_self(&vault, &token)
+            let token = read_secret_file("token", token_file)?;
+            let info = vault
+                .lookup_self(&token)
                 .await
                 .with_context(|| format!("the token in {}", token_file.display()))?;
             report.push(format!(
                 "the token in {} is valid (ttl {})",
                 token_file.display(),
-                describe_ttl(ttl)
+                describe_ttl(info.ttl)
             ));
         }
         AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
-            let role_id = read_token(role_id_file)?;
-            let secret = read_token(secret_id_file)?;
+            read_secret_file("role_id", role_id_file)?;
+            let kept_secret_id = kept.as_ref().is_some_and(|k| k.secret_id.is_some());
+            if *secret_id_wrapped && kept_secret_id && !secret_id_file.exists() {
+                report.push(format!(
+                    "the secret_id was unwrapped by the running plugin and is kept in its private tmpfs; after a reboot, {} needs a fresh wrapped secret_id",
+                    secret_id_file.display()
+                ));
+                report.push(format!("serve would use {serve_uses}"));
+                return Ok(report);
+            }
+            let role_id = read_secret_file("role_id", role_id_file)?;
+            let secret = read_secret_file("secret_id", secret_id_file)?;
             if *secret_id_wrapped {
-                let body = serde_json::json!({ "token": secret.expose() });
-                vault
-                    .call(Method::POST, "sys/wrapping/lookup", None, Some(&body))
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "the wrapping token in {} is used, expired or unknown",
-                            secret_id_file.display()
-                        )
-                    })?;
+                vault.wrapping_creation_path(&secret).await.with_context(|| {
+                    format!(
+                        "the wrapping token in {} is used, expired or unknown",
+                        secret_id_file.display()
+                    )
+                })?;
                 report.push(format!(
                     "the wrapping token in {} is valid and unused",
                     secret_id_file.display()
                 ));
             } else {
-                use crate::vault::Vault;
                 let probe = vault
                     .approle_login(role_id.expose(), &secret)
                     .await
@@ -330,17 +355,8 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
             }
         }
     }
+    report.push(format!("serve would use {serve_uses}"));
     Ok(report)
-}
-
-fn read_token(path: &Path) -> anyhow::Result<Token> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
-    );
-    if text.trim().is_empty() {
-        bail!("{} is empty", path.display());
-    }
-    Ok(Token::new(text.trim().to_owned()))
 }
 
 fn describe_ttl(ttl: Duration) -> String {
@@ -348,5 +364,61 @@ fn describe_ttl(ttl: Duration) -> String {
         "none: it does not expire".into()
     } else {
         humantime::format_duration(ttl).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::vault::fake::FakeVault;
+    use crate::vault::Token;
+
+    fn config(token_file: &Path) -> Config {
+        let text = format!(
+            "[vault]\naddress = \"http://127.0.0.1:8200\"\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        );
+        Config::parse(&text, &Overrides::default()).unwrap()
+    }
+
+    fn kept(token: &str) -> Option<IdentityRecord> {
+        Some(IdentityRecord { token: Token::new(token.into()), secret_id: None })
+    }
+
+    #[tokio::test]
+    async fn check_fails_on_a_broken_configured_identity_even_with_a_valid_kept_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "bad-token").unwrap();
+        let vault = FakeVault::default();
+        vault.knows("kept-token", Duration::from_secs(600));
+        let e = check_with(&config(&file), &vault, kept("kept-token")).await.unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains(&file.display().to_string()) && e.contains("permission denied"), "{e}");
+        let missing = dir.path().join("missing");
+        let e = check_with(&config(&missing), &vault, kept("kept-token")).await.unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read token"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn check_says_which_identity_serve_would_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "good-token").unwrap();
+        let vault = FakeVault::default();
+        vault.knows("good-token", Duration::from_secs(600));
+        vault.knows("kept-token", Duration::from_secs(60));
+        let report = check_with(&config(&file), &vault, None).await.unwrap();
+        assert_eq!(report.last().unwrap(), "serve would use the configured identity");
+        let report = check_with(&config(&file), &vault, kept("kept-token")).await.unwrap();
+        assert!(report.iter().any(|l| l.contains("kept by a running plugin") && l.contains("1m")));
+        assert!(report.last().unwrap().contains("the kept token until it expires"));
+        let report = check_with(&config(&file), &vault, kept("gone-token")).await.unwrap();
+        assert!(report.iter().any(|l| l.contains("no longer valid")), "{report:?}");
+        assert_eq!(report.last().unwrap(), "serve would use the configured identity");
+        vault.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = check_with(&config(&file), &vault, None).await.unwrap_err();
+        assert!(format!("{e:#}").contains("vault health") && format!("{e:#}").contains("sealed"));
     }
 }

@@ -237,6 +237,13 @@ impl DirStore {
     }
 }
 
+/// The identity record a running plugin keeps in its private tmpfs at `private`, read without
+/// creating anything (for `check`).
+pub fn peek_identity(private: &Path) -> Option<IdentityRecord> {
+    let path = private.join("identity.json");
+    path.exists().then(|| load_json(&path)).flatten()
+}
+
 /// Creates `dir` (and parents) with mode 0700.
 pub fn create_private_dir(dir: &Path) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: dir.to_owned(), source };

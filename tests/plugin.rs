@@ -258,7 +258,7 @@ fn check_reports_a_working_setup_and_a_bad_one() {
     std::fs::write(dir.path().join("token"), &bao.token).unwrap();
     let cfg = dir.path().join("c.toml");
     let write = |addr: &str| {
-        std::fs::write(&cfg, format!("[plugin]\nruntime_dir = \"/run/vst-check-none\"\nstate_dir = \"{0}/st\"\n[vault]\naddress = \"{addr}\"\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"{0}/token\"\n", dir.path().display())).unwrap()
+        std::fs::write(&cfg, format!("[plugin]\nruntime_dir = \"{0}/rt\"\nstate_dir = \"{0}/st\"\n[vault]\naddress = \"{addr}\"\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"{0}/token\"\n", dir.path().display())).unwrap()
     };
     write(&bao.address());
     let out = std::process::Command::new(BIN)
@@ -269,6 +269,11 @@ fn check_reports_a_working_setup_and_a_bad_one() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("serve would use the configured identity")
+    );
+    assert!(!dir.path().join("rt").exists(), "check creates no runtime directory");
+    assert!(!dir.path().join("st").exists(), "check creates no state directory");
     write("http://127.0.0.1:1");
     let out = std::process::Command::new(BIN)
         .args(["check", "--config"])

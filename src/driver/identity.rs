@@ -194,9 +194,10 @@ impl<E: Edges> Driver<E> {
         };
         let have = self
             .vault
-            .token_policies(&parent)
+            .lookup_self(&parent)
             .await
-            .map_err(|source| DriverError::ChildToken { volume: volume.to_owned(), source })?;
+            .map_err(|source| DriverError::ChildToken { volume: volume.to_owned(), source })?
+            .policies;
         if have.iter().any(|p| p == "root") {
             return Ok(());
         }

@@ -121,8 +121,16 @@ impl Vault for FakeVault {
         Ok(self.renew_grant.lock().unwrap().unwrap_or(increment))
     }
 
-    async fn token_policies(&self, _: &Token) -> Result<Vec<String>, VaultError> {
-        Ok(vec!["default".into(), "app".into()])
+    async fn lookup_self(&self, _: &Token) -> Result<crate::vault::TokenInfo, VaultError> {
+        Ok(crate::vault::TokenInfo {
+            ttl: Duration::from_secs(3600),
+            renewable: true,
+            policies: vec!["default".into(), "app".into()],
+        })
+    }
+
+    async fn health(&self) -> Result<(), VaultError> {
+        Ok(())
     }
 
     async fn wrapping_creation_path(&self, wrapping: &Token) -> Result<String, VaultError> {

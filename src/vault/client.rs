@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::{ChildTokenRequest, IssuedToken, Lease, Secret, Token, Unwrapped, Vault, VaultError};
+use super::{
+    ChildTokenRequest, IssuedToken, Lease, Secret, Token, TokenInfo, Unwrapped, Vault, VaultError,
+};
 use crate::config::VaultConfig;
 use crate::volume::Source;
 
@@ -364,16 +366,25 @@ impl Vault for HttpVault {
         }
     }
 
-    async fn token_policies(&self, token: &Token) -> Result<Vec<String>, VaultError> {
+    async fn lookup_self(&self, token: &Token) -> Result<TokenInfo, VaultError> {
         let path = "auth/token/lookup-self";
         let data = self.call(Method::GET, path, Some(token), None).await?.and_then(|r| r.data);
-        let policies = data.as_ref().and_then(|d| d.get("policies")).and_then(Value::as_array);
-        policies
-            .map(|p| p.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .ok_or_else(|| VaultError::BadReply {
-                path: path.into(),
-                message: "no data.policies".into(),
-            })
+        let data = data
+            .ok_or_else(|| VaultError::BadReply { path: path.into(), message: "no data".into() })?;
+        let policies = data.get("policies").and_then(Value::as_array).ok_or_else(|| {
+            VaultError::BadReply { path: path.into(), message: "no data.policies".into() }
+        })?;
+        Ok(TokenInfo {
+            ttl: super::ttl(data.get("ttl").and_then(Value::as_u64).unwrap_or(0)),
+            renewable: data.get("renewable").and_then(Value::as_bool).unwrap_or(false),
+            policies: policies.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        })
+    }
+
+    async fn health(&self) -> Result<(), VaultError> {
+        self.call(Method::GET, "sys/health?standbyok=true&perfstandbyok=true", None, None)
+            .await
+            .map(drop)
     }
 
     async fn wrapping_creation_path(&self, wrapping: &Token) -> Result<String, VaultError> {

@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use reqwest::Method;
-use serde_json::Value;
-
-use super::{HttpVault, Token, Unwrapped, Vault, VaultError};
+use super::{Token, Unwrapped, Vault, VaultError};
 use crate::config::AuthConfig;
 use crate::state::{IdentityRecord, Store};
 
@@ -85,19 +82,19 @@ impl Identity {
     }
 
     /// Logs in as `auth` says, reusing a still-valid token from the private store first.
-    pub async fn login<S: Store>(
-        vault: &HttpVault,
+    pub async fn login<V: Vault, S: Store>(
+        vault: &V,
         auth: &AuthConfig,
         store: &S,
     ) -> Result<Identity, IdentityError> {
         let saved = store.load_identity();
         if let Some(saved) = &saved {
-            if let Ok(info) = lookup_self(vault, &saved.token).await {
-                tracing::info!(ttl = ?info.0, "carrying on with the identity token kept from before the restart");
+            if let Ok(info) = vault.lookup_self(&saved.token).await {
+                tracing::info!(ttl = ?info.ttl, "carrying on with the identity token kept from before the restart");
                 return Ok(Identity {
                     current: RwLock::new(saved.token.clone()),
-                    ttl: RwLock::new(info.0),
-                    renewable: RwLock::new(info.1),
+                    ttl: RwLock::new(info.ttl),
+                    renewable: RwLock::new(info.renewable),
                     approle: match auth {
                         AuthConfig::AppRole { role_id_file, .. } => saved
                             .secret_id
@@ -112,13 +109,13 @@ impl Identity {
         let identity = match auth {
             AuthConfig::Token { token_file } => {
                 let token = read_secret_file("token", token_file)?;
-                let (ttl, renewable) = lookup_self(vault, &token).await.map_err(|source| {
+                let info = vault.lookup_self(&token).await.map_err(|source| {
                     IdentityError::BadToken { path: token_file.clone(), source }
                 })?;
                 Identity {
                     current: RwLock::new(token),
-                    ttl: RwLock::new(ttl),
-                    renewable: RwLock::new(renewable),
+                    ttl: RwLock::new(info.ttl),
+                    renewable: RwLock::new(info.renewable),
                     approle: None,
                 }
             }
@@ -170,9 +167,9 @@ impl Identity {
     /// Keeps the token alive until `shutdown` fires: renews at two thirds of its TTL, logs in
     /// again (AppRole) when renewal is refused or the TTL stops growing, backs off while Vault
     /// is out of reach.
-    pub async fn keep_alive<S: Store>(
+    pub async fn keep_alive<V: Vault, S: Store>(
         self: Arc<Self>,
-        vault: HttpVault,
+        vault: Arc<V>,
         store: Arc<S>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -187,7 +184,7 @@ impl Identity {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
-            match self.refresh(&vault, &*store).await {
+            match self.refresh(&*vault, &*store).await {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => {
                     backoff = (backoff * 2)
@@ -200,7 +197,7 @@ impl Identity {
         }
     }
 
-    async fn refresh<S: Store>(&self, vault: &HttpVault, store: &S) -> Result<(), IdentityError> {
+    async fn refresh<V: Vault, S: Store>(&self, vault: &V, store: &S) -> Result<(), IdentityError> {
         let asked = self.ttl();
         let renewed = if *self.renewable.read().unwrap() {
             Some(vault.renew_self(&self.token(), asked).await)
@@ -256,7 +253,9 @@ impl IdentitySlot {
     }
 }
 
-fn read_secret_file(what: &'static str, path: &Path) -> Result<Token, IdentityError> {
+/// A secret from a file (a token, a role_id, a secret_id): trimmed, never empty, zeroed when
+/// dropped. The one reader of such files, for `serve` and `check` alike.
+pub fn read_secret_file(what: &'static str, path: &Path) -> Result<Token, IdentityError> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path).map_err(|source| IdentityError::ReadFile {
             what,
@@ -271,19 +270,7 @@ fn read_secret_file(what: &'static str, path: &Path) -> Result<Token, IdentityEr
     Ok(Token::new(value.to_owned()))
 }
 
-/// `auth/token/lookup-self`: the token's remaining TTL and whether it is renewable.
-pub async fn lookup_self(vault: &HttpVault, token: &Token) -> Result<(Duration, bool), VaultError> {
-    let path = "auth/token/lookup-self";
-    let reply = vault.call(Method::GET, path, Some(token), None).await?;
-    let data = reply
-        .and_then(|r| r.data)
-        .ok_or_else(|| VaultError::BadReply { path: path.into(), message: "no data".into() })?;
-    let ttl = data.get("ttl").and_then(Value::as_u64).unwrap_or(0);
-    let renewable = data.get("renewable").and_then(Value::as_bool).unwrap_or(false);
-    Ok((super::ttl(ttl), renewable))
-}
-
-async fn unwrap_secret_id(vault: &HttpVault, wrapping: &Token) -> Result<Token, VaultError> {
+async fn unwrap_secret_id<V: Vault>(vault: &V, wrapping: &Token) -> Result<Token, VaultError> {
     match vault.unwrap(wrapping).await? {
         Unwrapped::SecretId(secret_id) => Ok(secret_id),
         Unwrapped::Token(issued) => {
@@ -294,5 +281,92 @@ async fn unwrap_secret_id(vault: &HttpVault, wrapping: &Token) -> Result<Token, 
                 message: "the wrapping token held a token, not a secret_id".into(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStore;
+    use crate::vault::fake::{FakeVault, ROLE_ID, SECRET_ID};
+    use std::sync::atomic::Ordering;
+
+    fn approle(dir: &Path, wrapped: bool) -> AuthConfig {
+        std::fs::write(dir.join("role-id"), ROLE_ID).unwrap();
+        std::fs::write(dir.join("secret-id"), if wrapped { "wrap-1" } else { SECRET_ID }).unwrap();
+        AuthConfig::AppRole {
+            role_id_file: dir.join("role-id"),
+            secret_id_file: dir.join("secret-id"),
+            secret_id_wrapped: wrapped,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_secret_id_is_unwrapped_once_then_kept_and_the_file_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = FakeVault::default();
+        vault
+            .wrapped
+            .lock()
+            .unwrap()
+            .insert("wrap-1".into(), "auth/approle/role/r/secret-id".into());
+        let store = MemoryStore::default();
+        let auth = approle(dir.path(), true);
+        let identity = Identity::login(&vault, &auth, &store).await.unwrap();
+        assert_eq!(identity.token().expose(), "login-0");
+        assert!(!dir.path().join("secret-id").exists(), "the used wrapping token's file is gone");
+        let kept = store.load_identity().unwrap();
+        assert_eq!(kept.secret_id.unwrap().expose(), SECRET_ID);
+        // A restart carries on with the kept token: no second login, no file needed.
+        let again = Identity::login(&vault, &auth, &store).await.unwrap();
+        assert_eq!(again.token().expose(), "login-0");
+        assert_eq!(vault.logins.load(Ordering::SeqCst), 1);
+        // Once the kept token is gone, the kept secret_id logs in again.
+        vault.tokens.lock().unwrap().clear();
+        let third = Identity::login(&vault, &auth, &store).await.unwrap();
+        assert_eq!(third.token().expose(), "login-1");
+    }
+
+    #[tokio::test]
+    async fn a_full_renewal_keeps_the_token_and_a_capped_one_logs_in_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = FakeVault::default();
+        let store = MemoryStore::default();
+        let identity = Identity::login(&vault, &approle(dir.path(), false), &store).await.unwrap();
+        identity.refresh(&vault, &store).await.unwrap();
+        assert_eq!(identity.token().expose(), "login-0", "renewed in full: the same token");
+        assert_eq!(identity.ttl(), Duration::from_secs(60));
+        // The max TTL is near: Vault grants 10 s of the 60 asked. Log in again, and keep it.
+        *vault.renew_cap.lock().unwrap() = Some(Duration::from_secs(10));
+        identity.refresh(&vault, &store).await.unwrap();
+        assert_eq!(identity.token().expose(), "login-1");
+        assert_eq!(store.load_identity().unwrap().token.expose(), "login-1");
+        // A token Vault no longer knows (revoked): log in again too.
+        *vault.renew_cap.lock().unwrap() = None;
+        vault.tokens.lock().unwrap().clear();
+        identity.refresh(&vault, &store).await.unwrap();
+        assert_eq!(identity.token().expose(), "login-2");
+    }
+
+    #[tokio::test]
+    async fn a_token_file_identity_carries_on_when_capped_and_fails_when_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "plugin-token\n").unwrap();
+        let auth = AuthConfig::Token { token_file: dir.path().join("token") };
+        let vault = FakeVault::default();
+        let store = MemoryStore::default();
+        let e = Identity::login(&vault, &auth, &store).await.unwrap_err().to_string();
+        assert!(e.contains("was refused by vault") && e.contains("token"), "{e}");
+        vault.knows("plugin-token", Duration::from_secs(100));
+        let identity = Identity::login(&vault, &auth, &store).await.unwrap();
+        *vault.renew_cap.lock().unwrap() = Some(Duration::from_secs(10));
+        identity.refresh(&vault, &store).await.unwrap();
+        assert_eq!(identity.ttl(), Duration::from_secs(10), "no AppRole: it carries on");
+        vault.tokens.lock().unwrap().clear();
+        let e = identity.refresh(&vault, &store).await.unwrap_err();
+        assert!(matches!(e, IdentityError::CannotRelogin), "{e}");
+        std::fs::write(dir.path().join("token"), " \n").unwrap();
+        let e = read_secret_file("token", &dir.path().join("token")).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
     }
 }

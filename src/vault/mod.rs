@@ -6,6 +6,8 @@
 //! `Debug` or `Display`, and both are zeroed when dropped.
 
 pub mod client;
+#[cfg(test)]
+pub mod fake;
 pub mod identity;
 
 use std::future::Future;
@@ -200,11 +202,14 @@ pub trait Vault: Send + Sync + 'static {
         increment: Duration,
     ) -> impl Future<Output = Result<Duration, VaultError>> + Send;
 
-    /// `auth/token/lookup-self`: the token's policies.
-    fn token_policies(
+    /// `auth/token/lookup-self`: what the token is (its TTL left, renewable, policies).
+    fn lookup_self(
         &self,
         token: &Token,
-    ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
+    ) -> impl Future<Output = Result<TokenInfo, VaultError>> + Send;
+
+    /// `sys/health`: Vault answers, unsealed (a standby counts: it forwards).
+    fn health(&self) -> impl Future<Output = Result<(), VaultError>> + Send;
 
     /// `sys/wrapping/lookup`: the path that created a wrapping token, without using it up.
     fn wrapping_creation_path(
@@ -224,6 +229,15 @@ pub trait Vault: Send + Sync + 'static {
         role_id: &str,
         secret_id: &Token,
     ) -> impl Future<Output = Result<IssuedToken, VaultError>> + Send;
+}
+
+/// What `lookup-self` says of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Time left; zero for a token that does not expire.
+    pub ttl: Duration,
+    pub renewable: bool,
+    pub policies: Vec<String>,
 }
 
 /// What a response-wrapping token held.
