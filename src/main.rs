@@ -79,7 +79,8 @@ fn main() -> ExitCode {
             Command::Serve { config } => vault_secrets::daemon::serve(load(config)?).await,
             Command::Status { config, json } => {
                 let config = load(config)?;
-                let status = admin::request(&config.plugin.admin_socket, "GET", "/status", None)?;
+                let status =
+                    admin::request(&config.plugin.admin_socket, "GET", "/status", None).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&status)?);
                 } else {
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
                 let body = serde_json::json!({ "volume": volume });
                 let reply =
                     admin::request(&config.plugin.admin_socket, "POST", "/rotate", Some(&body))
+                        .await
                         .with_context(|| format!("cannot rotate volume {volume}"))?;
                 println!("rotated {} mount(s) of {volume}", reply["rotated"]);
                 Ok(())

@@ -4,8 +4,6 @@
 //! - `GET /status` → `{"volumes": [VolumeStatus…]}` (accessors and lease IDs, never a token)
 //! - `POST /rotate` with `{"volume": NAME}` → `{"rotated": N}`, or `{"error": …}`
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -88,8 +87,13 @@ async fn rotate<O: Operations>(State(d): State<Arc<O>>, body: Bytes) -> Response
     }
 }
 
-/// One request to the admin socket; returns the JSON reply of a 2xx, or the error it carries.
-pub fn request(
+/// The largest reply the CLI reads (a `status` of thousands of mounts is a few MiB).
+const MAX_REPLY: usize = 64 * 1024 * 1024;
+
+/// One request to the admin socket (HTTP/1.1 through hyper); returns the JSON reply of a 2xx,
+/// or the error it carries. The whole exchange is bounded by [`CLIENT_TIMEOUT`], the reply by
+/// [`MAX_REPLY`].
+pub async fn request(
     socket: &Path,
     method: &str,
     path: &str,
@@ -97,23 +101,37 @@ pub fn request(
 ) -> Result<Value, AdminError> {
     let shown = socket.display().to_string();
     let connect = |source| AdminError::Connect { path: shown.clone(), source };
-    let mut stream = UnixStream::connect(socket).map_err(connect)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(connect)?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(connect)?;
-    let mut raw = Vec::new();
-    stream.take(64 * 1024 * 1024).read_to_end(&mut raw).map_err(connect)?;
-    let text = String::from_utf8_lossy(&raw);
     let bad = || AdminError::BadReply { path: shown.clone() };
-    let (head, payload) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let value: Value = serde_json::from_str(payload).map_err(|_| bad())?;
-    if (200..300).contains(&status) {
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(socket).await.map_err(connect)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| connect(std::io::Error::other(e)))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "admin")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))
+            .map_err(|_| bad())?;
+        let response =
+            sender.send_request(request).await.map_err(|e| connect(std::io::Error::other(e)))?;
+        let status = response.status();
+        let payload = Limited::new(response.into_body(), MAX_REPLY)
+            .collect()
+            .await
+            .map_err(|_| bad())?
+            .to_bytes();
+        Ok::<_, AdminError>((status, payload))
+    };
+    let (status, payload) =
+        tokio::time::timeout(CLIENT_TIMEOUT, exchange).await.map_err(|_| {
+            connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply in time"))
+        })??;
+    let value: Value = serde_json::from_slice(&payload).map_err(|_| bad())?;
+    if status.is_success() {
         Ok(value)
     } else {
         Err(AdminError::Refused(value["error"].as_str().unwrap_or("refused").to_owned()))
@@ -167,4 +185,50 @@ pub fn render_table(status: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::VolumeStatus;
+
+    struct FakeOperations;
+
+    impl Operations for FakeOperations {
+        async fn status(&self) -> Vec<VolumeStatus> {
+            vec![VolumeStatus {
+                name: "app".into(),
+                sources: vec!["kv/app".into()],
+                mounts: vec![],
+            }]
+        }
+
+        async fn rotate(&self, volume: &str) -> Result<usize, DriverError> {
+            match volume {
+                "app" => Ok(2),
+                _ => Err(DriverError::NoSuchVolume { volume: volume.into() }),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cli_client_and_the_routes_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let app = router(Arc::new(FakeOperations));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let status = request(&socket, "GET", "/status", None).await.unwrap();
+        assert_eq!(status["volumes"][0]["name"], "app");
+        assert!(render_table(&status).starts_with("app  (kv/app; 0 active mount(s))"));
+        let rotated =
+            request(&socket, "POST", "/rotate", Some(&json!({"volume": "app"}))).await.unwrap();
+        assert_eq!(rotated["rotated"], 2);
+        let e = request(&socket, "POST", "/rotate", Some(&json!({"volume": "nope"})))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no such volume: nope");
+        let e = request(&dir.path().join("none.sock"), "GET", "/status", None).await.unwrap_err();
+        assert!(matches!(e, AdminError::Connect { .. }) && e.to_string().contains("none.sock"));
+    }
 }
