@@ -4,27 +4,41 @@
 //!
 //! # Flow
 //!
+//! Imports run one way, from the top of this picture down; `report` (error chains, one-line
+//! bounding) is below everything.
+//!
 //! ```text
-//! dockerd ──POST /VolumeDriver.*──▶ docker (router, lenient parsing, ApiError → {"Err"})
-//! status/rotate ──admin socket──▶ admin          metrics_listen ──▶ metrics
-//!                                     │
-//!                                     ▼
-//!                                   driver (volume lifecycle; one slot per mount ID;
-//!                                     │      identity: per-volume wrapped identities;
-//!                                     │      upkeep: renew / replace / refresh / sweep)
-//!        ┌──────────────┬─────────────┼──────────────┬──────────────┬─────────────┐
-//!        ▼              ▼             ▼              ▼              ▼             ▼
-//!   vault (HTTP,   tmpfs (mount(2), files (render,  state (disk:   engine        lease (the one
-//!   plugin         Mounter trait)   templates,      definitions;  (Docker API:  task owning
-//!   identity)                       atomic writes)  tmpfs: tokens) signals)      the deadlines)
+//! dockerd ─/VolumeDriver.*─▶ api::plugin    status/rotate ─▶ api::admin    scrape ─▶ api::metrics
+//!                              │ (Backend)                      │ (Operations)         │
+//!                              └──────── api::listener: one bounded accept loop ───────┘
+//!                                                   │
+//!                                                   ▼
+//!          driver (Driver<E: Edges>: volume lifecycle in mod.rs; mount: per-mount state and
+//!                  records; restore: after a restart; revoke: revocations and their retries;
+//!                  upkeep: renew / replace / refresh / signal / sweep; status; identity:
+//!                  per-volume wrapped identities)
+//!        ┌──────────┬───────────┬──────────┬─────────┼────────┬──────────┬──────────┐
+//!        ▼          ▼           ▼          ▼         ▼        ▼          ▼          ▼
+//!      lease      files       vault      state     tmpfs   dockerd    audit     metrics
+//!    (the one   (render,    (HTTP, the  (disk:    (mount, (Docker    (JSON     (counters,
+//!     task of    fd-only    plugin's    defin-    bind    Engine     lines)    histograms)
+//!     deadlines) writes)    identity)   itions;   ro)     API:
+//!                                       tmpfs:            bollard)
+//!                                       tokens)
+//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above
 //! ```
 //!
-//! The three listeners (plugin socket, admin socket, `metrics_listen`) share one accept loop,
-//! [`listener::serve`], each with its own bounds on connections and time; their caps leave file
-//! descriptors in reserve for Unmount and revocation.
-//!
-//! Every edge is a trait with a real implementation and a fake: [`vault::Vault`],
-//! [`tmpfs::Mounter`], [`state::Store`], [`dockerd::Engine`]; the driver is generic over them.
+//! - [`api`]: the inbound adapters, each over a narrow trait of the driver
+//!   ([`api::plugin::Backend`], [`api::Operations`]); the three listeners share
+//!   [`api::listener::serve`], each with its own bounds on connections and time; their caps
+//!   leave file descriptors in reserve for Unmount and revocation.
+//! - [`driver`]: the core, generic over [`driver::Edges`] — one associated type per outbound
+//!   edge, each a trait with a real implementation and a fake: [`vault::Vault`]
+//!   ([`vault::HttpVault`]), [`tmpfs::Mounter`], [`state::Store`], [`dockerd::Engine`]. The
+//!   daemon's `Host` is the real set; unit tests use fakes. The plugin's own identity and
+//!   `check` go through the same [`vault::Vault`] trait.
+//! - [`daemon`]: start-up, the tasks, shutdown, `check`; the binary (`src/main.rs`)
+//!   only parses arguments.
 //!
 //! # Lifecycles
 //!

@@ -88,7 +88,7 @@ async fn rotate<O: Operations>(State(d): State<Arc<O>>, body: Bytes) -> Response
 }
 
 /// The largest reply the CLI reads (a `status` of thousands of mounts is a few MiB).
-const MAX_REPLY: usize = 64 * 1024 * 1024;
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 
 /// One request to the admin socket (HTTP/1.1 through hyper); returns the JSON reply of a 2xx,
 /// or the error it carries. The whole exchange is bounded by [`CLIENT_TIMEOUT`], the reply by
