@@ -252,7 +252,7 @@ impl<E: Edges> Driver<E> {
         let spec = VolumeSpec::parse(&options, &self.defaults)
             .map_err(|source| DriverError::Options { volume: name.to_owned(), source })?;
         if let Some(template) = &spec.template {
-            files::check_template(&self.templates_dir.join(template)).map_err(|e| {
+            files::check_template(&self.templates_dir.join(template), &spec).map_err(|e| {
                 DriverError::Options {
                     volume: name.to_owned(),
                     source: OptionError {
