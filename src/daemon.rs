@@ -379,7 +379,7 @@ fn describe_ttl(ttl: Duration) -> String {
     if ttl.is_zero() {
         "none: it does not expire".into()
     } else {
-        humantime::format_duration(ttl).to_string()
+        crate::report::duration(ttl)
     }
 }
 

@@ -411,8 +411,8 @@ impl<E: Edges> Driver<E> {
                 "format": format!("{:?}", spec.format).to_lowercase(),
                 "owner": format!("{}:{}", spec.uid, spec.gid),
                 "mode": format!("{:04o}", spec.mode),
-                "token_ttl": humantime::format_duration(spec.ttl).to_string(),
-                "refresh": humantime::format_duration(spec.refresh).to_string(),
+                "token_ttl": crate::report::duration(spec.ttl),
+                "refresh": crate::report::duration(spec.refresh),
             }),
         }
     }
