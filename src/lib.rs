@@ -20,7 +20,7 @@
 //! ```
 //!
 //! The three listeners (plugin socket, admin socket, `metrics_listen`) share one accept loop,
-//! [`listener::serve`], each with its own bounds on connections and time; their caps leave file
+//! [`api::listener::serve`], each with its own bounds on connections and time; their caps leave file
 //! descriptors in reserve for Unmount and revocation.
 //!
 //! Every edge is a trait with a real implementation and a fake: [`vault::Vault`],
