@@ -27,8 +27,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
-    #[error("configuration [defaults]: {0}")]
-    Defaults(#[source] OptionError),
+    /// A `[defaults]` value, refused as the volume option of the same name would be: the
+    /// message is the option's, once (not also as a source).
+    #[error("configuration key `defaults.{}`: {}", .0.option, .0.message)]
+    Defaults(OptionError),
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -439,6 +441,15 @@ mod tests {
         assert_eq!(c.defaults.ttl, Duration::from_secs(1800));
         let err = parse("[defaults]\nmode = \"999\"\n").unwrap_err().to_string();
         assert!(err.contains("mode"), "{err}");
+        // Said once, with its key: the whole chain, as `main` prints it.
+        let e = parse("[defaults]\nsize = \"2k\"\n").unwrap_err();
+        let chain = crate::report::chain(&e);
+        assert!(
+            chain.starts_with("configuration key `defaults.size`: `2k` is not a size"),
+            "{chain}"
+        );
+        assert_eq!(chain.matches("is not a size").count(), 1, "{chain}");
+        assert!(!chain.contains("option `size`"), "{chain}");
     }
 
     #[test]

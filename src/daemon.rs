@@ -311,6 +311,7 @@ pub async fn check_with<V: Vault>(
     match &config.vault.auth {
         AuthConfig::Token { token_file } => {
             let token = read_secret_file("token", token_file)?;
+            report.extend(exposed("token", token_file));
             let info = vault
                 .lookup_self(&token)
                 .await
@@ -323,6 +324,7 @@ pub async fn check_with<V: Vault>(
         }
         AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
             read_secret_file("role_id", role_id_file)?;
+            report.extend(exposed("role_id", role_id_file));
             let kept_secret_id = kept.as_ref().is_some_and(|k| k.secret_id.is_some());
             if *secret_id_wrapped && kept_secret_id && !secret_id_file.exists() {
                 report.push(format!(
@@ -334,6 +336,7 @@ pub async fn check_with<V: Vault>(
             }
             let role_id = read_secret_file("role_id", role_id_file)?;
             let secret = read_secret_file("secret_id", secret_id_file)?;
+            report.extend(exposed("secret_id", secret_id_file));
             if *secret_id_wrapped {
                 vault.wrapping_creation_path(&secret).await.with_context(|| {
                     format!(
@@ -359,11 +362,24 @@ pub async fn check_with<V: Vault>(
     Ok(report)
 }
 
+/// A warning when a file of the identity may be read or written by anyone but its owner (the
+/// check still passes: the plugin can use it, but so may others).
+fn exposed(what: &str, path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o066 != 0).then(|| {
+        format!(
+            "warning: the {what} file {} has mode {mode:04o}: others than its owner may read or change it; chmod 0600 it (and write such files with `umask 077` or `install -m 0600`)",
+            path.display()
+        )
+    })
+}
+
 fn describe_ttl(ttl: Duration) -> String {
     if ttl.is_zero() {
         "none: it does not expire".into()
     } else {
-        humantime::format_duration(ttl).to_string()
+        crate::report::duration(ttl)
     }
 }
 
@@ -399,6 +415,27 @@ mod tests {
         let missing = dir.path().join("missing");
         let e = check_with(&config(&missing), &vault, kept("kept-token")).await.unwrap_err();
         assert!(format!("{e:#}").contains("cannot read token"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn check_warns_of_a_secret_file_others_may_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "good-token").unwrap();
+        let vault = FakeVault::default();
+        vault.knows("good-token", Duration::from_secs(600));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let report = check_with(&config(&file), &vault, None).await.unwrap();
+        let warning = format!("warning: the token file {} has mode 0644", file.display());
+        assert!(report.iter().any(|l| l.starts_with(&warning) && l.contains("chmod 0600")));
+        assert!(!report.iter().any(|l| l.contains("good-token")), "{report:?}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let report = check_with(&config(&file), &vault, None).await.unwrap();
+        assert!(!report.iter().any(|l| l.contains("warning")), "{report:?}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let report = check_with(&config(&file), &vault, None).await.unwrap();
+        assert!(report.iter().any(|l| l.contains("mode 0620")), "{report:?}");
     }
 
     #[tokio::test]

@@ -100,7 +100,11 @@ fn main() -> ExitCode {
             }
             Command::Check { config } => {
                 for line in vault_secrets::daemon::check(&load(config)?).await? {
-                    println!("ok: {line}");
+                    // A warning is not a failure (exit 0), but it is not "ok" either.
+                    match line.strip_prefix("warning: ") {
+                        Some(warning) => println!("warning: {warning}"),
+                        None => println!("ok: {line}"),
+                    }
                 }
                 Ok(())
             }

@@ -1,6 +1,24 @@
 //! How errors and text from remote parties are reported: an error with its causes on one line
-//! ([`chain`]), and a remote message made fit for one log line ([`one_line`]). The bottom of
-//! the house: every module may use it, it uses none.
+//! ([`chain`]), a remote message made fit for one log line ([`one_line`]), and a duration for a
+//! reader ([`duration`]). The bottom of the house: every module may use it, it uses none.
+
+use std::time::Duration;
+
+/// A duration for a reader: as `humantime` writes it below a day (`59m 58s`), in hours and
+/// minutes from a day on (`768h`, `36h 30m`), never in months or days whose length a reader
+/// must guess.
+pub fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 24 * 3600 {
+        return humantime::format_duration(d).to_string();
+    }
+    let (hours, minutes) = (secs / 3600, secs % 3600 / 60);
+    if minutes == 0 {
+        format!("{hours}h")
+    } else {
+        format!("{hours}h {minutes}m")
+    }
+}
 
 /// The error and its causes, joined with `: ` (what `{:#}` prints for anyhow).
 pub fn chain(error: &dyn std::error::Error) -> String {
@@ -27,4 +45,17 @@ pub fn one_line(text: &str, max: usize) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_durations_read_in_hours() {
+        assert_eq!(duration(Duration::from_secs(3598)), "59m 58s");
+        assert_eq!(duration(Duration::from_secs(768 * 3600)), "768h");
+        assert_eq!(duration(Duration::from_secs(36 * 3600 + 30 * 60 + 20)), "36h 30m");
+        assert_eq!(duration(Duration::from_secs(24 * 3600)), "24h");
+    }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 /// The largest tmpfs a volume may ask for: secrets are small, host memory is not free.
 pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
-const MIN_SIZE: u64 = 4 * 1024;
+/// The least tmpfs that holds one small key: a page for the file, and one for the temporary
+/// file its atomic rewrite puts beside it (see [`crate::files::tmpfs_need`]).
+const MIN_SIZE: u64 = 8 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("option `{option}`: {message}")]
@@ -304,6 +306,12 @@ impl VolumeSpec {
                 "renders the whole file itself; it cannot go with `field` or `format`",
             ));
         }
+        if template.is_some() && sources[0].dir.is_none() && named.contains(&"secret") {
+            return Err(err(
+                "path.secret",
+                "clashes with `secret`, the name a template gives the `path` source; name it otherwise (path.NAME: any other NAME)",
+            ));
+        }
         if spec_file.is_some()
             && spec_field.is_none()
             && format == Format::Files
@@ -445,6 +453,12 @@ fn parse_mode(value: &str) -> Result<u32, OptionError> {
     let octal = digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
     match u32::from_str_radix(digits, 8).ok().filter(|_| octal) {
         Some(mode) if (3..=4).contains(&digits.len()) && mode <= 0o777 && mode & 0o111 == 0 => {
+            if mode & 0o400 == 0 {
+                return Err(err(
+                    "mode",
+                    format!("`{value}` leaves the files unreadable by their owner (`uid`); accepted: octal read/write bits with the owner's read bit, e.g. 0400, 0440, 0644"),
+                ));
+            }
             Ok(mode)
         }
         _ => Err(err(
@@ -456,7 +470,7 @@ fn parse_mode(value: &str) -> Result<u32, OptionError> {
     }
 }
 
-/// Parses `64k`, `1m`, `1048576` into bytes, within 4k and 64m.
+/// Parses `64k`, `1m`, `1048576` into bytes, within 8k and 64m.
 fn parse_size(value: &str) -> Result<u64, OptionError> {
     let lower = value.trim().to_ascii_lowercase();
     let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -478,7 +492,7 @@ fn parse_size(value: &str) -> Result<u64, OptionError> {
         }
         _ => Err(err(
             "size",
-            format!("`{value}` is not a size between 4k and 64m; examples: 64k, 1m"),
+            format!("`{value}` is not a size between 8k (one small file and its rewrite: a 4 KiB page each) and 64m; examples: 64k, 1m"),
         )),
     }
 }
@@ -584,6 +598,11 @@ mod tests {
             parse(&[("path", "kv/a"), ("template", "t"), ("format", "env")]).unwrap_err().option,
             "template"
         );
+        let e = parse(&[("path", "kv/a"), ("path.secret", "kv/b"), ("template", "t")]);
+        assert_eq!(e.unwrap_err().option, "path.secret");
+        // Without `path`, or without a template, `secret` is a name like any other.
+        parse(&[("path.secret", "kv/b"), ("template", "t")]).unwrap();
+        parse(&[("path", "kv/a"), ("path.secret", "kv/b")]).unwrap();
     }
 
     #[test]
@@ -653,9 +672,15 @@ mod tests {
             ("mode", "0755"),
             ("mode", "0500"),
             ("mode", "+44"),
+            ("mode", "0000"),
+            ("mode", "0200"),
+            ("mode", "0044"),
+            ("mode", "000"),
             ("mode", "7"),
             ("size", "1g"),
             ("size", "1k"),
+            ("size", "4k"),
+            ("size", "8191"),
             ("size", "lots"),
             ("ttl", "1s"),
             ("ttl", "forever"),
@@ -664,6 +689,16 @@ mod tests {
             let e = parse(&[("path", "kv/a"), (k, v)]).unwrap_err();
             assert_eq!(e.option, k, "{k}={v}");
             assert!(e.message.contains(v) || !e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_mode_the_owner_cannot_read_is_refused() {
+        let e = parse(&[("path", "kv/a"), ("mode", "0200")]).unwrap_err().to_string();
+        assert!(e.starts_with("option `mode`: `0200` leaves the files unreadable"), "{e}");
+        assert!(e.contains("accepted:") && e.contains("0400"), "{e}");
+        for ok in ["0400", "0600", "0440", "0644", "600"] {
+            parse(&[("path", "kv/a"), ("mode", ok)]).unwrap();
         }
     }
 

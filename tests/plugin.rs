@@ -360,6 +360,21 @@ fn volumes_with_their_own_wrapped_identity() {
     let wt2 = wrapped(&bao, "auth/token/create", json!({"policies": ["team-a"], "ttl": "1h"}));
     let e = plugin.err("/VolumeDriver.Create", json!({"Name": "team-d", "Opts": {"path": "secret/data/team-a", "wrapped-token": wt2, "policies": "admin"}}));
     assert!(e.contains("option `policies`") && e.contains("`admin`"), "{e}");
+    // A token whose policy lacks auth/token/create is refused at create (and revoked), rather
+    // than failing every mount.
+    bao.policy("team-r", "path \"secret/data/team-a\" { capabilities = [\"read\"] }");
+    let wt3 = wrapped(&bao, "auth/token/create", json!({"policies": ["team-r"], "ttl": "1h"}));
+    let before = bao.accessors().len();
+    let e = plugin.err(
+        "/VolumeDriver.Create",
+        json!({"Name": "team-e", "Opts": {"path": "secret/data/team-a", "wrapped-token": wt3}}),
+    );
+    assert!(e.contains("may not create its mounts' child tokens") && e.contains("deny"), "{e}");
+    assert_eq!(
+        bao.accessors().len(),
+        before - 2,
+        "the wrapping token used, the token it held revoked"
+    );
     // Removing the volume revokes its identity.
     let before = bao.accessors().len();
     plugin.ok("/VolumeDriver.Remove", json!({"Name": "team-a"}));

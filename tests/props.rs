@@ -356,3 +356,79 @@ fn a_key_named_like_another_keys_temporary_file_is_written() {
     assert_eq!(std::fs::read_to_string(dir.path().join("password")).unwrap(), "p");
     assert_eq!(std::fs::read_to_string(dir.path().join(".password.tmp")).unwrap(), "beside");
 }
+
+/// The render-time `size` check against a real tmpfs of that size (root: mount(2)): what it
+/// accepts is written, and rewritten (a temporary file beside each, then a rename); what it
+/// refuses for want of the rewrite's page is indeed refused by the kernel at the rewrite.
+#[test]
+fn the_size_check_agrees_with_a_real_tmpfs() {
+    use vault_secrets::files::write_new;
+    use vault_secrets::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
+
+    let owner = Ownership { uid: 0, gid: 0, mode: 0o400, dir_mode: 0o500 };
+    let mounter = LinuxMounter::default();
+    // Files of these sizes, a first and a second version (different contents), on `size`.
+    let attempt = |size: &str, sources: &[(&str, &str)], sizes: &[usize]| {
+        let mut pairs = vec![("size", size)];
+        pairs.extend_from_slice(sources);
+        let spec = spec(&opts(&pairs));
+        let version = |fill: &str| -> Vec<Secret> {
+            spec.sources
+                .iter()
+                .map(|_| {
+                    let data = sizes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (format!("k{i}"), Value::String(fill.repeat(*n))))
+                        .collect();
+                    secret(data)
+                })
+                .collect()
+        };
+        let first = render(&spec, &version("a"), Path::new(NO_TEMPLATES));
+        let second = render(&spec, &version("b"), Path::new(NO_TEMPLATES));
+        let dir = tempfile::tempdir().unwrap();
+        let options = TmpfsOptions { size: spec.size, mode: 0o700, uid: 0, gid: 0 };
+        mounter.mount_tmpfs(dir.path(), &options).expect("mount a tmpfs (run as root)");
+        // What the kernel does with the same files, whatever the check said.
+        let plain = spec_without_cap(&pairs);
+        let files1 = render(&plain, &version("a"), Path::new(NO_TEMPLATES)).unwrap();
+        let files2 = render(&plain, &version("b"), Path::new(NO_TEMPLATES)).unwrap();
+        let written = write_new(dir.path(), &files1, owner);
+        let rewritten =
+            written.and_then(|mut digests| write(dir.path(), &files2, owner, &mut digests));
+        mounter.unmount(dir.path()).unwrap();
+        let accepted = first.is_ok() && second.is_ok();
+        if let Err(e) = &first {
+            assert!(matches!(e, RenderError::TooLarge { .. }), "{e}");
+        }
+        (accepted, rewritten.is_ok())
+    };
+    // (size, sources, file sizes): the check accepts, and the kernel holds it and its rewrite.
+    for (size, sources, sizes) in [
+        ("8k", &[("path", "kv/a")][..], &[7][..]),
+        ("8k", &[("path", "kv/a")], &[4096]),
+        ("8k", &[("path.db", "kv/a")], &[1]),
+        ("16k", &[("path", "kv/a")], &[1, 1, 1]),
+        ("8193", &[("path", "kv/a")], &[1, 1]),
+        ("24k", &[("path", "kv/a")], &[5000, 1, 1]),
+        ("16k", &[("path", "kv/a"), ("path.db", "kv/b")], &[1]),
+    ] {
+        assert_eq!(attempt(size, sources, sizes), (true, true), "{size} {sources:?} {sizes:?}");
+    }
+    // One page short: the check refuses, and the kernel indeed cannot rewrite it.
+    for (size, sizes) in
+        [("8k", &[1, 1][..]), ("8k", &[4097]), ("12k", &[1, 1, 1]), ("20k", &[5000, 1, 1])]
+    {
+        let sources = &[("path", "kv/a")][..];
+        assert_eq!(attempt(size, sources, sizes), (false, false), "{size} {sizes:?}");
+    }
+}
+
+/// `spec` with the largest `size`, so that `render` gives the files whatever their size.
+fn spec_without_cap(pairs: &[(&str, &str)]) -> VolumeSpec {
+    let mut pairs: Vec<(&str, &str)> =
+        pairs.iter().filter(|(k, _)| *k != "size").copied().collect();
+    pairs.push(("size", "64m"));
+    spec(&opts(&pairs))
+}

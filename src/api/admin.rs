@@ -147,7 +147,7 @@ pub fn render_table(status: &Value) -> String {
     }
     let secs = |v: &Value| {
         v.as_u64()
-            .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
+            .map(|s| crate::report::duration(Duration::from_secs(s)))
             .unwrap_or_else(|| "-".into())
     };
     for v in volumes {

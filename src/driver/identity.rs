@@ -142,6 +142,7 @@ impl<E: Edges> Driver<E> {
             self.vault.unwrap(&wrapping).await.map_err(|e| wrapping_refused(volume, e))?;
         let identity = match (kind, unwrapped) {
             (IdentityKind::WrappedToken, Unwrapped::Token(issued)) => {
+                self.check_creates_children(volume, &issued).await?;
                 let renew_at = Deadline::after_grant(
                     Instant::now(),
                     issued.ttl,
@@ -176,6 +177,36 @@ impl<E: Edges> Driver<E> {
             }
         };
         Ok(Own { identity, wrapping })
+    }
+
+    /// Checks at create that a wrapped token may make its mounts' child tokens (`update` on
+    /// `auth/token/create`), rather than letting every mount fail; a token that may not is
+    /// revoked. An answer that is no answer (the check itself refused) lets the create go on:
+    /// the first mount then says what is wrong.
+    async fn check_creates_children(
+        &self,
+        volume: &str,
+        issued: &IssuedToken,
+    ) -> Result<(), DriverError> {
+        let path = "auth/token/create";
+        let caps = match self.vault.capabilities_self(&issued.token, path).await {
+            Ok(caps) => caps,
+            Err(e) => {
+                tracing::warn!(error = %crate::report::chain(&e), "cannot check the wrapped token's capabilities on auth/token/create");
+                return Ok(());
+            }
+        };
+        if caps.iter().any(|c| matches!(c.as_str(), "update" | "sudo" | "root")) {
+            return Ok(());
+        }
+        self.revoke(volume, "create", &issued.token, &issued.accessor).await;
+        Err(wrapped_err(
+            volume,
+            format!(
+                "its token may not create its mounts' child tokens (capabilities on {path}: {}; it needs `update`); the token was revoked: grant `update` on {path} to its policy and wrap a new one",
+                caps.join(", ")
+            ),
+        ))
     }
 
     /// Checks at create that `policies` are a subset of the identity's (a root token may grant

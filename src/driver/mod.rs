@@ -252,7 +252,7 @@ impl<E: Edges> Driver<E> {
         let spec = VolumeSpec::parse(&options, &self.defaults)
             .map_err(|source| DriverError::Options { volume: name.to_owned(), source })?;
         if let Some(template) = &spec.template {
-            files::check_template(&self.templates_dir.join(template)).map_err(|e| {
+            files::check_template(&self.templates_dir.join(template), &spec).map_err(|e| {
                 DriverError::Options {
                     volume: name.to_owned(),
                     source: OptionError {
@@ -411,8 +411,8 @@ impl<E: Edges> Driver<E> {
                 "format": format!("{:?}", spec.format).to_lowercase(),
                 "owner": format!("{}:{}", spec.uid, spec.gid),
                 "mode": format!("{:04o}", spec.mode),
-                "token_ttl": humantime::format_duration(spec.ttl).to_string(),
-                "refresh": humantime::format_duration(spec.refresh).to_string(),
+                "token_ttl": crate::report::duration(spec.ttl),
+                "refresh": crate::report::duration(spec.refresh),
             }),
         }
     }

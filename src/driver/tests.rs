@@ -129,6 +129,16 @@ impl Vault for FakeVault {
         })
     }
 
+    async fn capabilities_self(
+        &self,
+        token: &Token,
+        path: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        assert_eq!(path, "auth/token/create");
+        let can = token.expose() != "no-create-token";
+        Ok(vec![if can { "update" } else { "deny" }.into()])
+    }
+
     async fn health(&self) -> Result<(), VaultError> {
         Ok(())
     }
@@ -610,6 +620,31 @@ async fn a_wrapped_token_becomes_the_volume_identity_once() {
         "remove revokes the volume's identity"
     );
     assert!(f.store.load_volume_identities().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrapped_token_that_cannot_create_child_tokens_is_refused_at_create() {
+    let f = fixture();
+    f.vault
+        .wrapped
+        .lock()
+        .unwrap()
+        .insert("wrap-n".into(), ("auth/token/create".into(), "no-create-token".into()));
+    let e = crate::report::chain(
+        &f.driver
+            .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-n")]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.contains("option `wrapped-token`")
+            && e.contains("may not create its mounts' child tokens")
+            && e.contains("deny"),
+        "{e}"
+    );
+    assert!(!e.contains("no-create-token"), "never the token: {e}");
+    assert!(f.vault.revoked.lock().unwrap().contains(&"no-create-token".to_string()));
+    assert!(f.store.load_volumes().is_empty() && f.store.load_volume_identities().is_empty());
 }
 
 #[tokio::test]

@@ -30,8 +30,8 @@ pub enum RenderError {
     Clash { key: String, path: String },
     #[error("field {field:?} is not in the secret at {path} (it has {count} keys)")]
     FieldMissing { field: String, path: String, count: usize },
-    #[error("the files of the secrets exceed the volume's size of {size} bytes")]
-    TooLarge { size: u64 },
+    #[error("option `size`: the {files} file(s) need {need} bytes of tmpfs (each takes its size in whole pages of 4096 bytes, at least one, and the largest one again for its atomic rewrite); the volume's size is {size} bytes: raise `size` to at least {need}")]
+    TooLarge { files: usize, need: u64, size: u64 },
     #[error("cannot read template {path}")]
     TemplateRead {
         path: PathBuf,
@@ -154,20 +154,58 @@ pub fn render(
     check_size(spec, files)
 }
 
+/// The unit a tmpfs charges its files in (directories take none), and rounds its size up to.
+pub const PAGE: u64 = 4096;
+
+/// The bytes of tmpfs that files of these sizes need: each takes its size in whole pages, at
+/// least one; and the largest one again, for the temporary file beside it while it is rewritten
+/// (`write`: a new file, then `renameat`).
+pub fn tmpfs_need(sizes: impl IntoIterator<Item = u64>) -> u64 {
+    let pages = |len: u64| len.div_ceil(PAGE).max(1);
+    let (total, largest) = sizes.into_iter().map(pages).fold((0, 0), |(t, l), p| (t + p, l.max(p)));
+    (total + largest) * PAGE
+}
+
 fn check_size(spec: &VolumeSpec, files: Vec<File>) -> Result<Vec<File>, RenderError> {
-    let total: u64 = files.iter().map(|f| f.contents.len() as u64 + 4096).sum();
-    if total > spec.size {
-        return Err(RenderError::TooLarge { size: spec.size });
+    let need = tmpfs_need(files.iter().map(|f| f.contents.len() as u64));
+    // The kernel rounds a tmpfs's size up to whole pages.
+    if need > spec.size.div_ceil(PAGE) * PAGE {
+        return Err(RenderError::TooLarge { files: files.len(), need, size: spec.size });
     }
     Ok(files)
 }
 
-/// Compiles the template at `path` (a syntax check, at create). The error carries its line.
-pub fn check_template(path: &Path) -> Result<(), RenderError> {
+/// Compiles the template at `path` for `spec` (at create): a syntax error carries its line,
+/// and a variable that is none of the volume's sources (`secret`, each `path.NAME`'s `NAME`)
+/// nor one of minijinja's globals is refused by name.
+pub fn check_template(path: &Path, spec: &VolumeSpec) -> Result<(), RenderError> {
     let source = read_template(path)?;
-    let mut env = template_env();
-    env.add_template("t", &source).map_err(|e| template_error(path, &e))?;
+    let env = template_env();
+    let template = env.template_from_str(&source).map_err(|e| template_error(path, &e))?;
+    let names = source_names(spec);
+    let mut unknown: Vec<String> = template
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|v| !names.contains(&v.as_str()) && env.globals().all(|(g, _)| g != v))
+        .collect();
+    unknown.sort();
+    if let Some(first) = unknown.first() {
+        return Err(RenderError::Template {
+            path: path.to_owned(),
+            line: None,
+            message: format!(
+                "uses `{first}`, which is not a source of this volume; its sources are {} (`path` is `secret`, each `path.NAME` is `NAME`)",
+                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
     Ok(())
+}
+
+/// The names a template sees the volume's sources by: `secret` for `path`, `NAME` for
+/// `path.NAME`.
+fn source_names(spec: &VolumeSpec) -> Vec<&str> {
+    spec.sources.iter().map(|s| s.dir.as_deref().unwrap_or("secret")).collect()
 }
 
 fn read_template(path: &Path) -> Result<String, RenderError> {
@@ -200,13 +238,46 @@ fn render_template(
 ) -> Result<Zeroizing<Vec<u8>>, RenderError> {
     let source = Zeroizing::new(read_template(path)?);
     let mut scope = BTreeMap::new();
-    for (src, secret) in spec.sources.iter().zip(secrets) {
-        let name = src.dir.clone().unwrap_or_else(|| "secret".into());
-        scope.insert(name, minijinja::Value::from_serialize(&secret.data));
+    for (name, secret) in source_names(spec).into_iter().zip(secrets) {
+        scope.insert(name.to_owned(), minijinja::Value::from_serialize(&secret.data));
     }
     let env = template_env();
-    let rendered = env.render_str(&source, scope).map_err(|e| template_error(path, &e))?;
+    let template = env.template_from_str(&source).map_err(|e| template_error(path, &e))?;
+    let rendered = template.render(&scope).map_err(|e| {
+        let mut error = template_error(path, &e);
+        if let (minijinja::ErrorKind::UndefinedError, RenderError::Template { message, .. }) =
+            (e.kind(), &mut error)
+        {
+            if let Some(name) = first_undefined(&template, &scope) {
+                message.push_str(&format!(" (`{name}` is not there)"));
+            }
+        }
+        error
+    })?;
     Ok(Zeroizing::new(rendered.into_bytes()))
+}
+
+/// The first plain lookup of the template (`secret.kye`, `db.username`) that is undefined in
+/// `scope`, by its name (never a value): what a strict render's undefined-value error meant.
+fn first_undefined(
+    template: &minijinja::Template<'_, '_>,
+    scope: &BTreeMap<String, minijinja::Value>,
+) -> Option<String> {
+    let mut lookups: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+    lookups.sort();
+    lookups.into_iter().find(|lookup| {
+        let mut segments = lookup.split('.');
+        let Some(mut value) = segments.next().and_then(|first| scope.get(first)).cloned() else {
+            return true;
+        };
+        segments.any(|segment| match value.get_attr(segment) {
+            Ok(next) if !next.is_undefined() => {
+                value = next;
+                false
+            }
+            _ => true,
+        })
+    })
 }
 
 /// A string is written as is (no newline added); a list of PEM blocks (PKI's `ca_chain`) as
@@ -282,10 +353,47 @@ mod tests {
             spec(&[("path", "kv/a"), ("path.db", "database/creds/x"), ("template", "typo.tmpl")]);
         let e = super::render(&s, &secrets, dir.path()).unwrap_err().to_string();
         assert!(e.contains("typo.tmpl line 2") && e.contains("undefined"), "{e}");
-        let e = check_template(&dir.path().join("broken.tmpl")).unwrap_err().to_string();
+        assert!(e.contains("(`secret.kye` is not there)"), "{e}");
+        let e = check_template(&dir.path().join("broken.tmpl"), &s).unwrap_err().to_string();
         assert!(e.contains("broken.tmpl line 3") && e.contains("syntax"), "{e}");
-        let e = check_template(&dir.path().join("missing.tmpl")).unwrap_err().to_string();
+        let e = check_template(&dir.path().join("missing.tmpl"), &s).unwrap_err().to_string();
         assert!(e.contains("cannot read template") && e.contains("missing.tmpl"), "{e}");
+    }
+
+    #[test]
+    fn a_template_using_a_source_the_volume_lacks_is_refused_at_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.env.tmpl");
+        std::fs::write(
+            &file,
+            "{#- a comment -#}\n{% for k, v in secret|items %}{{ k }}={{ v }} {{ loop.index }}\n{% endfor %}{{ range(2)|list }}{{ db.username }}\n",
+        )
+        .unwrap();
+        let both = spec(&[("path", "kv/a"), ("path.db", "database/creds/x"), ("template", "t")]);
+        check_template(&file, &both).unwrap();
+        let e = check_template(&file, &spec(&[("path", "kv/a"), ("template", "t")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uses `db`, which is not a source") && e.contains("`secret`"), "{e}");
+        let e = check_template(&file, &spec(&[("path.db", "kv/b"), ("template", "t")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uses `secret`") && e.contains("are `db`"), "{e}");
+        // `{#- … -#}` leaves no empty first line.
+        let files = super::render(
+            &both,
+            &[secret(r#"{"a":"1"}"#), secret(r#"{"username":"u"}"#)],
+            dir.path(),
+        );
+        assert!(files.is_err(), "template `t` does not exist in dir");
+        std::fs::copy(&file, dir.path().join("t")).unwrap();
+        let files = super::render(
+            &both,
+            &[secret(r#"{"a":"1"}"#), secret(r#"{"username":"u"}"#)],
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(contents(&files), vec![("t".into(), "a=1 1\n[0, 1]u\n".into())]);
     }
 
     fn spec(pairs: &[(&str, &str)]) -> VolumeSpec {
@@ -402,7 +510,29 @@ mod tests {
     fn size_cap_is_enforced() {
         let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(70 * 1024));
         let e = render(&spec(&[("path", "kv/a"), ("size", "64k")]), &[secret(&big)]).unwrap_err();
-        assert!(matches!(e, RenderError::TooLarge { .. }));
+        assert!(matches!(e, RenderError::TooLarge { files: 1, need: 147456, size: 65536 }), "{e}");
+        // The least size holds one small key, and its rewrite.
+        let small = spec(&[("path", "kv/a"), ("size", "8k")]);
+        render(&small, &[secret(r#"{"k":"1234567"}"#)]).unwrap();
+        let full = format!(r#"{{"k":"{}"}}"#, "x".repeat(4096));
+        render(&small, &[secret(&full)]).unwrap();
+        let e = render(&small, &[secret(r#"{"a":"1","b":"2"}"#)]).unwrap_err().to_string();
+        assert!(
+            e.contains("2 file(s) need 12288 bytes")
+                && e.contains("size is 8192 bytes")
+                && e.contains("option `size`"),
+            "{e}"
+        );
+        let e = render(&small, &[secret(&format!(r#"{{"k":"{}x"}}"#, "x".repeat(4096)))]);
+        assert!(matches!(e, Err(RenderError::TooLarge { need: 16384, .. })));
+        // Three short keys: three pages and one for the rewrite.
+        let three = || secret(r#"{"a":"1","b":"2","c":"3"}"#);
+        render(&spec(&[("path", "kv/a"), ("size", "16k")]), &[three()]).unwrap();
+        assert!(render(&spec(&[("path", "kv/a"), ("size", "12k")]), &[three()]).is_err());
+        // Sizes are rounded up to pages, as the kernel does.
+        render(&spec(&[("path", "kv/a"), ("size", "8193")]), &[secret(r#"{"a":"1","b":"2"}"#)])
+            .unwrap();
+        assert_eq!(tmpfs_need([0, 4096, 4097]), (1 + 1 + 2 + 2) * PAGE);
     }
 
     #[test]

@@ -381,6 +381,24 @@ impl Vault for HttpVault {
         })
     }
 
+    async fn capabilities_self(
+        &self,
+        token: &Token,
+        path: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        let call = "sys/capabilities-self";
+        let body = json!({ "paths": [path] });
+        let data =
+            self.call(Method::POST, call, Some(token), Some(&body)).await?.and_then(|r| r.data);
+        let list = data.as_ref().and_then(|d| d.get(path).or_else(|| d.get("capabilities")));
+        list.and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .ok_or_else(|| VaultError::BadReply {
+                path: call.into(),
+                message: format!("no data.{path}"),
+            })
+    }
+
     async fn health(&self) -> Result<(), VaultError> {
         self.call(Method::GET, "sys/health?standbyok=true&perfstandbyok=true", None, None)
             .await

@@ -75,6 +75,10 @@ impl Vault for FakeVault {
             .ok_or_else(|| Self::denied("auth/token/lookup-self"))
     }
 
+    async fn capabilities_self(&self, _: &Token, _: &str) -> Result<Vec<String>, VaultError> {
+        Ok(vec!["update".into()])
+    }
+
     async fn health(&self) -> Result<(), VaultError> {
         if self.sealed.load(Ordering::SeqCst) {
             return Err(VaultError::Status {

@@ -208,6 +208,13 @@ pub trait Vault: Send + Sync + 'static {
         token: &Token,
     ) -> impl Future<Output = Result<TokenInfo, VaultError>> + Send;
 
+    /// `sys/capabilities-self`: what `token` may do on `path` (`["update"]`, `["deny"]`, …).
+    fn capabilities_self(
+        &self,
+        token: &Token,
+        path: &str,
+    ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
+
     /// `sys/health`: Vault answers, unsealed (a standby counts: it forwards).
     fn health(&self) -> impl Future<Output = Result<(), VaultError>> + Send;
 
