@@ -64,6 +64,9 @@ const ATTEMPTS: usize = 8;
 /// overflow.
 const MAX_DEPTH: usize = 16;
 
+/// The longest file name Linux takes, in bytes.
+const NAME_MAX: usize = 255;
+
 const DIR: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
@@ -242,12 +245,7 @@ fn replace(
     owner: Ownership,
     wanted: impl Fn(&OsStr) -> bool,
 ) -> io::Result<()> {
-    let mut temp = OsString::from(".");
-    temp.push(name);
-    temp.push(".tmp");
-    while wanted(&temp) {
-        temp.push("~"); // a key of the secret has this name: pick another
-    }
+    let temp = temp_name(name, wanted);
     for _ in 0..ATTEMPTS {
         remove_entry(dir, &temp, 0)?; // whatever an earlier run or a container left there
         match create(dir, &temp, contents, owner) {
@@ -274,6 +272,22 @@ fn replace(
     }
     let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
     Err(raced(name))
+}
+
+/// The name of the temporary file beside `name`: `.NAME.tmp`, within the 255 bytes a name may
+/// have (a long NAME is cut), and never a name this write keeps (a key of the secret may be
+/// called `.password.tmp`: then `.password~.tmp`, and so on).
+fn temp_name(name: &OsStr, wanted: impl Fn(&OsStr) -> bool) -> OsString {
+    let mut suffix = b".tmp".to_vec();
+    loop {
+        let room = NAME_MAX - 1 - suffix.len();
+        let stem = &name.as_bytes()[..name.len().min(room)];
+        let temp = OsStr::from_bytes(&[b".", stem, &suffix].concat()).to_owned();
+        if !wanted(&temp) {
+            return temp;
+        }
+        suffix.insert(0, b'~');
+    }
 }
 
 /// Whether `name` in `dir` is a regular file of `len` bytes with the owner and mode asked:
@@ -485,6 +499,19 @@ mod tests {
         let mode = std::fs::metadata(root.join("a")).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o440);
         assert_eq!(format!("{digests:?}"), "Digests(1 files)", "Debug shows no digest");
+    }
+
+    #[test]
+    fn a_key_of_255_bytes_is_rewritten_and_temporary_names_never_take_a_kept_one() {
+        let (_d, root, _outside) = setup();
+        let long = "k".repeat(255);
+        let mut digests = write_new(&root, &[file(&long, "1")], owner()).unwrap();
+        assert!(write(&root, &[file(&long, "2")], owner(), &mut digests).unwrap());
+        assert_eq!(std::fs::read_to_string(root.join(&long)).unwrap(), "2");
+        let temp = temp_name(OsStr::new(&long), |_| false);
+        assert_eq!(temp.len(), NAME_MAX);
+        let kept = |n: &OsStr| n == ".a.tmp" || n == ".a~.tmp";
+        assert_eq!(temp_name(OsStr::new("a"), kept), ".a~~.tmp");
     }
 
     #[test]
