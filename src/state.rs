@@ -68,6 +68,9 @@ pub struct MountRecord {
     pub token_expires_at: Option<u64>,
     #[serde(default)]
     pub leases: Vec<LeaseRecord>,
+    /// The sources that expire without a lease (certificates), with when to replace them.
+    #[serde(default)]
+    pub expiring: Vec<ExpiryRecord>,
     /// Tokens of replaced generations not yet revoked.
     #[serde(default, with = "tokens_serde")]
     pub retiring: Vec<Token>,
@@ -87,6 +90,17 @@ pub struct LeaseRecord {
     pub renewable: bool,
     /// When it expires (seconds since the epoch), as last renewed.
     pub expires_at: Option<u64>,
+}
+
+/// A source of a mount that expires without a lease (a certificate's `expiration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryRecord {
+    /// The index of the source in the volume's sources.
+    pub source: usize,
+    /// When it expires (seconds since the epoch), from its data.
+    pub expires_at: u64,
+    /// When it is due to be replaced (seconds since the epoch).
+    pub replace_at: Option<u64>,
 }
 
 /// The plugin's own identity as kept in the private tmpfs, so a restart needs no new login
@@ -505,6 +519,7 @@ mod tests {
             accessor: "acc".into(),
             token_expires_at: Some(1),
             leases: vec![],
+            expiring: vec![ExpiryRecord { source: 0, expires_at: 9, replace_at: Some(7) }],
             retiring: vec![Token::new("s.old-token".into())],
             digests: Digests::default(),
         };
@@ -514,6 +529,7 @@ mod tests {
         assert_eq!(loaded[0].token.expose(), "s.secret-token");
         assert_eq!(loaded[0].refs, 2);
         assert_eq!(loaded[0].retiring[0].expose(), "s.old-token");
+        assert_eq!(loaded[0].expiring, record.expiring);
         assert!(!format!("{record:?}").contains("s.secret-token"));
         let on_disk = std::process::Command::new("grep")
             .args(["-r", "s.secret-token"])

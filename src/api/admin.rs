@@ -179,6 +179,16 @@ pub fn render_table(status: &Value) -> String {
                     l["state"].as_str().unwrap_or("?"),
                 ));
             }
+            for x in m["expiring"].as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!(
+                    "    {} expires in {} (expiration {})  replaced in {}  ({})\n",
+                    x["source"].as_str().unwrap_or("?"),
+                    secs(&x["expires_in_secs"]),
+                    x["expiration"],
+                    secs(&x["replace_in_secs"]),
+                    x["state"].as_str().unwrap_or("?"),
+                ));
+            }
             if let Some(e) = m["last_error"].as_str() {
                 out.push_str(&format!("    last error: {e}\n"));
             }

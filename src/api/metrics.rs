@@ -97,6 +97,7 @@ mod tests {
             accessor: "acc".into(),
             token_expires_in_secs: Some(20),
             leases: vec![lease("renew"), lease("replace")],
+            expiring: vec![],
             next_action_in_secs: 5,
             last_refresh: None,
             last_error: None,

@@ -32,7 +32,7 @@ use crate::vault::identity::IdentitySlot;
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
 
-pub use status::{LeaseStatus, MountStatus, VolumeStatus};
+pub use status::{ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {

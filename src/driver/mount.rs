@@ -9,11 +9,11 @@ use crate::lease::plan::{Deadline, SourceTimer, Timers};
 use crate::lease::Job;
 use crate::metrics::METRICS;
 use crate::state::Store;
-use crate::state::{LeaseRecord, MountRecord};
+use crate::state::{ExpiryRecord, LeaseRecord, MountRecord};
 use crate::tmpfs::Mounter;
 use crate::tmpfs::TmpfsOptions;
 use crate::vault::Vault;
-use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Secret, Token};
+use crate::vault::{validity, ChildTokenRequest, IssuedToken, Lease, Secret, Token};
 use crate::volume::VolumeSpec;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -33,6 +33,9 @@ pub(super) struct Active {
     pub(super) token: IssuedToken,
     /// The lease of each source (`None` for static secrets), index for index with the sources.
     pub(super) leases: Vec<Option<Lease>>,
+    /// When each source without a lease expires by its own data (a certificate's
+    /// `expiration`, seconds since the epoch), index for index with the sources.
+    pub(super) expirations: Vec<Option<u64>>,
     /// The data last read, to render again when one source changes; `None` after a restart
     /// (the next change then fetches a fresh generation).
     pub(super) secrets: Option<Vec<Secret>>,
@@ -56,6 +59,17 @@ impl Active {
             Some((i, lease.as_ref()?, deadline))
         })
     }
+
+    /// Each source that expires without a lease: its index, its expiration (seconds since the
+    /// epoch) and its deadline (to replace it).
+    pub(super) fn expiring(&self) -> impl Iterator<Item = (usize, u64, Deadline)> + '_ {
+        self.expirations.iter().enumerate().filter_map(|(i, at)| {
+            match (at, self.timers.sources.get(i)) {
+                (Some(at), Some(SourceTimer::Leased(d))) => Some((i, *at, *d)),
+                _ => None,
+            }
+        })
+    }
 }
 
 pub(super) type Slot = Arc<tokio::sync::Mutex<Option<Active>>>;
@@ -75,29 +89,37 @@ pub(super) fn jitter() -> f64 {
     fastrand::f64()
 }
 
-/// The timers of a freshly issued generation.
+/// The timers of a freshly issued generation: a lease is renewed; a secret that expires
+/// without a lease (`expirations`, read just now) is followed like a lease that cannot be
+/// renewed — replaced at about two thirds of its validity, never on `refresh`; a source with
+/// parameters (its read is a write) is read once per generation; the rest every `refresh`.
 pub(super) fn fresh_timers(
     spec: &VolumeSpec,
     token: &IssuedToken,
     leases: &[Option<Lease>],
+    expirations: &[Option<u64>],
     now: Instant,
 ) -> Timers {
     let refresh_at = (!spec.refresh.is_zero()).then(|| now + spec.refresh);
+    let wall = SystemTime::now();
+    let source_timer = |i: usize, lease: &Option<Lease>| {
+        if let Some(l) = lease {
+            let d = Deadline::after_grant(now, l.duration, l.duration, l.renewable, jitter());
+            return SourceTimer::Leased(d);
+        }
+        // An expiration already past gives nothing to follow (replacing it at once, again
+        // and again, would only hammer Vault): the source is then read as if it had none.
+        let validity = expirations.get(i).copied().flatten().map(|at| validity(at, wall));
+        if let Some(validity) = validity.filter(|v| !v.is_zero()) {
+            let d = Deadline::after_grant(now, validity, validity, false, jitter());
+            return SourceTimer::Leased(d);
+        }
+        let writes = spec.sources.get(i).is_some_and(|s| !s.params.is_empty());
+        SourceTimer::Static { refresh_at: if writes { None } else { refresh_at } }
+    };
     Timers {
         token: Deadline::after_grant(now, token.ttl, spec.ttl, token.renewable, jitter()),
-        sources: leases
-            .iter()
-            .map(|lease| match lease {
-                Some(l) => SourceTimer::Leased(Deadline::after_grant(
-                    now,
-                    l.duration,
-                    l.duration,
-                    l.renewable,
-                    jitter(),
-                )),
-                None => SourceTimer::Static { refresh_at },
-            })
-            .collect(),
+        sources: leases.iter().enumerate().map(|(i, lease)| source_timer(i, lease)).collect(),
         retiring: Vec::new(),
         retry_at: None,
         failures: 0,
@@ -192,7 +214,7 @@ impl<E: Edges> Driver<E> {
 
     pub(super) async fn mount_new(&self, volume: &Volume, id: &str) -> Result<Active, DriverError> {
         let token = self.issue_token(volume, id).await?;
-        let timers = fresh_timers(&volume.spec, &token, &[], Instant::now());
+        let timers = fresh_timers(&volume.spec, &token, &[], &[], Instant::now());
         let mut active = Active {
             refs: 1,
             mountpoint: self.mounts_root.join(&volume.record.name).join(id),
@@ -200,6 +222,7 @@ impl<E: Edges> Driver<E> {
             device: None,
             token,
             leases: Vec::new(),
+            expirations: Vec::new(),
             secrets: None,
             timers,
             retiring: Vec::new(),
@@ -246,6 +269,7 @@ impl<E: Edges> Driver<E> {
         let spec = &volume.spec;
         let secrets = self.read_all(volume, &active.token.token).await?;
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
+        active.expirations = secrets.iter().map(Secret::expiration).collect();
         let rendered = files::render(spec, &secrets, &self.templates_dir)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
         let mountpoint = &active.mountpoint;
@@ -260,7 +284,8 @@ impl<E: Edges> Driver<E> {
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
         self.mounter.bind_read_only(&files_dir, mountpoint).map_err(mount_err)?;
         active.device = self.mounter.device(mountpoint);
-        active.timers = fresh_timers(spec, &active.token, &active.leases, Instant::now());
+        active.timers =
+            fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = Some(secrets);
         active.last_refresh = Some(SystemTime::now());
         Ok(())
@@ -296,6 +321,14 @@ impl<E: Edges> Driver<E> {
                 expires_at: unix_at(deadline.map_or(Some(lease.duration), |d| d.remaining(now))),
             })
             .collect();
+        let expiring = active
+            .expiring()
+            .map(|(i, at, deadline)| ExpiryRecord {
+                source: i,
+                expires_at: at,
+                replace_at: unix_at(Some(deadline.act_at.saturating_duration_since(now))),
+            })
+            .collect();
         let record = MountRecord {
             volume: volume.record.name.clone(),
             id: id.to_owned(),
@@ -305,6 +338,7 @@ impl<E: Edges> Driver<E> {
             accessor: active.token.accessor.clone(),
             token_expires_at: unix_at(active.timers.token.remaining(now)),
             leases,
+            expiring,
             retiring: active.retiring.iter().map(|(t, _)| t.token.clone()).collect(),
             digests: active.digests.clone(),
         };

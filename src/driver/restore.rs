@@ -16,10 +16,9 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// What is left until a recorded epoch second; zero when past.
+/// (A huge one is far away, bounded like a TTL.)
 pub(super) fn left_until(unix: u64) -> Duration {
-    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix));
-    let left = at.and_then(|at| at.duration_since(SystemTime::now()).ok()).unwrap_or_default();
-    left.min(crate::vault::MAX_TTL)
+    crate::vault::validity(unix, SystemTime::now())
 }
 
 /// An active mount rebuilt from its record after a restart: its deadlines from the recorded
@@ -33,7 +32,8 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         renewable: true,
     };
     let mut leases = vec![None; spec.sources.len()];
-    let mut timers = fresh_timers(spec, &token, &leases, now);
+    let mut expirations = vec![None; spec.sources.len()];
+    let mut timers = fresh_timers(spec, &token, &leases, &expirations, now);
     // The token's TTL was what was left, not what was asked: renew it soon after a restart.
     timers.token = Deadline::after_grant(now, token.ttl, token.ttl, true, jitter());
     for l in &record.leases {
@@ -54,6 +54,15 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
             leases[l.source] = Some(lease);
         }
     }
+    let sources = expirations.len();
+    for e in record.expiring.iter().filter(|e| e.source < sources) {
+        // Replaced when it was due to be (at once when that is past), never after it expires.
+        let left = left_until(e.expires_at);
+        let act = e.replace_at.map_or(left.mul_f64(2.0 / 3.0), left_until).min(left);
+        let deadline = Deadline { act_at: now + act, expires_at: Some(now + left), replace: true };
+        timers.sources[e.source] = SourceTimer::Leased(deadline);
+        expirations[e.source] = Some(e.expires_at);
+    }
     Active {
         refs: record.refs,
         mountpoint: record.mountpoint.clone(),
@@ -61,6 +70,7 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         device: None,
         token,
         leases,
+        expirations,
         secrets: None,
         timers,
         retiring: Vec::new(),

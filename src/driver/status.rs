@@ -27,6 +27,8 @@ pub struct MountStatus {
     pub accessor: String,
     pub token_expires_in_secs: Option<u64>,
     pub leases: Vec<LeaseStatus>,
+    /// Sources that expire without a lease (certificates).
+    pub expiring: Vec<ExpiryStatus>,
     pub next_action_in_secs: u64,
     pub last_refresh: Option<String>,
     pub last_error: Option<String>,
@@ -39,6 +41,19 @@ pub struct LeaseStatus {
     pub expires_in_secs: Option<u64>,
     pub renewable: bool,
     /// `renew` while it can be renewed, `replace` once a fresh secret must be fetched.
+    pub state: &'static str,
+}
+
+/// A source that expires without a lease (a certificate's `expiration`): replaced, never renewed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpiryStatus {
+    pub source: String,
+    /// Its `expiration` (seconds since the epoch).
+    pub expiration: u64,
+    pub expires_in_secs: Option<u64>,
+    /// When a fresh one is fetched.
+    pub replace_in_secs: u64,
+    /// Always `replace`.
     pub state: &'static str,
 }
 
@@ -82,6 +97,16 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
             state: if deadline.is_some_and(|d| d.replace) { "replace" } else { "renew" },
         })
         .collect();
+    let expiring = active
+        .expiring()
+        .map(|(i, expiration, deadline)| ExpiryStatus {
+            source: spec.sources[i].path.clone(),
+            expiration,
+            expires_in_secs: secs_until(deadline.expires_at, now),
+            replace_in_secs: deadline.act_at.saturating_duration_since(now).as_secs(),
+            state: "replace",
+        })
+        .collect();
     MountStatus {
         id: id.to_owned(),
         mountpoint: active.mountpoint.clone(),
@@ -89,6 +114,7 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
         accessor: active.token.accessor.clone(),
         token_expires_in_secs: secs_until(active.timers.token.expires_at, now),
         leases,
+        expiring,
         next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
         last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: active.last_error.clone(),

@@ -36,6 +36,17 @@ struct FakeVault {
     wrapped: Mutex<BTreeMap<String, (String, String)>>,
     /// The parent of each child token created, in order.
     parents: Mutex<Vec<String>>,
+    /// Paths that issue a certificate without a lease (PKI's `generate_lease=false`).
+    certified: Mutex<BTreeMap<String, Expiration>>,
+}
+
+/// The `expiration` a fake certificate carries.
+#[derive(Clone)]
+enum Expiration {
+    /// This many seconds after it is read.
+    In(u64),
+    /// This JSON value, whatever it is.
+    Raw(Value),
 }
 
 impl FakeVault {
@@ -81,6 +92,18 @@ impl Vault for FakeVault {
                 let mut data = data.clone();
                 if lease.is_some() {
                     data.insert("username".into(), Value::String(format!("user-{n}")));
+                }
+                if let Some(expiration) = self.certified.lock().unwrap().get(&source.path) {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let expiration = match expiration {
+                        Expiration::In(secs) => json!(now + secs),
+                        Expiration::Raw(value) => value.clone(),
+                    };
+                    data.insert("certificate".into(), Value::String(format!("cert-{n}")));
+                    data.insert("expiration".into(), expiration);
                 }
                 Ok(Secret { data, lease, kv_version: None })
             }
@@ -819,4 +842,106 @@ async fn docker_gets_a_read_only_bind_and_unmount_ids_are_checked_like_mount_ids
     assert!(matches!(e, DriverError::InvalidName { .. }));
     f.driver.unmount("app", ID).await.unwrap();
     assert!(!files.exists() && !path.exists(), "both directories are removed");
+}
+
+fn certify(f: &Fixture, path: &str, expiration: Expiration) {
+    f.vault.secrets.lock().unwrap().insert(path.into(), json!({"private_key": "key"}));
+    f.vault.certified.lock().unwrap().insert(path.into(), expiration);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_certificate_without_a_lease_is_replaced_at_two_thirds_of_its_validity_not_at_refresh() {
+    let f = fixture();
+    certify(&f, "pki/issue/web", Expiration::In(60));
+    let options = [("path", "pki/issue/web"), ("param.common_name", "web"), ("refresh", "10s")];
+    f.driver.create("db", opts(&options)).await.unwrap();
+    let start = Instant::now();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    assert_eq!(read(&path, "certificate"), "cert-0");
+    let status = f.driver.status().await;
+    let expiring = &status[0].mounts[0].expiring[0];
+    assert_eq!((expiring.source.as_str(), expiring.state), ("pki/issue/web", "replace"));
+    assert!(expiring.expires_in_secs.is_some_and(|s| (59..=60).contains(&s)), "{expiring:?}");
+    let record = &f.store.load_mounts()[0];
+    assert_eq!(record.expiring.len(), 1, "the deadline is recorded for a restart");
+    assert!(record.expiring[0].replace_at.is_some_and(|at| at < record.expiring[0].expires_at));
+    // `refresh` comes round: nothing is issued again.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 1, "not re-issued on refresh");
+    let at = next - start;
+    assert!(at > Duration::from_secs(33) && at <= Duration::from_secs(40), "{at:?}");
+    // At about two thirds of its validity: a fresh generation with a new certificate.
+    tokio::time::sleep_until(next).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 2);
+    assert_eq!(f.vault.created.load(Ordering::SeqCst), 2, "a new token for the new generation");
+    assert_eq!(read(&path, "certificate"), "cert-1");
+    assert!(next - Instant::now() > Duration::from_secs(4), "the old token's grace comes first");
+    assert_eq!(f.driver.status().await[0].mounts[0].expiring.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_with_parameters_is_read_once_per_generation() {
+    let f = fixture();
+    let options = [("path", "kv/app"), ("param.x", "y"), ("refresh", "2s")];
+    f.driver.create("db", opts(&options)).await.unwrap();
+    f.driver.mount("db", ID).await.unwrap();
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(3)).await;
+        f.driver.tick(&key(ID)).await.unwrap();
+    }
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 1, "a write is not repeated on refresh");
+    assert!(f.driver.status().await[0].mounts[0].expiring.is_empty());
+    f.driver.rotate("db").await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 2, "read again for a fresh generation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_expirations_neither_panic_nor_spin() {
+    let f = fixture();
+    let hostile =
+        [json!(-5), json!(0), json!(-1e300), json!(1e300), json!(u64::MAX), json!("soon")];
+    for (i, value) in hostile.iter().enumerate() {
+        let path = format!("pki/issue/h{i}");
+        certify(&f, &path, Expiration::Raw(value.clone()));
+        let name = format!("h{i}");
+        let options = [("path", path.as_str()), ("param.common_name", "x"), ("refresh", "1s")];
+        f.driver.create(&name, opts(&options)).await.unwrap();
+        f.driver.mount(&name, ID).await.unwrap();
+    }
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    for i in 0..hostile.len() {
+        let next = f.driver.tick(&Job::mount(&format!("h{i}"), ID)).await.unwrap();
+        assert!(next > Instant::now() + Duration::from_secs(60), "{}: {next:?}", hostile[i]);
+    }
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len(), "none is read again");
+    for volume in f.driver.status().await {
+        let expiring = &volume.mounts[0].expiring;
+        let far = |e: &ExpiryStatus| {
+            e.expires_in_secs.is_some_and(|s| s <= crate::vault::MAX_TTL.as_secs())
+        };
+        match volume.name.as_str() {
+            "h3" | "h4" => assert!(expiring.len() == 1 && far(&expiring[0]), "{expiring:?}"),
+            name => assert!(expiring.is_empty(), "{name}: a past or bad expiration is ignored"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_certificate_s_deadline_survives_a_restart() {
+    let f = fixture();
+    certify(&f, "pki/issue/web", Expiration::In(60));
+    f.driver.create("db", opts(&[("path", "pki/issue/web"), ("param.cn", "w")])).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    let record = f.store.load_mounts().remove(0);
+    let spec = f.driver.volume("db").unwrap().spec.clone();
+    let active = restore::restored(&spec, &record);
+    let (_, expiration, deadline) = active.expiring().next().expect("carried over");
+    assert_eq!(expiration, record.expiring[0].expires_at);
+    assert!(deadline.replace && deadline.act_at < deadline.expires_at.unwrap());
+    let act = deadline.act_at - Instant::now();
+    assert!(act >= Duration::from_secs(32) && act <= Duration::from_secs(41), "{act:?}");
+    assert_eq!(read(&path, "certificate"), "cert-0");
 }

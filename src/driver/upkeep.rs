@@ -7,7 +7,10 @@
 //!   fresh *generation*: a new child token, every source read again with it, the files swapped
 //!   (each one atomically), and the old token — with all of its leases — revoked after a short
 //!   grace ([`plan::grace`]).
-//! - Static sources are re-read every `refresh`; files are rewritten only when they changed.
+//! - A secret that expires without a lease (a PKI certificate's `expiration`) is followed like
+//!   a lease that cannot be renewed: a fresh generation at about two thirds of its validity.
+//! - Static sources are re-read every `refresh` (those with parameters, whose read is a write,
+//!   and those that expire, never); files are rewritten only when they changed.
 //! - While Vault is out of reach the files stay as they are and the mount retries with backoff;
 //!   the error shows in `status`.
 
@@ -164,7 +167,8 @@ impl<E: Edges> Driver<E> {
         Ok(())
     }
 
-    /// Re-reads the static sources; rewrites the files only when they changed.
+    /// Re-reads the static sources that are read every `refresh` (not those with parameters:
+    /// their read is a write); rewrites the files only when they changed.
     async fn refresh(
         &self,
         volume: &Volume,
@@ -174,7 +178,9 @@ impl<E: Edges> Driver<E> {
     ) -> Result<(), DriverError> {
         let spec = &volume.spec;
         let statics: Vec<usize> = (0..spec.sources.len())
-            .filter(|i| matches!(active.timers.sources[*i], SourceTimer::Static { .. }))
+            .filter(|i| {
+                matches!(active.timers.sources[*i], SourceTimer::Static { refresh_at: Some(_) })
+            })
             .collect();
         if active.secrets.is_none() && statics.len() < spec.sources.len() {
             // After a restart the leased data is not in memory: render from a fresh generation.
@@ -298,7 +304,9 @@ impl<E: Edges> Driver<E> {
         let old = std::mem::replace(&mut active.token, token);
         active.retiring.push((old.clone(), now + grace));
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
-        active.timers = fresh_timers(&volume.spec, &active.token, &active.leases, now);
+        active.expirations = secrets.iter().map(Secret::expiration).collect();
+        active.timers =
+            fresh_timers(&volume.spec, &active.token, &active.leases, &active.expirations, now);
         active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
         active.secrets = Some(secrets);
         active.last_refresh = Some(SystemTime::now());

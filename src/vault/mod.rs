@@ -97,6 +97,34 @@ impl Drop for Secret {
 /// say `u64::MAX`) is read as this, so no deadline computed from it can overflow.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+impl Secret {
+    /// When a secret without a lease says it expires (seconds since the epoch): a PKI
+    /// certificate issued with the default `generate_lease=false` carries its `expiration`
+    /// beside its `certificate`. `None` for a leased secret, for data without both, and for an
+    /// `expiration` that is not a positive number of seconds (a hostile or broken reply); a
+    /// fraction is cut off and a huge value saturates (bounded later, like a TTL).
+    pub fn expiration(&self) -> Option<u64> {
+        if self.lease.is_some() || !self.data.contains_key("certificate") {
+            return None;
+        }
+        let n = self.data.get("expiration")?.as_number()?;
+        let secs = match (n.as_u64(), n.as_f64()) {
+            (Some(secs), _) => secs,
+            // `as` saturates: 1e300 becomes u64::MAX; NaN cannot come out of JSON.
+            (None, Some(f)) if f.is_finite() && f > 0.0 => f as u64,
+            _ => return None,
+        };
+        (secs > 0).then_some(secs)
+    }
+}
+
+/// What is left of a validity ending at `expiration` (seconds since the epoch) at `now`,
+/// bounded by [`MAX_TTL`]; zero when it is past.
+pub fn validity(expiration: u64, now: std::time::SystemTime) -> Duration {
+    let now = now.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default();
+    ttl(expiration.saturating_sub(now.as_secs()))
+}
+
 /// A TTL in seconds as Vault gives it, bounded by [`MAX_TTL`].
 pub fn ttl(secs: u64) -> Duration {
     Duration::from_secs(secs).min(MAX_TTL)
@@ -254,4 +282,39 @@ pub enum Unwrapped {
     Token(IssuedToken),
     /// An AppRole secret_id (from `auth/approle/role/NAME/secret-id`).
     SecretId(Token),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cert(expiration: Value) -> Secret {
+        let data = json!({"certificate": "-----BEGIN CERTIFICATE-----", "expiration": expiration});
+        Secret { data: data.as_object().unwrap().clone(), lease: None, kv_version: None }
+    }
+
+    #[test]
+    fn an_expiration_is_taken_only_from_a_certificate_without_a_lease_and_hostile_ones_are_bounded()
+    {
+        assert_eq!(cert(json!(1_900_000_000)).expiration(), Some(1_900_000_000));
+        assert_eq!(cert(json!(1_900_000_000.7)).expiration(), Some(1_900_000_000));
+        assert_eq!(cert(json!(1e300)).expiration(), Some(u64::MAX));
+        assert_eq!(cert(json!(u64::MAX)).expiration(), Some(u64::MAX));
+        for hostile in [json!(-5), json!(-1e300), json!(0), json!("1900000000"), json!(null)] {
+            assert_eq!(cert(hostile.clone()).expiration(), None, "{hostile}");
+        }
+        let mut leased = cert(json!(1_900_000_000));
+        leased.lease =
+            Some(Lease { id: "pki/x".into(), duration: Duration::from_secs(9), renewable: false });
+        assert_eq!(leased.expiration(), None, "a lease is followed as a lease");
+        let kv = json!({"expiration": 1_900_000_000});
+        let kv = Secret { data: kv.as_object().unwrap().clone(), lease: None, kv_version: None };
+        assert_eq!(kv.expiration(), None, "only a certificate's expiration counts");
+
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(validity(1_060, now), Duration::from_secs(60));
+        assert_eq!(validity(10, now), Duration::ZERO, "past");
+        assert_eq!(validity(u64::MAX, now), MAX_TTL, "bounded like a TTL");
+    }
 }
