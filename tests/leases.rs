@@ -504,3 +504,103 @@ fn signal_on_change() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The serial number and `expiration` of the certificate in `dir`, with the certificate
+/// verified against `issuing_ca` (copied out first: the files can be swapped meanwhile).
+fn verified_certificate(dir: &Path) -> (String, u64) {
+    let copy = tempfile::tempdir().unwrap();
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let cert = write_file(copy.path(), "certificate", &read("certificate"));
+    let ca = write_file(copy.path(), "issuing_ca", &read("issuing_ca"));
+    assert_eq!(openssl(&["verify", "-CAfile", &ca, &cert]), format!("{cert}: OK"));
+    let serial = openssl(&["x509", "-in", &cert, "-noout", "-serial"]);
+    let end = openssl(&["x509", "-in", &cert, "-noout", "-enddate"]);
+    let expiration: u64 = read("expiration").trim().parse().expect("expiration in seconds");
+    eprintln!("certificate {serial}, {end}");
+    (serial.trim_start_matches("serial=").to_owned(), expiration)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A certificate without a lease (20 s role TTL), through the plugin protocol (no Docker):
+/// replaced ahead of its `expiration` each time, each replacement verifying against the CA;
+/// never merely on `refresh`.
+#[test]
+fn pki_certificates_are_replaced_ahead_of_their_expiry() {
+    let bao = Bao::start();
+    pki_role(&bao, "short", "20s");
+    let plugin = Plugin::start(None, &bao.address(), &bao.token, "");
+    let vol = unique("pki-short");
+    let opts =
+        json!({"path": "pki/issue/short", "param.common_name": "web.internal", "refresh": "3s"});
+    plugin.create(&vol, opts);
+    let id = mount_id();
+    let dir = plugin.mount(&vol, &id);
+    let (mut serial, mut expiration) = verified_certificate(&dir);
+    let s = status(&plugin);
+    let expiring = &status_mounts(&s, &vol)[0]["expiring"][0];
+    assert_eq!(expiring["state"], "replace", "{s}");
+    assert_eq!(expiring["expiration"], expiration, "{s}");
+    let started = Instant::now();
+    let mut margins = Vec::new();
+    while started.elapsed() < Duration::from_secs(65) {
+        let replaced = wait_until(Duration::from_secs(25), || {
+            std::fs::read_to_string(dir.join("serial_number")).is_ok_and(|s| {
+                !s.is_empty()
+                    && s.replace(':', "").to_ascii_lowercase() != serial.to_ascii_lowercase()
+            })
+        });
+        let at = unix_now();
+        assert!(replaced, "no replacement within 25 s of the last:\n{}", plugin.log());
+        let margin = expiration as i64 - at as i64;
+        eprintln!("replaced {margin} s before the previous certificate's expiration");
+        assert!(margin >= 2, "replaced only {margin} s before expiry");
+        margins.push(margin);
+        (serial, expiration) = verified_certificate(&dir);
+    }
+    eprintln!("replacement margins (s before expiration): {margins:?}");
+    assert!(margins.len() >= 3, "{margins:?}");
+    // About two thirds of 20 s: never as often as `refresh` (3 s).
+    assert!(margins.len() <= 6, "replaced more often than its validity asks: {margins:?}");
+    plugin.unmount(&vol, &id);
+    assert!(plugin.mounts_left().is_empty());
+}
+
+/// A 30-day certificate with `refresh=2s` keeps its serial: no re-issue on refresh.
+#[test]
+fn a_long_certificate_keeps_its_serial_across_refreshes() {
+    let bao = Bao::start();
+    pki_role(&bao, "long", "720h");
+    let plugin = Plugin::start(None, &bao.address(), &bao.token, "");
+    let vol = unique("pki-long");
+    let opts =
+        json!({"path": "pki/issue/long", "param.common_name": "web.internal", "refresh": "2s"});
+    plugin.create(&vol, opts);
+    let certs =
+        || bao.api("LIST", "pki/certs", None)["data"]["keys"].as_array().map_or(0, Vec::len);
+    let before = certs();
+    let id = mount_id();
+    let dir = plugin.mount(&vol, &id);
+    let (serial, expiration) = verified_certificate(&dir);
+    assert!(expiration > unix_now() + 29 * 24 * 3600, "a 30-day certificate");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(9) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = std::fs::read_to_string(dir.join("serial_number")).unwrap();
+        assert_eq!(
+            now.replace(':', "").to_ascii_lowercase(),
+            serial.to_ascii_lowercase(),
+            "re-issued"
+        );
+    }
+    let s = status(&plugin);
+    let m = &status_mounts(&s, &vol)[0];
+    assert!(
+        m["expiring"][0]["replace_in_secs"].as_u64().is_some_and(|r| r > 19 * 24 * 3600),
+        "{m}"
+    );
+    assert_eq!(certs() - before, 1, "one certificate issued in all");
+    plugin.unmount(&vol, &id);
+}

@@ -207,3 +207,20 @@ pub fn status_mounts(status: &Value, volume: &str) -> Vec<Value> {
         .flat_map(|v| v["mounts"].as_array().cloned().unwrap_or_default())
         .collect()
 }
+
+/// A PKI engine at `pki/` with a root CA (`test-root`) and a role `name` for `*.internal`
+/// issuing certificates of `ttl` (without leases: `generate_lease` stays false).
+pub fn pki_role(bao: &Bao, name: &str, ttl: &str) {
+    bao.api(
+        "POST",
+        "sys/mounts/pki",
+        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+    );
+    bao.api(
+        "POST",
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "test-root", "ttl": "87600h"})),
+    );
+    let role = json!({"allowed_domains": "internal", "allow_subdomains": true, "ttl": ttl, "max_ttl": "1000h"});
+    bao.api("POST", &format!("pki/roles/{name}"), Some(role));
+}
