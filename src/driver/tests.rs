@@ -912,9 +912,9 @@ async fn hostile_expirations_neither_panic_nor_spin() {
     }
     assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len());
     tokio::time::advance(Duration::from_secs(5)).await;
-    for i in 0..hostile.len() {
+    for (i, value) in hostile.iter().enumerate() {
         let next = f.driver.tick(&Job::mount(&format!("h{i}"), ID)).await.unwrap();
-        assert!(next > Instant::now() + Duration::from_secs(60), "{}: {next:?}", hostile[i]);
+        assert!(next > Instant::now() + Duration::from_secs(60), "{value}: {next:?}");
     }
     assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len(), "none is read again");
     for volume in f.driver.status().await {
