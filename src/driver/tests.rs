@@ -229,6 +229,25 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+impl Fixture {
+    /// A new driver over the same Vault and store, as after a restart of the plugin.
+    fn restarted(&self, mounter: FakeMounter, identity: Arc<IdentitySlot>) -> Driver<Fakes> {
+        Driver::<Fakes>::new(Parts {
+            vault: self.vault.clone(),
+            mounter,
+            store: self.store.clone(),
+            engine: Arc::new(FakeEngine::default()),
+            identity,
+            defaults: Defaults::default(),
+            mounts_root: self._dir.path().join("mounts"),
+            files_root: self._dir.path().join("files"),
+            driver_name: "vault-secrets".into(),
+            templates_dir: PathBuf::from("/nonexistent"),
+            audit: Arc::new(crate::audit::Audit::memory()),
+        })
+    }
+}
+
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let vault = Arc::new(FakeVault::default());
@@ -382,19 +401,8 @@ async fn failed_revocations_are_kept_and_retried() {
     assert!(!format!("{:?}", pending[0]).contains("child-0"), "Debug shows no token");
     assert_eq!(f.driver.retry_revocations().await, 1);
     // A restarted plugin retries what the store kept.
-    let restarted = Driver::<Fakes>::new(Parts {
-        vault: f.vault.clone(),
-        mounter: FakeMounter::default(),
-        store: f.store.clone(),
-        engine: Arc::new(FakeEngine::default()),
-        identity: Arc::new(IdentitySlot::new(Err("not yet".into()))),
-        defaults: Defaults::default(),
-        mounts_root: f._dir.path().join("mounts"),
-        files_root: f._dir.path().join("files"),
-        driver_name: "vault-secrets".into(),
-        templates_dir: PathBuf::from("/nonexistent"),
-        audit: Arc::new(crate::audit::Audit::memory()),
-    });
+    let restarted =
+        f.restarted(FakeMounter::default(), Arc::new(IdentitySlot::new(Err("not yet".into()))));
     f.vault.unreachable_revoke.store(false, Ordering::SeqCst);
     restarted.restore().await;
     assert_eq!(restarted.retry_revocations().await, 0);
@@ -415,19 +423,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     mounter.mounted.lock().unwrap().push((live_files.clone(), options));
     mounter.binds.lock().unwrap().push((live.clone(), live_files));
     let identity = Arc::new(IdentitySlot::new(Err("not yet".into())));
-    let restarted = Driver::<Fakes>::new(Parts {
-        vault: f.vault.clone(),
-        mounter,
-        store: f.store.clone(),
-        engine: Arc::new(FakeEngine::default()),
-        identity,
-        defaults: Defaults::default(),
-        mounts_root: f._dir.path().join("mounts"),
-        files_root: f._dir.path().join("files"),
-        driver_name: "vault-secrets".into(),
-        templates_dir: PathBuf::from("/nonexistent"),
-        audit: Arc::new(crate::audit::Audit::memory()),
-    });
+    let restarted = f.restarted(mounter, identity);
     restarted.restore().await;
     assert_eq!(restarted.list().len(), 1);
     assert_eq!(
@@ -744,19 +740,8 @@ async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
         .await
         .unwrap();
     f.store.volume_identities.lock().unwrap().clear(); // the private tmpfs is gone
-    let restarted = Driver::<Fakes>::new(Parts {
-        vault: f.vault.clone(),
-        mounter: FakeMounter::default(),
-        store: f.store.clone(),
-        engine: Arc::new(FakeEngine::default()),
-        identity: Arc::new(IdentitySlot::new(Err("no".into()))),
-        defaults: Defaults::default(),
-        mounts_root: f._dir.path().join("mounts"),
-        files_root: f._dir.path().join("files"),
-        driver_name: "vault-secrets".into(),
-        templates_dir: PathBuf::from("/nonexistent"),
-        audit: Arc::new(crate::audit::Audit::memory()),
-    });
+    let restarted =
+        f.restarted(FakeMounter::default(), Arc::new(IdentitySlot::new(Err("no".into()))));
     restarted.restore().await;
     let e = crate::report::chain(&restarted.mount("team", ID).await.unwrap_err());
     assert!(e.contains("did not survive a reboot") && e.contains("fresh wrapped-token"), "{e}");
