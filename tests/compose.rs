@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -31,18 +31,20 @@ impl Project {
         Project { name: unique(prefix), file, removed: false, _dir: dir }
     }
 
-    /// Runs `docker-compose -p NAME -f FILE ARGS…`, printing how long it took.
+    /// Runs `docker-compose -p NAME -f FILE ARGS…` (or `docker compose …`: see `TestEngine`),
+    /// printing how long it took.
     fn run(&self, args: &[&str]) -> Output {
         let started = Instant::now();
-        let out = Command::new("docker-compose")
+        let out = test_engine()
+            .compose_command()
             .arg("-p")
             .arg(&self.name)
             .arg("-f")
             .arg(&self.file)
             .args(args)
             .output()
-            .expect("docker-compose (Debian package docker-compose: run tests/env.sh)");
-        eprintln!("docker-compose {}: {} ms", args.join(" "), started.elapsed().as_millis());
+            .expect("compose (docker-compose: run tests/env.sh; docker compose: tests/engines.sh)");
+        eprintln!("{} {}: {} ms", compose_name(), args.join(" "), started.elapsed().as_millis());
         out
     }
 
@@ -50,7 +52,8 @@ impl Project {
         let out = self.run(args);
         assert!(
             out.status.success(),
-            "docker-compose {args:?} failed: {}",
+            "{} {args:?} failed: {}",
+            compose_name(),
             String::from_utf8_lossy(&out.stderr)
         );
         self.removed = args.starts_with(&["down", "-v"]);
@@ -71,6 +74,15 @@ impl Drop for Project {
         if !self.removed {
             let _ = self.run(&["down", "-v", "-t", "1"]);
         }
+    }
+}
+
+/// `docker-compose` (1.29) or `docker compose` (v2), for messages.
+fn compose_name() -> &'static str {
+    if test_engine().compose_v2() {
+        "docker compose"
+    } else {
+        "docker-compose"
     }
 }
 
@@ -210,15 +222,14 @@ fn compose_volumes(config: &str) -> BTreeMap<String, (String, BTreeMap<String, S
 fn compose_example_file_is_valid() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/compose.yaml");
     let compose = |args: &[&str]| {
-        let out = Command::new("docker-compose")
-            .arg("-f")
-            .arg(&file)
-            .args(args)
-            .output()
-            .expect("docker-compose (Debian package docker-compose: run tests/env.sh)");
+        let out =
+            test_engine().compose_command().arg("-f").arg(&file).args(args).output().expect(
+                "compose (docker-compose: run tests/env.sh; docker compose: tests/engines.sh)",
+            );
         assert!(
             out.status.success(),
-            "docker-compose -f config/compose.yaml {args:?}: {}",
+            "{} -f config/compose.yaml {args:?}: {}",
+            compose_name(),
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -262,7 +273,15 @@ impl Swarm {
             return Swarm { initialized: false, had_gwbridge };
         }
         let started = Instant::now();
-        let out = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        // Loopback only: the swarm's control port too (the default listens on every address).
+        let out = docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            "127.0.0.1:2377",
+        ]);
         assert!(
             out.status.success(),
             "swarm cannot run on this machine: `docker swarm init --advertise-addr 127.0.0.1` \

@@ -5,7 +5,7 @@
 //! all these tests share one driver name and run one at a time (a process-wide lock).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,9 @@ pub fn image() -> String {
         .unwrap_or_else(|_| "vault-secrets-test/busybox:latest".into())
 }
 
+/// Runs the docker CLI against the engine under test (`VAULT_SECRETS_TEST_ENGINE`).
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("docker CLI")
+    test_engine().docker_command().args(args).output().expect("docker CLI")
 }
 
 /// Runs docker and returns its stdout; panics with its stderr on failure.
@@ -71,7 +72,9 @@ impl E2e {
         let out = docker(&["info", "--format", "{{.ServerVersion}}"]);
         assert!(
             out.status.success(),
-            "no Docker engine: run tests/env.sh first ({})",
+            "no Docker engine {} at {}: run tests/env.sh (and tests/engines.sh for 26) first ({})",
+            test_engine().name,
+            test_engine().socket.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         let bao = Bao::start();

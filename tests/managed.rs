@@ -67,16 +67,17 @@ impl Drop for Cleanup {
 }
 
 /// dockerd logs a managed plugin's output with `plugin=ID`; tests/env.sh sends its log to
-/// /var/log/dockerd.log.
+/// /var/log/dockerd.log (Engine 26's: see `TestEngine::log`).
 fn print_plugin_log(plugin: &str) {
     let out = docker(&["plugin", "inspect", "--format", "{{.Id}}", plugin]);
     if !out.status.success() {
         return;
     }
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let log = std::fs::read_to_string("/var/log/dockerd.log").unwrap_or_default();
+    let path = &test_engine().log;
+    let log = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
-    eprintln!("--- {plugin} ({id}) in /var/log/dockerd.log ---");
+    eprintln!("--- {plugin} ({id}) in {} ---", path.display());
     for l in &lines[lines.len().saturating_sub(60)..] {
         eprintln!("{l}");
     }
