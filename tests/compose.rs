@@ -414,3 +414,64 @@ fn swarm_service_task_mounts_a_vault_secrets_volume() {
     docker_ok(&["volume", "rm", &vol]);
     assert!(!plugin_volumes(&t).contains(&vol), "volume rm removed it from the plugin");
 }
+
+/// A project whose volume's `driver_opts` changed after the volume was made: docker-compose 1.29
+/// refuses to go on (`VolumeConfigChangedError`: "remove the existing volume"); Compose v2 (2.26;
+/// before 2.32, which asks) goes on silently with the old volume and its old options. Either
+/// way, `down -v` first is what makes the new options count (README, "Compose and Swarm").
+#[test]
+fn compose_with_changed_driver_opts_refuses_or_keeps_the_old_volume() {
+    let t = E2e::start();
+    let key = unique("compose-opts").replace('-', "_");
+    t.bao.put_kv2(&key, json!({"password": "p"}));
+    let yaml = |mode: &str| {
+        format!(
+            r#"services:
+  app:
+    image: {image}
+    network_mode: none
+    command: ["sleep", "600"]
+    stop_grace_period: 1s
+    volumes:
+      - type: volume
+        source: secrets
+        target: /run/secrets
+        read_only: true
+volumes:
+  secrets:
+    driver: {DRIVER}
+    driver_opts:
+      path: secret/data/{key}
+      mode: "{mode}"
+"#,
+            image = image()
+        )
+    };
+    let mut p = Project::new("vsto", &yaml("0440"));
+    p.ok(&["up", "-d"]);
+    let mode = |p: &Project| {
+        docker_ok(&["exec", &p.container("app"), "stat", "-c", "%a", "/run/secrets/password"])
+    };
+    assert_eq!(mode(&p), "440");
+    p.ok(&["down", "-t", "1"]);
+
+    std::fs::write(&p.file, yaml("0400")).unwrap();
+    let out = p.run(&["up", "-d"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if test_engine().compose_v2() {
+        assert!(out.status.success(), "Compose v2 (2.26) goes on: {stderr}");
+        assert_eq!(mode(&p), "440", "with the old volume and its old options, silently");
+    } else {
+        assert!(!out.status.success(), "docker-compose 1.29 refuses: {stderr}");
+        assert!(
+            stderr.contains("remove the existing volume"),
+            "and says to remove the volume: {stderr}"
+        );
+    }
+    p.ok(&["down", "-v", "-t", "1"]);
+    // With the volume gone, the new options count.
+    p.ok(&["up", "-d"]);
+    assert_eq!(mode(&p), "400");
+    p.ok(&["down", "-v", "-t", "1"]);
+    assert!(t.plugin.mounts_left().is_empty());
+}

@@ -260,3 +260,52 @@ fn mounts_no_container_holds_are_released_and_running_ones_kept() {
     docker_ok(&["stop", "-t", "1", &c]);
     assert_eq!(t.bao.accessors().len(), before);
 }
+
+/// Engine ≥ 26's `volume-subpath` (API 1.45): the engine opens the sub-path once, at container
+/// start, and binds what it found. On a file, that pins the file's inode: the plugin rewrites a
+/// changed file by rename, so a file sub-path never sees a rotation. A directory sub-path (a
+/// `path.NAME` source's directory) is the directory itself and shows every new file.
+#[test]
+fn a_file_subpath_never_sees_a_rotated_file_and_a_directory_subpath_does() {
+    if test_engine().name == "20" {
+        eprintln!("Engine 20.10 has no volume-subpath: nothing to test");
+        return;
+    }
+    let mut t = E2e::start();
+    let key = unique("subpath");
+    t.bao.put_kv2(&key, json!({"password": "one"}));
+    let path = format!("path=secret/data/{key}");
+    let db = format!("path.db=secret/data/{key}");
+    let vol = t.volume("subpath", &[&path, &db, "refresh=1s"]);
+    let file = format!("type=volume,src={vol},dst=/file,volume-subpath=password,readonly");
+    let dir = format!("type=volume,src={vol},dst=/dir,volume-subpath=db,readonly");
+    let c = docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--mount",
+        &file,
+        "--mount",
+        &dir,
+        &image(),
+        "sleep",
+        "600",
+    ]);
+    t.containers.push(c.clone());
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/file"]), "one");
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/dir/password"]), "one");
+
+    t.bao.put_kv2(&key, json!({"password": "two"}));
+    assert!(
+        wait_until(Duration::from_secs(10), || docker_ok(&["exec", &c, "cat", "/dir/password"])
+            == "two"),
+        "the directory sub-path shows the rotated file"
+    );
+    std::thread::sleep(Duration::from_secs(2)); // two more refreshes
+    assert_eq!(
+        docker_ok(&["exec", &c, "cat", "/file"]),
+        "one",
+        "the file sub-path still shows the file it was started with"
+    );
+}
