@@ -112,7 +112,7 @@ printf '[containers]\ndefault_ulimits = []\n' >"$podman_conf"
 podman() { CONTAINERS_CONF=$podman_conf command podman "$@"; }
 if ! podman image exists "$IMAGE"; then
     echo "engines.sh: importing $IMAGE into Podman"
-    podman import --change 'CMD ["sh"]' "$ROOTFS" "$IMAGE" >/dev/null || fail "podman import $ROOTFS $IMAGE" "podman info shows its storage"
+    podman import --quiet --change 'CMD ["sh"]' "$ROOTFS" "$IMAGE" >/dev/null || fail "podman import $ROOTFS $IMAGE" "podman info shows its storage"
 fi
 podman run --rm --network none "$IMAGE" id | grep -q 'uid=0' || fail "podman run --network none $IMAGE" "podman info; podman --log-level=debug run …"
 
