@@ -254,7 +254,21 @@ fn compose_example_file_is_valid() {
     for (name, (_, opts)) in &volumes {
         let opts: serde_json::Map<String, Value> =
             opts.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        plugin.create(name, Value::Object(opts));
+        // A volume with `policies` is checked against the plugin's identity, so its Create
+        // waits for the plugin's first login (answered "not logged in … logging in" until then).
+        let body = json!({ "Name": name, "Opts": opts });
+        let mut last = String::new();
+        let created = wait_until(Duration::from_secs(20), || {
+            let (status, v) = plugin.call("/VolumeDriver.Create", Some(body.clone())).unwrap();
+            last = v["Err"].as_str().unwrap_or("").to_owned();
+            assert!(
+                status == 200 && last.is_empty() || last.contains("logging in"),
+                "Create {name} {opts:?}: {status} {v}\n{}",
+                plugin.log()
+            );
+            last.is_empty()
+        });
+        assert!(created, "Create {name}: still {last:?} after 20 s\n{}", plugin.log());
     }
 }
 
