@@ -302,7 +302,19 @@ fn a_file_subpath_never_sees_a_rotated_file_and_a_directory_subpath_does() {
             == "two"),
         "the directory sub-path shows the rotated file"
     );
-    std::thread::sleep(Duration::from_secs(2)); // two more refreshes
+    // Both mounts (one per mount point) have rewritten their files on the host by now.
+    let rotated = || {
+        let host = t.plugin.mounts_left();
+        host.len() == 2
+            && host.iter().all(|m| {
+                std::fs::read_to_string(Path::new(m).join("password")).is_ok_and(|p| p == "two")
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), rotated),
+        "both tmpfs mounts hold the new value: {:?}",
+        t.plugin.mounts_left()
+    );
     assert_eq!(
         docker_ok(&["exec", &c, "cat", "/file"]),
         "one",

@@ -139,7 +139,14 @@ fn podman_runs_a_container_with_its_secret_and_stop_revokes_it() {
     assert!(mounts.contains(" /run/secrets tmpfs ro,"), "a read-only tmpfs: {mounts}");
     assert_eq!(bao.accessors().len(), before.len() + 1, "the container's mount has its own token");
     assert_eq!(plugin.mounts_left().len(), 1);
-    std::thread::sleep(Duration::from_secs(3)); // several sweeps
+    // Three sweep rounds (each logs that it found no Docker Engine to ask), then still there.
+    let sweeps = || plugin.log().matches("no sweep of stale mounts").count();
+    let first = sweeps();
+    assert!(
+        wait_until(Duration::from_secs(10), || sweeps() >= first + 3),
+        "the plugin's sweep did not run every second:\n{}",
+        plugin.log()
+    );
     assert_eq!(podman_ok(&["exec", &name, "cat", "/run/secrets/password"]), "from-podman");
     assert_eq!(bao.accessors().len(), before.len() + 1, "no sweep took the running mount");
 
