@@ -321,3 +321,75 @@ fn a_file_subpath_never_sees_a_rotated_file_and_a_directory_subpath_does() {
         "the file sub-path still shows the file it was started with"
     );
 }
+
+/// Engine 26's pid file (tests/engines.sh starts it with `--pidfile` there).
+const DOCKER26_PIDFILE: &str = "/run/vault-secrets-test/docker26.pid";
+
+/// Stops Engine 26 (by its recorded pid) and starts it again through tests/engines.sh with
+/// `flags` (`VAULT_SECRETS_DOCKER26_FLAGS`), waiting for each.
+fn restart_engine26(flags: &str) {
+    let pid = std::fs::read_to_string(DOCKER26_PIDFILE).expect("Engine 26's pid file");
+    let pid = pid.trim().to_owned();
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(true)
+    };
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(wait_until(Duration::from_secs(60), gone), "dockerd 26 (pid {pid}) did not stop");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engines.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .env("VAULT_SECRETS_DOCKER26_FLAGS", flags)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/engines.sh: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Puts Engine 26 back as tests/engines.sh starts it (no live-restore), whatever happened.
+struct NoLiveRestore;
+
+impl Drop for NoLiveRestore {
+    fn drop(&mut self) {
+        restart_engine26("");
+    }
+}
+
+/// With live-restore, a dockerd restart leaves running containers running and makes no Mount or
+/// Unmount call (moby's plugin volumes have no live-restore hook; dockerd takes its references
+/// back from its own records): the container keeps its files and token, and the Unmount comes
+/// when the container stops. Engine 26 only: the test restarts the engine it drives.
+#[test]
+fn with_live_restore_a_daemon_restart_makes_no_mount_or_unmount() {
+    if test_engine().name != "26" {
+        eprintln!("restarts the engine it drives: only on Engine 26 (tests/engines.sh's)");
+        return;
+    }
+    let mut t = E2e::start();
+    restart_engine26("--live-restore");
+    let _restore = NoLiveRestore;
+    assert_eq!(docker_ok(&["info", "--format", "{{.LiveRestoreEnabled}}"]), "true");
+    let key = unique("live-restore");
+    t.bao.put_kv2(&key, json!({"password": "kept"}));
+    let vol = t.volume("live", &[&format!("path=secret/data/{key}")]);
+    let before = t.bao.accessors();
+    let c = t.run_detached(&vol);
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "kept");
+    // The audit log (stderr, in the plugin's log here) has one line per mount and unmount.
+    let events = |e: &str| t.plugin.log().matches(&format!("\"event\":\"{e}\"")).count();
+    let (mounts, unmounts) = (events("mount"), events("unmount"));
+    assert!(mounts >= 1, "the audit log counts mounts:\n{}", t.plugin.log());
+
+    restart_engine26("--live-restore");
+    assert_eq!(docker_ok(&["inspect", "--format", "{{.State.Running}}", &c]), "true");
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "kept");
+    assert_eq!((events("mount"), events("unmount")), (mounts, unmounts), "no Mount, no Unmount");
+    assert_eq!(t.bao.accessors().len(), before.len() + 1, "the mount's token is still there");
+
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert!(
+        wait_until(Duration::from_secs(10), || t.bao.accessors() == before),
+        "the stop after the restart revoked the token"
+    );
+    assert_eq!(events("unmount"), unmounts + 1);
+}

@@ -8,6 +8,8 @@
 #     would start a registry listening on every address), for the registry-install test.
 # Each gets the busybox test image from the rootfs tarball tests/env.sh made. Idempotent.
 #   bash tests/engines.sh           # after tests/env.sh (tests/run.sh runs both)
+# VAULT_SECRETS_DOCKER26_FLAGS: more dockerd flags for Engine 26 when this starts it (the
+# live-restore test restarts it with --live-restore, then without).
 # Debian 13 is never added to the system's apt sources: its packages are fetched with apt-get
 # download through a private sources list and lists directory ($APT), and only unpacked.
 set -Eeuo pipefail
@@ -81,7 +83,7 @@ if ! docker26 info >/dev/null 2>&1; then
         PATH=$PREFIX/usr/bin:$PREFIX/usr/sbin:$PATH setsid nohup "$PREFIX/usr/sbin/dockerd" \
             --data-root "$STATE/docker26" --exec-root "$RUN/docker26" --pidfile "$PIDFILE" \
             -H "unix://$SOCK" --bridge=none --iptables=false --ip6tables=false \
-            >>"$LOG" 2>&1 </dev/null &
+            ${VAULT_SECRETS_DOCKER26_FLAGS:-} >>"$LOG" 2>&1 </dev/null &
         pid=$!
     fi
     end=$((SECONDS + 60))
