@@ -80,6 +80,9 @@ elif [[ -s /var/run/docker.pid ]] &&
     [[ $(tr '\0' ' ' <"/proc/$(</var/run/docker.pid)/cmdline" 2>/dev/null) == "dockerd --bridge=none --iptables=false " ]]; then
     pid=$(</var/run/docker.pid)
 fi
+if [[ -z $pid ]] && [[ -s /var/run/docker.pid ]]; then
+    echo "reset.sh: leaving dockerd (pid $(</var/run/docker.pid)) running: the set-up did not start it"
+fi
 if [[ -n $pid && $(exe_of "$pid") == */dockerd ]]; then
     containerd=$(cat /var/run/docker/containerd/containerd.pid 2>/dev/null || true)
     stop "$pid" "dockerd"
