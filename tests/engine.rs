@@ -2,7 +2,8 @@
 //! and stopped, and a signal delivered to a container.
 //!
 //! These tests share dockerd with the others in this binary: everything they create has a unique
-//! name, and they remove only what they created.
+//! name, and they remove only what they created. They hold the Docker lock, as every test that
+//! drives the engine does: one of them restarts Engine 26 (live-restore).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -68,6 +69,7 @@ fn mounts_of(id: &str, driver: &str) -> Vec<ContainerMount> {
 
 #[test]
 fn volume_mounts_lists_running_and_stopped_containers() {
+    let _lock = crate::e2e::docker_lock();
     let mut created = Created::default();
     let volume = created.volume("vs-engine");
     let mountpoint = docker_ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
@@ -96,6 +98,7 @@ fn volume_mounts_lists_running_and_stopped_containers() {
 
 #[test]
 fn signal_reaches_a_running_container() {
+    let _lock = crate::e2e::docker_lock();
     let mut created = Created::default();
     let script =
         r#"trap "echo got >/tmp/hup" HUP; touch /tmp/ready; while true; do sleep 0.2; done"#;
@@ -120,6 +123,7 @@ fn signal_reaches_a_running_container() {
 
 #[test]
 fn signal_to_a_missing_container_is_a_404_with_the_engines_message() {
+    let _lock = crate::e2e::docker_lock();
     let missing = mount_id();
     let e = block_on(engine().signal(&missing, "SIGHUP")).unwrap_err();
     match &e {
