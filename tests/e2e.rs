@@ -5,7 +5,7 @@
 //! all these tests share one driver name and run one at a time (a process-wide lock).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,9 @@ pub fn image() -> String {
         .unwrap_or_else(|_| "vault-secrets-test/busybox:latest".into())
 }
 
+/// Runs the docker CLI against the engine under test (`VAULT_SECRETS_TEST_ENGINE`).
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("docker CLI")
+    test_engine().docker_command().args(args).output().expect("docker CLI")
 }
 
 /// Runs docker and returns its stdout; panics with its stderr on failure.
@@ -71,7 +72,9 @@ impl E2e {
         let out = docker(&["info", "--format", "{{.ServerVersion}}"]);
         assert!(
             out.status.success(),
-            "no Docker engine: run tests/env.sh first ({})",
+            "no Docker engine {} at {}: run tests/env.sh (and tests/engines.sh for 26) first ({})",
+            test_engine().name,
+            test_engine().socket.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         let bao = Bao::start();
@@ -256,4 +259,137 @@ fn mounts_no_container_holds_are_released_and_running_ones_kept() {
     assert_eq!(t.plugin.mounts_left().len(), 1);
     docker_ok(&["stop", "-t", "1", &c]);
     assert_eq!(t.bao.accessors().len(), before);
+}
+
+/// Engine ≥ 26's `volume-subpath` (API 1.45): the engine opens the sub-path once, at container
+/// start, and binds what it found. On a file, that pins the file's inode: the plugin rewrites a
+/// changed file by rename, so a file sub-path never sees a rotation. A directory sub-path (a
+/// `path.NAME` source's directory) is the directory itself and shows every new file.
+#[test]
+fn a_file_subpath_never_sees_a_rotated_file_and_a_directory_subpath_does() {
+    if test_engine().name == "20" {
+        eprintln!("Engine 20.10 has no volume-subpath: nothing to test");
+        return;
+    }
+    let mut t = E2e::start();
+    let key = unique("subpath");
+    t.bao.put_kv2(&key, json!({"password": "one"}));
+    let path = format!("path=secret/data/{key}");
+    let db = format!("path.db=secret/data/{key}");
+    let vol = t.volume("subpath", &[&path, &db, "refresh=1s"]);
+    let file = format!("type=volume,src={vol},dst=/file,volume-subpath=password,readonly");
+    let dir = format!("type=volume,src={vol},dst=/dir,volume-subpath=db,readonly");
+    let c = docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--mount",
+        &file,
+        "--mount",
+        &dir,
+        &image(),
+        "sleep",
+        "600",
+    ]);
+    t.containers.push(c.clone());
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/file"]), "one");
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/dir/password"]), "one");
+
+    t.bao.put_kv2(&key, json!({"password": "two"}));
+    assert!(
+        wait_until(Duration::from_secs(10), || docker_ok(&["exec", &c, "cat", "/dir/password"])
+            == "two"),
+        "the directory sub-path shows the rotated file"
+    );
+    // Both mounts (one per mount point) have rewritten their files on the host by now.
+    let rotated = || {
+        let host = t.plugin.mounts_left();
+        host.len() == 2
+            && host.iter().all(|m| {
+                std::fs::read_to_string(Path::new(m).join("password")).is_ok_and(|p| p == "two")
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), rotated),
+        "both tmpfs mounts hold the new value: {:?}",
+        t.plugin.mounts_left()
+    );
+    assert_eq!(
+        docker_ok(&["exec", &c, "cat", "/file"]),
+        "one",
+        "the file sub-path still shows the file it was started with"
+    );
+}
+
+/// Engine 26's pid file (tests/engines.sh starts it with `--pidfile` there).
+const DOCKER26_PIDFILE: &str = "/run/vault-secrets-test/docker26.pid";
+
+/// Stops Engine 26 (by its recorded pid) and starts it again through tests/engines.sh with
+/// `flags` (`VAULT_SECRETS_DOCKER26_FLAGS`), waiting for each.
+fn restart_engine26(flags: &str) {
+    let pid = std::fs::read_to_string(DOCKER26_PIDFILE).expect("Engine 26's pid file");
+    let pid = pid.trim().to_owned();
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(true)
+    };
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(wait_until(Duration::from_secs(60), gone), "dockerd 26 (pid {pid}) did not stop");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engines.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .env("VAULT_SECRETS_DOCKER26_FLAGS", flags)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/engines.sh: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Puts Engine 26 back as tests/engines.sh starts it (no live-restore), whatever happened.
+struct NoLiveRestore;
+
+impl Drop for NoLiveRestore {
+    fn drop(&mut self) {
+        restart_engine26("");
+    }
+}
+
+/// With live-restore, a dockerd restart leaves running containers running and makes no Mount or
+/// Unmount call (moby's plugin volumes have no live-restore hook; dockerd takes its references
+/// back from its own records): the container keeps its files and token, and the Unmount comes
+/// when the container stops. Engine 26 only: the test restarts the engine it drives.
+#[test]
+fn with_live_restore_a_daemon_restart_makes_no_mount_or_unmount() {
+    if test_engine().name != "26" {
+        eprintln!("restarts the engine it drives: only on Engine 26 (tests/engines.sh's)");
+        return;
+    }
+    let mut t = E2e::start();
+    restart_engine26("--live-restore");
+    let _restore = NoLiveRestore;
+    assert_eq!(docker_ok(&["info", "--format", "{{.LiveRestoreEnabled}}"]), "true");
+    let key = unique("live-restore");
+    t.bao.put_kv2(&key, json!({"password": "kept"}));
+    let vol = t.volume("live", &[&format!("path=secret/data/{key}")]);
+    let before = t.bao.accessors();
+    let c = t.run_detached(&vol);
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "kept");
+    // The audit log (stderr, in the plugin's log here) has one line per mount and unmount.
+    let events = |e: &str| t.plugin.log().matches(&format!("\"event\":\"{e}\"")).count();
+    let (mounts, unmounts) = (events("mount"), events("unmount"));
+    assert!(mounts >= 1, "the audit log counts mounts:\n{}", t.plugin.log());
+
+    restart_engine26("--live-restore");
+    assert_eq!(docker_ok(&["inspect", "--format", "{{.State.Running}}", &c]), "true");
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "kept");
+    assert_eq!((events("mount"), events("unmount")), (mounts, unmounts), "no Mount, no Unmount");
+    assert_eq!(t.bao.accessors().len(), before.len() + 1, "the mount's token is still there");
+
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert!(
+        wait_until(Duration::from_secs(10), || t.bao.accessors() == before),
+        "the stop after the restart revoked the token"
+    );
+    assert_eq!(events("unmount"), unmounts + 1);
 }

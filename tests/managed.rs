@@ -67,16 +67,17 @@ impl Drop for Cleanup {
 }
 
 /// dockerd logs a managed plugin's output with `plugin=ID`; tests/env.sh sends its log to
-/// /var/log/dockerd.log.
+/// /var/log/dockerd.log (Engine 26's: see `TestEngine::log`).
 fn print_plugin_log(plugin: &str) {
     let out = docker(&["plugin", "inspect", "--format", "{{.Id}}", plugin]);
     if !out.status.success() {
         return;
     }
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let log = std::fs::read_to_string("/var/log/dockerd.log").unwrap_or_default();
+    let path = &test_engine().log;
+    let log = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
-    eprintln!("--- {plugin} ({id}) in /var/log/dockerd.log ---");
+    eprintln!("--- {plugin} ({id}) in {} ---", path.display());
     for l in &lines[lines.len().saturating_sub(60)..] {
         eprintln!("{l}");
     }
@@ -218,4 +219,138 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry() {
         "the plugin is removed"
     );
     eprintln!("managed plugin test: {:.1} s with the Docker lock", started.elapsed().as_secs_f64());
+}
+
+/// Debian 12's docker-registry (`tests/engines.sh` unpacks it) on a free loopback port, with its
+/// own configuration and storage in a temporary directory; killed (by its pid) on drop.
+struct Registry {
+    port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+const REGISTRY: &str = "/opt/vault-secrets-test/registry/usr/bin/docker-registry";
+
+impl Registry {
+    fn start() -> Registry {
+        assert!(Path::new(REGISTRY).exists(), "no {REGISTRY}: run tests/engines.sh");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry { port, child, dir };
+        let http = reqwest::blocking::Client::new();
+        let url = format!("http://127.0.0.1:{port}/v2/");
+        assert!(
+            wait_until(Duration::from_secs(20), || http
+                .get(&url)
+                .send()
+                .is_ok_and(|r| r.status().is_success())),
+            "docker-registry did not answer on 127.0.0.1:{port}: {}",
+            registry.log()
+        );
+        registry
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- docker-registry log ---\n{}", self.log());
+        }
+    }
+}
+
+/// As users install plugins: pushed to a registry (Debian's docker-registry on loopback: dockerd
+/// allows plain HTTP to 127.0.0.0/8), removed, then `docker plugin install` from there with
+/// `config.source`, and a container reads its secret.
+#[test]
+fn a_managed_plugin_installs_from_a_registry() {
+    let build = build_plugin();
+    let _lock = crate::e2e::docker_lock();
+    let registry = Registry::start();
+    let reference =
+        format!("127.0.0.1:{}/vault-secrets:{}", registry.port, env!("CARGO_PKG_VERSION"));
+
+    // The publisher's side: create from build.sh's directory, push, and remove the local copy.
+    let started = Instant::now();
+    let mut cleanup =
+        Cleanup { plugin: reference.clone(), volumes: Vec::new(), containers: Vec::new() };
+    docker_ok(&["plugin", "create", &reference, &build.path().display().to_string()]);
+    drop(build);
+    docker_ok(&["plugin", "push", &reference]);
+    docker_ok(&["plugin", "rm", &reference]);
+    eprintln!("plugin create + push: {:.1} s", started.elapsed().as_secs_f64());
+
+    // The user's side, as README's "Managed plugin" says.
+    let bao = Bao::start();
+    bao.put_kv2("registry", json!({"password": "from-the-registry"}));
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.toml"),
+        format!(
+            "[vault]\naddress = \"{}\"\n\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"/etc/vault-secrets/token\"\n",
+            bao.address()
+        ),
+    )
+    .unwrap();
+    let token = config.path().join("token");
+    std::fs::write(&token, &bao.token).unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let alias = unique("vault-secrets-registry-test");
+    cleanup.plugin = alias.clone();
+    let started = Instant::now();
+    docker_ok(&[
+        "plugin",
+        "install",
+        "--alias",
+        &alias,
+        "--grant-all-permissions",
+        &reference,
+        &format!("config.source={}", config.path().display()),
+    ]);
+    eprintln!("docker plugin install: {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(
+        docker_ok(&["plugin", "inspect", "--format", "{{.Enabled}} {{.PluginReference}}", &alias]),
+        format!("true {reference}"),
+        "installed from the registry, and enabled"
+    );
+
+    let vol = unique("registry");
+    docker_ok(&["volume", "create", "--driver", &alias, "-o", "path=secret/data/registry", &vol]);
+    cleanup.volumes.push(vol.clone());
+    let before = bao.accessors();
+    let mount = format!("{vol}:/run/secrets:ro");
+    let c = docker_ok(&["run", "-d", "--network", "none", "-v", &mount, &image(), "sleep", "600"]);
+    cleanup.containers.push(c.clone());
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "from-the-registry");
+    assert_eq!(bao.accessors().len(), before.len() + 1, "the container's mount has its own token");
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert!(
+        wait_until(Duration::from_secs(10), || bao.accessors() == before),
+        "the stopped container's token was not revoked"
+    );
+    drop(cleanup);
+    drop(registry);
 }

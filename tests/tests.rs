@@ -6,6 +6,7 @@
 //! - `engine`: the Docker Engine API client against the real engine;
 //! - `compose`: docker-compose and a Swarm service; `managed`: the managed plugin from
 //!   `plugin/build.sh`;
+//! - `podman`: Podman 4.3 with the plugin declared in containers.conf;
 //! - `props`: property tests of file-name safety and rendering; `hostile`: hostile Vault
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
@@ -26,5 +27,6 @@ mod hostile;
 mod leases;
 mod managed;
 mod plugin;
+mod podman;
 mod props;
 mod soak;

@@ -15,6 +15,96 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vault-secrets-plugin");
 
+/// The Docker Engine the end-to-end tests drive, chosen by `VAULT_SECRETS_TEST_ENGINE`:
+/// `20` (the default: Debian 12's dockerd on /var/run/docker.sock, `docker` from PATH,
+/// docker-compose 1.29) or `26` (Debian 13's Engine 26.1 that `tests/engines.sh` runs beside it,
+/// with its docker CLI 26 and Compose v2 as `docker compose`). The plugin processes the tests
+/// start get its socket as `DOCKER_HOST` too.
+pub struct TestEngine {
+    /// `20` or `26`.
+    pub name: &'static str,
+    /// dockerd's API socket.
+    pub socket: PathBuf,
+    /// The docker CLI.
+    pub docker: PathBuf,
+    /// `DOCKER_CONFIG` for the CLI (where `docker compose` is found), if not the default.
+    pub docker_config: Option<PathBuf>,
+    /// The compose command: `docker-compose` (1.29) or `docker compose` (v2).
+    pub compose: Vec<String>,
+    /// dockerd's log (managed plugins log there).
+    pub log: PathBuf,
+}
+
+/// Where tests/engines.sh unpacks Debian 13's Docker Engine 26.
+pub const DOCKER26_PREFIX: &str = "/opt/vault-secrets-test/docker26";
+
+impl TestEngine {
+    /// `DOCKER_HOST` for this engine.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A command for the docker CLI against this engine.
+    pub fn docker_command(&self) -> Command {
+        let mut c = Command::new(&self.docker);
+        self.env(&mut c);
+        c
+    }
+
+    /// A command for compose against this engine.
+    pub fn compose_command(&self) -> Command {
+        let mut c = Command::new(&self.compose[0]);
+        c.args(&self.compose[1..]);
+        self.env(&mut c);
+        c
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.env("DOCKER_HOST", self.host());
+        match &self.docker_config {
+            Some(d) => c.env("DOCKER_CONFIG", d),
+            None => c.env_remove("DOCKER_CONFIG"),
+        };
+    }
+
+    /// Whether this is Compose v2 (`docker compose`).
+    pub fn compose_v2(&self) -> bool {
+        self.compose.len() > 1
+    }
+}
+
+pub fn test_engine() -> &'static TestEngine {
+    static ENGINE: std::sync::OnceLock<TestEngine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| match std::env::var("VAULT_SECRETS_TEST_ENGINE").as_deref() {
+        Ok("") | Ok("20") | Err(_) => TestEngine {
+            name: "20",
+            socket: "/var/run/docker.sock".into(),
+            docker: "docker".into(),
+            docker_config: None,
+            compose: vec!["docker-compose".into()],
+            log: "/var/log/dockerd.log".into(),
+        },
+        Ok("26") => {
+            let prefix = Path::new(DOCKER26_PREFIX);
+            let docker = prefix.join("usr/bin/docker");
+            assert!(
+                docker.exists(),
+                "VAULT_SECRETS_TEST_ENGINE=26 but no {}: run tests/engines.sh",
+                docker.display()
+            );
+            TestEngine {
+                name: "26",
+                socket: "/run/vault-secrets-test/docker26.sock".into(),
+                docker: docker.clone(),
+                docker_config: Some(prefix.join("docker-config")),
+                compose: vec![docker.display().to_string(), "compose".into()],
+                log: "/var/log/vault-secrets-test/docker26.log".into(),
+            }
+        }
+        Ok(other) => panic!("VAULT_SECRETS_TEST_ENGINE={other}: expected 20 or 26"),
+    })
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
@@ -284,6 +374,8 @@ impl Plugin {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("VAULT_SECRETS_LOG", &self.log_filter)
+            // The engine's API (signal, the sweep): the one the tests drive.
+            .env("DOCKER_HOST", test_engine().host())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
