@@ -346,3 +346,22 @@ async fn a_redirect_is_not_followed() {
     }
     assert!(elsewhere.requests().is_empty(), "followed: {:?}", elsewhere.requests());
 }
+
+/// A reply that hands back the reading token (as `auth/token/lookup-self` does, reached through
+/// a path the option check cannot know, such as a namespace prefix), or any token block, is
+/// refused: nothing of it would be written into a container.
+#[tokio::test]
+async fn replies_carrying_a_token_are_refused_without_quoting_it() {
+    for body in [
+        r#"{"data":{"id":"hvs.test","policies":["default"]}}"#,
+        r#"{"data":{"nested":{"note":"token hvs.test inside"}}}"#,
+        r#"{"auth":{"client_token":"hvs.other","accessor":"a"},"data":{"x":"y"}}"#,
+        r#"{"wrap_info":{"token":"hvs.wrap","ttl":60},"data":{"x":"y"}}"#,
+    ] {
+        let fake = FakeVault::start(json("200 OK", body));
+        let e = fake.read().await.unwrap_err();
+        assert!(matches!(&e, VaultError::BadReply { path, .. } if path == PATH), "{body}: {e:?}");
+        let text = e.to_string();
+        assert!(text.contains("token") && !text.contains("hvs."), "{text}");
+    }
+}
