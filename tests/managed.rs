@@ -111,19 +111,7 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry() {
 
     let bao = Bao::start();
     bao.put_kv2("managed", json!({"password": "from-the-managed-plugin"}));
-    // The directory `config.source` points at: config.toml and the token, as a user writes them.
-    let config = tempfile::tempdir().unwrap();
-    std::fs::write(
-        config.path().join("config.toml"),
-        format!(
-            "[vault]\naddress = \"{}\"\n\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"/etc/vault-secrets/token\"\n",
-            bao.address()
-        ),
-    )
-    .unwrap();
-    let token = config.path().join("token");
-    std::fs::write(&token, &bao.token).unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = config_dir(&bao);
 
     // A plugin name of its own per run: plugin names are image-like references (NAME:latest).
     let name = unique("vault-secrets-managed-test");
@@ -306,18 +294,7 @@ fn a_managed_plugin_installs_from_a_registry() {
     // The user's side, as README's "Managed plugin" says.
     let bao = Bao::start();
     bao.put_kv2("registry", json!({"password": "from-the-registry"}));
-    let config = tempfile::tempdir().unwrap();
-    std::fs::write(
-        config.path().join("config.toml"),
-        format!(
-            "[vault]\naddress = \"{}\"\n\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"/etc/vault-secrets/token\"\n",
-            bao.address()
-        ),
-    )
-    .unwrap();
-    let token = config.path().join("token");
-    std::fs::write(&token, &bao.token).unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = config_dir(&bao);
     let alias = unique("vault-secrets-registry-test");
     cleanup.plugin = alias.clone();
     let started = Instant::now();
@@ -353,4 +330,22 @@ fn a_managed_plugin_installs_from_a_registry() {
     );
     drop(cleanup);
     drop(registry);
+}
+
+/// The directory `config.source` points at: config.toml and the token (0600), as a user
+/// writes them.
+fn config_dir(bao: &Bao) -> tempfile::TempDir {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.toml"),
+        format!(
+            "[vault]\naddress = \"{}\"\n\n[vault.auth]\nmethod = \"token\"\ntoken_file = \"/etc/vault-secrets/token\"\n",
+            bao.address()
+        ),
+    )
+    .unwrap();
+    let token = config.path().join("token");
+    std::fs::write(&token, &bao.token).unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    config
 }
