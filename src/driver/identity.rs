@@ -204,7 +204,7 @@ impl<E: Edges> Driver<E> {
             volume,
             format!(
                 "its token may not create its mounts' child tokens (capabilities on {path}: {}; it needs `update`); the token was revoked: grant `update` on {path} to its policy and wrap a new one",
-                caps.join(", ")
+                crate::report::one_line(&caps.join(", "), 200)
             ),
         ))
     }
