@@ -95,12 +95,30 @@ fn wrapped_err(volume: &str, message: impl Into<String>) -> DriverError {
     }
 }
 
-/// Vault's answer for a wrapping token that was used, has expired or never existed.
-fn wrapping_refused(volume: &str, e: VaultError) -> DriverError {
+/// What the error of a refused wrapping token says first: Swarm runs a service's volume
+/// create on every node its tasks land on, and each node's plugin unwraps at create.
+pub const SINGLE_USE: &str =
+    "a wrapped token can be unwrapped once: for a service on several nodes, give each node its identity";
+
+/// Where a wrapping token was refused: at the lookup before the unwrap, or at the unwrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Lookup,
+    Unwrap,
+}
+
+/// Vault's answer for a wrapping token that was used, has expired or never existed. Vault
+/// says the same for all three (`400 wrapping token is not valid or does not exist`, at lookup
+/// and unwrap alike); a token that passed its lookup and is refused at the unwrap a moment
+/// later was unwrapped by someone else in between — another node, most likely.
+fn wrapping_refused(volume: &str, e: VaultError, at: Refused) -> DriverError {
     match e {
         VaultError::Status { status: 400, .. } | VaultError::Denied { .. } | VaultError::NotFound { .. } => wrapped_err(
             volume,
-            "the wrapping token is used, expired or unknown — it may have been intercepted; issue a new one and create the volume with it",
+            match at {
+                Refused::Lookup => format!("the wrapping token is used, expired or unknown (vault does not say which). {SINGLE_USE}. If no other node was given this token, it may have been intercepted: issue a new one and create the volume with it"),
+                Refused::Unwrap => format!("the wrapping token was unwrapped by someone else between its lookup and its unwrap: used, a moment ago. {SINGLE_USE}. If no other node was given this token, it was intercepted: issue a new one and create the volume with it"),
+            },
         ),
         source => DriverError::Read { volume: volume.to_owned(), source },
     }
@@ -119,7 +137,7 @@ impl<E: Edges> Driver<E> {
             .vault
             .wrapping_creation_path(&wrapping)
             .await
-            .map_err(|e| wrapping_refused(volume, e))?;
+            .map_err(|e| wrapping_refused(volume, e, Refused::Lookup))?;
         let (fits, wanted) = match kind {
             IdentityKind::WrappedSecretId { .. } => {
                 (made_by_secret_id(&path), "an AppRole secret-id (it goes with `role-id`)")
@@ -138,8 +156,11 @@ impl<E: Edges> Driver<E> {
                 format!("it was made by `{path}`, not by {wanted}; refusing it without using it (a substituted token?)"),
             ));
         }
-        let unwrapped =
-            self.vault.unwrap(&wrapping).await.map_err(|e| wrapping_refused(volume, e))?;
+        let unwrapped = self
+            .vault
+            .unwrap(&wrapping)
+            .await
+            .map_err(|e| wrapping_refused(volume, e, Refused::Unwrap))?;
         let identity = match (kind, unwrapped) {
             (IdentityKind::WrappedToken, Unwrapped::Token(issued)) => {
                 self.check_creates_children(volume, &issued).await?;
@@ -261,12 +282,29 @@ impl<E: Edges> Driver<E> {
         let own = volume.own.lock().unwrap().clone();
         match (&volume.spec.identity, own.map(|o| o.identity)) {
             (IdentityKind::Plugin, _) => {
-                let parent =
-                    self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?;
-                self.vault
-                    .create_child_token(&parent, &self.child_token_request(volume, id))
-                    .await
-                    .map_err(err)
+                let identity =
+                    self.identity.get().map_err(|reason| DriverError::NoIdentity { reason })?;
+                let (parent, request) = (identity.token(), self.child_token_request(volume, id));
+                match self.vault.create_child_token(&parent, &request).await {
+                    // The plugin's token may be gone (revoked, expired): log in again, once.
+                    Err(e) if e.is_denied() => {
+                        match identity.recover_from_refusal(&*self.vault, &*self.store, &parent).await {
+                            Ok(true) => self
+                                .vault
+                                .create_child_token(&identity.token(), &request)
+                                .await
+                                .map_err(err),
+                            Ok(false) => Err(err(e)),
+                            Err(login) => Err(DriverError::NoIdentity {
+                                reason: format!(
+                                    "its token is no longer valid (revoked or expired), and logging in again failed: {}",
+                                    chain(&login)
+                                ),
+                            }),
+                        }
+                    }
+                    issued => issued.map_err(err),
+                }
             }
             (_, Some(OwnIdentity::Token { issued, .. })) => self
                 .vault
@@ -317,6 +355,31 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_wrapping_token_says_it_is_single_use_and_where_it_was_refused() {
+        let gone = || VaultError::Status {
+            path: "sys/wrapping/unwrap".into(),
+            status: 400,
+            message: "wrapping token is not valid or does not exist".into(),
+        };
+        for (at, says) in [
+            (Refused::Lookup, "used, expired or unknown"),
+            (Refused::Unwrap, "unwrapped by someone else between its lookup and its unwrap"),
+        ] {
+            let e = crate::report::chain(&wrapping_refused("v", gone(), at));
+            assert!(e.contains(SINGLE_USE) && e.contains(says) && e.contains("intercepted"), "{e}");
+            assert!(e.contains("option `wrapped-token`"), "{e}");
+        }
+        // Vault out of reach is not a used token.
+        let down = VaultError::Status {
+            path: "sys/wrapping/lookup".into(),
+            status: 503,
+            message: "Vault is sealed".into(),
+        };
+        let e = crate::report::chain(&wrapping_refused("v", down, Refused::Lookup));
+        assert!(!e.contains(SINGLE_USE) && e.contains("sealed"), "{e}");
+    }
 
     #[test]
     fn creation_paths_are_told_apart() {
