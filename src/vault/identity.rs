@@ -283,7 +283,7 @@ impl Identity {
             }
             Some(Err(e)) if !e.is_denied() => Err(e.into()),
             Some(Ok(_)) => self.login_again(vault, store, &token, "the plugin's token reached its max TTL; give the auth role a token_period so running mounts' child tokens are not cut off with it").await,
-            Some(Err(_)) => self.login_again(vault, store, &token, "vault no longer knows the plugin's token (revoked or expired): its mounts' child tokens went with it").await,
+            Some(Err(_)) => self.login_again(vault, store, &token, "at its renewal, vault no longer knew the plugin's token (revoked or expired): its mounts' child tokens went with it").await,
             None => self.login_again(vault, store, &token, "the plugin's token is not renewable").await,
         }
     }
@@ -329,7 +329,7 @@ impl Identity {
         match vault.lookup_self(stale).await {
             Ok(_) => Ok(false),
             Err(e) if e.is_denied() => {
-                self.login_again(vault, store, stale, "vault no longer knows the plugin's token (revoked or expired): its mounts' child tokens went with it").await?;
+                self.login_again(vault, store, stale, "a mount's token was refused: vault no longer knows the plugin's token (revoked or expired); the running mounts' child tokens went with it").await?;
                 Ok(true)
             }
             Err(e) => Err(e.into()),
