@@ -1,6 +1,7 @@
 //! Node identities that survive a reboot, against a real OpenBao: TLS certificate auth over a
 //! TLS listener (certificates made by `openssl`), JWT auth with a static public key (the JWT
-//! signed by the test). For each: the plugin logs in, serves a mount, renews its token, and
+//! signed by the test). For each: the plugin logs in, serves a container on the shared Docker
+//! engine (cert) or a mount through the plugin protocol (jwt), renews its token, and
 //! logs in again by itself after an operator revoked it. And `check` on each method's
 //! problems; and a volume's `wrapped-token`, used once, failing on a second node.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::e2e::{docker, docker_lock, docker_ok, image, DRIVER};
 use crate::util::tls::{bao_cli, set_mode, tokens_from, CertFiles, JwtSigner, Pki, TlsBao};
 use crate::util::vault::plugin_cli;
 use crate::util::*;
@@ -86,8 +88,26 @@ fn read(mount: &Path, file: &str) -> String {
     std::fs::read_to_string(mount.join(file)).unwrap()
 }
 
+/// Containers and volumes of a test on the shared Docker engine, removed on drop.
+#[derive(Default)]
+struct OnDocker {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Drop for OnDocker {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
 #[test]
-fn a_certificate_identity_logs_in_renews_and_logs_in_again_at_once_after_a_revocation() {
+fn a_certificate_identity_serves_a_container_renews_and_logs_in_again_at_once_after_a_revocation() {
     let pki = Pki::new("vault-secrets-test-ca");
     let (server, node) = (pki.server(), pki.client("node-01"));
     let tls = TlsBao::start(&server);
@@ -95,29 +115,37 @@ fn a_certificate_identity_logs_in_renews_and_logs_in_again_at_once_after_a_revoc
     plugin_policy(bao);
     cert_auth(bao, &pki);
     bao.put_kv2("node", json!({"password": "via-cert"}));
-    let plugin = Plugin::start(None, &tls.https_address(), "unused", &cert_config(&pki, &node));
+    let _lock = docker_lock();
+    let socket = Path::new("/run/docker/plugins").join(format!("{DRIVER}.sock"));
+    let plugin =
+        Plugin::start(Some(&socket), &tls.https_address(), "unused", &cert_config(&pki, &node));
     logged_in(&plugin);
     let login = "auth/cert/login";
     let first_token = the_token(bao, login);
 
-    plugin.create("node", json!({"path": "secret/data/node"}));
-    let first = mount_id();
-    assert_eq!(read(&plugin.mount("node", &first), "password"), "via-cert");
+    let mut on = OnDocker::default();
+    let volume = unique("node-cert");
+    docker_ok(&["volume", "create", "--driver", DRIVER, "-o", "path=secret/data/node", &volume]);
+    on.volumes.push(volume.clone());
+    let secrets = format!("{volume}:/run/secrets:ro");
+    let first =
+        docker_ok(&["run", "-d", "--network", "none", "-v", &secrets, &image(), "sleep", "600"]);
+    on.containers.push(first.clone());
+    assert_eq!(docker_ok(&["exec", &first, "cat", "/run/secrets/password"]), "via-cert");
     assert!(renewed(bao, login, &first_token), "the plugin's token was not renewed");
 
     // An operator revokes the plugin's token: the next mount is refused, and the plugin logs
-    // in again with its certificate there and then, and the mount goes through.
+    // in again with its certificate there and then, and the container starts.
     revoke(bao, &first_token);
-    let second = mount_id();
-    let mp = plugin.mount("node", &second);
-    assert_eq!(read(&mp, "password"), "via-cert");
+    let run = ["run", "--rm", "--network", "none", "-v", &secrets, &image()];
+    let second = docker_ok(&[&run[..], &["cat", "/run/secrets/password"]].concat());
+    assert_eq!(second, "via-cert");
     let second_token = the_token(bao, login);
     assert_ne!(second_token, first_token);
     assert!(plugin.log().contains("logged in to vault again"), "{}", plugin.log());
     assert!(renewed(bao, login, &second_token), "the new token is renewed too");
-    plugin.unmount("node", &second);
-    plugin.unmount("node", &first);
-    assert!(plugin.mounts_left().is_empty());
+    docker_ok(&["rm", "-f", &first]);
+    assert!(plugin.mounts_left().is_empty(), "{:?}", plugin.mounts_left());
 
     let out = plugin_cli(&plugin.config, &["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
