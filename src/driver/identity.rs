@@ -239,15 +239,14 @@ impl<E: Edges> Driver<E> {
         own: Option<&Own>,
     ) -> Result<(), DriverError> {
         let Some(wanted) = &spec.policies else { return Ok(()) };
-        let parent = match own.map(|o| &o.identity) {
-            Some(OwnIdentity::Token { issued, .. }) => issued.token.clone(),
+        let looked_up = match own.map(|o| &o.identity) {
+            Some(OwnIdentity::Token { issued, .. }) => self.vault.lookup_self(&issued.token).await,
             Some(OwnIdentity::AppRole { .. }) => return Ok(()),
-            None => self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?,
+            None => {
+                self.as_plugin(|token| async move { self.vault.lookup_self(&token).await }).await?
+            }
         };
-        let have = self
-            .vault
-            .lookup_self(&parent)
-            .await
+        let have = looked_up
             .map_err(|source| DriverError::ChildToken { volume: volume.to_owned(), source })?
             .policies;
         if have.iter().any(|p| p == "root") {
@@ -282,29 +281,12 @@ impl<E: Edges> Driver<E> {
         let own = volume.own.lock().unwrap().clone();
         match (&volume.spec.identity, own.map(|o| o.identity)) {
             (IdentityKind::Plugin, _) => {
-                let identity =
-                    self.identity.get().map_err(|reason| DriverError::NoIdentity { reason })?;
-                let (parent, request) = (identity.token(), self.child_token_request(volume, id));
-                match self.vault.create_child_token(&parent, &request).await {
-                    // The plugin's token may be gone (revoked, expired): log in again, once.
-                    Err(e) if e.is_denied() => {
-                        match identity.recover_from_refusal(&*self.vault, &*self.store, &parent).await {
-                            Ok(true) => self
-                                .vault
-                                .create_child_token(&identity.token(), &request)
-                                .await
-                                .map_err(err),
-                            Ok(false) => Err(err(e)),
-                            Err(login) => Err(DriverError::NoIdentity {
-                                reason: format!(
-                                    "its token is no longer valid (revoked or expired), and logging in again failed: {}",
-                                    chain(&login)
-                                ),
-                            }),
-                        }
-                    }
-                    issued => issued.map_err(err),
-                }
+                let request = &self.child_token_request(volume, id);
+                self.as_plugin(|parent| async move {
+                    self.vault.create_child_token(&parent, request).await
+                })
+                .await?
+                .map_err(err)
             }
             (_, Some(OwnIdentity::Token { issued, .. })) => self
                 .vault
@@ -315,6 +297,33 @@ impl<E: Edges> Driver<E> {
                 self.vault.approle_login(&role_id, &secret_id).await.map_err(err)
             }
             (_, None) => Err(DriverError::IdentityGone { volume: name.clone() }),
+        }
+    }
+
+    /// Makes `call` with the plugin's token. When Vault refuses it because the token is gone
+    /// (revoked, expired: `lookup-self` says so), the plugin logs in again and `call` is made
+    /// once more with the new token; a refusal that is the policy's stands.
+    async fn as_plugin<T, F, Fut>(&self, call: F) -> Result<Result<T, VaultError>, DriverError>
+    where
+        F: Fn(Token) -> Fut,
+        Fut: std::future::Future<Output = Result<T, VaultError>>,
+    {
+        let identity = self.identity.get().map_err(|reason| DriverError::NoIdentity { reason })?;
+        let token = identity.token();
+        match call(token.clone()).await {
+            Err(e) if e.is_denied() => {
+                match identity.recover_from_refusal(&*self.vault, &*self.store, &token).await {
+                    Ok(true) => Ok(call(identity.token()).await),
+                    Ok(false) => Ok(Err(e)),
+                    Err(login) => Err(DriverError::NoIdentity {
+                        reason: format!(
+                            "its token is no longer valid (revoked or expired), and logging in again failed: {}",
+                            chain(&login)
+                        ),
+                    }),
+                }
+            }
+            done => Ok(done),
         }
     }
 
