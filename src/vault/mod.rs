@@ -1,11 +1,12 @@
 //! Talking to Vault / OpenBao: the [`Vault`] trait the driver is generic over, its HTTP
-//! implementation ([`client::HttpVault`]), the plugin's own identity ([`identity`]), and the
-//! types that carry tokens and secrets.
+//! implementation ([`client::HttpVault`]), the plugin's own identity ([`identity`]) and the
+//! files it is made of ([`credentials`]), and the types that carry tokens and secrets.
 //!
 //! Tokens are [`Token`]s and secret data lives in [`Secret`]s: neither prints its value with
 //! `Debug` or `Display`, and both are zeroed when dropped.
 
 pub mod client;
+pub mod credentials;
 #[cfg(test)]
 pub mod fake;
 pub mod identity;
