@@ -284,10 +284,16 @@ pub async fn check_with<V: Vault>(
 ) -> anyhow::Result<Vec<String>> {
     let mut report =
         vec![format!("configuration is valid; driver name {}", config.plugin.driver_name())];
-    vault
-        .health()
+    let nodes: Vec<String> = vault
+        .nodes()
         .await
-        .map_err(|e| anyhow::anyhow!("vault health: {}", crate::report::chain(&e)))?;
+        .iter()
+        .map(|n| format!("vault node {}: {}", n.address, n.state))
+        .collect();
+    vault.health().await.map_err(|e| {
+        anyhow::anyhow!("vault health: {}{}", crate::report::chain(&e), node_list(&nodes))
+    })?;
+    report.extend(nodes.iter().cloned());
     report.push(format!("vault at {} answers, unsealed", config.vault.address));
     let mut serve_uses = "the configured identity";
     if let Some(kept) = &kept {
@@ -360,6 +366,14 @@ pub async fn check_with<V: Vault>(
     }
     report.push(format!("serve would use {serve_uses}"));
     Ok(report)
+}
+
+/// `; nodes: …` for an error, when there are nodes to tell apart.
+fn node_list(nodes: &[String]) -> String {
+    if nodes.is_empty() {
+        return String::new();
+    }
+    format!("; {}", nodes.join("; "))
 }
 
 /// A warning when a file of the identity may be read or written by anyone but its owner (the
