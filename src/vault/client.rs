@@ -29,6 +29,9 @@ pub struct HttpVault {
     nodes: Arc<[Node]>,
     /// The index of the node that answered last: tried first. Shared by every clone.
     preferred: Arc<AtomicUsize>,
+    /// One more than the index of the node last found active (0: not known), for the requests
+    /// that go to the active node only.
+    active: Arc<AtomicUsize>,
     /// [`FAILOVER_BUDGET`]; shorter in unit tests.
     failover_budget: Duration,
     namespace: Option<String>,
@@ -123,6 +126,7 @@ impl HttpVault {
             http: builder.build().map_err(VaultError::Client)?,
             nodes,
             preferred: Arc::new(AtomicUsize::new(0)),
+            active: Arc::new(AtomicUsize::new(0)),
             failover_budget: FAILOVER_BUDGET,
             namespace: config.namespace.clone(),
             timeout: config.timeout,
@@ -163,7 +167,8 @@ impl HttpVault {
     /// connection, a sealed node or one without a leader (503), a redirect (a standby that
     /// cannot forward: a redirect to a configured node tries that node next; nothing is ever
     /// sent anywhere else). A connection that broke after the request went out sends it on
-    /// only when a second delivery is harmless ([`replayable`]). When no node could serve it,
+    /// only when a second delivery is harmless ([`replayable`]); a request that is not goes to
+    /// the active node only ([`HttpVault::round_on_active`]). When no node could serve it,
     /// the round is repeated with backoff for up to [`FAILOVER_BUDGET`]. With one node, its
     /// answer or error is returned as it is.
     pub(crate) async fn call(
@@ -223,6 +228,9 @@ impl HttpVault {
         token: Option<&Token>,
         body: Option<&Value>,
     ) -> Result<Result<Option<Reply>, VaultError>, Vec<(usize, VaultError)>> {
+        if self.nodes.len() > 1 && !replayable(path) {
+            return self.round_on_active(method, path, token, body).await;
+        }
         let mut queue = self.order();
         let mut failures = Vec::new();
         while let Some(i) = queue.pop_front() {
@@ -246,6 +254,72 @@ impl HttpVault {
             }
         }
         Err(failures)
+    }
+
+    /// A round for a request that must not be sent twice ([`replayable`]): to the active node
+    /// only. A standby would forward it, and during an election its forward fails by dropping
+    /// the connection, which cannot be told from a request served and its reply lost; the
+    /// active node is found with `sys/health` (unauthenticated) and remembered until it fails.
+    async fn round_on_active(
+        &self,
+        method: &Method,
+        path: &str,
+        token: Option<&Token>,
+        body: Option<&Value>,
+    ) -> Result<Result<Option<Reply>, VaultError>, Vec<(usize, VaultError)>> {
+        let i = match self.active.load(Ordering::Relaxed) {
+            0 => self.find_active().await?,
+            known => known - 1,
+        };
+        match self.attempt(&self.nodes[i], method.clone(), path, token, body).await {
+            Attempt::Answered(result) => {
+                self.preferred.store(i, Ordering::Relaxed);
+                Ok(result)
+            }
+            Attempt::Broken(e) => Ok(Err(e)),
+            // It is gone, sealed or no longer active: the request did not go beyond it.
+            Attempt::NotSent(e) | Attempt::CannotServe { error: e, .. } => {
+                self.active.store(0, Ordering::Relaxed);
+                Err(vec![(i, e)])
+            }
+        }
+    }
+
+    /// Asks every node's `sys/health` at once: the active one, remembered; else what each said.
+    async fn find_active(&self) -> Result<usize, Vec<(usize, VaultError)>> {
+        let probes = self.nodes.iter().map(|node| self.probe(node));
+        let answers = futures_util::future::join_all(probes).await;
+        if let Some(i) = answers.iter().position(|a| matches!(a, Ok(200))) {
+            self.active.store(i + 1, Ordering::Relaxed);
+            return Ok(i);
+        }
+        Err(answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, answer)| {
+                let e = answer.map_or_else(
+                    |e| e,
+                    |status| VaultError::Status {
+                        path: "sys/health".into(),
+                        status,
+                        message: format!(
+                            "the node is {}, not active",
+                            NodeState::of_status(status)
+                        ),
+                    },
+                );
+                (i, e)
+            })
+            .collect())
+    }
+
+    /// `sys/health` of one node (no token, no `standbyok`): its status code.
+    async fn probe(&self, node: &Node) -> Result<u16, VaultError> {
+        let url = Self::url(node, "sys/health").expect("a fixed path");
+        match self.http.get(url).send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(e) => Err(self.transport_error(node, "sys/health", e)),
+        }
     }
 
     /// The configured node a redirect's `Location` points at, if any.
@@ -595,14 +669,11 @@ impl Vault for HttpVault {
 
     async fn nodes(&self) -> Vec<NodeHealth> {
         let probes = self.nodes.iter().map(|node| async move {
-            // Each node for itself: `sys/health` without `standbyok` tells a standby by 429.
-            let url = Self::url(node, "sys/health").expect("a fixed path");
-            let state = match self.http.get(url).send().await {
-                Ok(response) => NodeState::of_status(response.status().as_u16()),
-                Err(e) => NodeState::Unreachable(crate::report::one_line(
-                    &crate::report::chain(&self.transport_error(node, "sys/health", e)),
-                    200,
-                )),
+            let state = match self.probe(node).await {
+                Ok(status) => NodeState::of_status(status),
+                Err(e) => {
+                    NodeState::Unreachable(crate::report::one_line(&crate::report::chain(&e), 200))
+                }
             };
             NodeHealth { address: node.address.clone(), state }
         });
@@ -791,7 +862,7 @@ mod tests {
     }
 
     impl Node {
-        fn start(answer: impl Fn() -> Option<String> + Send + Sync + 'static) -> Node {
+        fn start(answer: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Node {
             use std::io::{Read, Write};
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let address = format!("http://{}", listener.local_addr().unwrap());
@@ -812,8 +883,9 @@ mod tests {
                             }
                         }
                         let text = String::from_utf8_lossy(&head).into_owned();
-                        seen.lock().unwrap().push(text.lines().next().unwrap_or("").to_owned());
-                        if let Some(reply) = answer() {
+                        let line = text.lines().next().unwrap_or("").to_owned();
+                        seen.lock().unwrap().push(line.clone());
+                        if let Some(reply) = answer(&line) {
                             let _ = conn.write_all(reply.as_bytes());
                         }
                     });
@@ -834,11 +906,11 @@ mod tests {
         ))
     }
 
-    fn ok() -> Option<String> {
+    fn ok(_: &str) -> Option<String> {
         answer("200 OK", "", r#"{"data":{"password":"p"}}"#)
     }
 
-    fn sealed() -> Option<String> {
+    fn sealed(_: &str) -> Option<String> {
         answer("503 Service Unavailable", "", r#"{"errors":["Vault is sealed"]}"#)
     }
 
@@ -875,7 +947,7 @@ mod tests {
     async fn a_redirect_to_a_configured_node_goes_there_next_and_one_elsewhere_is_never_followed() {
         let (skipped, target) = (Node::start(ok), Node::start(ok));
         let location = format!("Location: {}/v1/secret/data/app\r\n", target.address);
-        let standby = Node::start(move || answer("307 Temporary Redirect", &location, ""));
+        let standby = Node::start(move |_| answer("307 Temporary Redirect", &location, ""));
         let v = vault_of(
             &[&standby.address, &skipped.address, &target.address],
             Duration::from_secs(2),
@@ -886,7 +958,7 @@ mod tests {
 
         let elsewhere = Node::start(ok);
         let location = format!("Location: {}/v1/secret/data/app\r\n", elsewhere.address);
-        let standby = Node::start(move || answer("307 Temporary Redirect", &location, ""));
+        let standby = Node::start(move |_| answer("307 Temporary Redirect", &location, ""));
         let good = Node::start(ok);
         let v = vault_of(&[&standby.address, &good.address], Duration::from_secs(2));
         v.read(&token(), &source()).await.unwrap();
@@ -898,34 +970,52 @@ mod tests {
         assert!(elsewhere.requests().is_empty(), "followed: {:?}", elsewhere.requests());
     }
 
-    #[tokio::test]
-    async fn a_connection_broken_after_sending_replays_a_read_but_never_a_token_create() {
-        let (hangup, good) = (Node::start(|| None), Node::start(ok));
-        let v = vault_of(&[&hangup.address, &good.address], Duration::from_secs(2));
-        v.read(&token(), &source()).await.unwrap();
-        assert_eq!(good.requests(), [READ], "a read is sent on");
-        let v = vault_of(&[&hangup.address, &good.address], Duration::from_secs(2));
-        let request = ChildTokenRequest {
+    const CREATE: &str = "POST /v1/auth/token/create HTTP/1.1";
+
+    fn create_request() -> ChildTokenRequest {
+        ChildTokenRequest {
             policies: None,
             ttl: Duration::from_secs(60),
             display_name: "x".into(),
             meta: Vec::new(),
-        };
-        let e = v.create_child_token(&token(), &request).await.unwrap_err();
+        }
+    }
+
+    /// A node that says it is active (or a standby) and hangs up on everything else.
+    fn hanging_up(health: &'static str) -> Node {
+        Node::start(move |l| l.contains("sys/health").then(|| answer(health, "", "{}")).flatten())
+    }
+
+    #[tokio::test]
+    async fn a_connection_broken_after_sending_replays_a_read_but_never_a_token_create() {
+        let (hangup, good) = (hanging_up("429 Too Many Requests"), Node::start(ok));
+        let v = vault_of(&[&hangup.address, &good.address], Duration::from_secs(2));
+        v.read(&token(), &source()).await.unwrap();
+        assert_eq!(good.requests(), [READ], "a read is sent on");
+        // A token create goes to the active node only (found by sys/health): never to a standby,
+        // whose failed forward would look the same as a reply lost.
+        // (`good` answers it without an `auth` block: refused, but it got there.)
+        let e = v.create_child_token(&token(), &create_request()).await.unwrap_err();
+        assert!(matches!(e, VaultError::BadReply { .. }), "{e:?}");
+        assert_eq!(good.requests(), [READ, "GET /v1/sys/health HTTP/1.1", CREATE]);
+        assert!(!hangup.requests().contains(&CREATE.to_owned()), "{:?}", hangup.requests());
+        // The active node breaking the connection: it may have made the token; not sent again.
+        let standby = Node::start(|l| {
+            if l.contains("sys/health") {
+                answer("429 Too Many Requests", "", "{}")
+            } else {
+                ok(l)
+            }
+        });
+        let active = hanging_up("200 OK");
+        let v = vault_of(&[&standby.address, &active.address], Duration::from_secs(2));
+        let e = v.create_child_token(&token(), &create_request()).await.unwrap_err();
         assert!(
-            matches!(&e, VaultError::Unreachable { address, .. } if *address == hangup.address),
+            matches!(&e, VaultError::Unreachable { address, .. } if *address == active.address),
             "{e:?}"
         );
-        assert_eq!(
-            good.requests(),
-            [READ],
-            "a token create that may have been served is not sent again"
-        );
-        assert_eq!(hangup.requests(), [READ, "POST /v1/auth/token/create HTTP/1.1"]);
-        // One that provably never left is.
-        let v = vault_of(&[&refused(), &good.address], Duration::from_secs(2));
-        v.create_child_token(&token(), &request).await.unwrap_err();
-        assert_eq!(good.requests().last().unwrap(), "POST /v1/auth/token/create HTTP/1.1");
+        assert_eq!(active.requests().last().unwrap(), CREATE);
+        assert!(!standby.requests().contains(&CREATE.to_owned()), "{:?}", standby.requests());
         for (path, again) in [
             ("auth/token/create", false),
             ("auth/token/create-orphan", false),
@@ -945,9 +1035,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_create_waits_for_an_active_node_and_follows_it_when_it_goes() {
+        let elected = Instant::now() + Duration::from_millis(800);
+        let standby = |_: &str| answer("429 Too Many Requests", "", "{}");
+        let electing = Node::start(move |l| {
+            if Instant::now() < elected {
+                sealed(l)
+            } else if l.contains("sys/health") {
+                answer("200 OK", "", "{}")
+            } else {
+                answer("200 OK", "", r#"{"auth":{"client_token":"hvs.child","accessor":"a"}}"#)
+            }
+        });
+        let other = Node::start(standby);
+        let v = vault_of(&[&other.address, &electing.address], Duration::from_secs(2));
+        let started = Instant::now();
+        let issued = v.create_child_token(&token(), &create_request()).await.unwrap();
+        assert_eq!(issued.accessor, "a");
+        assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+        assert!(!other.requests().contains(&CREATE.to_owned()), "{:?}", other.requests());
+        let creates = |n: &Node| n.requests().iter().filter(|r| *r == CREATE).count();
+        v.create_child_token(&token(), &create_request()).await.unwrap();
+        assert_eq!(creates(&electing), 2, "the active node is remembered");
+    }
+
+    #[tokio::test]
     async fn an_election_is_waited_out_within_the_budget_and_then_named_node_by_node() {
         let elected = Instant::now() + Duration::from_millis(800);
-        let electing = Node::start(move || if Instant::now() < elected { sealed() } else { ok() });
+        let electing =
+            Node::start(move |l| if Instant::now() < elected { sealed(l) } else { ok(l) });
         let v = vault_of(&[&refused(), &electing.address], Duration::from_secs(2));
         let started = Instant::now();
         v.read(&token(), &source()).await.unwrap();
@@ -974,7 +1090,7 @@ mod tests {
 
     #[tokio::test]
     async fn nodes_reports_each_node_s_state() {
-        let standby = Node::start(|| answer("429 Too Many Requests", "", "{}"));
+        let standby = Node::start(|_| answer("429 Too Many Requests", "", "{}"));
         let (active, sealed, down) = (Node::start(ok), Node::start(sealed), refused());
         let v = vault_of(
             &[&active.address, &standby.address, &sealed.address, &down],

@@ -513,4 +513,5 @@ pub fn mount_id() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &mount_id()[..10])
 }
+pub mod raft;
 pub mod vault;
