@@ -188,9 +188,8 @@ impl HttpVault {
             if self.nodes.len() == 1 {
                 return Err(failures.pop().expect("one node tried").1);
             }
-            let pause =
-                backoff + Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
-            if started.elapsed() + pause > self.failover_budget {
+            let left = self.failover_budget.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 let nodes = failures
                     .iter()
                     .map(|(i, e)| {
@@ -205,6 +204,9 @@ impl HttpVault {
                     waited: started.elapsed(),
                 });
             }
+            // The last pause ends at the budget, for one more round then.
+            let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
+            let pause = (backoff + jitter).min(left);
             tracing::debug!(path, retry_in = ?pause, "no vault node could serve the request");
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -380,7 +382,14 @@ impl HttpVault {
             message: error_messages(&body),
         };
         match status {
-            s if s.is_redirection() => Attempt::CannotServe { error: error(), location },
+            s if s.is_redirection() => {
+                let error = VaultError::Status {
+                    path: path.to_owned(),
+                    status: s.as_u16(),
+                    message: redirect_message(&node.address, location.as_deref(), self.nodes.len()),
+                };
+                Attempt::CannotServe { error, location }
+            }
             // Sealed, or a standby without a leader to forward to (an election).
             StatusCode::SERVICE_UNAVAILABLE => {
                 Attempt::CannotServe { error: error(), location: None }
@@ -500,6 +509,22 @@ fn parse_reply(
         StatusCode::NOT_FOUND => Err(Some(VaultError::NotFound { path: path.to_owned() })),
         _ => Err(None),
     }
+}
+
+/// What a redirect means, for its error: where it pointed (the origin only), and that it is not
+/// followed.
+fn redirect_message(from: &str, location: Option<&str>, nodes: usize) -> String {
+    let target = location
+        .and_then(|l| reqwest::Url::parse(l).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "no usable Location".into());
+    let advice = if nodes == 1 { "; list the cluster's nodes in vault.address" } else { "" };
+    crate::report::one_line(
+        &format!(
+            "{from} redirects to {target} (a standby that cannot forward the request), not followed: a token goes only to a listed node{advice}"
+        ),
+        300,
+    )
 }
 
 /// Vault's `{"errors": [...]}`, joined and bounded; never the raw body.
@@ -967,6 +992,10 @@ mod tests {
         let v = vault_of(&[&standby.address], Duration::from_secs(2));
         let e = v.read(&token(), &source()).await.unwrap_err();
         assert!(matches!(e, VaultError::Status { status: 307, .. }), "{e:?}");
+        let text = e.to_string();
+        let redirect = format!("{} redirects to {}", standby.address, elsewhere.address);
+        assert!(text.contains(&redirect), "{text}");
+        assert!(text.contains("not followed") && text.contains("vault.address"), "{text}");
         assert!(elsewhere.requests().is_empty(), "followed: {:?}", elsewhere.requests());
     }
 
@@ -1076,10 +1105,7 @@ mod tests {
         let started = Instant::now();
         let e = v.read(&token(), &source()).await.unwrap_err();
         let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
-            "{waited:?}"
-        );
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(3), "{waited:?}");
         assert!(e.is_transient());
         let text = e.to_string();
         assert!(text.starts_with("no vault node could serve secret/data/app"), "{text}");

@@ -142,19 +142,26 @@ impl Cluster {
     }
 
     /// Unseals node `i` and waits until it is. A node that just joined answers "sealed" at
-    /// first (it unseals once it has the leader's data), so the key is given again until it
-    /// takes.
+    /// first (it unseals by itself once it has the leader's data), and may refuse a key given
+    /// while it fetches that data (500): the key is given again only after a while.
     fn unseal(&self, i: usize) {
-        let unsealed = wait_until(Duration::from_secs(30), || {
+        let end = Instant::now() + Duration::from_secs(40);
+        let sealed = || {
+            let url = format!("{}/v1/sys/seal-status", self.nodes[i].bao.address());
+            let status = self.nodes[i].bao.http.get(url).send().and_then(|r| r.json::<Value>());
+            status.map(|v| v["sealed"] != false).unwrap_or(true)
+        };
+        while Instant::now() < end {
             let (status, v) =
                 self.unauthenticated(i, "PUT", "sys/unseal", json!({"key": self.unseal_key}));
-            assert_eq!(status, 200, "sys/unseal: {status} {v}\n{}", self.log(i));
-            v["sealed"] == false || {
-                std::thread::sleep(Duration::from_millis(200));
-                false
+            if status == 200 && v["sealed"] == false {
+                return;
             }
-        });
-        assert!(unsealed, "node{i} stays sealed:\n{}", self.log(i));
+            if wait_until(Duration::from_secs(3), || !sealed()) {
+                return;
+            }
+        }
+        panic!("node{i} stays sealed:\n{}", self.log(i));
     }
 
     fn unauthenticated(&self, i: usize, method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -255,6 +262,24 @@ impl Cluster {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// A token for the plugin, made on the active node: a policy that may create child tokens
+    /// and read `secret/` and `database/creds/` (renew and revoke come with `default`).
+    pub fn plugin_token(&self) -> String {
+        let active = self.active_node();
+        active.policy(
+            "plugin",
+            "path \"auth/token/create\" { capabilities = [\"update\"] }\n\
+             path \"secret/data/*\" { capabilities = [\"read\"] }\n\
+             path \"database/creds/*\" { capabilities = [\"read\"] }\n",
+        );
+        let v = active.api(
+            "POST",
+            "auth/token/create",
+            Some(json!({"policies": ["plugin"], "ttl": "2h", "display_name": "plugin"})),
+        );
+        v["auth"]["client_token"].as_str().expect("a token").to_owned()
     }
 
     /// The temporary directory holding every node's data.
