@@ -100,6 +100,14 @@ impl Cluster {
             "sys/mounts/secret",
             Some(json!({"type": "kv", "options": {"version": "2"}})),
         );
+        // A new KV v2 mount refuses requests (400) while it upgrades its storage.
+        let ready = wait_until(Duration::from_secs(30), || {
+            let body = Some(json!({"data": {"ready": "yes"}}));
+            active
+                .api_as(&active.token, "POST", "secret/data/ready", body)
+                .is_ok_and(|r| r.0 == 200)
+        });
+        assert!(ready, "secret/ is not ready:\n{}", cluster.logs());
         cluster
     }
 
