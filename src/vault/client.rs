@@ -22,7 +22,7 @@ use crate::volume::Source;
 /// The largest reply accepted from Vault: secrets are small; a PEM chain is a few KiB.
 pub const MAX_REPLY: usize = 1024 * 1024;
 
-/// Vault over HTTP(S): one node, or the nodes of a cluster tried in turn (see [`HttpVault::call`]).
+/// Vault over HTTP(S): one node, or the nodes of a cluster tried in turn (see the README, "Vault HA").
 #[derive(Clone)]
 pub struct HttpVault {
     http: reqwest::Client,
