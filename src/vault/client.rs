@@ -278,7 +278,12 @@ impl HttpVault {
                 self.preferred.store(i, Ordering::Relaxed);
                 Ok(result)
             }
-            Attempt::Broken(e) => Ok(Err(e)),
+            // It may have been served: not sent again; the next request looks for the active
+            // node anew.
+            Attempt::Broken(e) => {
+                self.active.store(0, Ordering::Relaxed);
+                Ok(Err(e))
+            }
             // It is gone, sealed or no longer active: the request did not go beyond it.
             Attempt::NotSent(e) | Attempt::CannotServe { error: e, .. } => {
                 self.active.store(0, Ordering::Relaxed);
