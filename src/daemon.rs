@@ -286,10 +286,16 @@ pub async fn check_with<V: Vault>(
 ) -> anyhow::Result<Vec<String>> {
     let mut report =
         vec![format!("configuration is valid; driver name {}", config.plugin.driver_name())];
-    vault
-        .health()
-        .await
-        .map_err(|e| anyhow::anyhow!("vault health: {}", crate::report::chain(&e)))?;
+    let states = vault.nodes().await;
+    let nodes: Vec<String> =
+        states.iter().map(|n| format!("vault node {}: {}", n.address, n.state)).collect();
+    vault.health().await.map_err(|e| {
+        anyhow::anyhow!("vault health: {}{}", crate::report::chain(&e), node_list(&nodes))
+    })?;
+    report.extend(nodes.iter().cloned());
+    if states.len() > 1 && !states.iter().any(|n| n.state == crate::vault::NodeState::Active) {
+        report.push("warning: no listed node is active: a leader election, or the active node is not in vault.address (standbys forward to it)".into());
+    }
     report.push(format!("vault at {} answers, unsealed", config.vault.address));
     let mut serve_uses = "the configured identity";
     if let Some(kept) = &kept {
@@ -397,6 +403,14 @@ async fn probe_login<V: Vault>(
         .with_context(|| format!("{method} login at {}{role}", login.path()))?;
     let _ = vault.revoke_self(&probe.token).await;
     Ok(format!("{method} login at {}{role} works (ttl {})", login.path(), describe_ttl(probe.ttl)))
+}
+
+/// `; nodes: …` for an error, when there are nodes to tell apart.
+fn node_list(nodes: &[String]) -> String {
+    if nodes.is_empty() {
+        return String::new();
+    }
+    format!("; {}", nodes.join("; "))
 }
 
 /// A warning when a file of the identity may be read or written by anyone but its owner (the

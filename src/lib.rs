@@ -78,6 +78,11 @@
 //! (origin checked), token-bearing paths and replies are refused. Vault's replies are bounded
 //! and parsed strictly, their TTLs capped.
 //!
+//! `vault.address` may list a cluster's nodes: [`vault::HttpVault`] sends a request on to the
+//! next node when one cannot serve it (no connection, sealed, no leader, a redirect), tries the
+//! node that answered last first, and waits out an election for up to 30 s; a token goes only to
+//! a listed node, and a request that creates a token only to the active one, never twice.
+//!
 //! The plugin's identity ([`vault::identity`]) is a token file, an AppRole login (the
 //! secret_id optionally response-wrapped: unwrapped once, the file then deleted), a TLS client
 //! certificate (presented by the HTTP client, checked to match its key at start-up) or a JWT

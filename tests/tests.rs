@@ -26,6 +26,7 @@ mod compose;
 mod e2e;
 mod engine;
 mod flood;
+mod ha;
 mod hostile;
 mod leases;
 mod managed;

@@ -522,4 +522,5 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &mount_id()[..10])
 }
 pub mod tls;
+pub mod raft;
 pub mod vault;
