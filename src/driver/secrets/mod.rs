@@ -231,6 +231,16 @@ impl<E: Edges> Driver<E> {
     /// with a token of the task's own.
     #[tracing::instrument(skip_all, fields(secret = %shown(&request.secret), task = %shown(&request.task)))]
     pub async fn get_secret(&self, request: &SecretRequest) -> Result<SecretValue, SecretError> {
+        let result = self.value_for(request).await;
+        if let Err(e) = &result {
+            let event = Event::new("error", shown(&request.secret)).mount(shown(&request.task));
+            self.audit.record(event.detail(format!("secret failed: {}", chain(e))));
+            tracing::warn!(error = %chain(e), "a swarm secret failed: the task does not get it");
+        }
+        result
+    }
+
+    async fn value_for(&self, request: &SecretRequest) -> Result<SecretValue, SecretError> {
         let secret = &request.secret;
         if !valid_secret_name(secret) {
             return Err(SecretError::InvalidName { name: secret.chars().take(100).collect() });
@@ -264,11 +274,6 @@ impl<E: Edges> Driver<E> {
         if guard.is_none() {
             drop(guard);
             self.tasks.forget(&key, &slot);
-        }
-        if let Err(e) = &result {
-            let event = Event::new("error", secret).mount(&key.task);
-            self.audit.record(event.detail(format!("secret failed: {}", chain(e))));
-            tracing::warn!(error = %chain(e), "a swarm secret failed: the task does not get it");
         }
         result
     }
