@@ -4,7 +4,8 @@
 //! - `state_dir` (persistent disk): volume definitions, the options `docker volume create` was
 //!   given and when. Never a secret, never a token.
 //! - the private tmpfs under `runtime_dir` (memory only, mode 0700): each active mount's record
-//!   with its token, so a restarted plugin still revokes it at Unmount. It survives a plugin
+//!   with its token, so a restarted plugin still revokes it at Unmount; and each swarm task's
+//!   secret token, so it is still revoked when the task ends. It survives a plugin
 //!   restart, not a host reboot.
 //!
 //! Every file is versioned JSON, written to a temporary file, fsynced and renamed into place.
