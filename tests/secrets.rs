@@ -185,14 +185,20 @@ path "secret/data/swarm-kv" { capabilities = ["read"] }"#,
     Setup { bao, plugin }
 }
 
-/// What a task's container reads from its secret.
+/// What a task's container reads from its secret (at `/run/secrets/NAME`, Docker's default).
 fn read(container: &str, secret: &Secret) -> String {
-    docker_ok(&["exec", container, "cat", &format!("/run/secrets/{}", secret.name)])
+    read_file(container, &secret.name)
 }
 
-/// The user a database secret gave a container, checked to exist in PostgreSQL.
-fn user_of(container: &str, secret: &Secret) -> String {
-    let user = read(container, secret);
+/// What a task's container reads from `/run/secrets/FILE`.
+fn read_file(container: &str, file: &str) -> String {
+    docker_ok(&["exec", container, "cat", &format!("/run/secrets/{file}")])
+}
+
+/// The user a database secret gave a container at `/run/secrets/FILE`, checked to exist in
+/// PostgreSQL.
+fn user_of(container: &str, file: &str) -> String {
+    let user = read_file(container, file);
     assert!(user.starts_with("v-"), "not a database user: {user:?}");
     assert!(pg_role_exists(&user), "{user} is not in pg_roles");
     user
@@ -212,7 +218,7 @@ fn swarm_tasks_get_their_own_database_users_dropped_when_the_tasks_end() {
     let service = Service::create(&secret, 2);
     let containers = service.running(2);
     eprintln!("service create → 2 tasks running: {} ms", started.elapsed().as_millis());
-    let users: Vec<String> = containers.iter().map(|c| user_of(c, &secret)).collect();
+    let users: Vec<String> = containers.iter().map(|c| user_of(c, &secret.name)).collect();
     assert_ne!(users[0], users[1], "each task has a user of its own");
     assert_eq!(s.bao.accessors().len(), before.len() + 2, "each task has a token of its own");
     let mode = docker_ok(&[
@@ -248,7 +254,7 @@ fn swarm_tasks_get_their_own_database_users_dropped_when_the_tasks_end() {
     // The issue's bound is 5 s; asserted with a margin (the machine is shared).
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let left = service.running(1);
-    let kept = user_of(&left[0], &secret);
+    let kept = user_of(&left[0], &secret.name);
     assert!(users.contains(&kept));
     assert_eq!(s.bao.accessors().len(), before.len() + 1);
 
@@ -314,4 +320,85 @@ fn a_kv_field_is_a_task_s_secret_and_a_denied_path_fails_the_task() {
     assert!(wait_until(Duration::from_secs(60), || service.tasks().contains("Failed")));
     assert!(s.plugin.log().contains("label `mode`: is a volume option"), "{}", s.plugin.log());
     assert_eq!(s.bao.accessors(), before);
+}
+
+/// `docker stack rm` on drop, waiting for the stack's containers to be gone.
+struct Stack {
+    name: String,
+}
+
+impl Stack {
+    fn containers(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.stack.namespace={}", self.name);
+        docker_ok(&["ps", "-q", "--filter", &filter]).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = docker(&["stack", "rm", &self.name]);
+        wait_until(Duration::from_secs(30), || self.containers().is_empty());
+    }
+}
+
+#[test]
+fn a_stack_file_s_secret_with_the_driver_gets_a_user_per_task() {
+    let _lock = docker_lock();
+    let s = setup();
+    let _swarm = Swarm::ensure();
+    let before = s.bao.accessors();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.yaml");
+    // The host network: a stack's default overlay network is of no use to a task that only
+    // reads its secret (and the test dockerd runs with `--bridge=none`).
+    let yaml = format!(
+        r#"version: "3.8"
+services:
+  app:
+    image: {image}
+    command: ["sleep", "600"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: 2
+      restart_policy: {{condition: none}}
+    networks: [hostnet]
+    secrets: [db_user]
+networks:
+  hostnet:
+    external: true
+    name: host
+secrets:
+  db_user:
+    driver: {DRIVER}
+    labels:
+      path: database/creds/swarm
+      field: username
+"#,
+        image = image()
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let stack = Stack { name: unique("vsstack") };
+    docker_ok(&["stack", "deploy", "-c", &file.display().to_string(), &stack.name]);
+    let secret = Secret { name: format!("{}_db_user", stack.name) };
+    let labels =
+        docker_ok(&["secret", "inspect", "--format", "{{json .Spec.Labels}}", &secret.name]);
+    assert!(labels.contains("com.docker.stack.namespace"), "stack deploy adds its label: {labels}");
+    assert!(
+        wait_until(Duration::from_secs(60), || stack.containers().len() == 2),
+        "the stack's tasks did not start: {}\n{}",
+        docker_ok(&["stack", "ps", "--no-trunc", &stack.name]),
+        s.plugin.log()
+    );
+    // The file is named by the stack file's key; the secret, by the stack.
+    let users: Vec<String> = stack.containers().iter().map(|c| user_of(c, "db_user")).collect();
+    assert_ne!(users[0], users[1]);
+    let removed = Instant::now();
+    docker_ok(&["stack", "rm", &stack.name]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !users.iter().any(|u| pg_role_exists(u))),
+        "docker stack rm did not drop the users:\n{}",
+        s.plugin.log()
+    );
+    eprintln!("stack rm → both users dropped: {} ms", removed.elapsed().as_millis());
+    assert!(wait_until(Duration::from_secs(10), || s.bao.accessors() == before));
 }
