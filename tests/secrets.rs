@@ -402,3 +402,37 @@ secrets:
     eprintln!("stack rm → both users dropped: {} ms", removed.elapsed().as_millis());
     assert!(wait_until(Duration::from_secs(10), || s.bao.accessors() == before));
 }
+
+#[test]
+fn a_plugin_killed_and_restarted_still_revokes_when_the_task_ends() {
+    let _lock = docker_lock();
+    let mut s = setup();
+    let _swarm = Swarm::ensure();
+    let before = s.bao.accessors();
+    let secret = Secret::create("db_restart", &["path=database/creds/swarm", "field=username"]);
+    let service = Service::create(&secret, 1);
+    let c = service.running(1).remove(0);
+    let user = user_of(&c, &secret.name);
+    let records = std::fs::read_dir(s.plugin.runtime.join("private/tasks")).unwrap().count();
+    assert_eq!(records, 1, "the task's token is recorded in the private tmpfs");
+    let state = s.plugin.dir.path().join("state");
+    let on_disk = std::process::Command::new("grep").args(["-rl", &user]).arg(&state).output();
+    assert!(on_disk.unwrap().stdout.is_empty(), "the value is nowhere in state_dir");
+
+    s.plugin.stop(true); // SIGKILL
+    s.plugin.restart();
+    assert!(s.plugin.log().contains("swarm tasks' tokens taken back"), "{}", s.plugin.log());
+    assert!(pg_role_exists(&user), "the running task keeps its user across the restart");
+    let removed = Instant::now();
+    docker_ok(&["service", "rm", &service.name]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !pg_role_exists(&user)),
+        "the restarted plugin did not revoke the task's token:\n{}",
+        s.plugin.log()
+    );
+    eprintln!(
+        "after a plugin restart, service rm → user dropped: {} ms",
+        removed.elapsed().as_millis()
+    );
+    assert!(wait_until(Duration::from_secs(10), || s.bao.accessors() == before));
+}
