@@ -58,7 +58,7 @@ impl Backend for FakeBackend {
     }
     async fn secret(&self, request: SecretRequest) -> Result<SecretValue, SecretError> {
         crate::driver::parse_labels(&request.labels, &Default::default())
-            .map_err(|source| SecretError::Labels { secret: request.secret.clone(), source })?;
+            .map_err(|label| SecretError::Labels { secret: request.secret.clone(), label })?;
         self.secrets.lock().unwrap().push(request);
         Ok(SecretValue(zeroize::Zeroizing::new(b"v-user-1\x00\xff".to_vec())))
     }
@@ -135,6 +135,7 @@ async fn get_secret_refuses_what_swarmkit_does_not_send_and_bad_labels_by_name()
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let e = v["Err"].as_str().unwrap();
     assert!(e.starts_with("secret db_user: label `uid`: is a volume option"), "{e}");
+    assert_eq!(e.matches("is a volume option").count(), 1, "said once: {e}");
     let huge =
         format!(r#"{{"SecretName":"s","TaskID":"t","TaskImage":"{}"}}"#, "x".repeat(MAX_BODY));
     let (status, v) = call(Arc::default(), "/SecretProvider.GetSecret", &huge).await;

@@ -67,11 +67,11 @@ pub enum SecretError {
     InvalidName { name: String },
     #[error("invalid task ID {id:?}: expected 1 to 64 letters and digits (the request must come from a swarm manager's dispatcher)")]
     InvalidTask { id: String },
-    #[error("secret {secret}: label `{}`: {}", .source.option, .source.message)]
+    #[error("secret {secret}: label `{}`: {}", .label.option, .label.message)]
     Labels {
         secret: String,
-        // Shown in the message itself: its text is the message.
-        source: OptionError,
+        /// Shown in the message itself (not a `source`: its text is the message).
+        label: OptionError,
     },
     #[error("the plugin is not logged in to vault: {reason}")]
     NoIdentity { reason: String },
@@ -241,7 +241,7 @@ impl<E: Edges> Driver<E> {
             return Err(SecretError::InvalidTask { id: request.task.chars().take(100).collect() });
         }
         let spec = parse_labels(&request.labels, &self.defaults)
-            .map_err(|source| SecretError::Labels { secret: secret.clone(), source })?;
+            .map_err(|label| SecretError::Labels { secret: secret.clone(), label })?;
         let key = TaskKey { task: request.task.clone(), secret: secret.clone() };
         let (slot, mut guard) = loop {
             let slot = self.tasks.slots.lock().unwrap().entry(key.clone()).or_default().clone();

@@ -335,6 +335,7 @@ async fn a_failure_revokes_the_token_and_keeps_nothing() {
     let e = f.get("task1", &[("path", "kv/a"), ("uid", "0")]).await.unwrap_err();
     assert_eq!(e.to_string().split(':').next(), Some("secret db_user"));
     assert!(e.to_string().contains("label `uid`"), "{e}");
+    assert_eq!(crate::report::chain(&e), e.to_string(), "the label's error is said once");
     let request = SecretRequest { secret: "db".into(), task: "a/b".into(), ..Default::default() };
     assert!(matches!(f.driver.get_secret(&request).await, Err(SecretError::InvalidTask { .. })));
     assert_eq!(f.vault.created.lock().unwrap().len(), 3);
