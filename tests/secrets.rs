@@ -157,6 +157,16 @@ struct Setup {
     plugin: Plugin,
 }
 
+impl Drop for Setup {
+    /// The plugin stopped, its socket is removed: dockerd tries every socket in
+    /// /run/docker/plugins when it lists volumes, and a dead one costs each listing seconds of
+    /// retries.
+    fn drop(&mut self) {
+        self.plugin.stop(true);
+        let _ = std::fs::remove_file(&self.plugin.socket);
+    }
+}
+
 fn setup() -> Setup {
     let out = docker(&["info", "--format", "{{.ServerVersion}}"]);
     assert!(
