@@ -168,6 +168,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
     }));
     driver.restore().await;
+    driver.restore_tasks();
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -181,6 +182,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(driver.clone().watch_tasks(shutdown_rx.clone()));
 
     // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
     let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([

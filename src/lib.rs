@@ -8,7 +8,8 @@
 //! bounding) is below everything.
 //!
 //! ```text
-//! dockerd ─/VolumeDriver.*─▶ api::plugin    status/rotate ─▶ api::admin    scrape ─▶ api::metrics
+//! dockerd ─/VolumeDriver.*,─▶ api::plugin   status/rotate ─▶ api::admin    scrape ─▶ api::metrics
+//!   /SecretProvider.GetSecret
 //!                              │ (Backend)                      │ (Operations)         │
 //!                              └──────── api::listener: one bounded accept loop ───────┘
 //!                                                   │
@@ -16,7 +17,7 @@
 //!          driver (Driver<E: Edges>: volume lifecycle in mod.rs; mount: per-mount state and
 //!                  records; restore: after a restart; revoke: revocations and their retries;
 //!                  upkeep: renew / replace / refresh / signal / sweep; status; identity:
-//!                  per-volume wrapped identities)
+//!                  per-volume wrapped identities; secrets: swarm secrets, a token per task)
 //!        ┌──────────┬───────────┬──────────┬─────────┼────────┬──────────┬──────────┐
 //!        ▼          ▼           ▼          ▼         ▼        ▼          ▼          ▼
 //!      lease      files       vault      state     tmpfs   dockerd    audit     metrics
@@ -68,6 +69,14 @@
 //!   process but not a reboot. Mounts still in place are served and kept up again; the others
 //!   are revoked; stray mount directories are removed. Every 60 s, mounts that no running
 //!   container uses (a Docker daemon crash sends no Unmount) are released.
+//!
+//! - **Swarm secrets** (`driver::secrets`): on a manager, swarmkit's dispatcher asks
+//!   `/SecretProvider.GetSecret` for each task that uses a secret of this driver; the secret's
+//!   labels are its options (`path`, `field`, `format`, `param.*`, `ttl`, `policies`). Each task
+//!   gets a child token of its own, recorded in the private tmpfs (never the value), and the
+//!   value read with it (`DoNotReuse`); its token and leases are renewed while the task is seen
+//!   alive. Every second while any task holds a token, `GET /tasks` tells which have ended or
+//!   are gone: their tokens are revoked, and with them their leases.
 //!
 //! # Trust
 //!
