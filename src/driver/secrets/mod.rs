@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::mount::unix_at;
-use super::{jitter, Driver, Edges};
+use super::{jitter, Driver, DriverError, Edges};
 use crate::audit::Event;
 use crate::files::{self, RenderError};
 use crate::lease::plan::{self, Deadline};
@@ -278,7 +278,6 @@ impl<E: Edges> Driver<E> {
         spec: &VolumeSpec,
         request: &SecretRequest,
     ) -> Result<(Issued, SecretValue), SecretError> {
-        let parent = self.identity.token().map_err(|reason| SecretError::NoIdentity { reason })?;
         let service = if crate::volume::valid_volume_name(&request.service) {
             request.service.clone()
         } else {
@@ -294,8 +293,22 @@ impl<E: Edges> Driver<E> {
                 ("service".into(), service.clone()),
             ],
         };
-        let token = self.vault.create_child_token(&parent, &child).await.map_err(|source| {
-            SecretError::Token { secret: key.secret.clone(), task: key.task.clone(), source }
+        // Through `as_plugin`: a plugin token Vault no longer knows is replaced by a login, and
+        // the token create tried once more, as for a mount.
+        let created = self
+            .as_plugin(|parent| {
+                let child = &child;
+                async move { self.vault.create_child_token(&parent, child).await }
+            })
+            .await
+            .map_err(|e| match e {
+                DriverError::NoIdentity { reason } => SecretError::NoIdentity { reason },
+                other => SecretError::NoIdentity { reason: chain(&other) },
+            })?;
+        let token = created.map_err(|source| SecretError::Token {
+            secret: key.secret.clone(),
+            task: key.task.clone(),
+            source,
         })?;
         let now = Instant::now();
         let deadline = Deadline::after_grant(now, token.ttl, spec.ttl, token.renewable, jitter());

@@ -33,6 +33,10 @@ fn denied(path: &str) -> VaultError {
 }
 
 impl Vault for FakeVault {
+    async fn login(&self, l: &crate::vault::Login<'_>) -> Result<IssuedToken, VaultError> {
+        Err(denied(&l.path()))
+    }
+
     async fn create_child_token(
         &self,
         _: &Token,
