@@ -174,6 +174,8 @@ pub struct Driver<E: Edges> {
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
     pending: Mutex<Vec<PendingRevocation>>,
+    /// Notified by each new mount: its container is looked for shortly after.
+    untied: tokio::sync::Notify,
 }
 
 /// The edges and settings a [`Driver`] is made of.
@@ -212,6 +214,7 @@ impl<E: Edges> Driver<E> {
             audit: parts.audit,
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
+            untied: tokio::sync::Notify::new(),
         }
     }
 
