@@ -156,7 +156,8 @@ pub trait Edges: Send + Sync + 'static {
 /// The volume driver.
 pub struct Driver<E: Edges> {
     vault: Arc<E::Vault>,
-    mounter: E::Mounter,
+    /// Shared with the blocking tasks that unmount (see `release`).
+    mounter: Arc<E::Mounter>,
     store: Arc<E::Store>,
     engine: Arc<E::Engine>,
     identity: Arc<IdentitySlot>,
@@ -201,7 +202,7 @@ impl<E: Edges> Driver<E> {
     pub fn new(parts: Parts<E>) -> Self {
         Driver {
             vault: parts.vault,
-            mounter: parts.mounter,
+            mounter: Arc::new(parts.mounter),
             store: parts.store,
             engine: parts.engine,
             identity: parts.identity,

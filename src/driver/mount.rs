@@ -398,8 +398,14 @@ impl<E: Edges> Driver<E> {
         volume.slots.lock().unwrap().remove(id);
     }
 
-    /// Unmounts and removes `mountpoint` (the read-only bind) and the tmpfs behind it, revokes
-    /// `token`, forgets the record. `held` names the container in the audit line.
+    /// Revokes `token` and, at the same time, unmounts and removes `mountpoint` (the read-only
+    /// bind) and the tmpfs behind it; then forgets the record. `held` names the container in
+    /// the audit line.
+    ///
+    /// `umount(2)` waits on the kernel's mount lock, which dockerd holds while it unmounts the
+    /// root file systems of containers stopping at the same moment: the unmounts run off the
+    /// runtime (`spawn_blocking`), so that neither this revocation nor any other mount's
+    /// Unmount waits on them.
     pub(super) async fn release(
         &self,
         volume: &str,
@@ -408,27 +414,38 @@ impl<E: Edges> Driver<E> {
         mountpoint: &Path,
         held: Option<&Container>,
     ) {
-        if !mountpoint.as_os_str().is_empty() {
-            self.unmount_dir(mountpoint);
-            self.unmount_dir(&self.files_dir(volume, id));
-        }
+        let unmounted = (!mountpoint.as_os_str().is_empty()).then(|| {
+            let (mounter, bind, files) =
+                (self.mounter.clone(), mountpoint.to_owned(), self.files_dir(volume, id));
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                let _span = span.enter();
+                unmount_dir(&*mounter, &bind);
+                unmount_dir(&*mounter, &files);
+            })
+        });
         self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
+        if let Some(unmounted) = unmounted {
+            if let Err(e) = unmounted.await {
+                tracing::error!(error = %e, "the unmounting task failed");
+            }
+        }
         if let Err(e) = self.store.delete_mount(volume, id) {
             tracing::error!(error = %crate::report::chain(&e), "cannot delete the mount record");
         }
     }
+}
 
-    /// Unmounts `path` if something is mounted there, and removes it and, when no other mount
-    /// of the volume is left, its parent.
-    pub(super) fn unmount_dir(&self, path: &Path) {
-        if self.mounter.is_mounted(path) {
-            if let Err(e) = self.mounter.unmount(path) {
-                tracing::error!(error = %crate::report::chain(&e), "cannot unmount");
-            }
+/// Unmounts `path` if something is mounted there, and removes it and, when no other mount of
+/// the volume is left, its parent.
+fn unmount_dir(mounter: &impl Mounter, path: &Path) {
+    if mounter.is_mounted(path) {
+        if let Err(e) = mounter.unmount(path) {
+            tracing::error!(error = %crate::report::chain(&e), "cannot unmount");
         }
-        let _ = std::fs::remove_dir(path);
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
+    }
+    let _ = std::fs::remove_dir(path);
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::remove_dir(parent);
     }
 }
