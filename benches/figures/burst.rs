@@ -257,9 +257,12 @@ fn report(what: &str, burst: &Burst, raw: &Burst, plugin: &Plugin, tied: usize) 
     let (p50, max) = (percentile(&burst.delays, 50.0), percentile(&burst.delays, 100.0));
     let (raw_p50, raw_max) = (percentile(&raw.delays, 50.0), percentile(&raw.delays, 100.0));
     let r = ratio(max, raw_max);
+    // Signed: a user can be gone before its container's `die` is logged (Engine 26).
+    let mut from_die: Vec<f64> =
+        burst.containers.iter().map(|(_, die, gone)| signed_ms(*die, *gone)).collect();
     let mut rows = vec![Row::new(
         &format!("burst, {what}: die → user dropped (n={})", burst.delays.len()),
-        format!("p50 {}, max {}", ms(p50), ms(max)),
+        format!("p50 {}, max {} ({})", ms(p50), ms(max), split(&mut from_die)),
         format!("p50 {}, max {} raw: {N} tokens revoke-self at once", ms(raw_p50), ms(raw_max)),
         format!("max ≤ 1.25× raw max: {r:.2}×"),
         Some(r <= 1.25),

@@ -398,14 +398,15 @@ impl<E: Edges> Driver<E> {
         volume.slots.lock().unwrap().remove(id);
     }
 
-    /// Revokes `token` and, at the same time, unmounts and removes `mountpoint` (the read-only
-    /// bind) and the tmpfs behind it; then forgets the record. `held` names the container in
-    /// the audit line.
+    /// Revokes `token`, then unmounts and removes `mountpoint` (the read-only bind) and the
+    /// tmpfs behind it, and forgets the record. `held` names the container in the audit line.
     ///
-    /// `umount(2)` waits on the kernel's mount lock, which dockerd holds while it unmounts the
-    /// root file systems of containers stopping at the same moment: the unmounts run off the
-    /// runtime (`spawn_blocking`), so that neither this revocation nor any other mount's
-    /// Unmount waits on them.
+    /// The revocation comes first, so that the credential's life ends with the container's
+    /// whatever the unmounts cost (and a tmpfs gone means its token is revoked, or kept for a
+    /// retry). `umount(2)` waits on the kernel's mount lock, which dockerd holds while it
+    /// unmounts the root file systems of containers stopping at the same moment: the unmounts
+    /// run off the runtime (`spawn_blocking`), so that no other mount's Unmount or revocation
+    /// waits on them.
     pub(super) async fn release(
         &self,
         volume: &str,
@@ -414,18 +415,16 @@ impl<E: Edges> Driver<E> {
         mountpoint: &Path,
         held: Option<&Container>,
     ) {
-        let unmounted = (!mountpoint.as_os_str().is_empty()).then(|| {
+        self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
+        if !mountpoint.as_os_str().is_empty() {
             let (mounter, bind, files) =
                 (self.mounter.clone(), mountpoint.to_owned(), self.files_dir(volume, id));
             let span = tracing::Span::current();
-            tokio::task::spawn_blocking(move || {
+            let unmounted = tokio::task::spawn_blocking(move || {
                 let _span = span.enter();
                 unmount_dir(&*mounter, &bind);
                 unmount_dir(&*mounter, &files);
-            })
-        });
-        self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
-        if let Some(unmounted) = unmounted {
+            });
             if let Err(e) = unmounted.await {
                 tracing::error!(error = %e, "the unmounting task failed");
             }
