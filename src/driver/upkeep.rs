@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 /// How long after its Mount a mount's container is looked for every few seconds (later, only
 /// by the sweep): a container starts within it, or a mount was made without one.
-pub const TIE_WINDOW: Duration = Duration::from_secs(60);
+const TIE_WINDOW: Duration = Duration::from_secs(60);
 
 impl<E: Edges> Worker for Driver<E> {
     async fn tick(&self, job: &Job) -> Option<Instant> {
@@ -393,7 +393,7 @@ impl<E: Edges> Driver<E> {
     /// Ties the mounts not yet tied to a container to the running container that holds their
     /// tmpfs (found by device, as the sweep finds them): a `container` line in the audit log,
     /// the container kept in the record and named in the mount's later lines. Returns how
-    /// many mounts younger than [`TIE_WINDOW`] are still untied (to look again soon).
+    /// many mounts younger than `TIE_WINDOW` (a minute) are still untied (to look again soon).
     pub async fn tie_containers(&self) -> usize {
         let untied: HashSet<String> = self.untied_volumes();
         if untied.is_empty() {
