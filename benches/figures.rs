@@ -14,6 +14,8 @@ mod util;
 
 #[path = "figures/bao.rs"]
 mod bao;
+#[path = "figures/burst.rs"]
+mod burst;
 #[path = "figures/lifecycle.rs"]
 mod lifecycle;
 #[path = "figures/mounts.rs"]
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use bao::*;
+use burst::*;
 use lifecycle::*;
 use mounts::*;
 use scale::*;
@@ -84,6 +87,7 @@ const FIGURES: &[(&str, &str, Figure)] = &[
     ("memory", "resident memory, 1,000 mounts", memory),
     ("scale", "2,000 active mounts: memory, Mount, status, restart", scale),
     ("renewal", "renewal traffic of 2,000 mounts, ttl=1m", renewal_traffic),
+    ("burst", "64 containers removed at once (rm -f; compose down)", burst),
 ];
 
 fn main() {
@@ -148,8 +152,19 @@ fn main() {
 /// this one included, `/run` is a directory of the root file system, where every mount's
 /// directory would cost a journalled mkdir and rmdir).
 fn start_plugin(socket: Option<&Path>, vault_address: &str, token: &str) -> Plugin {
+    start_plugin_with(socket, vault_address, token, &[])
+}
+
+/// [`start_plugin`] with more environment (`DOCKER_HOST`: the engine its sweep asks).
+fn start_plugin_with(
+    socket: Option<&Path>,
+    vault_address: &str,
+    token: &str,
+    env: &[(&str, &str)],
+) -> Plugin {
     let mut plugin = Plugin::start(socket, vault_address, token, "");
     plugin.stop(false);
+    plugin.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     for m in mounts_below(&plugin.runtime).into_iter().rev() {
         rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH).unwrap();
     }

@@ -3,24 +3,31 @@
 //! lease IDs. Never a value, never a token: accessors and lease IDs identify without granting.
 //!
 //! Written to `audit_log` (appended, mode 0600) or, when it is not set, to stderr.
+//!
+//! Each line has a sequence number (`seq`, from 1 at each start of the plugin) and a time,
+//! both taken under the writer's lock as the line is written: the file's order, the numbers
+//! and the times agree (a clock stepped back is held at the last time written).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
-/// One event. Build it with [`Event::new`] and the `with_*` setters.
+/// One event. Build it with [`Event::new`] and the setters; its time is taken when it is
+/// recorded.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Event {
-    pub time: String,
     pub event: &'static str,
     pub volume: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mount_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accessor: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -32,12 +39,7 @@ pub struct Event {
 
 impl Event {
     pub fn new(event: &'static str, volume: &str) -> Event {
-        Event {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            event,
-            volume: volume.to_owned(),
-            ..Event::default()
-        }
+        Event { event, volume: volume.to_owned(), ..Event::default() }
     }
 
     pub fn mount(mut self, id: &str) -> Event {
@@ -55,8 +57,12 @@ impl Event {
         self
     }
 
-    pub fn container(mut self, id: &str) -> Event {
-        self.container_id = Some(id.to_owned());
+    /// The container that holds the mount, when it is known.
+    pub fn held_by(mut self, container: Option<&crate::state::Container>) -> Event {
+        if let Some(c) = container {
+            self.container_id = Some(c.id.clone());
+            self.container_name = (!c.name.is_empty()).then(|| c.name.clone());
+        }
         self
     }
 
@@ -73,10 +79,28 @@ enum Sink {
     Memory(Vec<String>),
 }
 
+/// An event as written: numbered and timed by the writer.
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    time: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+#[derive(Debug)]
+struct Writer {
+    sink: Sink,
+    /// The number of the last line written.
+    seq: u64,
+    /// The time of the last line written.
+    last: SystemTime,
+}
+
 /// Where events go.
 #[derive(Debug)]
 pub struct Audit {
-    sink: Mutex<Sink>,
+    writer: Mutex<Writer>,
 }
 
 impl Audit {
@@ -93,28 +117,42 @@ impl Audit {
             }
             None => Sink::Stderr,
         };
-        Ok(Audit { sink: Mutex::new(sink) })
+        Ok(Audit::to(sink))
+    }
+
+    fn to(sink: Sink) -> Audit {
+        Audit { writer: Mutex::new(Writer { sink, seq: 0, last: SystemTime::UNIX_EPOCH }) }
     }
 
     /// Keeps the lines in memory (unit tests).
     pub fn memory() -> Audit {
-        Audit { sink: Mutex::new(Sink::Memory(Vec::new())) }
+        Audit::to(Sink::Memory(Vec::new()))
     }
 
     /// The lines kept by [`Audit::memory`].
     pub fn lines(&self) -> Vec<String> {
-        match &*self.sink.lock().unwrap() {
+        match &self.writer.lock().unwrap().sink {
             Sink::Memory(lines) => lines.clone(),
             _ => Vec::new(),
         }
     }
 
+    /// Writes `event` as the next line, numbered and timed now.
     pub fn record(&self, event: Event) {
-        let line = serde_json::to_string(&event).expect("events serialize");
-        let mut sink = self.sink.lock().unwrap();
-        let result = match &mut *sink {
-            Sink::File { file, .. } => writeln!(file, "{line}"),
-            Sink::Stderr => writeln!(std::io::stderr(), "{line}"),
+        let mut writer = self.writer.lock().unwrap();
+        let now = SystemTime::now().max(writer.last);
+        writer.last = now;
+        writer.seq += 1;
+        let time = humantime::format_rfc3339_micros(now).to_string();
+        let line = Line { seq: writer.seq, time, event: &event };
+        let line = serde_json::to_string(&line).expect("events serialize");
+        // One write per line, newline included: nothing else written to the same file (the
+        // log, on stderr) lands inside it.
+        let whole = || format!("{line}\n").into_bytes();
+        let sink = &mut writer.sink;
+        let result = match sink {
+            Sink::File { file, .. } => file.write_all(&whole()),
+            Sink::Stderr => std::io::stderr().write_all(&whole()),
             Sink::Memory(lines) => {
                 lines.push(line);
                 Ok(())
@@ -144,8 +182,87 @@ mod tests {
             text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["event"], "mount");
         assert_eq!(lines[0]["lease_ids"][0], "db/creds/1");
-        assert_eq!(lines[1].as_object().unwrap().len(), 3, "time, event, volume: {}", lines[1]);
+        assert_eq!(
+            lines[1].as_object().unwrap().len(),
+            4,
+            "seq, time, event, volume: {}",
+            lines[1]
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    fn parsed(audit: &Audit) -> Vec<serde_json::Value> {
+        audit.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn time_of(line: &serde_json::Value) -> SystemTime {
+        humantime::parse_rfc3339(line["time"].as_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_event_built_first_but_recorded_last_is_timed_last() {
+        let audit = Audit::memory();
+        let unmount = Event::new("unmount", "app").mount("m");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        audit.record(Event::new("revoke", "app").mount("m"));
+        audit.record(unmount);
+        let lines = parsed(&audit);
+        assert_eq!(lines[0]["event"], "revoke");
+        assert_eq!((lines[0]["seq"].as_u64(), lines[1]["seq"].as_u64()), (Some(1), Some(2)));
+        assert!(time_of(&lines[0]) <= time_of(&lines[1]), "{lines:?}");
+    }
+
+    #[test]
+    fn lines_from_many_threads_are_numbered_and_timed_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = std::sync::Arc::new(Audit::open(Some(&path)).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let audit = audit.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        audit.record(Event::new("renew", &format!("v{t}")).mount(&i.to_string()));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 1600);
+        for (n, pair) in lines.windows(2).enumerate() {
+            assert_eq!(pair[0]["seq"].as_u64(), Some(n as u64 + 1));
+            assert_eq!(pair[1]["seq"].as_u64(), Some(n as u64 + 2));
+            assert!(time_of(&pair[0]) <= time_of(&pair[1]), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn a_clock_stepped_back_holds_the_last_time() {
+        let audit = Audit::memory();
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        let ahead = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs() + 3600);
+        audit.writer.lock().unwrap().last = ahead;
+        audit.record(Event::new("renew", "app"));
+        assert_eq!(time_of(&parsed(&audit)[0]), ahead);
+    }
+
+    #[test]
+    fn the_container_is_named_when_known() {
+        let audit = Audit::memory();
+        let c = crate::state::Container { id: "c0ffee".into(), name: "web-1".into() };
+        audit.record(Event::new("container", "app").mount("m").held_by(Some(&c)));
+        audit.record(Event::new("renew", "app").mount("m").held_by(None));
+        let lines = parsed(&audit);
+        assert_eq!(
+            (lines[0]["container_id"].as_str(), lines[0]["container_name"].as_str()),
+            (Some("c0ffee"), Some("web-1"))
+        );
+        assert!(lines[1].get("container_id").is_none(), "{}", lines[1]);
     }
 }

@@ -183,6 +183,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(driver.clone().watch_tasks(shutdown_rx.clone()));
+    tasks.spawn(tie_containers(driver.clone(), shutdown_rx.clone()));
 
     // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
     let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([
@@ -253,6 +254,38 @@ async fn sweep_stale(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::
         if released > 0 {
             tracing::warn!(released, "released mounts whose containers are gone");
         }
+    }
+}
+
+/// After each Mount, looks for the container that holds the new mount — soon, then less and
+/// less often, until every young mount is tied to its container (the sweep ties the rest).
+async fn tie_containers(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    const SOON: Duration = Duration::from_millis(100);
+    let mut next: Option<tokio::time::Instant> = None;
+    let mut delay = SOON;
+    loop {
+        let due = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = driver.mounted() => {
+                let soon = tokio::time::Instant::now() + SOON;
+                next = Some(next.map_or(soon, |at| at.min(soon)));
+                delay = SOON;
+                continue;
+            }
+            _ = due => {}
+            _ = shutdown.changed() => return,
+        }
+        next = if driver.tie_containers().await == 0 {
+            None
+        } else {
+            delay = (delay * 2).min(Duration::from_secs(5));
+            Some(tokio::time::Instant::now() + delay)
+        };
     }
 }
 

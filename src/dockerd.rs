@@ -28,6 +28,8 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerMount {
     pub container_id: String,
+    /// The container's name, without Docker's leading `/`.
+    pub container_name: String,
     /// The container's state is `running`, `restarting` or `paused`.
     pub running: bool,
     /// The volume's name (`Mounts[].Name`).
@@ -244,12 +246,15 @@ impl Engine for DockerEngine {
             let state = c.state.map(|s| s.to_string()).unwrap_or_default();
             let running = matches!(state.as_str(), "running" | "restarting" | "paused");
             let id = c.id.unwrap_or_default();
+            let name = c.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+            let container_name = name.trim_start_matches('/').to_owned();
             for m in c.mounts.unwrap_or_default() {
                 let kind = m.typ.map(|t| t.to_string()).unwrap_or_default();
                 let name = m.name.unwrap_or_default();
                 if kind == "volume" && m.driver.as_deref() == Some(driver) && !name.is_empty() {
                     found.push(ContainerMount {
                         container_id: id.clone(),
+                        container_name: container_name.clone(),
                         running,
                         volume: name,
                         source: PathBuf::from(m.source.unwrap_or_default()),
@@ -515,6 +520,7 @@ mod tests {
     fn mount(id: &str, running: bool, volume: &str, source: &str) -> ContainerMount {
         ContainerMount {
             container_id: id.into(),
+            container_name: if id == "aaa" { "a".into() } else { String::new() },
             running,
             volume: volume.into(),
             source: source.into(),

@@ -69,6 +69,9 @@
 //!   process but not a reboot. Mounts still in place are served and kept up again; the others
 //!   are revoked; stray mount directories are removed. Every 60 s, mounts that no running
 //!   container uses (a Docker daemon crash sends no Unmount) are released.
+//! - **Its container**: shortly after a Mount (and at every sweep) the running container that
+//!   holds the mount's tmpfs is found by device; it is written to the [`audit`] log (a
+//!   `container` line) and the mount record, and named by the mount's later audit lines.
 //!
 //! - **Swarm secrets** (`driver::secrets`): on a manager, swarmkit's dispatcher asks
 //!   `/SecretProvider.GetSecret` for each task that uses a secret of this driver; the secret's

@@ -78,6 +78,17 @@ pub struct MountRecord {
     /// What was last written into the mount's tmpfs (digests, never contents).
     #[serde(default)]
     pub digests: Digests,
+    /// The container that holds the mount, once it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+/// A container, as the audit log and the mount records name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    /// Its name, without Docker's leading `/` (empty if the engine gave none).
+    pub name: String,
 }
 
 /// A lease of one source of a mount.
@@ -593,6 +604,7 @@ mod tests {
             expiring: vec![ExpiryRecord { source: 0, expires_at: 9, replace_at: Some(7) }],
             retiring: vec![Token::new("s.old-token".into())],
             digests: Digests::default(),
+            container: Some(Container { id: "c0ffee".into(), name: "web-1".into() }),
         };
         store.save_mount(&record).unwrap();
         let loaded = store.load_mounts();
@@ -601,6 +613,7 @@ mod tests {
         assert_eq!(loaded[0].refs, 2);
         assert_eq!(loaded[0].retiring[0].expose(), "s.old-token");
         assert_eq!(loaded[0].expiring, record.expiring);
+        assert_eq!(loaded[0].container, record.container);
         assert!(!format!("{record:?}").contains("s.secret-token"));
         let on_disk = std::process::Command::new("grep")
             .args(["-r", "s.secret-token"])

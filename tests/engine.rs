@@ -77,8 +77,10 @@ fn volume_mounts_lists_running_and_stopped_containers() {
     let id = created.run(&["-v", &bind], &["sleep", "600"]);
     assert_eq!(id.len(), 64, "docker run -d prints the full ID: {id}");
 
+    let name = docker_ok(&["inspect", "-f", "{{.Name}}", &id]);
     let expected = |running| ContainerMount {
         container_id: id.clone(),
+        container_name: name.trim_start_matches('/').to_owned(),
         running,
         volume: volume.clone(),
         source: PathBuf::from(&mountpoint),

@@ -36,10 +36,10 @@ VAULT_SECRETS_TEST_ENGINE=20 cargo test --test tests -- --test-threads 2
 took "integration and end-to-end tests, Engine 20.10"
 # What drives Docker, again: volumes, database revoke at stop, restart, sweep, signal, leases,
 # compose (v2 here), swarm, swarm secrets, managed plugin, registry install, 64 containers at
-# once, the attacks from containers.
+# once, the attacks from containers, the audit trail.
 echo "== end-to-end tests on Docker Engine 26.1 (Compose v2)"
 VAULT_SECRETS_TEST_ENGINE=26 cargo test --test tests -- --test-threads 2 \
-    e2e:: engine:: compose:: secrets:: leases:: managed:: soak::sixty_four attack::
+    e2e:: engine:: compose:: secrets:: leases:: managed:: soak::sixty_four attack:: audit::
 took "end-to-end tests, Engine 26.1"
 if [[ -f ../shared/contract/check.py ]]; then
     echo "== contract check"

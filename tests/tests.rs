@@ -1,7 +1,8 @@
 //! The integration tests, one binary (shared helpers in `util`):
 //! - `plugin`: the plugin binary against a real OpenBao (and PostgreSQL), driven over its
 //!   socket exactly as dockerd drives it, with real tmpfs mounts;
-//! - `e2e`: the real `docker` CLI and engine using the plugin;
+//! - `e2e`: the real `docker` CLI and engine using the plugin; `audit`: the audit trail from
+//!   a container's start to its stop;
 //! - `leases`: leased secrets, renewal, rotation, outages, status and rotate, end to end;
 //! - `engine`: the Docker Engine API client against the real engine;
 //! - `compose`: docker-compose and a Swarm service; `managed`: the managed plugin from
@@ -23,6 +24,7 @@
 mod util;
 
 mod attack;
+mod audit;
 mod auth;
 mod compose;
 mod e2e;

@@ -158,7 +158,8 @@ pub trait Edges: Send + Sync + 'static {
 /// The volume driver.
 pub struct Driver<E: Edges> {
     vault: Arc<E::Vault>,
-    /// Shared with the blocking threads that make a mount's tmpfs ready.
+    /// Shared with the blocking threads that make a mount's tmpfs ready and that unmount
+    /// (see `release`).
     mounter: Arc<E::Mounter>,
     store: Arc<E::Store>,
     engine: Arc<E::Engine>,
@@ -179,6 +180,8 @@ pub struct Driver<E: Edges> {
     pending: Mutex<Vec<PendingRevocation>>,
     /// The swarm tasks holding a token of a swarm secret (`secrets`).
     tasks: secrets::Tasks,
+    /// Notified by each new mount: its container is looked for shortly after.
+    untied: tokio::sync::Notify,
 }
 
 /// The edges and settings a [`Driver`] is made of.
@@ -218,6 +221,7 @@ impl<E: Edges> Driver<E> {
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
             tasks: secrets::Tasks::default(),
+            untied: tokio::sync::Notify::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::lease::plan::{Deadline, SourceTimer, Timers};
 use crate::lease::Job;
 use crate::metrics::METRICS;
 use crate::state::Store;
-use crate::state::{ExpiryRecord, LeaseRecord, MountRecord};
+use crate::state::{Container, ExpiryRecord, LeaseRecord, MountRecord};
 use crate::tmpfs::Mounter;
 use crate::tmpfs::TmpfsOptions;
 use crate::vault::Vault;
@@ -30,6 +30,8 @@ pub(super) struct Active {
     pub(super) mounted_at: Instant,
     /// The tmpfs's device, to find the containers that hold it.
     pub(super) device: Option<String>,
+    /// The container found holding it (by `device`), named in the audit lines from then on.
+    pub(super) container: Option<Container>,
     pub(super) token: IssuedToken,
     /// The lease of each source (`None` for static secrets), index for index with the sources.
     pub(super) leases: Vec<Option<Lease>>,
@@ -166,6 +168,8 @@ impl<E: Edges> Driver<E> {
                 tracing::info!(accessor = %active.token.accessor, leases = active.leases.iter().flatten().count(), "mounted");
                 self.leases.set(Job::mount(name, id), active.timers.next());
                 *guard = Some(active);
+                self.untied.notify_one(); // its container is looked for shortly
+
                 Ok(mountpoint)
             }
             Err(e) => {
@@ -226,8 +230,8 @@ impl<E: Edges> Driver<E> {
         let token = match token {
             Ok(token) => token,
             Err(e) => {
-                self.unmount_dir(&mountpoint);
-                self.unmount_dir(&files_dir);
+                unmount_dir(&*self.mounter, &mountpoint);
+                unmount_dir(&*self.mounter, &files_dir);
                 return Err(e);
             }
         };
@@ -237,6 +241,7 @@ impl<E: Edges> Driver<E> {
             mountpoint,
             mounted_at: Instant::now(),
             device: None,
+            container: None,
             token,
             leases: Vec::new(),
             expirations: Vec::new(),
@@ -272,7 +277,7 @@ impl<E: Edges> Driver<E> {
                 DriverError::Internal { volume: volume.record.name.clone(), message }
             }
         };
-        self.release(&volume.record.name, id, &active.token, &active.mountpoint).await;
+        self.release(&volume.record.name, id, &active.token, &active.mountpoint, None).await;
         Err(error)
     }
 
@@ -361,6 +366,7 @@ impl<E: Edges> Driver<E> {
             expiring,
             retiring: active.retiring.iter().map(|(t, _)| t.token.clone()).collect(),
             digests: active.digests.clone(),
+            container: active.container.clone(),
         };
         if let Err(e) = self.store.save_mount(&record) {
             // The mount works without it; only a restart of the plugin would lose track of it.
@@ -397,50 +403,69 @@ impl<E: Edges> Driver<E> {
         Ok(())
     }
 
-    /// Ends an active mount taken out of its slot: off the schedule, every token of it revoked
-    /// (and with them its leases), its tmpfs removed, the slot gone, `event` audited.
+    /// Ends an active mount taken out of its slot: `event` audited (before the `revoke` lines
+    /// it leads to), off the schedule, every token of it revoked (and with them its leases),
+    /// its tmpfs removed, the slot gone.
     pub(super) async fn finish(&self, volume: &Volume, id: &str, active: Active, event: Event) {
         let name = &volume.record.name;
+        let held = active.container.as_ref();
+        self.audit.record(event.accessor(&active.token.accessor).held_by(held));
         self.leases.remove(&Job::mount(name, id));
         for (old, _) in &active.retiring {
-            self.revoke(name, id, &old.token, &old.accessor).await;
+            self.revoke_held(name, id, &old.token, &old.accessor, held).await;
         }
-        self.release(name, id, &active.token, &active.mountpoint).await;
+        self.release(name, id, &active.token, &active.mountpoint, held).await;
         volume.slots.lock().unwrap().remove(id);
-        self.audit.record(event.accessor(&active.token.accessor));
     }
 
-    /// Unmounts and removes `mountpoint` (the read-only bind) and the tmpfs behind it, revokes
-    /// `token`, forgets the record.
+    /// Revokes `token`, then unmounts and removes `mountpoint` (the read-only bind) and the
+    /// tmpfs behind it, and forgets the record. `held` names the container in the audit line.
+    ///
+    /// The revocation comes first, so that the credential's life ends with the container's
+    /// whatever the unmounts cost (and a tmpfs gone means its token is revoked, or kept for a
+    /// retry). `umount(2)` waits on the kernel's mount lock, which dockerd holds while it
+    /// unmounts the root file systems of containers stopping at the same moment: the unmounts
+    /// run off the runtime (`spawn_blocking`), so that no other mount's Unmount or revocation
+    /// waits on them.
     pub(super) async fn release(
         &self,
         volume: &str,
         id: &str,
         token: &IssuedToken,
         mountpoint: &Path,
+        held: Option<&Container>,
     ) {
+        self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
         if !mountpoint.as_os_str().is_empty() {
-            self.unmount_dir(mountpoint);
-            self.unmount_dir(&self.files_dir(volume, id));
+            let (mounter, bind, files) =
+                (self.mounter.clone(), mountpoint.to_owned(), self.files_dir(volume, id));
+            let span = tracing::Span::current();
+            let unmounted = tokio::task::spawn_blocking(move || {
+                let _span = span.enter();
+                unmount_dir(&*mounter, &bind);
+                unmount_dir(&*mounter, &files);
+            });
+            if let Err(e) = unmounted.await {
+                tracing::error!(error = %e, "the unmounting task failed");
+            }
         }
-        self.revoke(volume, id, &token.token, &token.accessor).await;
         if let Err(e) = self.store.delete_mount(volume, id) {
             tracing::error!(error = %crate::report::chain(&e), "cannot delete the mount record");
         }
     }
+}
 
-    /// Unmounts `path` if something is mounted there, and removes it and, when no other mount
-    /// of the volume is left, its parent.
-    pub(super) fn unmount_dir(&self, path: &Path) {
-        if self.mounter.is_mounted(path) {
-            if let Err(e) = self.mounter.unmount(path) {
-                tracing::error!(error = %crate::report::chain(&e), "cannot unmount");
-            }
+/// Unmounts `path` if something is mounted there, and removes it and, when no other mount of
+/// the volume is left, its parent.
+fn unmount_dir(mounter: &impl Mounter, path: &Path) {
+    if mounter.is_mounted(path) {
+        if let Err(e) = mounter.unmount(path) {
+            tracing::error!(error = %crate::report::chain(&e), "cannot unmount");
         }
-        let _ = std::fs::remove_dir(path);
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
+    }
+    let _ = std::fs::remove_dir(path);
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::remove_dir(parent);
     }
 }
 

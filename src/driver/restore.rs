@@ -68,6 +68,7 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         mountpoint: record.mountpoint.clone(),
         mounted_at: now,
         device: None,
+        container: record.container.clone(),
         token,
         leases,
         expirations,
@@ -154,6 +155,7 @@ impl<E: Edges> Driver<E> {
                         &record.id,
                         &issued_of(&record),
                         &record.mountpoint,
+                        record.container.as_ref(),
                     )
                     .await;
                 }

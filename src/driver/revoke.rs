@@ -3,8 +3,8 @@
 use super::{Driver, Edges};
 use crate::audit::Event;
 use crate::metrics::METRICS;
-use crate::state::PendingRevocation;
 use crate::state::Store;
+use crate::state::{Container, PendingRevocation};
 use crate::vault::Token;
 use crate::vault::Vault;
 
@@ -18,7 +18,20 @@ impl<E: Edges> Driver<E> {
         token: &Token,
         accessor: &str,
     ) -> bool {
-        let event = |name| Event::new(name, volume).mount(id).accessor(accessor);
+        self.revoke_held(volume, id, token, accessor, None).await
+    }
+
+    /// [`Driver::revoke`] of a token of a mount that `held` (when known) holds, named in the
+    /// audit line.
+    pub(super) async fn revoke_held(
+        &self,
+        volume: &str,
+        id: &str,
+        token: &Token,
+        accessor: &str,
+        held: Option<&Container>,
+    ) -> bool {
+        let event = |name| Event::new(name, volume).mount(id).accessor(accessor).held_by(held);
         match self.vault.revoke_self(token).await {
             Ok(()) => {
                 METRICS.revocations.inc();

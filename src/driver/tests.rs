@@ -555,6 +555,7 @@ async fn mounts_no_running_container_uses_are_swept() {
     // device of the tmpfs they hold.
     f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
         container_id: "c1".into(),
+        container_name: "web-1".into(),
         running: true,
         volume: "db".into(),
         source: PathBuf::new(),
@@ -586,6 +587,7 @@ async fn a_changed_mount_signals_the_containers_using_it() {
     let path = f.driver.mount("db", ID).await.unwrap();
     let mount = |id: &str, running| crate::dockerd::ContainerMount {
         container_id: id.into(),
+        container_name: format!("name-{id}"),
         running,
         volume: "db".into(),
         source: PathBuf::new(),
@@ -778,7 +780,7 @@ async fn the_audit_log_has_each_event_and_never_a_token() {
         .collect();
     assert_eq!(
         events,
-        ["create", "mount", "revoke", "unmount", "create", "revoke", "error", "remove"]
+        ["create", "mount", "unmount", "revoke", "create", "revoke", "error", "remove"]
     );
     let mount: Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(
@@ -792,6 +794,44 @@ async fn the_audit_log_has_each_event_and_never_a_token() {
             "{line}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_mount_is_tied_to_its_container_and_its_later_lines_name_it() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    let path = f.driver.mount("app", ID).await.unwrap();
+    assert_eq!(f.driver.tie_containers().await, 1, "no container holds it yet: looked for again");
+    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
+        container_id: "c1".into(),
+        container_name: "web-1".into(),
+        running: true,
+        volume: "app".into(),
+        source: PathBuf::new(),
+    });
+    let device = format!("fake:{}", path.display());
+    f.driver.engine.devices.lock().unwrap().insert("c1".into(), vec![device]);
+    assert_eq!(f.driver.tie_containers().await, 0);
+    assert_eq!(f.driver.tie_containers().await, 0, "tied once");
+    let record = f.store.mounts.lock().unwrap().values().next().cloned().unwrap();
+    let container = crate::state::Container { id: "c1".into(), name: "web-1".into() };
+    assert_eq!(record.container, Some(container));
+    f.driver.rotate("app").await.unwrap();
+    f.driver.unmount("app", ID).await.unwrap();
+    let lines: Vec<Value> =
+        f.driver.audit.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["create", "mount", "container", "rotate", "unmount", "revoke", "revoke"]);
+    assert_eq!(lines[2]["accessor"], lines[1]["accessor"]);
+    for line in &lines[2..] {
+        assert_eq!(
+            (line["container_id"].as_str(), line["container_name"].as_str()),
+            (Some("c1"), Some("web-1")),
+            "{line}"
+        );
+    }
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 //! - While Vault is out of reach the files stay as they are and the mount retries with backoff;
 //!   the error shows in `status`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{fresh_timers, jitter, named, short, Active, Driver, DriverError, Edges, Volume};
 use crate::audit::Event;
@@ -26,12 +26,17 @@ use crate::lease::Job;
 use crate::lease::Worker;
 use crate::metrics::METRICS;
 use crate::report::chain;
+use crate::state::Container;
 use crate::tmpfs::Mounter;
 use crate::vault::Secret;
 use crate::vault::Vault;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+
+/// How long after its Mount a mount's container is looked for every few seconds (later, only
+/// by the sweep): a container starts within it, or a mount was made without one.
+const TIE_WINDOW: Duration = Duration::from_secs(60);
 
 impl<E: Edges> Worker for Driver<E> {
     async fn tick(&self, job: &Job) -> Option<Instant> {
@@ -77,6 +82,7 @@ impl<E: Edges> Driver<E> {
             Err(e) => {
                 let message = chain(&e);
                 let event = Event::new("error", &volume.record.name).mount(id);
+                let event = event.held_by(active.container.as_ref());
                 self.audit.record(event.accessor(&active.token.accessor).detail(&message));
                 active.timers.failed(now, jitter());
                 let retry = active.timers.retry_at.map(|r| r - now).unwrap_or_default();
@@ -101,8 +107,9 @@ impl<E: Edges> Driver<E> {
             let (ended, kept): (Vec<_>, Vec<_>) =
                 active.retiring.drain(..).partition(|(_, at)| *at <= now);
             active.retiring = kept;
+            let held = active.container.as_ref();
             for (token, _) in ended {
-                self.revoke(name, id, &token.token, &token.accessor).await;
+                self.revoke_held(name, id, &token.token, &token.accessor, held).await;
             }
         }
         if due.replace {
@@ -118,6 +125,7 @@ impl<E: Edges> Driver<E> {
                     self.audit.record(
                         Event::new("renew", name)
                             .mount(id)
+                            .held_by(active.container.as_ref())
                             .accessor(&active.token.accessor)
                             .detail("token"),
                     );
@@ -141,6 +149,7 @@ impl<E: Edges> Driver<E> {
                     self.audit.record(
                         Event::new("renew", name)
                             .mount(id)
+                            .held_by(active.container.as_ref())
                             .accessor(&active.token.accessor)
                             .leases([lease.id.as_str()]),
                     );
@@ -287,7 +296,8 @@ impl<E: Edges> Driver<E> {
             Ok(done) => done,
             Err(e) => {
                 METRICS.rotation_failures.inc();
-                self.revoke(name, id, &token.token, &token.accessor).await;
+                let held = active.container.as_ref();
+                self.revoke_held(name, id, &token.token, &token.accessor, held).await;
                 return Err(e);
             }
         };
@@ -313,8 +323,8 @@ impl<E: Edges> Driver<E> {
         active.last_refresh = Some(SystemTime::now());
         METRICS.rotations.inc();
         let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
-        let event =
-            Event::new("rotate", name).mount(id).accessor(&active.token.accessor).leases(leases);
+        let event = Event::new("rotate", name).mount(id).held_by(active.container.as_ref());
+        let event = event.accessor(&active.token.accessor).leases(leases);
         self.audit.record(event.detail(format!(
             "{why}; the previous token {} is revoked after {grace:?}",
             old.accessor
@@ -352,17 +362,25 @@ impl<E: Edges> Driver<E> {
         Ok(rotated)
     }
 
-    /// The running containers that hold each of the plugin's tmpfs mounts, by device.
-    async fn holders(&self) -> Result<HashMap<String, Vec<String>>, crate::dockerd::EngineError> {
+    /// The running containers that hold each of the plugin's tmpfs mounts, by device; only
+    /// those with a volume `of` accepts are asked.
+    async fn holders(
+        &self,
+        of: impl Fn(&str) -> bool,
+    ) -> Result<HashMap<String, Vec<Container>>, crate::dockerd::EngineError> {
         let mounts = self.engine.volume_mounts(&self.driver_name).await?;
-        let running: BTreeSet<String> =
-            mounts.into_iter().filter(|m| m.running).map(|m| m.container_id).collect();
-        let mut holders: HashMap<String, Vec<String>> = HashMap::new();
-        for container in running {
-            match self.engine.container_devices(&container).await {
+        let running: BTreeMap<String, String> = mounts
+            .into_iter()
+            .filter(|m| m.running && of(&m.volume))
+            .map(|m| (m.container_id, m.container_name))
+            .collect();
+        let mut holders: HashMap<String, Vec<Container>> = HashMap::new();
+        for (id, name) in running {
+            match self.engine.container_devices(&id).await {
                 Ok(devices) => {
                     for device in devices {
-                        holders.entry(device).or_default().push(container.clone());
+                        let container = Container { id: id.clone(), name: name.clone() };
+                        holders.entry(device).or_default().push(container);
                     }
                 }
                 // Gone between the two questions: it holds nothing.
@@ -373,11 +391,77 @@ impl<E: Edges> Driver<E> {
         Ok(holders)
     }
 
+    /// Ties the mounts not yet tied to a container to the running container that holds their
+    /// tmpfs (found by device, as the sweep finds them): a `container` line in the audit log,
+    /// the container kept in the record and named in the mount's later lines. Returns how
+    /// many mounts younger than `TIE_WINDOW` (a minute) are still untied (to look again soon).
+    pub async fn tie_containers(&self) -> usize {
+        let untied: HashSet<String> = self.untied_volumes();
+        if untied.is_empty() {
+            return 0;
+        }
+        match self.holders(|volume| untied.contains(volume)).await {
+            Ok(holders) => self.tie(&holders),
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), "docker not reachable: the containers of new mounts are looked for later");
+                self.tie(&HashMap::new())
+            }
+        }
+    }
+
+    /// The volumes with a mount not tied to a container.
+    fn untied_volumes(&self) -> HashSet<String> {
+        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
+        let untied = |volume: &Volume| {
+            volume.slots().iter().any(|(_, slot)| match slot.try_lock() {
+                Ok(guard) => guard.as_ref().is_some_and(|a| a.container.is_none()),
+                Err(_) => true, // under way (a Mount, an upkeep): it may be
+            })
+        };
+        volumes.iter().filter(|v| untied(v)).map(|v| v.record.name.clone()).collect()
+    }
+
+    /// [`Driver::tie_containers`] with the holders known.
+    fn tie(&self, holders: &HashMap<String, Vec<Container>>) -> usize {
+        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
+        let mut waiting = 0;
+        for volume in volumes {
+            for (id, slot) in volume.slots() {
+                let Ok(mut guard) = slot.try_lock() else {
+                    waiting += 1;
+                    continue;
+                };
+                let Some(active) = guard.as_mut().filter(|a| a.container.is_none()) else {
+                    continue;
+                };
+                let held = active.device.as_ref().and_then(|d| holders.get(d)?.first());
+                let Some(container) = held.cloned() else {
+                    waiting += usize::from(active.mounted_at.elapsed() < TIE_WINDOW);
+                    continue;
+                };
+                tracing::info!(volume = %volume.record.name, id = %short(&id), container = %short(&container.id), name = %container.name, "the mount's container is known");
+                let event = Event::new("container", &volume.record.name).mount(&id);
+                let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
+                let event = event.accessor(&active.token.accessor).leases(leases);
+                self.audit.record(event.held_by(Some(&container)));
+                active.container = Some(container);
+                self.save_record(&volume, &id, active);
+            }
+        }
+        waiting
+    }
+
+    /// Waits for a new mount whose container is to be looked for.
+    pub async fn mounted(&self) {
+        self.untied.notified().await
+    }
+
     /// Sends the volume's `signal` to the running containers that hold this mount.
     async fn signal(&self, volume: &Volume, active: &Active) {
         let Some(signal) = &volume.spec.signal else { return };
         let Some(device) = &active.device else { return };
-        let containers = match self.holders().await {
+        let of = |v: &str| v == volume.record.name;
+        let containers = match self.holders(of).await {
             Ok(mut holders) => holders.remove(device).unwrap_or_default(),
             Err(e) => {
                 return tracing::warn!(error = %chain(&e), "cannot find the containers to signal")
@@ -387,25 +471,29 @@ impl<E: Edges> Driver<E> {
             tracing::info!("files changed; no running container holds this mount to signal");
         }
         for container in containers {
-            match self.engine.signal(&container, signal).await {
+            match self.engine.signal(&container.id, signal).await {
                 Ok(()) => {
-                    let event = Event::new("signal", &volume.record.name).container(&container);
+                    let event = Event::new("signal", &volume.record.name).held_by(Some(&container));
                     self.audit
                         .record(event.accessor(&active.token.accessor).detail(signal.as_str()));
-                    tracing::info!(container = %short(&container), signal, "signalled");
+                    tracing::info!(container = %short(&container.id), signal, "signalled");
                 }
                 Err(e) => {
-                    tracing::warn!(container = %short(&container), error = %chain(&e), "cannot signal")
+                    tracing::warn!(container = %short(&container.id), error = %chain(&e), "cannot signal")
                 }
             }
         }
     }
 
     /// Releases mounts no running container uses any more (a Docker daemon crash sends no
-    /// Unmount), once older than `min_age`. Does nothing when Docker cannot be asked.
+    /// Unmount), once older than `min_age`; ties the others to their containers. Does nothing
+    /// when Docker cannot be asked.
     pub async fn sweep_stale(&self, min_age: Duration) -> usize {
-        let held: HashSet<String> = match self.holders().await {
-            Ok(holders) => holders.into_keys().collect(),
+        let held: HashSet<String> = match self.holders(|_| true).await {
+            Ok(holders) => {
+                self.tie(&holders);
+                holders.into_keys().collect()
+            }
             Err(e) => {
                 tracing::debug!(error = %chain(&e), "docker not reachable (or a container not readable): no sweep of stale mounts");
                 return 0;
