@@ -126,29 +126,6 @@ fn lock_runtime_dir(runtime_dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Warns when the private tmpfs is not seen where the process that started this one is: the
-/// managed plugin's `runtime` directory is then not on a shared mount on the host, and the
-/// tmpfs mounts the plugin makes in it go with the plugin's own mount namespace (its tokens
-/// at the next `disable`). Silent when this process shares its parent's mount namespace (the
-/// legacy plugin), or cannot see it (no `pidhost`).
-fn warn_unless_shared(private: &Path, mounter: &LinuxMounter) {
-    let Some(parent) = rustix::process::getppid() else { return };
-    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let (ours, theirs) = (ns("self"), ns(&parent.as_raw_nonzero().to_string()));
-    if theirs.is_none() || ours == theirs {
-        return;
-    }
-    let Some(device) = mounter.device(private) else { return };
-    let path = format!("/proc/{}/mountinfo", parent.as_raw_nonzero());
-    let Ok(mountinfo) = std::fs::read_to_string(&path) else { return };
-    if !mountinfo.lines().any(|l| l.split(' ').nth(2) == Some(device.as_str())) {
-        tracing::warn!(
-            dir = %private.display(),
-            "the private tmpfs does not reach the host: the runtime directory is not on a shared mount there, and the tokens will not outlive this process's mount namespace (make it one: mount --bind DIR DIR && mount --make-shared DIR)"
-        );
-    }
-}
-
 fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -207,7 +184,6 @@ async fn establish_identity(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mounter = LinuxMounter::default();
     let (dirs, _runtime_lock) = prepare_runtime(&config, &mounter)?;
-    warn_unless_shared(&dirs.private, &mounter);
     let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
     let vault = HttpVault::new(&config.vault)?;
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
