@@ -4,6 +4,9 @@
 #   docker plugin create vault-secrets DIR
 #   docker plugin set vault-secrets config.source=/etc/vault-secrets   # holds config.toml
 #   docker plugin enable vault-secrets
+# (runtime.source, default /run/vault-secrets, must exist on the host, on a shared mount;
+# docker.source, default /var/run/docker.sock, is this dockerd's API socket: README
+# "Managed plugin".)
 # Writes DIR/config.json and DIR/rootfs/: the static (musl) binary, the empty directories it
 # and runc mount on, and the build machine's CA bundle (system roots for an https Vault with
 # a public certificate). Nothing else: no shell, no libc.
@@ -51,12 +54,18 @@ install -D -m 0755 "$exe" "$root/$BIN"
 # Where the plugin works (the defaults of every [plugin] path) and where runc mounts:
 #   etc/vault-secrets       the settable `config` bind mount (config.toml, token or AppRole files)
 #   run/docker/plugins      the plugin socket, bound by dockerd to its own plugin directory
-#   run/vault-secrets/mounts  the propagatedMount: one tmpfs per container mount, seen by dockerd
-#   run/vault-secrets       admin.sock and private/ (the plugin's own tmpfs: not propagated)
+#   run/vault-secrets       the settable `runtime` bind mount (a host directory): admin.sock,
+#                           private/ (the tmpfs of tokens and mount records) and files/ (one
+#                           tmpfs per container mount), which all outlive a disable
+#   run/vault-secrets-mounts  the propagatedMount: the read-only binds of files/ that dockerd
+#                           finds (VAULT_SECRETS_MOUNTS_DIR; outside run/vault-secrets, which
+#                           runc mounts after it and would hide it)
+#   var/run/docker.sock     the settable `docker` bind mount: the Docker Engine API socket
 #   var/lib/vault-secrets   volume definitions (options only; kept until `docker plugin rm`)
-install -d -m 0755 "$root"/{etc/vault-secrets,etc/ssl/certs,run/docker/plugins,var/lib,proc,sys,dev}
-install -d -m 0700 "$root"/run/vault-secrets{,/mounts} "$root"/var/lib/vault-secrets
+install -d -m 0755 "$root"/{etc/vault-secrets,etc/ssl/certs,run/docker/plugins,var/lib,var/run,proc,sys,dev}
+install -d -m 0700 "$root"/run/vault-secrets{,-mounts} "$root"/var/lib/vault-secrets
 install -d -m 1777 "$root/tmp"
+: >"$root/var/run/docker.sock" # a file to bind the socket onto
 # dockerd binds the host's /etc/hosts and /etc/resolv.conf here (host network): the binary's
 # resolver reads them to find Vault by name.
 : >"$root/etc/hosts"
@@ -81,8 +90,9 @@ cat >"$out/config.json" <<'JSON'
     "types": ["docker.volumedriver/1.0", "docker.secretprovider/1.0"]
   },
   "network": { "type": "host" },
+  "pidhost": true,
   "linux": { "capabilities": ["CAP_SYS_ADMIN"] },
-  "propagatedMount": "/run/vault-secrets/mounts",
+  "propagatedMount": "/run/vault-secrets-mounts",
   "mounts": [
     {
       "name": "config",
@@ -92,6 +102,24 @@ cat >"$out/config.json" <<'JSON'
       "destination": "/etc/vault-secrets",
       "type": "bind",
       "options": ["rbind", "ro"]
+    },
+    {
+      "name": "runtime",
+      "description": "host directory (on a shared mount) for admin.sock and the tmpfs mounts of tokens and files, which outlive a disable",
+      "settable": ["source"],
+      "source": "/run/vault-secrets",
+      "destination": "/run/vault-secrets",
+      "type": "bind",
+      "options": ["rbind", "rshared"]
+    },
+    {
+      "name": "docker",
+      "description": "the Docker Engine API socket: which containers hold which mount (signal, and the release of mounts whose containers are gone)",
+      "settable": ["source"],
+      "source": "/var/run/docker.sock",
+      "destination": "/var/run/docker.sock",
+      "type": "bind",
+      "options": ["rbind"]
     }
   ],
   "env": [
@@ -100,6 +128,17 @@ cat >"$out/config.json" <<'JSON'
       "description": "log level: info, debug, or per module (vault_secrets=debug)",
       "settable": ["value"],
       "value": "info"
+    },
+    {
+      "name": "VAULT_SECRETS_SWEEP_INTERVAL",
+      "description": "seconds between two looks for mounts whose containers are gone",
+      "settable": ["value"],
+      "value": "60"
+    },
+    {
+      "name": "VAULT_SECRETS_MOUNTS_DIR",
+      "description": "the propagatedMount, where dockerd finds the mounts",
+      "value": "/run/vault-secrets-mounts"
     }
   ]
 }

@@ -54,19 +54,27 @@ fn docker_socket() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
 }
 
-/// Paths below `runtime_dir`.
+/// The runtime directories: below `runtime_dir`, but for `mounts`.
 pub struct RuntimeDirs {
-    /// The read-only binds handed to Docker (the managed plugin's propagated mount).
+    /// The read-only binds handed to Docker: `runtime_dir/mounts`, or `VAULT_SECRETS_MOUNTS_DIR`
+    /// (the managed plugin's propagated mount, which cannot be below `runtime_dir`: runc mounts
+    /// the `runtime` bind after it, and that would hide it).
     pub mounts: PathBuf,
     /// The tmpfs mounts themselves, written only by the plugin (mode 0700).
     pub files: PathBuf,
     pub private: PathBuf,
 }
 
+/// Overrides where the read-only binds Docker gets are made.
+const MOUNTS_DIR_VAR: &str = "VAULT_SECRETS_MOUNTS_DIR";
+
 impl RuntimeDirs {
     pub fn of(config: &Config) -> RuntimeDirs {
+        let mounts = std::env::var_os(MOUNTS_DIR_VAR).filter(|d| !d.is_empty());
         RuntimeDirs {
-            mounts: config.plugin.runtime_dir.join("mounts"),
+            mounts: mounts
+                .map(PathBuf::from)
+                .unwrap_or_else(|| config.plugin.runtime_dir.join("mounts")),
             files: config.plugin.runtime_dir.join("files"),
             private: config.plugin.runtime_dir.join("private"),
         }
@@ -74,10 +82,19 @@ impl RuntimeDirs {
 }
 
 /// Creates the runtime directories and mounts the private tmpfs (unless a previous run left
-/// it mounted, with the tokens of the mounts it served).
-fn prepare_runtime(config: &Config, mounter: &LinuxMounter) -> anyhow::Result<RuntimeDirs> {
+/// it mounted, with the tokens of the mounts it served). The lock on `runtime_dir` is held
+/// for as long as the process runs: a second plugin over the same directory would take the
+/// first one's mount records for its own and release them.
+fn prepare_runtime(
+    config: &Config,
+    mounter: &LinuxMounter,
+) -> anyhow::Result<(RuntimeDirs, std::fs::File)> {
     let dirs = RuntimeDirs::of(config);
+    if !dirs.mounts.is_absolute() {
+        anyhow::bail!("{MOUNTS_DIR_VAR}={}: not an absolute path", dirs.mounts.display());
+    }
     create_private_dir(&config.plugin.runtime_dir)?;
+    let lock = lock_runtime_dir(&config.plugin.runtime_dir)?;
     create_private_dir(&dirs.mounts)?;
     create_private_dir(&dirs.files)?;
     create_private_dir(&config.plugin.state_dir)?;
@@ -86,7 +103,29 @@ fn prepare_runtime(config: &Config, mounter: &LinuxMounter) -> anyhow::Result<Ru
         let options = TmpfsOptions { size: PRIVATE_SIZE, mode: 0o700, uid: 0, gid: 0 };
         mounter.mount_tmpfs(&dirs.private, &options).context("the private tmpfs for tokens")?;
     }
-    Ok(dirs)
+    Ok((dirs, lock))
+}
+
+/// An exclusive lock on `runtime_dir/lock`, refused at once when another process holds it.
+fn lock_runtime_dir(runtime_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = runtime_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
+            "runtime_dir {} is in use by another vault-secrets plugin (it holds {}): give each plugin a runtime directory of its own",
+            runtime_dir.display(),
+            path.display()
+        ),
+        Err(e) => Err(std::io::Error::from(e))
+            .with_context(|| format!("cannot lock {}", path.display())),
+    }
 }
 
 fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
@@ -146,7 +185,7 @@ async fn establish_identity(
 /// containers keep their files, and a restarted plugin still revokes at Unmount.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mounter = LinuxMounter::default();
-    let dirs = prepare_runtime(&config, &mounter)?;
+    let (dirs, _runtime_lock) = prepare_runtime(&config, &mounter)?;
     let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
     let vault = HttpVault::new(&config.vault)?;
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));

@@ -108,7 +108,8 @@ impl EngineError {
 
 /// The Docker Engine operations the plugin uses.
 pub trait Engine: Send + Sync + 'static {
-    /// Every container's volume mounts whose Driver is `driver` (running or not).
+    /// Every container's volume mounts whose Driver is `driver`, or a managed plugin serving
+    /// the socket `driver.sock` (running or not).
     fn volume_mounts(
         &self,
         driver: &str,
@@ -233,6 +234,26 @@ impl DockerEngine {
             },
         }
     }
+
+    /// The names of the enabled managed plugins that serve `DRIVER.sock`. Docker names a
+    /// managed plugin's volumes' driver after the plugin (`NAME:TAG`, an alias if it has one),
+    /// which the plugin inside cannot know. Two such plugins on one engine only add containers
+    /// to look at: a mount is told by its device. When the engine lists no plugins (Podman),
+    /// there are none.
+    async fn managed_names(&self, docker: &Docker, driver: &str) -> Vec<String> {
+        let socket = format!("{driver}.sock");
+        match self.bounded("/plugins", docker.list_plugins(None)).await {
+            Ok(plugins) => plugins
+                .into_iter()
+                .filter(|p| p.enabled && p.config.interface.socket == socket)
+                .map(|p| p.name)
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %crate::report::chain(&e), "no list of managed plugins");
+                Vec::new()
+            }
+        }
+    }
 }
 
 impl Engine for DockerEngine {
@@ -241,6 +262,8 @@ impl Engine for DockerEngine {
         let docker = self.client().await?;
         let options = ListContainersOptions { all: true, ..Default::default() };
         let containers = self.bounded(path, docker.list_containers(Some(options))).await?;
+        let managed = self.managed_names(&docker, driver).await;
+        let ours = |d: &str| d == driver || managed.iter().any(|name| name == d);
         let mut found = Vec::new();
         for c in containers {
             let state = c.state.map(|s| s.to_string()).unwrap_or_default();
@@ -251,7 +274,7 @@ impl Engine for DockerEngine {
             for m in c.mounts.unwrap_or_default() {
                 let kind = m.typ.map(|t| t.to_string()).unwrap_or_default();
                 let name = m.name.unwrap_or_default();
-                if kind == "volume" && m.driver.as_deref() == Some(driver) && !name.is_empty() {
+                if kind == "volume" && m.driver.as_deref().is_some_and(ours) && !name.is_empty() {
                     found.push(ContainerMount {
                         container_id: id.clone(),
                         container_name: container_name.clone(),

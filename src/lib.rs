@@ -66,8 +66,11 @@
 //!   token.
 //! - **Restart**: definitions come back from `state_dir`; mount records, the plugin's token and
 //!   volumes' own identities from the private tmpfs `runtime_dir/private`, which outlives the
-//!   process but not a reboot. Mounts still in place are served and kept up again; the others
-//!   are revoked; stray mount directories are removed. Every 60 s, mounts that no running
+//!   process but not a reboot. Mounts still in place are served and kept up again (a tmpfs
+//!   whose read-only bind is gone is bound again: a managed plugin's binds are in its
+//!   propagated mount, which dockerd unmounts when the plugin stops, while its tmpfs mounts,
+//!   in the host's `runtime` directory, stay); the others are revoked; stray mount directories
+//!   are removed. Every 60 s, mounts that no running
 //!   container uses (a Docker daemon crash sends no Unmount) are released.
 //! - **Its container**: shortly after a Mount (and at every sweep) the running container that
 //!   holds the mount's tmpfs is found by device; it is written to the [`audit`] log (a

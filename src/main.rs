@@ -54,6 +54,15 @@ fn load(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     Config::load(&path, &Overrides::from_env()).context("invalid configuration")
 }
 
+/// The admin socket `status` and `rotate` use: `VAULT_SECRETS_ADMIN_SOCKET`, else the
+/// configuration's (a managed plugin's is `admin.sock` in its `runtime` directory on the host).
+fn admin_socket(config: &Config) -> PathBuf {
+    std::env::var_os("VAULT_SECRETS_ADMIN_SOCKET")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config.plugin.admin_socket.clone())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -79,8 +88,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => vault_secrets::daemon::serve(load(config)?).await,
             Command::Status { config, json } => {
                 let config = load(config)?;
-                let status =
-                    admin::request(&config.plugin.admin_socket, "GET", "/status", None).await?;
+                let status = admin::request(&admin_socket(&config), "GET", "/status", None).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&status)?);
                 } else {
@@ -91,10 +99,9 @@ fn main() -> ExitCode {
             Command::Rotate { volume, config } => {
                 let config = load(config)?;
                 let body = serde_json::json!({ "volume": volume });
-                let reply =
-                    admin::request(&config.plugin.admin_socket, "POST", "/rotate", Some(&body))
-                        .await
-                        .with_context(|| format!("cannot rotate volume {volume}"))?;
+                let reply = admin::request(&admin_socket(&config), "POST", "/rotate", Some(&body))
+                    .await
+                    .with_context(|| format!("cannot rotate volume {volume}"))?;
                 println!("rotated {} mount(s) of {volume}", reply["rotated"]);
                 Ok(())
             }

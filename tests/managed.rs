@@ -1,6 +1,9 @@
 //! The managed plugin, end to end: `plugin/build.sh` builds it (static musl binary, config.json,
 //! rootfs), and the real docker CLI creates, configures and enables it with no registry, as the
 //! README's "Managed plugin" section tells a user to; then containers read their secret from it.
+//! With the Docker API socket and the host PID namespace it signals containers and releases
+//! the mounts of containers a dockerd crash took away; with its `runtime` directory on the host
+//! it keeps its tokens across `disable`/`enable` and answers `status` from the host.
 //!
 //! The build runs every time, in its own cargo target directory (`target/musl`, or
 //! `VAULT_SECRETS_MUSL_TARGET_DIR`), so it never waits on the lock of the `cargo test` that runs
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::e2e::{docker, docker_ok, image};
+use crate::util::vault::status_mounts;
 use crate::util::*;
 
 /// Runs `plugin/build.sh` into a fresh temporary directory; returns it.
@@ -46,41 +50,182 @@ struct Cleanup {
     plugin: String,
     volumes: Vec<String>,
     containers: Vec<String>,
+    /// The dockerd: `None` for the engine under test, else a private one's `DOCKER_HOST`.
+    host: Option<String>,
+    /// That dockerd's log, where its managed plugins' output goes.
+    log: PathBuf,
+}
+
+impl Cleanup {
+    fn new(plugin: &str) -> Cleanup {
+        Cleanup {
+            plugin: plugin.to_owned(),
+            volumes: Vec::new(),
+            containers: Vec::new(),
+            host: None,
+            log: test_engine().log.clone(),
+        }
+    }
+
+    /// The docker CLI against this test's dockerd.
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        let mut c = test_engine().docker_command();
+        if let Some(host) = &self.host {
+            c.env("DOCKER_HOST", host);
+        }
+        c.args(args).output().expect("docker CLI")
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            print_plugin_log(&self.plugin);
+            self.print_plugin_log();
         }
         for c in &self.containers {
-            let _ = docker(&["rm", "-f", c]);
+            let _ = self.docker(&["rm", "-f", c]);
         }
         // A volume is removed through its driver: the plugin must be enabled for that.
-        let _ = docker(&["plugin", "enable", &self.plugin]);
+        let _ = self.docker(&["plugin", "enable", &self.plugin]);
         for v in &self.volumes {
-            let _ = docker(&["volume", "rm", "-f", v]);
+            let _ = self.docker(&["volume", "rm", "-f", v]);
         }
-        let _ = docker(&["plugin", "disable", "-f", &self.plugin]);
-        let _ = docker(&["plugin", "rm", "-f", &self.plugin]);
+        let _ = self.docker(&["plugin", "disable", "-f", &self.plugin]);
+        let _ = self.docker(&["plugin", "rm", "-f", &self.plugin]);
     }
 }
 
-/// dockerd logs a managed plugin's output with `plugin=ID`; tests/env.sh sends its log to
-/// /var/log/dockerd.log (Engine 26's: see `TestEngine::log`).
-fn print_plugin_log(plugin: &str) {
-    let out = docker(&["plugin", "inspect", "--format", "{{.Id}}", plugin]);
-    if !out.status.success() {
-        return;
+impl Cleanup {
+    /// The plugin's lines in the dockerd log: dockerd logs a managed plugin's output with
+    /// `plugin=ID`; tests/env.sh sends its log to /var/log/dockerd.log (Engine 26's: see
+    /// `TestEngine::log`).
+    fn plugin_log(&self) -> Vec<String> {
+        let out = self.docker(&["plugin", "inspect", "--format", "{{.Id}}", &self.plugin]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().filter(|l| l.contains(&id)).map(str::to_owned).collect()
     }
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let path = &test_engine().log;
-    let log = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
-    eprintln!("--- {plugin} ({id}) in {} ---", path.display());
-    for l in &lines[lines.len().saturating_sub(60)..] {
-        eprintln!("{l}");
+
+    fn print_plugin_log(&self) {
+        let lines = self.plugin_log();
+        eprintln!("--- {} in {} ---", self.plugin, self.log.display());
+        for l in &lines[lines.len().saturating_sub(60)..] {
+            eprintln!("{l}");
+        }
     }
+}
+
+/// A host directory for the plugin's `runtime` mount, made a shared mount (bound onto itself)
+/// as every mount is on a systemd host (this machine's `/` is private): the tmpfs mounts the
+/// plugin makes in it then reach the host and outlive the plugin. Dropped, it is detached with
+/// everything below it, and removed.
+struct RuntimeDir {
+    dir: tempfile::TempDir,
+}
+
+impl RuntimeDir {
+    fn new() -> RuntimeDir {
+        use rustix::mount::{mount_bind, mount_change, MountPropagationFlags};
+        let dir = tempfile::tempdir().unwrap();
+        mount_bind(dir.path(), dir.path()).expect("bind the runtime directory onto itself");
+        mount_change(dir.path(), MountPropagationFlags::SHARED).expect("make it shared");
+        RuntimeDir { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn admin_socket(&self) -> PathBuf {
+        self.path().join("admin.sock")
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        for m in mounts_below(self.dir.path()).into_iter().rev() {
+            let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// `plugin set` arguments for a test: `config.source`, `runtime.source`, `docker.source` (the
+/// dockerd's own API socket) and, if given, the sweep's interval in seconds. (A mount is
+/// released when no running container holds it for that long: a short one can release a
+/// container's mount before the container, slow to start on a loaded machine, runs.)
+fn settings(
+    config: &Path,
+    runtime: &RuntimeDir,
+    docker_socket: &Path,
+    sweep: Option<u32>,
+) -> Vec<String> {
+    let mut settings = vec![
+        format!("config.source={}", config.display()),
+        format!("runtime.source={}", runtime.path().display()),
+        format!("docker.source={}", docker_socket.display()),
+    ];
+    settings.extend(sweep.map(|s| format!("VAULT_SECRETS_SWEEP_INTERVAL={s}")));
+    settings
+}
+
+/// Writes a KV v2 secret, waiting while a fresh OpenBao's KV mount still upgrades (it answers
+/// 400 "Upgrading from non-versioned to versioned data" for a moment after it starts).
+fn put_kv2(bao: &Bao, path: &str, data: serde_json::Value) {
+    let body = json!({ "data": data });
+    let path = format!("secret/data/{path}");
+    let mut last = None;
+    let written = wait_until(Duration::from_secs(20), || {
+        let reply = bao.api_as(&bao.token, "POST", &path, Some(body.clone())).unwrap();
+        let ok = reply.0 < 400;
+        last = Some(reply);
+        ok
+    });
+    assert!(written, "POST {path}: {last:?}");
+}
+
+/// `vault-secrets-plugin ARGS` run on the host with the binary `plugin/build.sh` put in the
+/// rootfs, reaching the plugin through the admin socket in its `runtime` directory.
+fn host_cli(build: &Path, config: &Path, runtime: &RuntimeDir, args: &[&str]) -> String {
+    let out = Command::new(build.join("rootfs/vault-secrets-plugin"))
+        .args(args)
+        .arg("--config")
+        .arg(config.join("config.toml"))
+        .env("VAULT_SECRETS_ADMIN_SOCKET", runtime.admin_socket())
+        .env_remove("VAULT_ADDR")
+        .output()
+        .expect("run the host binary");
+    assert!(
+        out.status.success(),
+        "vault-secrets-plugin {args:?} on the host: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn host_status(build: &Path, config: &Path, runtime: &RuntimeDir) -> serde_json::Value {
+    serde_json::from_str(&host_cli(build, config, runtime, &["status", "--json"])).unwrap()
+}
+
+/// When the token behind `accessor` expires (OpenBao's `expire_time`), or `None` once revoked.
+fn expire_time(bao: &Bao, accessor: &str) -> Option<String> {
+    let body = json!({ "accessor": accessor });
+    let (status, v) =
+        bao.api_as(&bao.token, "POST", "auth/token/lookup-accessor", Some(body)).unwrap();
+    (status == 200).then(|| v["data"]["expire_time"].as_str().unwrap_or_default().to_owned())
 }
 
 /// Mount points on the host below the plugin's directory in dockerd's data root, except the
@@ -110,15 +255,19 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry() {
     );
 
     let bao = Bao::start();
-    bao.put_kv2("managed", json!({"password": "from-the-managed-plugin"}));
+    put_kv2(&bao, "managed", json!({"password": "from-the-managed-plugin"}));
     let config = config_dir(&bao);
+    let runtime = RuntimeDir::new();
 
     // A plugin name of its own per run: plugin names are image-like references (NAME:latest).
     let name = unique("vault-secrets-managed-test");
-    let mut cleanup = Cleanup { plugin: name.clone(), volumes: Vec::new(), containers: Vec::new() };
+    let mut cleanup = Cleanup::new(&name);
     docker_ok(&["plugin", "create", &name, &build.path().display().to_string()]);
     drop(build); // dockerd copied the rootfs
-    docker_ok(&["plugin", "set", &name, &format!("config.source={}", config.path().display())]);
+    let settings = settings(config.path(), &runtime, &test_engine().socket, None);
+    let mut set = vec!["plugin", "set", &name];
+    set.extend(settings.iter().map(String::as_str));
+    docker_ok(&set);
     docker_ok(&["plugin", "enable", &name]);
     assert_eq!(
         docker_ok(&["plugin", "inspect", "--format", "{{.Enabled}} {{.Name}}", &name]),
@@ -143,8 +292,9 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry() {
     let mounts = docker_ok(&["exec", &c, "grep", " /run/secrets ", "/proc/mounts"]);
     assert!(mounts.starts_with("vault-secrets /run/secrets tmpfs ro,"), "{mounts}");
     assert_eq!(bao.accessors().len(), before.len() + 1, "the container's mount has its own token");
-    // On the host, the tmpfs is in the plugin's propagated mount, where dockerd found it to
-    // bind into the container; the plugin's private tmpfs (its tokens) stays inside the plugin.
+    // On the host, the read-only bind is in the plugin's propagated mount, where dockerd found
+    // it to bind into the container; the tmpfs behind it and the plugin's private tmpfs (its
+    // tokens) are in the runtime directory.
     let host = host_mounts(&plugin_id);
     let prefix = format!("/propagated-mount/{vol}/");
     assert!(!host.is_empty() && host.iter().all(|m| m.contains(&prefix)), "{host:?}");
@@ -152,6 +302,8 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry() {
         let opts = mount_options(Path::new(m)).unwrap();
         assert!(["nosuid", "nodev", "noexec"].iter().all(|o| opts.contains(o)), "{m}: {opts}");
     }
+    assert_eq!(mounts_below(&runtime.path().join("files")).len(), 1);
+    assert!(mount_options(&runtime.path().join("private")).is_some(), "the tokens' tmpfs");
 
     docker_ok(&["stop", "-t", "1", &c]);
     assert!(
@@ -159,7 +311,8 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry() {
         "the stopped container's token was not revoked"
     );
     assert!(
-        wait_until(Duration::from_secs(10), || host_mounts(&plugin_id).is_empty()),
+        wait_until(Duration::from_secs(10), || host_mounts(&plugin_id).is_empty()
+            && mounts_below(&runtime.path().join("files")).is_empty()),
         "the tmpfs is gone from the host"
     );
     docker_ok(&["rm", &c]);
@@ -283,8 +436,7 @@ fn a_managed_plugin_installs_from_a_registry() {
 
     // The publisher's side: create from build.sh's directory, push, and remove the local copy.
     let started = Instant::now();
-    let mut cleanup =
-        Cleanup { plugin: reference.clone(), volumes: Vec::new(), containers: Vec::new() };
+    let mut cleanup = Cleanup::new(&reference);
     docker_ok(&["plugin", "create", &reference, &build.path().display().to_string()]);
     drop(build);
     docker_ok(&["plugin", "push", &reference]);
@@ -293,20 +445,17 @@ fn a_managed_plugin_installs_from_a_registry() {
 
     // The user's side, as README's "Managed plugin" says.
     let bao = Bao::start();
-    bao.put_kv2("registry", json!({"password": "from-the-registry"}));
+    put_kv2(&bao, "registry", json!({"password": "from-the-registry"}));
     let config = config_dir(&bao);
+    let runtime = RuntimeDir::new();
     let alias = unique("vault-secrets-registry-test");
     cleanup.plugin = alias.clone();
     let started = Instant::now();
-    docker_ok(&[
-        "plugin",
-        "install",
-        "--alias",
-        &alias,
-        "--grant-all-permissions",
-        &reference,
-        &format!("config.source={}", config.path().display()),
-    ]);
+    let settings = settings(config.path(), &runtime, &test_engine().socket, None);
+    let mut install = vec!["plugin", "install", "--alias", &alias, "--grant-all-permissions"];
+    install.push(&reference);
+    install.extend(settings.iter().map(String::as_str));
+    docker_ok(&install);
     eprintln!("docker plugin install: {:.1} s", started.elapsed().as_secs_f64());
     assert_eq!(
         docker_ok(&["plugin", "inspect", "--format", "{{.Enabled}} {{.PluginReference}}", &alias]),
@@ -348,4 +497,178 @@ fn config_dir(bao: &Bao) -> tempfile::TempDir {
     std::fs::write(&token, &bao.token).unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     config
+}
+
+/// The configured managed plugin on the engine under test: created from `build`, its
+/// settings set, enabled. Returns its name.
+fn install(cleanup: &Cleanup, build: &Path, settings: &[String]) {
+    cleanup.docker_ok(&["plugin", "create", &cleanup.plugin, &build.display().to_string()]);
+    let mut set = vec!["plugin", "set", cleanup.plugin.as_str()];
+    set.extend(settings.iter().map(String::as_str));
+    cleanup.docker_ok(&set);
+    cleanup.docker_ok(&["plugin", "enable", &cleanup.plugin]);
+}
+
+/// The accessor of the one mount of `volume` that `status --json` on the host lists, once it
+/// lists it.
+fn host_accessor(build: &Path, config: &Path, runtime: &RuntimeDir, volume: &str) -> String {
+    let mut mounts = Vec::new();
+    let listed = wait_until(Duration::from_secs(20), || {
+        mounts = status_mounts(&host_status(build, config, runtime), volume);
+        mounts.len() == 1
+    });
+    assert!(listed, "status on the host does not list the mount of {volume}: {mounts:?}");
+    mounts[0]["accessor"].as_str().unwrap().to_owned()
+}
+
+/// Issue 10, on the engine under test: `signal` reaches a running container through the Docker
+/// API socket, `status` works from the host through the `runtime` directory, and `disable -f` +
+/// `enable` with the container running keeps its token (renewed by the new plugin process, and
+/// revoked when the container stops) and its files (still rewritten, still signalled).
+#[test]
+fn a_managed_plugin_signals_answers_status_on_the_host_and_keeps_tokens_across_disable() {
+    let build = build_plugin();
+    let _lock = crate::e2e::docker_lock();
+    let bao = Bao::start();
+    put_kv2(&bao, "managed-signal", json!({"value": "v1"}));
+    let config = config_dir(&bao);
+    let runtime = RuntimeDir::new();
+    let mut cleanup = Cleanup::new(&unique("vault-secrets-managed-signal"));
+    let name = cleanup.plugin.clone();
+    let settings = settings(config.path(), &runtime, &test_engine().socket, None);
+    install(&cleanup, build.path(), &settings);
+
+    let vol = unique("managed-signal");
+    let opts = ["path=secret/data/managed-signal", "refresh=1s", "signal=SIGHUP", "ttl=15s"];
+    let mut create = vec!["volume", "create", "--driver", &name];
+    for o in &opts {
+        create.extend(["-o", o]);
+    }
+    create.push(&vol);
+    docker_ok(&create);
+    cleanup.volumes.push(vol.clone());
+    let before = bao.accessors();
+    // The trap records the value the container sees when the signal arrives.
+    let script = "trap 'cat /run/secrets/value >> /tmp/hup; echo >> /tmp/hup' HUP; while true; do sleep 0.2; done";
+    let mount = format!("{vol}:/run/secrets:ro");
+    let c =
+        docker_ok(&["run", "-d", "--network", "none", "-v", &mount, &image(), "sh", "-c", script]);
+    cleanup.containers.push(c.clone());
+    let hups =
+        || String::from_utf8_lossy(&docker(&["exec", &c, "cat", "/tmp/hup"]).stdout).into_owned();
+
+    // `status` from the host, with the binary build.sh made, through the runtime directory.
+    let accessor = host_accessor(build.path(), config.path(), &runtime, &vol);
+    assert!(!before.contains(&accessor) && bao.accessors().contains(&accessor));
+    let table = host_cli(build.path(), config.path(), &runtime, &["status"]);
+    eprintln!("`vault-secrets-plugin status` on the host:\n{table}");
+    assert!(table.contains(&vol) && table.contains(&accessor), "{table}");
+
+    // The secret changes: the files follow and the container gets SIGHUP.
+    put_kv2(&bao, "managed-signal", json!({"value": "v2"}));
+    let changed = Instant::now();
+    assert!(wait_until(Duration::from_secs(10), || hups() == "v2\n"), "no SIGHUP: {:?}", hups());
+    eprintln!("SIGHUP received {} ms after the change (refresh=1s)", changed.elapsed().as_millis());
+
+    // disable -f with the container running: the token stays; enable: the new plugin process
+    // finds it (and the mount) again, and renews it.
+    let disabled = Instant::now();
+    docker_ok(&["plugin", "disable", "-f", &name]);
+    assert!(bao.accessors().contains(&accessor), "disable revoked the running container's token");
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/value"]), "v2");
+    docker_ok(&["plugin", "enable", &name]);
+    eprintln!("disable -f + enable: {:.1} s", disabled.elapsed().as_secs_f64());
+    assert_eq!(host_accessor(build.path(), config.path(), &runtime, &vol), accessor);
+    let expiry = expire_time(&bao, &accessor).expect("the token is alive after enable");
+    assert!(
+        wait_until(Duration::from_secs(20), || expire_time(&bao, &accessor)
+            .is_some_and(|e| e > expiry)),
+        "the re-enabled plugin did not renew the token (ttl=15s)"
+    );
+    // Its files are still the container's, still rewritten and signalled.
+    put_kv2(&bao, "managed-signal", json!({"value": "v3"}));
+    assert!(
+        wait_until(Duration::from_secs(10), || hups() == "v2\nv3\n"),
+        "no SIGHUP after enable: {:?}",
+        hups()
+    );
+    assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/value"]), "v3");
+
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !bao.accessors().contains(&accessor)),
+        "docker stop after disable/enable did not revoke the container's token"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || mounts_below(&runtime.path().join("files"))
+            .is_empty()),
+        "the tmpfs is gone from the runtime directory"
+    );
+    assert_eq!(bao.accessors(), before);
+}
+
+/// Issue 10, on a dockerd of the test's own (this one is SIGKILLed): with a container holding
+/// database credentials, dockerd dies and starts again; the plugin keeps nothing of the gone
+/// container: its token is revoked, and with it its database user.
+#[test]
+fn after_a_dockerd_crash_the_managed_plugin_revokes_the_gone_containers_token_and_lease() {
+    let build = build_plugin();
+    let bao = Bao::start();
+    bao.database_role("managed-crash", "1h", "2h");
+    let config = config_dir(&bao);
+    let runtime = RuntimeDir::new();
+    let mut dockerd = crate::util::dockerd::Dockerd::start("managed-kill");
+    let mut cleanup = Cleanup::new(&unique("vault-secrets-managed-crash"));
+    cleanup.host = Some(dockerd.host.clone());
+    cleanup.log = dockerd.log.clone();
+    // A sweep every 5 s: the gone container's mount is released soon after dockerd is back.
+    install(&cleanup, build.path(), &settings(config.path(), &runtime, &dockerd.socket, Some(5)));
+
+    let vol = unique("managed-crash");
+    let name = cleanup.plugin.clone();
+    let path = "path=database/creds/managed-crash";
+    cleanup.docker_ok(&["volume", "create", "--driver", &name, "-o", path, &vol]);
+    cleanup.volumes.push(vol.clone());
+    let mount = format!("{vol}:/run/secrets:ro");
+    let c = cleanup.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        &mount,
+        &image(),
+        "sleep",
+        "600",
+    ]);
+    cleanup.containers.push(c.clone());
+    let user = cleanup.docker_ok(&["exec", &c, "cat", "/run/secrets/username"]);
+    assert!(pg_role_exists(&user));
+    let accessor = host_accessor(build.path(), config.path(), &runtime, &vol);
+
+    dockerd.kill();
+    // With no dockerd to ask, nothing is released (sweeps are once a second).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(bao.accessors().contains(&accessor) && pg_role_exists(&user));
+    let killed = Instant::now();
+    dockerd.restart();
+    assert!(
+        wait_until(Duration::from_secs(60), || !bao.accessors().contains(&accessor)),
+        "the gone container's token was not revoked after the dockerd crash"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !pg_role_exists(&user)),
+        "the gone container's database user was not dropped"
+    );
+    eprintln!(
+        "token and database user revoked {:.1} s after dockerd was started again",
+        killed.elapsed().as_secs_f64()
+    );
+    let state = cleanup.docker_ok(&["inspect", "--format", "{{.State.Status}}", &c]);
+    assert_ne!(state, "running", "the container did not survive the crash");
+    // Released by the sweep, or by an Unmount from the restarted dockerd: either way it is gone.
+    let log = std::fs::read_to_string(&dockerd.log).unwrap_or_default();
+    let swept = log.lines().any(|l| l.contains("no running container uses it any more"));
+    eprintln!("container {state}; released by {}", if swept { "the sweep" } else { "an Unmount" });
+    drop(cleanup);
 }

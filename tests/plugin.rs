@@ -169,9 +169,14 @@ fn mounts_left_by_a_crash_are_revoked_when_their_tmpfs_is_gone() {
     bao.put_kv2("app", json!({"password": "p1"}));
     plugin.create("app", json!({"path": "secret/data/app"}));
     let before = bao.accessors();
-    let mp = plugin.mount("app", &mount_id());
+    let id = mount_id();
+    let mp = plugin.mount("app", &id);
     plugin.stop(true);
-    assert!(std::process::Command::new("umount").arg(&mp).status().unwrap().success());
+    // The read-only bind and the tmpfs behind it (a bind alone is made again at restore).
+    let files = plugin.runtime.join("files/app").join(&id);
+    for m in [&mp, &files] {
+        assert!(std::process::Command::new("umount").arg(m).status().unwrap().success());
+    }
     plugin.restart();
     assert!(
         wait_until(Duration::from_secs(5), || bao.accessors() == before),

@@ -471,7 +471,7 @@ fn unmount_dir(mounter: &impl Mounter, path: &Path) {
 
 /// Makes `mountpoint` an empty directory to mount on (its parents mode 0700), unmounting
 /// whatever a crash left there.
-fn prepare_dir(mounter: &impl Mounter, mountpoint: &Path) -> Result<(), DriverError> {
+pub(super) fn prepare_dir(mounter: &impl Mounter, mountpoint: &Path) -> Result<(), DriverError> {
     use std::os::unix::fs::DirBuilderExt;
     let err = |source| DriverError::Directory { path: mountpoint.to_owned(), source };
     if let Some(parent) = mountpoint.parent() {

@@ -137,8 +137,8 @@ impl<E: Edges> Driver<E> {
             match volume {
                 Some(volume)
                     if record.refs > 0
-                        && self.mounter.is_mounted(&record.mountpoint)
-                        && self.mounter.is_mounted(&self.files_dir(&record.volume, &record.id)) =>
+                        && self.mounter.is_mounted(&self.files_dir(&record.volume, &record.id))
+                        && self.bound_again(&record) =>
                 {
                     let mut active = restored(&volume.spec, &record);
                     active.device = self.mounter.device(&record.mountpoint);
@@ -167,6 +167,34 @@ impl<E: Edges> Driver<E> {
             mounts = adopted,
             "state restored"
         );
+    }
+
+    /// The record's read-only bind is in place, or made again from its tmpfs: a managed
+    /// plugin's binds are in its propagated mount, which dockerd unmounts when the plugin stops
+    /// (`disable`, a dockerd restart), while the tmpfs mounts, in the `runtime` directory,
+    /// outlive it and the containers still hold their views of them.
+    fn bound_again(&self, record: &MountRecord) -> bool {
+        if self.mounter.is_mounted(&record.mountpoint) {
+            return true;
+        }
+        let files = self.files_dir(&record.volume, &record.id);
+        let bound = super::mount::prepare_dir(&*self.mounter, &record.mountpoint)
+            .map_err(|e| crate::report::chain(&e))
+            .and_then(|()| {
+                self.mounter
+                    .bind_read_only(&files, &record.mountpoint)
+                    .map_err(|e| crate::report::chain(&e))
+            });
+        match bound {
+            Ok(()) => {
+                tracing::info!(volume = %record.volume, id = %short(&record.id), "the mount's tmpfs outlived its bind: bound again");
+                true
+            }
+            Err(error) => {
+                tracing::error!(volume = %record.volume, id = %short(&record.id), %error, "cannot bind the mount's tmpfs again");
+                false
+            }
+        }
     }
 
     /// Unmounts and removes mount directories that no active mount owns (a crash between

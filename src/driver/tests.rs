@@ -453,6 +453,31 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     assert!(e.contains("not logged in to vault: not yet"), "{e}");
 }
 
+/// A managed plugin's binds go with its propagated mount when it stops (`disable`, a dockerd
+/// restart), while the tmpfs mounts, in its `runtime` directory, stay: restore binds them again
+/// and adopts the mount, whose Unmount then revokes its token.
+#[tokio::test]
+async fn restore_binds_again_a_tmpfs_whose_bind_is_gone() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    let live = f.driver.mount("app", "live").await.unwrap();
+    // dockerd unmounted the bind; the tmpfs, with its files, is still there.
+    std::fs::remove_file(&live).unwrap();
+    std::fs::create_dir(&live).unwrap();
+    let mounter = FakeMounter::default();
+    let files = f._dir.path().join("files/app/live");
+    let options = f.driver.mounter.mounted.lock().unwrap()[0].1.clone();
+    mounter.mounted.lock().unwrap().push((files.clone(), options));
+    let restarted = f.restarted(mounter, Arc::new(IdentitySlot::new(Err("not yet".into()))));
+    restarted.restore().await;
+    assert!(f.vault.revoked.lock().unwrap().is_empty(), "the mount's token is kept");
+    assert_eq!(*restarted.mounter.binds.lock().unwrap(), vec![(live.clone(), files.clone())]);
+    assert_eq!(read(&live, "password"), "pw");
+    restarted.unmount("app", "live").await.unwrap();
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0"]);
+    assert!(restarted.mounter.binds.lock().unwrap().is_empty());
+}
+
 fn key(id: &str) -> Job {
     Job::mount("db", id)
 }
