@@ -12,7 +12,8 @@
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
 //! - `attack`: attacks on the host from inside a container and from hostile volume options;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
-//!   socket while a volume is mounted and unmounted.
+//!   socket while a volume is mounted and unmounted;
+//! - `outage`: 500 mounts riding out a 30 s OpenBao outage, the request rate when it returns.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
@@ -26,6 +27,7 @@ mod flood;
 mod hostile;
 mod leases;
 mod managed;
+mod outage;
 mod plugin;
 mod podman;
 mod props;
