@@ -133,3 +133,36 @@ fn signal_to_a_missing_container_is_a_404_with_the_engines_message() {
         _ => panic!("expected a 404: {e:?}"),
     }
 }
+
+/// The private dockerd the crash tests use: a SIGKILL leaves a container it ran behind, a
+/// restart finds it again, and dropping it leaves nothing mounted.
+#[test]
+fn a_private_dockerd_survives_a_kill_and_cleans_up() {
+    let mut d = crate::util::dockerd::Dockerd::start("engine-kill");
+    let image = test_image();
+    let id = d.docker_ok(&["run", "-d", "--network", "none", &image, "sleep", "300"]);
+    let dockerd = d.pid().expect("dockerd runs");
+    d.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!(
+            "/proc/{dockerd}/status"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{dockerd}/status"))
+                .is_ok_and(|s| s.contains("State:\tZ"))),
+        "dockerd was killed"
+    );
+    assert!(!d.docker(&["info"]).status.success(), "a killed dockerd does not answer");
+    d.restart();
+    let listed = d.docker_ok(&["ps", "-a", "--no-trunc", "--format", "{{.ID}}"]);
+    assert!(listed.lines().any(|l| l == id), "the container is known after the restart: {listed}");
+    let roots: Vec<String> = ["/run/vst-dockerd", "/var/lib/vault-secrets-test/dockerd"]
+        .iter()
+        .map(|r| format!("{r}/{}", d.host.rsplit('/').nth(1).unwrap()))
+        .collect();
+    drop(d);
+    for r in &roots {
+        assert!(!std::path::Path::new(r).exists(), "{r} removed");
+        assert!(mounts_below(std::path::Path::new(r)).is_empty(), "nothing mounted below {r}");
+    }
+}

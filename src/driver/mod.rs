@@ -156,7 +156,8 @@ pub trait Edges: Send + Sync + 'static {
 /// The volume driver.
 pub struct Driver<E: Edges> {
     vault: Arc<E::Vault>,
-    mounter: E::Mounter,
+    /// Shared with the blocking threads that make a mount's tmpfs ready.
+    mounter: Arc<E::Mounter>,
     store: Arc<E::Store>,
     engine: Arc<E::Engine>,
     identity: Arc<IdentitySlot>,
@@ -199,7 +200,7 @@ impl<E: Edges> Driver<E> {
     pub fn new(parts: Parts<E>) -> Self {
         Driver {
             vault: parts.vault,
-            mounter: parts.mounter,
+            mounter: Arc::new(parts.mounter),
             store: parts.store,
             engine: parts.engine,
             identity: parts.identity,

@@ -213,11 +213,28 @@ impl<E: Edges> Driver<E> {
     }
 
     pub(super) async fn mount_new(&self, volume: &Volume, id: &str) -> Result<Active, DriverError> {
-        let token = self.issue_token(volume, id).await?;
+        let name = &volume.record.name;
+        let mountpoint = self.mounts_root.join(name).join(id);
+        let files_dir = self.files_dir(name, id);
+        // The tmpfs is made ready on a blocking thread while Vault creates the token: the Vault
+        // round trips are most of a Mount's time, and the mount(2) calls need nothing of them.
+        let ready = self.make_tmpfs(volume, &files_dir, &mountpoint);
+        let (token, ready) = tokio::join!(self.issue_token(volume, id), ready);
+        let ready = ready.unwrap_or_else(|panic| {
+            Err(DriverError::Internal { volume: name.clone(), message: panic.to_string() })
+        });
+        let token = match token {
+            Ok(token) => token,
+            Err(e) => {
+                self.unmount_dir(&mountpoint);
+                self.unmount_dir(&files_dir);
+                return Err(e);
+            }
+        };
         let timers = fresh_timers(&volume.spec, &token, &[], &[], Instant::now());
         let mut active = Active {
             refs: 1,
-            mountpoint: self.mounts_root.join(&volume.record.name).join(id),
+            mountpoint,
             mounted_at: Instant::now(),
             device: None,
             token,
@@ -235,7 +252,10 @@ impl<E: Edges> Driver<E> {
         self.save_record(volume, id, &active);
         // A panic on the way (a bug, or input nobody foresaw) must not leave a token unrevoked
         // or a tmpfs mounted: it is caught here and cleaned up like any failure.
-        let filled = AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await;
+        let filled = match ready {
+            Ok(()) => AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await,
+            Err(e) => Ok(Err(e)),
+        };
         let error = match filled {
             Ok(Ok(())) => {
                 self.save_record(volume, id, &active);
@@ -256,9 +276,31 @@ impl<E: Edges> Driver<E> {
         Err(error)
     }
 
-    /// Reads every source with the mount's token, then mounts and fills the tmpfs and binds it
-    /// read-only where Docker will find it. (The tmpfs is fresh and no container sees it yet:
-    /// nothing in it can block, so it is written here, on the runtime.)
+    /// On a blocking thread: the two directories of a mount (empty, their parents 0700) and
+    /// the tmpfs mounted on the first, not yet bound where Docker finds it.
+    fn make_tmpfs(
+        &self,
+        volume: &Volume,
+        files_dir: &Path,
+        mountpoint: &Path,
+    ) -> tokio::task::JoinHandle<Result<(), DriverError>> {
+        let spec = &volume.spec;
+        let options =
+            TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid: spec.uid, gid: spec.gid };
+        let (mounter, name) = (self.mounter.clone(), volume.record.name.clone());
+        let (files_dir, mountpoint) = (files_dir.to_owned(), mountpoint.to_owned());
+        tokio::task::spawn_blocking(move || {
+            prepare_dir(&*mounter, &files_dir)?;
+            prepare_dir(&*mounter, &mountpoint)?;
+            mounter
+                .mount_tmpfs(&files_dir, &options)
+                .map_err(|source| DriverError::Mount { volume: name, source })
+        })
+    }
+
+    /// Reads every source with the mount's token, fills the tmpfs [`Driver::make_tmpfs`]
+    /// mounted and binds it read-only where Docker will find it. (The tmpfs is fresh and no
+    /// container sees it yet: nothing in it can block, so it is written here, on the runtime.)
     pub(super) async fn fill(
         &self,
         volume: &Volume,
@@ -274,39 +316,17 @@ impl<E: Edges> Driver<E> {
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
         let mountpoint = &active.mountpoint;
         let files_dir = self.files_dir(name, id);
-        self.prepare_dir(&files_dir)?;
-        self.prepare_dir(mountpoint)?;
-        let options =
-            TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid: spec.uid, gid: spec.gid };
-        let mount_err = |source| DriverError::Mount { volume: name.clone(), source };
-        self.mounter.mount_tmpfs(&files_dir, &options).map_err(mount_err)?;
         active.digests = files::write_new(&files_dir, &rendered, Ownership::of(spec))
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
-        self.mounter.bind_read_only(&files_dir, mountpoint).map_err(mount_err)?;
+        self.mounter
+            .bind_read_only(&files_dir, mountpoint)
+            .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
         active.device = self.mounter.device(mountpoint);
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = Some(secrets);
         active.last_refresh = Some(SystemTime::now());
         Ok(())
-    }
-
-    /// Makes `mountpoint` an empty directory to mount on (its parents mode 0700), unmounting
-    /// whatever a crash left there.
-    pub(super) fn prepare_dir(&self, mountpoint: &Path) -> Result<(), DriverError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let err = |source| DriverError::Directory { path: mountpoint.to_owned(), source };
-        if let Some(parent) = mountpoint.parent() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(err)?;
-        }
-        if self.mounter.is_mounted(mountpoint) {
-            tracing::warn!(path = %mountpoint.display(), "a stale mount was in the way; unmounting it");
-            let _ = self.mounter.unmount(mountpoint);
-        }
-        match std::fs::create_dir(mountpoint) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(err(e)),
-            _ => Ok(()),
-        }
     }
 
     pub(super) fn save_record(&self, volume: &Volume, id: &str, active: &Active) {
@@ -421,5 +441,23 @@ impl<E: Edges> Driver<E> {
         if let Some(parent) = path.parent() {
             let _ = std::fs::remove_dir(parent);
         }
+    }
+}
+
+/// Makes `mountpoint` an empty directory to mount on (its parents mode 0700), unmounting
+/// whatever a crash left there.
+fn prepare_dir(mounter: &impl Mounter, mountpoint: &Path) -> Result<(), DriverError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source| DriverError::Directory { path: mountpoint.to_owned(), source };
+    if let Some(parent) = mountpoint.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(err)?;
+    }
+    if mounter.is_mounted(mountpoint) {
+        tracing::warn!(path = %mountpoint.display(), "a stale mount was in the way; unmounting it");
+        let _ = mounter.unmount(mountpoint);
+    }
+    match std::fs::create_dir(mountpoint) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(err(e)),
+        _ => Ok(()),
     }
 }

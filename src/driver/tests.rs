@@ -357,6 +357,17 @@ async fn failures_leave_nothing_behind_and_say_why() {
     assert!(e.contains("cannot mount volume app"), "{e}");
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 4);
     assert!(!f._dir.path().join("mounts/app").join(ID).exists());
+
+    // No token: the tmpfs made ready meanwhile is unmounted and its directories removed.
+    f.driver.mounter.fail_mount.store(false, Ordering::SeqCst);
+    f.vault.down.store(true, Ordering::SeqCst);
+    let e = crate::report::chain(&f.driver.mount("app", ID).await.unwrap_err());
+    assert!(e.contains("app"), "{e}");
+    assert!(f.driver.mounter.mounted.lock().unwrap().is_empty(), "nothing left mounted");
+    for dir in ["mounts/app", "files/app"] {
+        assert!(!f._dir.path().join(dir).exists(), "{dir} removed");
+    }
+    assert!(f.store.load_mounts().is_empty());
 }
 
 #[tokio::test]

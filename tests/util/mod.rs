@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod dockerd;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,12 @@ pub struct TestEngine {
     pub compose: Vec<String>,
     /// dockerd's log (managed plugins log there).
     pub log: PathBuf,
+}
+
+/// The test image (`tests/env.sh` imports it into the engines): busybox-static.
+pub fn test_image() -> String {
+    std::env::var("VAULT_SECRETS_TEST_IMAGE")
+        .unwrap_or_else(|_| "vault-secrets-test/busybox:latest".into())
 }
 
 /// Where tests/engines.sh unpacks Debian 13's Docker Engine 26.
