@@ -172,12 +172,11 @@ impl Timers {
     /// renewal first fails late in a long outage waits about as long as those failing since its
     /// start. Each mount's next retry then falls at a random point of a window as long as the
     /// outage, so a returning Vault sees the renewals held up by it spread over that window,
-    /// not all of the most recent failures at once.
+    /// not all of the most recent failures at once. A mount with something expired already
+    /// has nothing to spread over: it keeps its own backoff.
     pub fn failed(&mut self, now: Instant, outage: Duration, jitter: f64) {
         self.failures = self.failures.saturating_add(1);
-        let spread = outage.min(MAX_SPREAD).mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0));
-        let mut wait = backoff(self.failures, jitter).max(spread);
-        let nearest = self
+        let remaining: Vec<Duration> = self
             .sources
             .iter()
             .filter_map(|s| match s {
@@ -185,8 +184,16 @@ impl Timers {
                 SourceTimer::Static { .. } => None,
             })
             .chain(self.token.remaining(now))
-            .filter(|r| !r.is_zero())
-            .min();
+            .collect();
+        // Something already expired: the mount is broken until it is replaced, and there is no
+        // margin left to spread over: its own backoff only.
+        let spread = if remaining.iter().any(Duration::is_zero) {
+            Duration::ZERO
+        } else {
+            outage.min(MAX_SPREAD).mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
+        };
+        let mut wait = backoff(self.failures, jitter).max(spread);
+        let nearest = remaining.into_iter().filter(|r| !r.is_zero()).min();
         if let Some(left) = nearest {
             wait = wait.min(left.mul_f64(2.0 / 3.0)).max(Duration::from_millis(200));
         }
@@ -311,7 +318,8 @@ mod tests {
     }
 
     /// A mount failing for the first time late in an outage waits about as long as the outage
-    /// has lasted (not 1 s), never past two thirds of what its lease has left.
+    /// has lasted (not 1 s), never past two thirds of what its lease has left; one whose lease
+    /// has expired already retries on its own backoff.
     #[tokio::test(start_paused = true)]
     async fn a_late_first_failure_waits_as_long_as_the_outage() {
         let start = Instant::now();
@@ -327,6 +335,10 @@ mod tests {
         let mut t = timers(start, token, vec![SourceTimer::Leased(lease)]);
         t.failed(start, S(60), 0.0);
         assert_eq!(t.retry_at, Some(start + S(20)), "two thirds of the 30 s left");
+        let expired = start + S(31);
+        t.failures = 0;
+        t.failed(expired, S(60), 0.0);
+        assert_eq!(t.retry_at, Some(expired + S(1)), "expired: its own backoff only");
     }
 
     /// 600 mounts whose renewals fall due evenly through a 30 s outage retry as they would
