@@ -13,13 +13,16 @@
 //! - `attack`: attacks on the host from inside a container and from hostile volume options;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
 //!   socket while a volume is mounted and unmounted;
-//! - `outage`: 500 mounts riding out a 30 s OpenBao outage, the request rate when it returns.
+//! - `outage`: 500 mounts riding out a 30 s OpenBao outage, the request rate when it returns;
+//! - `chaos`: containers started and stopped on a private dockerd while the plugin, OpenBao,
+//!   that dockerd and a private PostgreSQL are killed or restarted; nothing left behind.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
 mod util;
 
 mod attack;
+mod chaos;
 mod compose;
 mod e2e;
 mod engine;
