@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::outage::put_kv2_when_ready;
 use crate::util::dockerd::Dockerd;
 use crate::util::vault::*;
 use crate::util::*;
@@ -494,12 +495,35 @@ fn seed() -> u64 {
         .unwrap_or_else(|| fastrand::u64(..))
 }
 
+/// The accessors of tokens made since `before`.
+fn new_tokens(bao: &Bao, before: &[String]) -> Vec<String> {
+    bao.accessors().into_iter().filter(|a| !before.contains(a)).collect()
+}
+
+/// What Vault knows of a token left behind (never the token itself): who made it for what,
+/// when, and its TTL.
+fn describe_token(bao: &Bao, accessor: &str) -> String {
+    let (status, v) = bao
+        .api_as(
+            &bao.token,
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(json!({"accessor": accessor})),
+        )
+        .unwrap();
+    let d = &v["data"];
+    format!(
+        "{accessor} ({status}): {} meta {} created {} ttl {} expires {}",
+        d["display_name"], d["meta"], d["creation_time"], d["ttl"], d["expire_time"]
+    )
+}
+
 /// Leftovers once everything is removed: (mounts, tokens, leases, roles, records).
-fn leftovers(plugin: &Plugin, bao: &Bao, pg: &Postgres, tokens_before: usize) -> [usize; 5] {
+fn leftovers(plugin: &Plugin, bao: &Bao, pg: &Postgres, tokens_before: &[String]) -> [usize; 5] {
     let records = std::fs::read_dir(plugin.runtime.join("private/mounts")).map_or(0, |d| d.count());
     [
         plugin.mounts_left().len(),
-        bao.accessors().len().saturating_sub(tokens_before),
+        new_tokens(bao, tokens_before).len(),
         leases(bao, "database/creds/chaos/"),
         pg.dynamic_roles().len(),
         records,
@@ -539,7 +563,7 @@ fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults()
             "max_ttl": "3m",
         })),
     );
-    bao.put_kv2("chaos", json!({"password": KV_VALUE}));
+    put_kv2_when_ready(&bao, "chaos", json!({"password": KV_VALUE}));
 
     let driver = unique("vs-chaos");
     let socket = Path::new("/run/docker/plugins").join(format!("{driver}.sock"));
@@ -551,7 +575,7 @@ fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults()
     plugin.log_filter = "vault_secrets=info".into();
     plugin.stop(false);
     plugin.restart();
-    let tokens_before = bao.accessors().len();
+    let tokens_before = bao.accessors();
     let (kv, db) = (unique("chaos-kv"), unique("chaos-db"));
     for (name, path) in [(&kv, "secret/data/chaos"), (&db, "database/creds/chaos")] {
         dockerd.docker_ok(&[
@@ -636,10 +660,12 @@ fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults()
 
     // Everything revoked and released: the sweep takes mounts whose Unmount never came.
     let settle = Instant::now();
+    let at_once = leftovers(&plugin, &bao, &pg, &tokens_before);
+    eprintln!("left as the last container was removed (mounts, tokens, leases, roles, records): {at_once:?}");
     let clean = wait_until(Duration::from_secs(6 * SWEEP_SECS + 60), || {
-        leftovers(&plugin, &bao, &pg, tokens_before) == [0; 5]
+        leftovers(&plugin, &bao, &pg, &tokens_before) == [0; 5]
     });
-    let [mounts, tokens, leases, roles, records] = leftovers(&plugin, &bao, &pg, tokens_before);
+    let [mounts, tokens, leases, roles, records] = leftovers(&plugin, &bao, &pg, &tokens_before);
     let t = &soak.tally;
     let count = |f: Fault| injected.iter().filter(|i| **i == f).count();
     eprintln!(
@@ -678,6 +704,11 @@ fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults()
         "failures outside the faults: {failures:#?}"
     );
     assert!(t.checks.load(Ordering::Relaxed) > 0, "no credential was checked");
+    if !clean {
+        for accessor in new_tokens(&bao, &tokens_before) {
+            eprintln!("token left: {}", describe_token(&bao, &accessor));
+        }
+    }
     assert!(clean, "left behind: {mounts} mounts, {tokens} tokens, {leases} leases, {roles} roles, {records} records");
     for v in [&kv, &db] {
         dockerd.docker_ok(&["volume", "rm", v]);

@@ -128,6 +128,21 @@ fn forward_requests(
     let _ = server.shutdown(Shutdown::Both);
 }
 
+/// Writes a KV v2 secret once the freshly enabled `secret/` answers: its upgrade to versioned
+/// data takes a moment after the mount is enabled (longer on a loaded machine).
+pub fn put_kv2_when_ready(bao: &Bao, path: &str, data: Value) {
+    let body = json!({ "data": data });
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(30), || {
+        let reply =
+            bao.api_as(&bao.token, "POST", &format!("secret/data/{path}"), Some(body.clone()));
+        let ok = reply.as_ref().is_ok_and(|(status, _)| *status < 400);
+        last = Some(reply.map(|(status, v)| (status, v.to_string())).map_err(|e| e.to_string()));
+        ok
+    });
+    assert!(ok, "secret/data/{path} not writable within 30 s: {last:?}");
+}
+
 /// One mount made by the test: what it was mounted with.
 struct Made {
     volume: String,
@@ -152,7 +167,7 @@ fn mounts_by_id(plugin: &Plugin) -> BTreeMap<String, Value> {
 fn five_hundred_mounts_ride_out_a_30s_outage_without_a_stampede() {
     let mut bao = BaoServer::start();
     let proxy = CountingProxy::start(bao.port);
-    bao.put_kv2("outage", json!({"password": "outage-pw"}));
+    put_kv2_when_ready(&bao, "outage", json!({"password": "outage-pw"}));
     bao.database_role("outage", TTL, "10m");
     let mut plugin = Plugin::start(None, &proxy.address(), &bao.token, "");
     // No container holds these protocol-made mounts: no Docker engine to ask, or the sweep would
