@@ -18,6 +18,8 @@ mod bao;
 mod lifecycle;
 #[path = "figures/mounts.rs"]
 mod mounts;
+#[path = "figures/scale.rs"]
+mod scale;
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,6 +32,7 @@ use serde_json::{json, Value};
 use bao::*;
 use lifecycle::*;
 use mounts::*;
+use scale::*;
 use util::*;
 
 /// The Docker driver name of the benchmark's plugin (its socket's file stem).
@@ -79,6 +82,8 @@ const FIGURES: &[(&str, &str, Figure)] = &[
     ("revocation", "container stop → database user dropped", revocation),
     ("docker", "docker run, vault-secrets vs local volume", docker_run),
     ("memory", "resident memory, 1,000 mounts", memory),
+    ("scale", "2,000 active mounts: memory, Mount, status, restart", scale),
+    ("renewal", "renewal traffic of 2,000 mounts, ttl=1m", renewal_traffic),
 ];
 
 fn main() {

@@ -79,6 +79,11 @@ struct RawAuth {
     secret_id_file: Option<PathBuf>,
     secret_id_wrapped: Option<bool>,
     token_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    jwt_file: Option<PathBuf>,
+    role: Option<String>,
+    mount: Option<String>,
 }
 
 /// The validated configuration.
@@ -122,8 +127,28 @@ pub struct VaultConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthConfig {
-    Token { token_file: PathBuf },
-    AppRole { role_id_file: PathBuf, secret_id_file: PathBuf, secret_id_wrapped: bool },
+    Token {
+        token_file: PathBuf,
+    },
+    AppRole {
+        role_id_file: PathBuf,
+        secret_id_file: PathBuf,
+        secret_id_wrapped: bool,
+    },
+    /// TLS certificate auth: the client certificate presented on the connection logs in at
+    /// `auth/MOUNT/login` (`name` = `role` when given).
+    Cert {
+        client_cert: PathBuf,
+        client_key: PathBuf,
+        role: Option<String>,
+        mount: String,
+    },
+    /// JWT auth: the JWT in `jwt_file`, read again at every login, for `role`.
+    Jwt {
+        jwt_file: PathBuf,
+        role: String,
+        mount: String,
+    },
 }
 
 /// The environment variables that override the file; passed in so tests need not touch the
@@ -289,55 +314,135 @@ fn validate_vault(raw: RawVault, overrides: &Overrides) -> Result<VaultConfig, C
     if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
         return Err(invalid("vault.timeout", "must be between 100ms and 5m"));
     }
-    Ok(VaultConfig { address, ca_cert, namespace, timeout, auth: validate_auth(raw.auth)? })
+    let auth = validate_auth(raw.auth)?;
+    if matches!(auth, AuthConfig::Cert { .. }) && address.scheme() != "https" {
+        return Err(invalid(
+            key,
+            format!("`{address}`: method \"cert\" logs in with a TLS client certificate, which only an https:// address carries; give vault's https address"),
+        ));
+    }
+    Ok(VaultConfig { address, ca_cert, namespace, timeout, auth })
 }
 
+/// The keys of `[vault.auth]` each method takes, for the errors.
+const METHODS: [(&str, &[&str]); 4] = [
+    ("approle", &["role_id_file", "secret_id_file", "secret_id_wrapped"]),
+    ("token", &["token_file"]),
+    ("cert", &["client_cert", "client_key", "role", "mount"]),
+    ("jwt", &["jwt_file", "role", "mount"]),
+];
+
 fn validate_auth(raw: RawAuth) -> Result<AuthConfig, ConfigError> {
-    match raw.method.as_deref().unwrap_or("approle") {
-        "token" => {
-            if raw.role_id_file.is_some()
-                || raw.secret_id_file.is_some()
-                || raw.secret_id_wrapped.is_some()
-            {
-                return Err(invalid(
-                    "vault.auth.method",
-                    "method \"token\" takes only token_file; role_id_file, secret_id_file and secret_id_wrapped belong to \"approle\"",
-                ));
-            }
-            Ok(AuthConfig::Token {
-                token_file: absolute(
-                    "vault.auth.token_file",
-                    raw.token_file,
-                    "/etc/vault-secrets/token",
-                )?,
-            })
-        }
-        "approle" => {
-            if raw.token_file.is_some() {
-                return Err(invalid(
-                    "vault.auth.token_file",
-                    "belongs to method \"token\"; method \"approle\" takes role_id_file and secret_id_file",
-                ));
-            }
-            Ok(AuthConfig::AppRole {
-                role_id_file: absolute(
-                    "vault.auth.role_id_file",
-                    raw.role_id_file,
-                    "/etc/vault-secrets/role-id",
-                )?,
-                secret_id_file: absolute(
-                    "vault.auth.secret_id_file",
-                    raw.secret_id_file,
-                    "/etc/vault-secrets/secret-id",
-                )?,
-                secret_id_wrapped: raw.secret_id_wrapped.unwrap_or(true),
-            })
-        }
-        other => Err(invalid(
+    let method = raw.method.as_deref().unwrap_or("approle");
+    let Some((_, takes)) = METHODS.iter().find(|(name, _)| *name == method) else {
+        return Err(invalid(
             "vault.auth.method",
-            format!("`{other}` is not a method; accepted: \"approle\", \"token\""),
-        )),
+            format!(
+                "`{method}` is not a method; accepted: \"approle\", \"token\", \"cert\", \"jwt\""
+            ),
+        ));
+    };
+    let given = [
+        ("role_id_file", raw.role_id_file.is_some()),
+        ("secret_id_file", raw.secret_id_file.is_some()),
+        ("secret_id_wrapped", raw.secret_id_wrapped.is_some()),
+        ("token_file", raw.token_file.is_some()),
+        ("client_cert", raw.client_cert.is_some()),
+        ("client_key", raw.client_key.is_some()),
+        ("jwt_file", raw.jwt_file.is_some()),
+        ("role", raw.role.is_some()),
+        ("mount", raw.mount.is_some()),
+    ];
+    if let Some((key, _)) = given.iter().find(|(key, set)| *set && !takes.contains(key)) {
+        let owners: Vec<String> = METHODS
+            .iter()
+            .filter(|(_, keys)| keys.contains(key))
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        return Err(invalid(
+            &format!("vault.auth.{key}"),
+            format!(
+                "belongs to method {}; method \"{method}\" takes {}",
+                owners.join(" and "),
+                takes.join(", ")
+            ),
+        ));
     }
+    let required = |key: &str, value: Option<PathBuf>| match value {
+        Some(path) => absolute(&format!("vault.auth.{key}"), Some(path), ""),
+        None => Err(invalid(
+            &format!("vault.auth.{key}"),
+            format!("method \"{method}\" needs it; it takes {}", takes.join(", ")),
+        )),
+    };
+    let mount = || auth_mount(raw.mount.as_deref().unwrap_or(method));
+    match method {
+        "token" => Ok(AuthConfig::Token {
+            token_file: absolute(
+                "vault.auth.token_file",
+                raw.token_file,
+                "/etc/vault-secrets/token",
+            )?,
+        }),
+        "approle" => Ok(AuthConfig::AppRole {
+            role_id_file: absolute(
+                "vault.auth.role_id_file",
+                raw.role_id_file,
+                "/etc/vault-secrets/role-id",
+            )?,
+            secret_id_file: absolute(
+                "vault.auth.secret_id_file",
+                raw.secret_id_file,
+                "/etc/vault-secrets/secret-id",
+            )?,
+            secret_id_wrapped: raw.secret_id_wrapped.unwrap_or(true),
+        }),
+        "cert" => Ok(AuthConfig::Cert {
+            client_cert: required("client_cert", raw.client_cert.clone())?,
+            client_key: required("client_key", raw.client_key.clone())?,
+            role: raw.role.as_deref().map(auth_role).transpose()?,
+            mount: mount()?,
+        }),
+        _ => Ok(AuthConfig::Jwt {
+            jwt_file: required("jwt_file", raw.jwt_file.clone())?,
+            role: match raw.role.as_deref() {
+                Some(role) => auth_role(role)?,
+                None => return Err(invalid(
+                    "vault.auth.role",
+                    "method \"jwt\" needs the role to log in as; it takes jwt_file, role, mount",
+                )),
+            },
+            mount: mount()?,
+        }),
+    }
+}
+
+/// An auth role name: sent in the login's JSON body, so only its shape is checked.
+fn auth_role(role: &str) -> Result<String, ConfigError> {
+    if role.is_empty() || role.len() > 256 || role.chars().any(|c| c.is_control() || c == '/') {
+        return Err(invalid(
+            "vault.auth.role",
+            "must be 1 to 256 characters, without `/` or control characters",
+        ));
+    }
+    Ok(role.to_owned())
+}
+
+/// The path an auth method is mounted at below `auth/`: `cert`, `jwt`, `team-a/cert`.
+fn auth_mount(mount: &str) -> Result<String, ConfigError> {
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if mount.len() > 256 || !mount.split('/').all(segment_ok) {
+        return Err(invalid(
+            "vault.auth.mount",
+            format!("`{mount}` is not an auth mount path: segments of letters, digits, `-`, `_`, `.` separated by `/` (the login is auth/MOUNT/login)"),
+        ));
+    }
+    Ok(mount.to_owned())
 }
 
 /// Parses a duration such as `90s`, `5m`, `1h30m` or `0`.
@@ -462,6 +567,63 @@ mod tests {
         assert!(err.contains("approle"), "{err}");
         let err = parse("[vault.auth]\nmethod = \"ldap\"\n").unwrap_err().to_string();
         assert!(err.contains("ldap") && err.contains("approle"), "{err}");
+    }
+
+    #[test]
+    fn cert_and_jwt_take_their_keys_and_name_what_is_missing_or_misplaced() {
+        let https = "[vault]\naddress = \"https://vault.internal:8200\"\n";
+        let c = parse(&format!("{https}[vault.auth]\nmethod = \"cert\"\nclient_cert = \"/etc/n.pem\"\nclient_key = \"/etc/k.pem\"\n")).unwrap();
+        assert_eq!(
+            c.vault.auth,
+            AuthConfig::Cert {
+                client_cert: "/etc/n.pem".into(),
+                client_key: "/etc/k.pem".into(),
+                role: None,
+                mount: "cert".into()
+            }
+        );
+        let c = parse(&format!("{https}[vault.auth]\nmethod = \"cert\"\nclient_cert = \"/etc/n.pem\"\nclient_key = \"/etc/k.pem\"\nrole = \"node-01\"\nmount = \"hosts/cert\"\n")).unwrap();
+        assert!(
+            matches!(&c.vault.auth, AuthConfig::Cert { role: Some(r), mount, .. } if r == "node-01" && mount == "hosts/cert")
+        );
+        let c =
+            parse("[vault.auth]\nmethod = \"jwt\"\njwt_file = \"/run/id.jwt\"\nrole = \"hosts\"\n")
+                .unwrap();
+        assert_eq!(
+            c.vault.auth,
+            AuthConfig::Jwt {
+                jwt_file: "/run/id.jwt".into(),
+                role: "hosts".into(),
+                mount: "jwt".into()
+            }
+        );
+        for (text, key, says) in [
+            ("method = \"cert\"\nclient_key = \"/k\"\n", "vault.auth.client_cert", "method \"cert\" needs it; it takes client_cert, client_key, role, mount"),
+            ("method = \"cert\"\nclient_cert = \"/c\"\n", "vault.auth.client_key", "needs it"),
+            ("method = \"cert\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\njwt_file = \"/j\"\n", "vault.auth.jwt_file", "belongs to method \"jwt\"; method \"cert\" takes client_cert, client_key, role, mount"),
+            ("method = \"cert\"\nclient_cert = \"c.pem\"\nclient_key = \"/k\"\n", "vault.auth.client_cert", "absolute"),
+            ("method = \"jwt\"\nrole = \"r\"\n", "vault.auth.jwt_file", "method \"jwt\" needs it; it takes jwt_file, role, mount"),
+            ("method = \"jwt\"\njwt_file = \"/j\"\n", "vault.auth.role", "needs the role"),
+            ("method = \"jwt\"\njwt_file = \"/j\"\nrole = \"\"\n", "vault.auth.role", "1 to 256 characters"),
+            ("method = \"jwt\"\njwt_file = \"/j\"\nrole = \"r\"\nmount = \"../sys\"\n", "vault.auth.mount", "not an auth mount path"),
+            ("method = \"jwt\"\njwt_file = \"/j\"\nrole = \"r\"\nmount = \"a//b\"\n", "vault.auth.mount", "auth/MOUNT/login"),
+            ("method = \"jwt\"\njwt_file = \"/j\"\nrole = \"r\"\nclient_key = \"/k\"\n", "vault.auth.client_key", "belongs to method \"cert\""),
+            ("method = \"token\"\nrole = \"r\"\n", "vault.auth.role", "belongs to method \"cert\" and \"jwt\"; method \"token\" takes token_file"),
+            ("method = \"approle\"\nmount = \"x\"\n", "vault.auth.mount", "method \"approle\" takes role_id_file, secret_id_file, secret_id_wrapped"),
+        ] {
+            let err = parse(&format!("{https}[vault.auth]\n{text}")).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")) && err.contains(says), "{text}: {err}");
+        }
+        // A client certificate is presented only over TLS.
+        let text = "[vault.auth]\nmethod = \"cert\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("`vault.address`") && err.contains("https://"), "{err}");
+        let o =
+            Overrides { vault_addr: Some("http://127.0.0.1:8200".into()), ..Default::default() };
+        let err = Config::parse(&format!("{https}{text}"), &o).unwrap_err().to_string();
+        assert!(err.contains("`VAULT_ADDR`") && err.contains("method \"cert\""), "{err}");
+        let err = parse("[vault.auth]\nmethod = \"kerberos\"\n").unwrap_err().to_string();
+        assert!(err.contains("\"cert\", \"jwt\""), "{err}");
     }
 
     #[test]

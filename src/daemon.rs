@@ -14,8 +14,10 @@ use crate::dockerd::DockerEngine;
 use crate::driver::{Driver, Edges, Parts};
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
-use crate::vault::identity::{read_secret_file, Identity, IdentitySlot};
-use crate::vault::{HttpVault, Vault};
+use crate::vault::identity::{
+    client_certificate, read_jwt, read_secret_file, Identity, IdentitySlot,
+};
+use crate::vault::{HttpVault, Login, Vault};
 
 /// The size of the private tmpfs that holds tokens (a few hundred bytes per mount).
 const PRIVATE_SIZE: u64 = 16 * 1024 * 1024;
@@ -357,9 +359,44 @@ pub async fn check_with<V: Vault>(
                 report.push(format!("AppRole login works (ttl {})", describe_ttl(probe.ttl)));
             }
         }
+        AuthConfig::Cert { client_cert, client_key, role, mount } => {
+            client_certificate(client_cert, client_key)?;
+            report.push(format!(
+                "the client certificate {} and its key {} parse and match",
+                client_cert.display(),
+                client_key.display()
+            ));
+            report.extend(exposed("client key", client_key));
+            let login = Login::Cert { mount, role: role.as_deref() };
+            report.push(probe_login(vault, &login, "certificate").await?);
+        }
+        AuthConfig::Jwt { jwt_file, role, mount } => {
+            let jwt = read_jwt(jwt_file)?;
+            report.extend(exposed("JWT", jwt_file));
+            let login = Login::Jwt { mount, role, jwt: &jwt };
+            report.push(probe_login(vault, &login, "JWT").await?);
+        }
     }
     report.push(format!("serve would use {serve_uses}"));
     Ok(report)
+}
+
+/// Logs in as `serve` would, and revokes the token at once; the error is Vault's reason.
+async fn probe_login<V: Vault>(
+    vault: &V,
+    login: &Login<'_>,
+    method: &str,
+) -> anyhow::Result<String> {
+    let role = match login {
+        Login::Cert { role: Some(role), .. } | Login::Jwt { role, .. } => format!(", role {role}"),
+        Login::Cert { role: None, .. } => String::new(),
+    };
+    let probe = vault
+        .login(login)
+        .await
+        .with_context(|| format!("{method} login at {}{role}", login.path()))?;
+    let _ = vault.revoke_self(&probe.token).await;
+    Ok(format!("{method} login at {}{role} works (ttl {})", login.path(), describe_ttl(probe.ttl)))
 }
 
 /// A warning when a file of the identity may be read or written by anyone but its owner (the
@@ -457,5 +494,44 @@ mod tests {
         vault.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
         let e = check_with(&config(&file), &vault, None).await.unwrap_err();
         assert!(format!("{e:#}").contains("vault health") && format!("{e:#}").contains("sealed"));
+    }
+
+    #[tokio::test]
+    async fn check_reports_a_jwt_identity_s_problems() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token.jwt");
+        let text = format!(
+            "[vault.auth]\nmethod = \"jwt\"\njwt_file = \"{}\"\nrole = \"hosts\"\n",
+            file.display()
+        );
+        let config = Config::parse(&text, &Overrides::default()).unwrap();
+        let vault = FakeVault::default();
+        let e = format!("{:#}", check_with(&config, &vault, None).await.unwrap_err());
+        assert!(
+            e.contains("cannot read JWT from") && e.contains(&file.display().to_string()),
+            "{e}"
+        );
+        let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJuIn0.c2ln";
+        std::fs::write(&file, jwt).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", check_with(&config, &vault, None).await.unwrap_err());
+        assert!(
+            e.starts_with("JWT login at auth/jwt/login, role hosts: ")
+                && e.contains("invalid audience"),
+            "vault's reason: {e}"
+        );
+        *vault.jwt.lock().unwrap() = jwt.into();
+        let report = check_with(&config, &vault, None).await.unwrap();
+        assert!(
+            report.iter().any(|l| l.starts_with("warning: the JWT file") && l.contains("0644")),
+            "{report:?}"
+        );
+        assert!(
+            report.iter().any(|l| l.starts_with("JWT login at auth/jwt/login, role hosts works")),
+            "{report:?}"
+        );
+        assert!(vault.tokens.lock().unwrap().is_empty(), "the probe's token was revoked");
+        assert!(!report.iter().any(|l| l.contains(jwt)), "{report:?}");
     }
 }

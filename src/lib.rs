@@ -80,10 +80,13 @@
 //! (origin checked), token-bearing paths and replies are refused. Vault's replies are bounded
 //! and parsed strictly, their TTLs capped.
 //!
-//! The plugin's identity ([`vault::identity`]) is a token file or an AppRole login (the
-//! secret_id optionally response-wrapped: unwrapped once, the file then deleted), renewed at
-//! two thirds of its TTL. Until the first login succeeds, Get/List/Path work and Mount says why
-//! it cannot proceed.
+//! The plugin's identity ([`vault::identity`]) is a token file, an AppRole login (the
+//! secret_id optionally response-wrapped: unwrapped once, the file then deleted), a TLS client
+//! certificate (presented by the HTTP client, checked to match its key at start-up) or a JWT
+//! file (read at every login), renewed at two thirds of its TTL. At its max TTL, or when Vault
+//! no longer knows it — found at the renewal, or when a mount's child token is refused and
+//! `lookup-self` confirms it — the plugin logs in again, once for all who noticed. Until the
+//! first login succeeds, Get/List/Path work and Mount says why it cannot proceed.
 //!
 //! # Current limitations
 //!

@@ -11,6 +11,8 @@
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
 //! - `attack`: attacks on the host from inside a container and from hostile volume options;
+//! - `auth`: the plugin's node identities (TLS certificate and JWT auth against an OpenBao
+//!   with a TLS listener) and the single use of a volume's wrapped token across nodes;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
 //!   socket while a volume is mounted and unmounted;
 //! - `outage`: 500 mounts riding out a 30 s OpenBao outage, the request rate when it returns;
@@ -22,6 +24,7 @@
 mod util;
 
 mod attack;
+mod auth;
 mod chaos;
 mod compose;
 mod e2e;

@@ -95,12 +95,30 @@ fn wrapped_err(volume: &str, message: impl Into<String>) -> DriverError {
     }
 }
 
-/// Vault's answer for a wrapping token that was used, has expired or never existed.
-fn wrapping_refused(volume: &str, e: VaultError) -> DriverError {
+/// What the error of a refused wrapping token says first: Swarm runs a service's volume
+/// create on every node its tasks land on, and each node's plugin unwraps at create.
+pub const SINGLE_USE: &str =
+    "a wrapped token can be unwrapped once: for a service on several nodes, give each node its identity";
+
+/// Where a wrapping token was refused: at the lookup before the unwrap, or at the unwrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Lookup,
+    Unwrap,
+}
+
+/// Vault's answer for a wrapping token that was used, has expired or never existed. Vault
+/// says the same for all three (`400 wrapping token is not valid or does not exist`, at lookup
+/// and unwrap alike); a token that passed its lookup and is refused at the unwrap a moment
+/// later was unwrapped by someone else in between — another node, most likely.
+fn wrapping_refused(volume: &str, e: VaultError, at: Refused) -> DriverError {
     match e {
         VaultError::Status { status: 400, .. } | VaultError::Denied { .. } | VaultError::NotFound { .. } => wrapped_err(
             volume,
-            "the wrapping token is used, expired or unknown — it may have been intercepted; issue a new one and create the volume with it",
+            match at {
+                Refused::Lookup => format!("the wrapping token is used, expired or unknown (vault does not say which). {SINGLE_USE}. If no other node was given this token, it may have been intercepted: issue a new one and create the volume with it"),
+                Refused::Unwrap => format!("the wrapping token was unwrapped by someone else between its lookup and its unwrap: used, a moment ago. {SINGLE_USE}. If no other node was given this token, it was intercepted: issue a new one and create the volume with it"),
+            },
         ),
         source => DriverError::Read { volume: volume.to_owned(), source },
     }
@@ -119,7 +137,7 @@ impl<E: Edges> Driver<E> {
             .vault
             .wrapping_creation_path(&wrapping)
             .await
-            .map_err(|e| wrapping_refused(volume, e))?;
+            .map_err(|e| wrapping_refused(volume, e, Refused::Lookup))?;
         let (fits, wanted) = match kind {
             IdentityKind::WrappedSecretId { .. } => {
                 (made_by_secret_id(&path), "an AppRole secret-id (it goes with `role-id`)")
@@ -138,8 +156,11 @@ impl<E: Edges> Driver<E> {
                 format!("it was made by `{path}`, not by {wanted}; refusing it without using it (a substituted token?)"),
             ));
         }
-        let unwrapped =
-            self.vault.unwrap(&wrapping).await.map_err(|e| wrapping_refused(volume, e))?;
+        let unwrapped = self
+            .vault
+            .unwrap(&wrapping)
+            .await
+            .map_err(|e| wrapping_refused(volume, e, Refused::Unwrap))?;
         let identity = match (kind, unwrapped) {
             (IdentityKind::WrappedToken, Unwrapped::Token(issued)) => {
                 self.check_creates_children(volume, &issued).await?;
@@ -218,15 +239,14 @@ impl<E: Edges> Driver<E> {
         own: Option<&Own>,
     ) -> Result<(), DriverError> {
         let Some(wanted) = &spec.policies else { return Ok(()) };
-        let parent = match own.map(|o| &o.identity) {
-            Some(OwnIdentity::Token { issued, .. }) => issued.token.clone(),
+        let looked_up = match own.map(|o| &o.identity) {
+            Some(OwnIdentity::Token { issued, .. }) => self.vault.lookup_self(&issued.token).await,
             Some(OwnIdentity::AppRole { .. }) => return Ok(()),
-            None => self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?,
+            None => {
+                self.as_plugin(|token| async move { self.vault.lookup_self(&token).await }).await?
+            }
         };
-        let have = self
-            .vault
-            .lookup_self(&parent)
-            .await
+        let have = looked_up
             .map_err(|source| DriverError::ChildToken { volume: volume.to_owned(), source })?
             .policies;
         if have.iter().any(|p| p == "root") {
@@ -261,12 +281,12 @@ impl<E: Edges> Driver<E> {
         let own = volume.own.lock().unwrap().clone();
         match (&volume.spec.identity, own.map(|o| o.identity)) {
             (IdentityKind::Plugin, _) => {
-                let parent =
-                    self.identity.token().map_err(|reason| DriverError::NoIdentity { reason })?;
-                self.vault
-                    .create_child_token(&parent, &self.child_token_request(volume, id))
-                    .await
-                    .map_err(err)
+                let request = &self.child_token_request(volume, id);
+                self.as_plugin(|parent| async move {
+                    self.vault.create_child_token(&parent, request).await
+                })
+                .await?
+                .map_err(err)
             }
             (_, Some(OwnIdentity::Token { issued, .. })) => self
                 .vault
@@ -277,6 +297,33 @@ impl<E: Edges> Driver<E> {
                 self.vault.approle_login(&role_id, &secret_id).await.map_err(err)
             }
             (_, None) => Err(DriverError::IdentityGone { volume: name.clone() }),
+        }
+    }
+
+    /// Makes `call` with the plugin's token. When Vault refuses it because the token is gone
+    /// (revoked, expired: `lookup-self` says so), the plugin logs in again and `call` is made
+    /// once more with the new token; a refusal that is the policy's stands.
+    async fn as_plugin<T, F, Fut>(&self, call: F) -> Result<Result<T, VaultError>, DriverError>
+    where
+        F: Fn(Token) -> Fut,
+        Fut: std::future::Future<Output = Result<T, VaultError>>,
+    {
+        let identity = self.identity.get().map_err(|reason| DriverError::NoIdentity { reason })?;
+        let token = identity.token();
+        match call(token.clone()).await {
+            Err(e) if e.is_denied() => {
+                match identity.recover_from_refusal(&*self.vault, &*self.store, &token).await {
+                    Ok(true) => Ok(call(identity.token()).await),
+                    Ok(false) => Ok(Err(e)),
+                    Err(login) => Err(DriverError::NoIdentity {
+                        reason: format!(
+                            "its token is no longer valid (revoked or expired), and logging in again failed: {}",
+                            chain(&login)
+                        ),
+                    }),
+                }
+            }
+            done => Ok(done),
         }
     }
 
@@ -317,6 +364,31 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_wrapping_token_says_it_is_single_use_and_where_it_was_refused() {
+        let gone = || VaultError::Status {
+            path: "sys/wrapping/unwrap".into(),
+            status: 400,
+            message: "wrapping token is not valid or does not exist".into(),
+        };
+        for (at, says) in [
+            (Refused::Lookup, "used, expired or unknown"),
+            (Refused::Unwrap, "unwrapped by someone else between its lookup and its unwrap"),
+        ] {
+            let e = crate::report::chain(&wrapping_refused("v", gone(), at));
+            assert!(e.contains(SINGLE_USE) && e.contains(says) && e.contains("intercepted"), "{e}");
+            assert!(e.contains("option `wrapped-token`"), "{e}");
+        }
+        // Vault out of reach is not a used token.
+        let down = VaultError::Status {
+            path: "sys/wrapping/lookup".into(),
+            status: 503,
+            message: "Vault is sealed".into(),
+        };
+        let e = crate::report::chain(&wrapping_refused("v", down, Refused::Lookup));
+        assert!(!e.contains(SINGLE_USE) && e.contains("sealed"), "{e}");
+    }
 
     #[test]
     fn creation_paths_are_told_apart() {

@@ -104,7 +104,7 @@ pub(super) fn fresh_timers(
     let wall = SystemTime::now();
     let source_timer = |i: usize, lease: &Option<Lease>| {
         if let Some(l) = lease {
-            let d = Deadline::after_grant(now, l.duration, l.duration, l.renewable, jitter());
+            let d = Deadline::after_issue(now, l.duration, l.duration, l.renewable, jitter());
             return SourceTimer::Leased(d);
         }
         // An expiration already past gives nothing to follow (replacing it at once, again
@@ -118,7 +118,7 @@ pub(super) fn fresh_timers(
         SourceTimer::Static { refresh_at: if writes { None } else { refresh_at } }
     };
     Timers {
-        token: Deadline::after_grant(now, token.ttl, spec.ttl, token.renewable, jitter()),
+        token: Deadline::after_issue(now, token.ttl, spec.ttl, token.renewable, jitter()),
         sources: leases.iter().enumerate().map(|(i, lease)| source_timer(i, lease)).collect(),
         retiring: Vec::new(),
         retry_at: None,

@@ -210,6 +210,10 @@ impl Vault for FakeVault {
             renewable: true,
         })
     }
+
+    async fn login(&self, login: &crate::vault::Login<'_>) -> Result<IssuedToken, VaultError> {
+        Err(VaultError::Denied { path: login.path() })
+    }
 }
 
 /// The fake edges of the unit tests.
@@ -940,4 +944,39 @@ async fn a_certificate_s_deadline_survives_a_restart() {
     let act = deadline.act_at - Instant::now();
     assert!(act >= Duration::from_secs(32) && act <= Duration::from_secs(41), "{act:?}");
     assert_eq!(read(&path, "certificate"), "cert-0");
+}
+
+#[tokio::test]
+async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying_why() {
+    let f = fixture();
+    f.vault
+        .wrapped
+        .lock()
+        .unwrap()
+        .insert("wrap-svc".into(), ("auth/token/create".into(), "own-token".into()));
+    let definition = opts(&[("path", "kv/app"), ("wrapped-token", "wrap-svc")]);
+    f.driver.create("svc", definition.clone()).await.unwrap();
+    // A second node: its own plugin and state, the same Vault, the same volume definition.
+    let dir = tempfile::tempdir().unwrap();
+    let node_two = Driver::<Fakes>::new(Parts {
+        vault: f.vault.clone(),
+        mounter: FakeMounter::default(),
+        store: Arc::new(MemoryStore::default()),
+        engine: Arc::new(FakeEngine::default()),
+        identity: Arc::new(IdentitySlot::new(Ok(Arc::new(Identity::fixed(Token::new(
+            "node-two-token".into(),
+        )))))),
+        defaults: Defaults::default(),
+        mounts_root: dir.path().join("mounts"),
+        files_root: dir.path().join("files"),
+        driver_name: "vault-secrets".into(),
+        templates_dir: PathBuf::from("/nonexistent"),
+        audit: Arc::new(crate::audit::Audit::memory()),
+    });
+    let e = crate::report::chain(&node_two.create("svc", definition).await.unwrap_err());
+    assert!(e.contains(identity::SINGLE_USE), "{e}");
+    assert!(e.starts_with("volume svc: option `wrapped-token`"), "{e}");
+    assert!(!e.contains("wrap-svc"), "the wrapping token is not quoted: {e}");
+    assert!(node_two.list().is_empty(), "nothing half-done on the second node");
+    assert_eq!(f.driver.list().len(), 1, "the first node keeps its volume");
 }

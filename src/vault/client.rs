@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use super::{
-    ChildTokenRequest, IssuedToken, Lease, Secret, Token, TokenInfo, Unwrapped, Vault, VaultError,
+    ChildTokenRequest, IssuedToken, Lease, Login, Secret, Token, TokenInfo, Unwrapped, Vault,
+    VaultError,
 };
 use crate::config::VaultConfig;
 use crate::volume::Source;
@@ -92,6 +93,11 @@ impl HttpVault {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let crate::config::AuthConfig::Cert { client_cert, client_key, .. } = &config.auth {
+            // Presented on every connection; only the cert auth method's login reads it.
+            builder =
+                builder.identity(super::identity::client_certificate(client_cert, client_key)?);
         }
         let address = config.address.as_str().trim_end_matches('/').to_owned();
         Ok(HttpVault {
@@ -444,6 +450,17 @@ impl Vault for HttpVault {
     ) -> Result<IssuedToken, VaultError> {
         let mut body = json!({ "role_id": role_id, "secret_id": secret_id.expose() });
         let result = self.call_auth("auth/approle/login", None, &body).await;
+        super::wipe(&mut body);
+        result
+    }
+
+    async fn login(&self, login: &Login<'_>) -> Result<IssuedToken, VaultError> {
+        let mut body = match login {
+            Login::Cert { role: Some(role), .. } => json!({ "name": role }),
+            Login::Cert { role: None, .. } => json!({}),
+            Login::Jwt { role, jwt, .. } => json!({ "role": role, "jwt": jwt.expose() }),
+        };
+        let result = self.call_auth(&login.path(), None, &body).await;
         super::wipe(&mut body);
         result
     }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    ChildTokenRequest, IssuedToken, Secret, Token, TokenInfo, Unwrapped, Vault, VaultError,
+    ChildTokenRequest, IssuedToken, Login, Secret, Token, TokenInfo, Unwrapped, Vault, VaultError,
 };
 use crate::volume::Source;
 
@@ -24,6 +24,9 @@ pub struct FakeVault {
     pub wrapped: Mutex<BTreeMap<String, String>>,
     pub logins: AtomicUsize,
     pub sealed: AtomicBool,
+    /// The JWT the jwt method accepts (for role `hosts`); the cert method accepts role `node`
+    /// or none.
+    pub jwt: Mutex<String>,
 }
 
 impl FakeVault {
@@ -34,6 +37,18 @@ impl FakeVault {
 
     fn denied(path: &str) -> VaultError {
         VaultError::Denied { path: path.into() }
+    }
+
+    fn issue(&self) -> IssuedToken {
+        let n = self.logins.fetch_add(1, Ordering::SeqCst);
+        let token = format!("login-{n}");
+        self.knows(&token, Duration::from_secs(60));
+        IssuedToken {
+            token: Token::new(token),
+            accessor: format!("acc-{n}"),
+            ttl: Duration::from_secs(60),
+            renewable: true,
+        }
     }
 }
 
@@ -110,14 +125,26 @@ impl Vault for FakeVault {
         if role_id != ROLE_ID || secret_id.expose() != SECRET_ID {
             return Err(Self::denied("auth/approle/login"));
         }
-        let n = self.logins.fetch_add(1, Ordering::SeqCst);
-        let token = format!("login-{n}");
-        self.knows(&token, Duration::from_secs(60));
-        Ok(IssuedToken {
-            token: Token::new(token),
-            accessor: format!("acc-{n}"),
-            ttl: Duration::from_secs(60),
-            renewable: true,
-        })
+        Ok(self.issue())
+    }
+
+    async fn login(&self, login: &Login<'_>) -> Result<IssuedToken, VaultError> {
+        let refused = |message: &str| VaultError::Status {
+            path: login.path(),
+            status: 400,
+            message: message.into(),
+        };
+        match login {
+            Login::Cert { role: None | Some("node"), .. } => Ok(self.issue()),
+            Login::Cert { .. } => {
+                Err(refused("invalid certificate or no client certificate supplied"))
+            }
+            Login::Jwt { role: "hosts", jwt, .. } if jwt.expose() == *self.jwt.lock().unwrap() => {
+                Ok(self.issue())
+            }
+            Login::Jwt { .. } => {
+                Err(refused("error validating token: invalid audience (aud) claim"))
+            }
+        }
     }
 }

@@ -1,30 +1,27 @@
-//! The plugin's own identity: logging in (a token file, or AppRole with a secret_id that may be
-//! response-wrapped), keeping the token renewed, logging in again when it must.
+//! The plugin's own identity: logging in (a token file; AppRole with a secret_id that may be
+//! response-wrapped; a TLS client certificate; a JWT from a file), keeping the token renewed,
+//! logging in again when it must: at its max TTL, and when Vault no longer knows it (revoked,
+//! expired) — found at the next renewal, or at once when a mount's child token is refused.
 //!
 //! The current token is kept in memory and in the private tmpfs ([`IdentityRecord`]), so a
 //! restarted plugin carries on with the same token — whose child tokens are the running
 //! containers' — instead of logging in anew, and a wrapped secret_id's file, deleted after its
-//! one unwrap, is not needed again.
+//! one unwrap, is not needed again. A certificate or a JWT needs nothing kept: they are on the
+//! host's disk and survive a reboot, so a node logs in by itself after one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{Token, Unwrapped, Vault, VaultError};
+pub use super::credentials::{client_certificate, read_jwt, read_secret_file, CredentialError};
+use super::{IssuedToken, Login, Token, Unwrapped, Vault, VaultError};
 use crate::config::AuthConfig;
 use crate::state::{IdentityRecord, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot read {what} from {path}")]
-    ReadFile {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is empty; it must hold the {what}")]
-    EmptyFile { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     #[error("cannot unwrap the secret_id in {path}: the wrapping token is used, expired or unknown (it may have been intercepted); issue a new one")]
     Unwrap {
         path: PathBuf,
@@ -37,9 +34,13 @@ pub enum IdentityError {
         #[source]
         source: VaultError,
     },
-    #[error("AppRole login failed")]
-    Login(#[source] VaultError),
-    #[error("the plugin's token cannot be renewed and there is no AppRole to log in again with")]
+    #[error("{method} login failed")]
+    Login {
+        method: &'static str,
+        #[source]
+        source: VaultError,
+    },
+    #[error("the plugin's token cannot be renewed and there is no AppRole, certificate or JWT to log in again with")]
     CannotRelogin,
     #[error(transparent)]
     Vault(#[from] VaultError),
@@ -47,12 +48,66 @@ pub enum IdentityError {
     State(#[from] crate::state::StateError),
 }
 
+/// How the plugin logs in again when its token is gone.
+enum Relogin {
+    AppRole { role_id: Token, secret_id: Token },
+    Cert { mount: String, role: Option<String> },
+    Jwt { mount: String, role: String, jwt_file: PathBuf },
+}
+
+impl Relogin {
+    /// The certificate or JWT login `auth` configures (they need nothing kept).
+    fn configured(auth: &AuthConfig) -> Option<Relogin> {
+        match auth {
+            AuthConfig::Cert { mount, role, .. } => {
+                Some(Relogin::Cert { mount: mount.clone(), role: role.clone() })
+            }
+            AuthConfig::Jwt { jwt_file, role, mount } => Some(Relogin::Jwt {
+                mount: mount.clone(),
+                role: role.clone(),
+                jwt_file: jwt_file.clone(),
+            }),
+            AuthConfig::Token { .. } | AuthConfig::AppRole { .. } => None,
+        }
+    }
+
+    async fn login<V: Vault>(&self, vault: &V) -> Result<IssuedToken, IdentityError> {
+        match self {
+            Relogin::AppRole { role_id, secret_id } => vault
+                .approle_login(role_id.expose(), secret_id)
+                .await
+                .map_err(|source| IdentityError::Login { method: "AppRole", source }),
+            Relogin::Cert { mount, role } => vault
+                .login(&Login::Cert { mount, role: role.as_deref() })
+                .await
+                .map_err(|source| IdentityError::Login { method: "certificate", source }),
+            Relogin::Jwt { mount, role, jwt_file } => {
+                let jwt = read_jwt(jwt_file)?;
+                vault
+                    .login(&Login::Jwt { mount, role, jwt: &jwt })
+                    .await
+                    .map_err(|source| IdentityError::Login { method: "JWT", source })
+            }
+        }
+    }
+
+    fn secret_id(&self) -> Option<Token> {
+        match self {
+            Relogin::AppRole { secret_id, .. } => Some(secret_id.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// Where the current token is, how long it lives, how to get a new one.
 pub struct Identity {
     current: RwLock<Token>,
     ttl: RwLock<Duration>,
     renewable: RwLock<bool>,
-    approle: Option<(Token, Token)>,
+    relogin: Option<Relogin>,
+    /// Held across a login (a tokio mutex: across `.await`), so that the renewal task and the
+    /// mounts refused at the same moment log in once, not once each.
+    logging_in: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -62,14 +117,19 @@ impl std::fmt::Debug for Identity {
 }
 
 impl Identity {
-    /// An identity with a fixed token that is never renewed (tests, root tokens).
-    pub fn fixed(token: Token) -> Identity {
+    fn new(token: Token, ttl: Duration, renewable: bool, relogin: Option<Relogin>) -> Identity {
         Identity {
             current: RwLock::new(token),
-            ttl: RwLock::new(Duration::ZERO),
-            renewable: RwLock::new(false),
-            approle: None,
+            ttl: RwLock::new(ttl),
+            renewable: RwLock::new(renewable),
+            relogin,
+            logging_in: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// An identity with a fixed token that is never renewed (tests, root tokens).
+    pub fn fixed(token: Token) -> Identity {
+        Identity::new(token, Duration::ZERO, false, None)
     }
 
     /// The token to act with now.
@@ -91,19 +151,17 @@ impl Identity {
         if let Some(saved) = &saved {
             if let Ok(info) = vault.lookup_self(&saved.token).await {
                 tracing::info!(ttl = ?info.ttl, "carrying on with the identity token kept from before the restart");
-                return Ok(Identity {
-                    current: RwLock::new(saved.token.clone()),
-                    ttl: RwLock::new(info.ttl),
-                    renewable: RwLock::new(info.renewable),
-                    approle: match auth {
-                        AuthConfig::AppRole { role_id_file, .. } => saved
-                            .secret_id
-                            .clone()
-                            .map(|s| read_secret_file("role_id", role_id_file).map(|r| (r, s)))
-                            .transpose()?,
-                        AuthConfig::Token { .. } => None,
+                let relogin = match auth {
+                    AuthConfig::AppRole { role_id_file, .. } => match &saved.secret_id {
+                        Some(secret_id) => Some(Relogin::AppRole {
+                            role_id: read_secret_file("role_id", role_id_file)?,
+                            secret_id: secret_id.clone(),
+                        }),
+                        None => None,
                     },
-                });
+                    other => Relogin::configured(other),
+                };
+                return Ok(Identity::new(saved.token.clone(), info.ttl, info.renewable, relogin));
             }
         }
         let identity = match auth {
@@ -112,12 +170,7 @@ impl Identity {
                 let info = vault.lookup_self(&token).await.map_err(|source| {
                     IdentityError::BadToken { path: token_file.clone(), source }
                 })?;
-                Identity {
-                    current: RwLock::new(token),
-                    ttl: RwLock::new(info.ttl),
-                    renewable: RwLock::new(info.renewable),
-                    approle: None,
-                }
+                Identity::new(token, info.ttl, info.renewable, None)
             }
             AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
                 let role_id = read_secret_file("role_id", role_id_file)?;
@@ -140,33 +193,33 @@ impl Identity {
                         }
                     }
                 };
-                let issued = vault
-                    .approle_login(role_id.expose(), &secret_id)
-                    .await
-                    .map_err(IdentityError::Login)?;
-                Identity {
-                    current: RwLock::new(issued.token),
-                    ttl: RwLock::new(issued.ttl),
-                    renewable: RwLock::new(issued.renewable),
-                    approle: Some((role_id, secret_id)),
-                }
+                Identity::logged_in(vault, Relogin::AppRole { role_id, secret_id }).await?
+            }
+            other => {
+                let relogin = Relogin::configured(other).expect("a certificate or JWT login");
+                Identity::logged_in(vault, relogin).await?
             }
         };
         identity.save(store)?;
         Ok(identity)
     }
 
+    async fn logged_in<V: Vault>(vault: &V, relogin: Relogin) -> Result<Identity, IdentityError> {
+        let issued = relogin.login(vault).await?;
+        Ok(Identity::new(issued.token, issued.ttl, issued.renewable, Some(relogin)))
+    }
+
     fn save<S: Store>(&self, store: &S) -> Result<(), IdentityError> {
         store.save_identity(&IdentityRecord {
             token: self.token(),
-            secret_id: self.approle.as_ref().map(|(_, s)| s.clone()),
+            secret_id: self.relogin.as_ref().and_then(Relogin::secret_id),
         })?;
         Ok(())
     }
 
     /// Keeps the token alive until `shutdown` fires: renews at two thirds of its TTL, logs in
-    /// again (AppRole) when renewal is refused or the TTL stops growing, backs off while Vault
-    /// is out of reach.
+    /// again (AppRole, certificate, JWT) when renewal is refused or the TTL stops growing,
+    /// backs off while Vault is out of reach.
     pub async fn keep_alive<V: Vault, S: Store>(
         self: Arc<Self>,
         vault: Arc<V>,
@@ -198,32 +251,70 @@ impl Identity {
     }
 
     async fn refresh<V: Vault, S: Store>(&self, vault: &V, store: &S) -> Result<(), IdentityError> {
-        let asked = self.ttl();
+        let (token, asked) = (self.token(), self.ttl());
         let renewed = if *self.renewable.read().unwrap() {
-            Some(vault.renew_self(&self.token(), asked).await)
+            Some(vault.renew_self(&token, asked).await)
         } else {
             None
         };
         match renewed {
             // Renewed fully: a periodic token, or one still below its max TTL.
-            Some(Ok(ttl)) if ttl + Duration::from_secs(5) >= asked || self.approle.is_none() => {
+            Some(Ok(ttl)) if ttl + Duration::from_secs(5) >= asked || self.relogin.is_none() => {
                 *self.ttl.write().unwrap() = ttl;
                 Ok(())
             }
             Some(Err(e)) if !e.is_denied() => Err(e.into()),
-            _ => {
-                let (role_id, secret_id) =
-                    self.approle.as_ref().ok_or(IdentityError::CannotRelogin)?;
-                let issued = vault
-                    .approle_login(role_id.expose(), secret_id)
-                    .await
-                    .map_err(IdentityError::Login)?;
-                tracing::warn!("logged in again: the plugin's token reached its max TTL; give the AppRole a token_period so running mounts' child tokens are not cut off with it");
-                *self.current.write().unwrap() = issued.token;
-                *self.ttl.write().unwrap() = issued.ttl;
-                *self.renewable.write().unwrap() = issued.renewable;
-                self.save(store)
+            Some(Ok(_)) => self.login_again(vault, store, &token, "the plugin's token reached its max TTL; give the auth role a token_period so running mounts' child tokens are not cut off with it").await,
+            Some(Err(_)) => self.login_again(vault, store, &token, "at its renewal, vault no longer knew the plugin's token (revoked or expired): its mounts' child tokens went with it").await,
+            None => self.login_again(vault, store, &token, "the plugin's token is not renewable").await,
+        }
+    }
+
+    /// Logs in anew in place of `stale`, unless that was done meanwhile (by the renewal task
+    /// or another mount refused at the same moment).
+    async fn login_again<V: Vault, S: Store>(
+        &self,
+        vault: &V,
+        store: &S,
+        stale: &Token,
+        why: &'static str,
+    ) -> Result<(), IdentityError> {
+        let relogin = self.relogin.as_ref().ok_or(IdentityError::CannotRelogin)?;
+        let _one = self.logging_in.lock().await;
+        if self.token().expose() != stale.expose() {
+            return Ok(());
+        }
+        let issued = relogin.login(vault).await?;
+        tracing::warn!(why, accessor = %issued.accessor, "logged in to vault again");
+        *self.current.write().unwrap() = issued.token;
+        *self.ttl.write().unwrap() = issued.ttl;
+        *self.renewable.write().unwrap() = issued.renewable;
+        self.save(store)
+    }
+
+    /// After Vault refused a request made with `stale` (a mount's child token): whether the
+    /// token is gone — revoked or expired: then log in again, and the caller retries (`true`)
+    /// — or still valid, the refusal being the policy's (`false`: the caller's error stands).
+    /// Costs one `lookup-self` per refusal; with a token file there is nothing to do.
+    pub async fn recover_from_refusal<V: Vault, S: Store>(
+        &self,
+        vault: &V,
+        store: &S,
+        stale: &Token,
+    ) -> Result<bool, IdentityError> {
+        if self.relogin.is_none() {
+            return Ok(false);
+        }
+        if self.token().expose() != stale.expose() {
+            return Ok(true); // Logged in again meanwhile.
+        }
+        match vault.lookup_self(stale).await {
+            Ok(_) => Ok(false),
+            Err(e) if e.is_denied() => {
+                self.login_again(vault, store, stale, "a mount's token was refused: vault no longer knows the plugin's token (revoked or expired); the running mounts' child tokens went with it").await?;
+                Ok(true)
             }
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -253,23 +344,6 @@ impl IdentitySlot {
     }
 }
 
-/// A secret from a file (a token, a role_id, a secret_id): trimmed, never empty, zeroed when
-/// dropped. The one reader of such files, for `serve` and `check` alike.
-pub fn read_secret_file(what: &'static str, path: &Path) -> Result<Token, IdentityError> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|source| IdentityError::ReadFile {
-            what,
-            path: path.to_owned(),
-            source,
-        })?,
-    );
-    let value = text.trim();
-    if value.is_empty() {
-        return Err(IdentityError::EmptyFile { what, path: path.to_owned() });
-    }
-    Ok(Token::new(value.to_owned()))
-}
-
 async fn unwrap_secret_id<V: Vault>(vault: &V, wrapping: &Token) -> Result<Token, VaultError> {
     match vault.unwrap(wrapping).await? {
         Unwrapped::SecretId(secret_id) => Ok(secret_id),
@@ -289,6 +363,7 @@ mod tests {
     use super::*;
     use crate::state::MemoryStore;
     use crate::vault::fake::{FakeVault, ROLE_ID, SECRET_ID};
+    use std::path::Path;
     use std::sync::atomic::Ordering;
 
     fn approle(dir: &Path, wrapped: bool) -> AuthConfig {
@@ -368,5 +443,81 @@ mod tests {
         std::fs::write(dir.path().join("token"), " \n").unwrap();
         let e = read_secret_file("token", &dir.path().join("token")).unwrap_err().to_string();
         assert!(e.contains("is empty"), "{e}");
+    }
+
+    const JWT_A: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJub2RlLTAxIn0.c2lnbmF0dXJl";
+    const JWT_B: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJub2RlLTAyIn0.c2lnbmF0dXJl";
+
+    fn cert(role: Option<&str>) -> AuthConfig {
+        AuthConfig::Cert {
+            client_cert: "/unused/node.pem".into(),
+            client_key: "/unused/node-key.pem".into(),
+            role: role.map(str::to_owned),
+            mount: "cert".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_replaced_by_one_login_however_many_ask() {
+        let vault = FakeVault::default();
+        let store = MemoryStore::default();
+        let identity = Identity::login(&vault, &cert(Some("node")), &store).await.unwrap();
+        let first = identity.token();
+        assert_eq!(first.expose(), "login-0");
+        // Still valid: the refusal was the policy's, and nothing is done.
+        assert!(!identity.recover_from_refusal(&vault, &store, &first).await.unwrap());
+        assert_eq!(vault.logins.load(Ordering::SeqCst), 1);
+        // Revoked: the mounts refused at the same moment and the renewal task log in once.
+        vault.tokens.lock().unwrap().clear();
+        let (a, b, c) = tokio::join!(
+            identity.recover_from_refusal(&vault, &store, &first),
+            identity.recover_from_refusal(&vault, &store, &first),
+            identity.refresh(&vault, &store),
+        );
+        assert!(a.unwrap() && b.unwrap());
+        c.unwrap();
+        assert_eq!(vault.logins.load(Ordering::SeqCst), 2, "one login for all three");
+        assert_eq!(identity.token().expose(), "login-1");
+        assert_eq!(store.load_identity().unwrap().token.expose(), "login-1");
+        assert!(store.load_identity().unwrap().secret_id.is_none(), "a certificate keeps nothing");
+        // A restart carries on with the kept token, and can still log in again by itself.
+        let again = Identity::login(&vault, &cert(Some("node")), &store).await.unwrap();
+        assert_eq!(again.token().expose(), "login-1");
+        vault.tokens.lock().unwrap().clear();
+        again.refresh(&vault, &store).await.unwrap();
+        assert_eq!(again.token().expose(), "login-2");
+        // A role vault refuses: the error is vault's reason.
+        let e = Identity::login(&vault, &cert(Some("other")), &MemoryStore::default()).await;
+        let e = crate::report::chain(&e.unwrap_err());
+        assert!(
+            e.starts_with("certificate login failed") && e.contains("invalid certificate"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_jwt_is_read_again_at_every_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token.jwt");
+        std::fs::write(&file, format!("{JWT_A}\n")).unwrap();
+        let auth =
+            AuthConfig::Jwt { jwt_file: file.clone(), role: "hosts".into(), mount: "jwt".into() };
+        let vault = FakeVault::default();
+        *vault.jwt.lock().unwrap() = JWT_A.into();
+        let store = MemoryStore::default();
+        let identity = Identity::login(&vault, &auth, &store).await.unwrap();
+        assert_eq!(identity.token().expose(), "login-0");
+        // The identity provider renewed the file: the next login sends the new JWT.
+        std::fs::write(&file, JWT_B).unwrap();
+        *vault.jwt.lock().unwrap() = JWT_B.into();
+        vault.tokens.lock().unwrap().clear();
+        identity.refresh(&vault, &store).await.unwrap();
+        assert_eq!(identity.token().expose(), "login-1");
+        // A JWT vault refuses: its reason; the JWT itself is never in the error.
+        std::fs::write(&file, JWT_A).unwrap();
+        vault.tokens.lock().unwrap().clear();
+        let e = crate::report::chain(&identity.refresh(&vault, &store).await.unwrap_err());
+        assert!(e.starts_with("JWT login failed") && e.contains("invalid audience"), "{e}");
+        assert!(!e.contains(JWT_A), "{e}");
     }
 }

@@ -1,11 +1,12 @@
 //! Talking to Vault / OpenBao: the [`Vault`] trait the driver is generic over, its HTTP
-//! implementation ([`client::HttpVault`]), the plugin's own identity ([`identity`]), and the
-//! types that carry tokens and secrets.
+//! implementation ([`client::HttpVault`]), the plugin's own identity ([`identity`]) and the
+//! files it is made of ([`credentials`]), and the types that carry tokens and secrets.
 //!
 //! Tokens are [`Token`]s and secret data lives in [`Secret`]s: neither prints its value with
 //! `Debug` or `Display`, and both are zeroed when dropped.
 
 pub mod client;
+pub mod credentials;
 #[cfg(test)]
 pub mod fake;
 pub mod identity;
@@ -175,6 +176,8 @@ pub enum VaultError {
     TooLarge { path: String, limit: usize },
     #[error("cannot use the CA certificate {path}: {message}")]
     CaCert { path: String, message: String },
+    #[error("cannot use {path} for the client certificate: {message}")]
+    ClientCert { path: String, message: String },
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
 }
@@ -264,6 +267,31 @@ pub trait Vault: Send + Sync + 'static {
         role_id: &str,
         secret_id: &Token,
     ) -> impl Future<Output = Result<IssuedToken, VaultError>> + Send;
+
+    /// `auth/MOUNT/login` of the cert or jwt method.
+    fn login(
+        &self,
+        login: &Login<'_>,
+    ) -> impl Future<Output = Result<IssuedToken, VaultError>> + Send;
+}
+
+/// A login of the plugin's identity other than AppRole's.
+#[derive(Debug, Clone, Copy)]
+pub enum Login<'a> {
+    /// TLS certificate auth: the credential is the client certificate the connection presents;
+    /// `role` (the cert role's name) narrows which trusted certificate entry is matched.
+    Cert { mount: &'a str, role: Option<&'a str> },
+    /// JWT auth: the JWT, for `role`.
+    Jwt { mount: &'a str, role: &'a str, jwt: &'a Token },
+}
+
+impl Login<'_> {
+    /// The API path of the login.
+    pub fn path(&self) -> String {
+        match self {
+            Login::Cert { mount, .. } | Login::Jwt { mount, .. } => format!("auth/{mount}/login"),
+        }
+    }
 }
 
 /// What `lookup-self` says of a token.

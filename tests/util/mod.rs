@@ -521,4 +521,5 @@ pub fn mount_id() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &mount_id()[..10])
 }
+pub mod tls;
 pub mod vault;
