@@ -6,8 +6,9 @@
 //!
 //! Every running container's credentials are checked over and over: the KV file's content, and
 //! a login to PostgreSQL with the database files. A failed check counts unless it overlaps the
-//! grace window of a fault that explains it ([`Fault::excuses_checks`]): a dockerd kill (no
-//! `docker exec`, and its restart kills the containers) or a PostgreSQL restart (no logins).
+//! grace window of a fault that explains its error ([`Fault::explains`]): a dockerd kill (no
+//! `docker exec`, and its restart kills the containers) or a PostgreSQL restart (no
+//! connection).
 //! A plugin crash or an OpenBao outage excuses no failed check: the files and the database
 //! users must outlive them. `docker run` and `docker rm` failures are excused in every fault's
 //! window and counted outside them too. At the end, with every container removed: no tmpfs
@@ -186,9 +187,24 @@ impl Fault {
     const ALL: [Fault; 4] =
         [Fault::PluginKill, Fault::BaoRestart, Fault::DockerdKill, Fault::PostgresRestart];
 
-    /// Whether a failed credential check during this fault (and its grace) is explained by it.
-    fn excuses_checks(self) -> bool {
-        matches!(self, Fault::DockerdKill | Fault::PostgresRestart)
+    /// Whether a credential check failing with `error` during this fault (and its grace) is
+    /// explained by it: no `docker exec` while dockerd is away (its restart kills the
+    /// containers); no connection to PostgreSQL while it restarts. Nothing else: a user that
+    /// does not exist, or a password refused, is never a restart's doing.
+    fn explains(self, error: &str) -> bool {
+        const RESTARTING: [&str; 6] = [
+            "Connection refused",
+            "shutting down",
+            "starting up",
+            "terminating connection",
+            "server closed the connection",
+            "timeout expired",
+        ];
+        match self {
+            Fault::DockerdKill => error.starts_with("docker exec:"),
+            Fault::PostgresRestart => RESTARTING.iter().any(|r| error.contains(r)),
+            Fault::PluginKill | Fault::BaoRestart => false,
+        }
     }
 }
 
@@ -387,7 +403,7 @@ impl Soak {
                 if gone || self.lost(started) {
                     // Removed by its starter (or lost to a dockerd restart) meanwhile.
                     self.tally.lost.fetch_add(self.lost(started) as usize, Ordering::Relaxed);
-                } else if let Some(fault) = self.windows.excuse(from, to, Fault::excuses_checks) {
+                } else if let Some(fault) = self.windows.excuse(from, to, |f| f.explains(&e)) {
                     self.tally.excused(
                         &self.tally.excused_checks,
                         fault,
