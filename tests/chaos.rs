@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -277,8 +277,11 @@ impl Tally {
         e.0.push(fault);
     }
 
+    /// An unexcused failure, stamped with the wall-clock time to match the plugin log (printed
+    /// when the test fails).
     fn failure(&self, counter: &AtomicUsize, what: String) {
         counter.fetch_add(1, Ordering::Relaxed);
+        let what = format!("{} {what}", humantime::format_rfc3339_millis(SystemTime::now()));
         eprintln!("UNEXCUSED FAILURE: {what}");
         let mut f = self.failures.lock().unwrap();
         if f.len() < 20 {
