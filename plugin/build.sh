@@ -78,7 +78,7 @@ cat >"$out/config.json" <<'JSON'
   "workdir": "/",
   "interface": {
     "socket": "vault-secrets.sock",
-    "types": ["docker.volumedriver/1.0"]
+    "types": ["docker.volumedriver/1.0", "docker.secretprovider/1.0"]
   },
   "network": { "type": "host" },
   "linux": { "capabilities": ["CAP_SYS_ADMIN"] },

@@ -63,7 +63,8 @@ struct RawPlugin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVault {
-    address: Option<String>,
+    /// A string, or a list of strings (the nodes of a cluster).
+    address: Option<toml::Value>,
     ca_cert: Option<PathBuf>,
     namespace: Option<String>,
     timeout: Option<String>,
@@ -117,8 +118,8 @@ impl PluginConfig {
 
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
-    /// Base URL, validated: `http` or `https`, a host, no path beyond `/`.
-    pub address: reqwest::Url,
+    /// The node or nodes of the cluster, in the configured order.
+    pub address: Addresses,
     pub ca_cert: Option<PathBuf>,
     pub namespace: Option<String>,
     pub timeout: Duration,
@@ -149,6 +150,54 @@ pub enum AuthConfig {
         role: String,
         mount: String,
     },
+}
+
+/// Vault's address, or the addresses of a cluster's nodes: base URLs, each validated (`http`
+/// or `https`, a host, no path beyond `/`), at least one, none twice. A token only ever goes to
+/// one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses(Vec<reqwest::Url>);
+
+impl Addresses {
+    /// Checks every address of `list`; `key` names where the list came from.
+    pub fn parse<S: AsRef<str>>(key: &str, list: &[S]) -> Result<Addresses, ConfigError> {
+        if list.is_empty() {
+            return Err(invalid(key, "the list is empty; give at least one http(s)://host:port"));
+        }
+        let mut urls: Vec<reqwest::Url> = Vec::with_capacity(list.len());
+        for s in list {
+            let url = parse_vault_address(key, s.as_ref().trim())?;
+            if urls.iter().any(|u| u.origin() == url.origin()) {
+                return Err(invalid(key, format!("`{}` is given twice", s.as_ref().trim())));
+            }
+            urls.push(url);
+        }
+        Ok(Addresses(urls))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &reqwest::Url> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true: there is at least one address.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    /// The addresses as configured, comma-separated (as `VAULT_ADDR` takes them).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, url) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{}", url.as_str().trim_end_matches('/'))?;
+        }
+        Ok(())
+    }
 }
 
 /// The environment variables that override the file; passed in so tests need not touch the
@@ -287,13 +336,34 @@ pub fn parse_vault_address(key: &str, s: &str) -> Result<reqwest::Url, ConfigErr
 }
 
 fn validate_vault(raw: RawVault, overrides: &Overrides) -> Result<VaultConfig, ConfigError> {
-    let (key, address) = match &overrides.vault_addr {
-        Some(a) => ("VAULT_ADDR", a.clone()),
-        None => {
-            ("vault.address", raw.address.unwrap_or_else(|| "http://127.0.0.1:8200".to_owned()))
+    let address = match (&overrides.vault_addr, raw.address) {
+        // The Vault CLI takes one address; a comma cannot be part of one, so a list is unambiguous.
+        (Some(a), _) => Addresses::parse("VAULT_ADDR", &a.split(',').collect::<Vec<_>>())?,
+        (None, None) => Addresses::parse("vault.address", &["http://127.0.0.1:8200"])?,
+        (None, Some(toml::Value::String(a))) => Addresses::parse("vault.address", &[a])?,
+        (None, Some(toml::Value::Array(list))) => {
+            let list = list
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| v.type_str()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|found| {
+                    invalid(
+                        "vault.address",
+                        format!("every entry must be a string such as \"http://10.0.0.1:8200\"; found {found}"),
+                    )
+                })?;
+            Addresses::parse("vault.address", &list)?
+        }
+        (None, Some(other)) => {
+            return Err(invalid(
+                "vault.address",
+                format!(
+                    "expected a string or a list of strings (the nodes of a cluster), found {}",
+                    other.type_str()
+                ),
+            ))
         }
     };
-    let address = parse_vault_address(key, &address)?;
     let ca_cert = match &overrides.vault_cacert {
         Some(p) => Some(absolute("VAULT_CACERT", Some(PathBuf::from(p)), "")?),
         None => raw.ca_cert.map(|p| absolute("vault.ca_cert", Some(p), "")).transpose()?,
@@ -315,11 +385,14 @@ fn validate_vault(raw: RawVault, overrides: &Overrides) -> Result<VaultConfig, C
         return Err(invalid("vault.timeout", "must be between 100ms and 5m"));
     }
     let auth = validate_auth(raw.auth)?;
-    if matches!(auth, AuthConfig::Cert { .. }) && address.scheme() != "https" {
-        return Err(invalid(
-            key,
-            format!("`{address}`: method \"cert\" logs in with a TLS client certificate, which only an https:// address carries; give vault's https address"),
-        ));
+    if matches!(auth, AuthConfig::Cert { .. }) {
+        if let Some(plain) = address.iter().find(|a| a.scheme() != "https") {
+            let key = if overrides.vault_addr.is_some() { "VAULT_ADDR" } else { "vault.address" };
+            return Err(invalid(
+                key,
+                format!("`{plain}`: method \"cert\" logs in with a TLS client certificate, which only an https:// address carries; give vault's https address"),
+            ));
+        }
     }
     Ok(VaultConfig { address, ca_cert, namespace, timeout, auth })
 }
@@ -486,7 +559,7 @@ mod tests {
         assert_eq!(c.plugin.socket, Path::new("/run/docker/plugins/vault-secrets.sock"));
         assert_eq!(c.plugin.driver_name(), "vault-secrets");
         assert_eq!(c.plugin.admin_socket, Path::new("/run/vault-secrets/admin.sock"));
-        assert_eq!(c.vault.address.as_str(), "http://127.0.0.1:8200/");
+        assert_eq!(c.vault.address.to_string(), "http://127.0.0.1:8200");
         assert_eq!(c.vault.timeout, Duration::from_secs(10));
         assert!(matches!(c.vault.auth, AuthConfig::AppRole { secret_id_wrapped: true, .. }));
         assert_eq!(c.defaults.mode, 0o400);
@@ -527,11 +600,41 @@ mod tests {
             ..Default::default()
         };
         let c = Config::parse("[vault]\naddress = \"http://x:1\"\n", &o).unwrap();
-        assert_eq!(c.vault.address.as_str(), "https://vault.internal:8200/");
+        assert_eq!(c.vault.address.to_string(), "https://vault.internal:8200");
         assert_eq!(c.vault.namespace.as_deref(), Some("team-a"));
         let bad = Overrides { vault_addr: Some("nonsense".into()), ..Default::default() };
         let err = Config::parse("", &bad).unwrap_err().to_string();
         assert!(err.contains("VAULT_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn vault_address_takes_a_list_of_nodes_in_the_file_and_in_vault_addr() {
+        let c =
+            parse("[vault]\naddress = [\"http://10.0.0.1:8200\", \"https://b:8200/\"]\n").unwrap();
+        let urls: Vec<&str> = c.vault.address.iter().map(|u| u.as_str()).collect();
+        assert_eq!(urls, ["http://10.0.0.1:8200/", "https://b:8200/"]);
+        assert_eq!(c.vault.address.to_string(), "http://10.0.0.1:8200, https://b:8200");
+        let o = Overrides {
+            vault_addr: Some("http://a:1, http://b:2,http://c:3".into()),
+            ..Default::default()
+        };
+        let c = Config::parse("[vault]\naddress = \"http://x:1\"\n", &o).unwrap();
+        assert_eq!(c.vault.address.len(), 3);
+        assert_eq!(c.vault.address.to_string(), "http://a:1, http://b:2, http://c:3");
+        for (text, says) in [
+            ("address = []", "the list is empty"),
+            ("address = [\"http://a:1\", \"http://a:1/\"]", "given twice"),
+            ("address = [\"http://a:1\", 8200]", "found integer"),
+            ("address = 8200", "expected a string or a list of strings"),
+            ("address = [\"http://a:1\", \"a:2\"]", "`a:2`"),
+        ] {
+            let err = parse(&format!("[vault]\n{text}\n")).unwrap_err().to_string();
+            assert!(err.contains("vault.address") && err.contains(says), "{text}: {err}");
+        }
+        let o =
+            Overrides { vault_addr: Some("http://a:1,,http://b:2".into()), ..Default::default() };
+        let err = Config::parse("", &o).unwrap_err().to_string();
+        assert!(err.contains("VAULT_ADDR") && err.contains("not a URL"), "{err}");
     }
 
     #[test]

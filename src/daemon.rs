@@ -168,6 +168,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
     }));
     driver.restore().await;
+    driver.restore_tasks();
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -181,6 +182,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(driver.clone().watch_tasks(shutdown_rx.clone()));
 
     // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
     let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([
@@ -286,10 +288,16 @@ pub async fn check_with<V: Vault>(
 ) -> anyhow::Result<Vec<String>> {
     let mut report =
         vec![format!("configuration is valid; driver name {}", config.plugin.driver_name())];
-    vault
-        .health()
-        .await
-        .map_err(|e| anyhow::anyhow!("vault health: {}", crate::report::chain(&e)))?;
+    let states = vault.nodes().await;
+    let nodes: Vec<String> =
+        states.iter().map(|n| format!("vault node {}: {}", n.address, n.state)).collect();
+    vault.health().await.map_err(|e| {
+        anyhow::anyhow!("vault health: {}{}", crate::report::chain(&e), node_list(&nodes))
+    })?;
+    report.extend(nodes.iter().cloned());
+    if states.len() > 1 && !states.iter().any(|n| n.state == crate::vault::NodeState::Active) {
+        report.push("warning: no listed node is active: a leader election, or the active node is not in vault.address (standbys forward to it)".into());
+    }
     report.push(format!("vault at {} answers, unsealed", config.vault.address));
     let mut serve_uses = "the configured identity";
     if let Some(kept) = &kept {
@@ -397,6 +405,14 @@ async fn probe_login<V: Vault>(
         .with_context(|| format!("{method} login at {}{role}", login.path()))?;
     let _ = vault.revoke_self(&probe.token).await;
     Ok(format!("{method} login at {}{role} works (ttl {})", login.path(), describe_ttl(probe.ttl)))
+}
+
+/// `; nodes: …` for an error, when there are nodes to tell apart.
+fn node_list(nodes: &[String]) -> String {
+    if nodes.is_empty() {
+        return String::new();
+    }
+    format!("; {}", nodes.join("; "))
 }
 
 /// A warning when a file of the identity may be read or written by anyone but its owner (the

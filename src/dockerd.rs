@@ -1,7 +1,8 @@
 //! The Docker Engine API, the calls the plugin makes *into* dockerd (or Podman's compatible
 //! API): which containers use which of our volumes, a container's main process, and sending a
 //! container a signal. [`Engine`] is the trait; the real [`DockerEngine`] is `bollard` over the
-//! engine's Unix socket; [`FakeEngine`] is for unit tests.
+//! engine's Unix socket; [`FakeEngine`] is for unit tests. On a swarm manager it also tells
+//! which swarm tasks still run (`GET /tasks`), for swarm secrets.
 //!
 //! The API version is negotiated with the engine at the first call (bollard's newest, lowered to
 //! the engine's; bollard 0.21 in fact sends paths without a version prefix, which the engine
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bollard::query_parameters::{KillContainerOptions, ListContainersOptions};
+use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, ListTasksOptions};
 use bollard::Docker;
 
 /// Where dockerd listens unless told otherwise.
@@ -35,6 +36,29 @@ pub struct ContainerMount {
     /// driver returned from Mount.
     pub source: PathBuf,
 }
+
+/// A swarm task as the manager reports it (`GET /tasks`): its ID and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmTask {
+    pub id: String,
+    /// `Status.State`: `new` … `running`, then `complete`, `failed`, `shutdown`, `rejected`,
+    /// `orphaned` or `remove`.
+    pub state: String,
+}
+
+impl SwarmTask {
+    /// Whether the task has ended: a state it never leaves (swarmkit's `TaskState` past
+    /// `running`).
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "complete" | "failed" | "shutdown" | "rejected" | "orphaned" | "remove"
+        )
+    }
+}
+
+/// How many task IDs go in one `GET /tasks?filters=…` (the query stays a few KiB).
+const TASKS_PER_QUERY: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -102,6 +126,13 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         container_id: &str,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+
+    /// The swarm tasks among `ids` that the manager knows, with their states (a task it no
+    /// longer knows is absent). Fails on a node that is no swarm manager.
+    fn tasks(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<SwarmTask>, EngineError>> + Send;
 }
 
 /// The devices of the tmpfs mounts made by this plugin (source `vault-secrets`) in mountinfo
@@ -254,6 +285,34 @@ impl Engine for DockerEngine {
             .map_err(|source| EngineError::ProcMounts { pid, source })?;
         Ok(plugin_tmpfs_devices(&mountinfo))
     }
+
+    async fn tasks(&self, ids: &[String]) -> Result<Vec<SwarmTask>, EngineError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(TASKS_PER_QUERY) {
+            found.extend(self.tasks_among(chunk).await?);
+        }
+        Ok(found)
+    }
+}
+
+impl DockerEngine {
+    /// One `GET /tasks` filtered by ID (the filter matches ID prefixes: only exact matches
+    /// are kept).
+    async fn tasks_among(&self, ids: &[String]) -> Result<Vec<SwarmTask>, EngineError> {
+        let path = "/tasks?filters={\"id\":[…]}";
+        let docker = self.client().await?;
+        let filters = std::collections::HashMap::from([("id".to_owned(), ids.to_vec())]);
+        let options = ListTasksOptions { filters: Some(filters) };
+        let tasks = self.bounded(path, docker.list_tasks(Some(options))).await?;
+        Ok(tasks
+            .into_iter()
+            .filter_map(|t| {
+                let id = t.id.filter(|id| ids.contains(id))?;
+                let state = t.status.and_then(|s| s.state).map(|s| s.to_string());
+                Some(SwarmTask { id, state: state.unwrap_or_default() })
+            })
+            .collect())
+    }
 }
 
 /// A container ID (or name) safe to put in a request line: 1 to 128 ASCII letters and digits.
@@ -292,6 +351,8 @@ pub struct FakeEngine {
     pub unreachable: AtomicBool,
     /// What `container_devices` answers, by container ID.
     pub devices: Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// The swarm's tasks (`tasks` answers those asked for).
+    pub tasks: Mutex<Vec<SwarmTask>>,
 }
 
 impl FakeEngine {
@@ -315,6 +376,12 @@ impl Engine for FakeEngine {
     async fn container_devices(&self, container_id: &str) -> Result<Vec<String>, EngineError> {
         self.reachable()?;
         Ok(self.devices.lock().unwrap().get(container_id).cloned().unwrap_or_default())
+    }
+
+    async fn tasks(&self, ids: &[String]) -> Result<Vec<SwarmTask>, EngineError> {
+        self.reachable()?;
+        let tasks = self.tasks.lock().unwrap();
+        Ok(tasks.iter().filter(|t| ids.contains(&t.id)).cloned().collect())
     }
 
     async fn signal(&self, container_id: &str, signal: &str) -> Result<(), EngineError> {
@@ -472,6 +539,23 @@ mod tests {
         let requests = s.requests.lock().unwrap().clone();
         assert_eq!(requests.iter().filter(|r| r.contains("/version")).count(), 1, "{requests:?}");
         assert!(requests[1].contains("/containers/json?all=true"), "{requests:?}");
+    }
+
+    #[tokio::test]
+    async fn tasks_are_asked_for_by_id_and_only_exact_ids_kept() {
+        let list = r#"[{"ID":"abc","Status":{"State":"running"},"DesiredState":"running"},
+            {"ID":"abcdef","Status":{"State":"running"}},
+            {"ID":"xyz","Status":{"State":"shutdown"},"DesiredState":"shutdown"}]"#;
+        let s = serve(Some(reply("200 OK", list)), TIMEOUT);
+        let ids = vec!["abc".to_owned(), "xyz".to_owned(), "gone".to_owned()];
+        let tasks = s.engine.tasks(&ids).await.unwrap();
+        let running = SwarmTask { id: "abc".into(), state: "running".into() };
+        let shutdown = SwarmTask { id: "xyz".into(), state: "shutdown".into() };
+        assert_eq!(tasks, [running.clone(), shutdown.clone()]);
+        assert!(!running.ended() && shutdown.ended());
+        let requests = s.requests.lock().unwrap().clone();
+        assert!(requests[1].starts_with("GET /tasks?filters="), "{requests:?}");
+        assert!(requests[1].contains("abc") && requests[1].contains("gone"), "{requests:?}");
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@
 //! bounding) is below everything.
 //!
 //! ```text
-//! dockerd ─/VolumeDriver.*─▶ api::plugin    status/rotate ─▶ api::admin    scrape ─▶ api::metrics
+//! dockerd ─/VolumeDriver.*,─▶ api::plugin   status/rotate ─▶ api::admin    scrape ─▶ api::metrics
+//!   /SecretProvider.GetSecret
 //!                              │ (Backend)                      │ (Operations)         │
 //!                              └──────── api::listener: one bounded accept loop ───────┘
 //!                                                   │
@@ -16,7 +17,7 @@
 //!          driver (Driver<E: Edges>: volume lifecycle in mod.rs; mount: per-mount state and
 //!                  records; restore: after a restart; revoke: revocations and their retries;
 //!                  upkeep: renew / replace / refresh / signal / sweep; status; identity:
-//!                  per-volume wrapped identities)
+//!                  per-volume wrapped identities; secrets: swarm secrets, a token per task)
 //!        ┌──────────┬───────────┬──────────┬─────────┼────────┬──────────┬──────────┐
 //!        ▼          ▼           ▼          ▼         ▼        ▼          ▼          ▼
 //!      lease      files       vault      state     tmpfs   dockerd    audit     metrics
@@ -71,6 +72,14 @@
 //!   are revoked; stray mount directories are removed. Every 60 s, mounts that no running
 //!   container uses (a Docker daemon crash sends no Unmount) are released.
 //!
+//! - **Swarm secrets** (`driver::secrets`): on a manager, swarmkit's dispatcher asks
+//!   `/SecretProvider.GetSecret` for each task that uses a secret of this driver; the secret's
+//!   labels are its options (`path`, `field`, `format`, `param.*`, `ttl`, `policies`). Each task
+//!   gets a child token of its own, recorded in the private tmpfs (never the value), and the
+//!   value read with it (`DoNotReuse`); its token and leases are renewed while the task is seen
+//!   alive. Every second while any task holds a token, `GET /tasks` tells which have ended or
+//!   are gone: their tokens are revoked, and with them their leases.
+//!
 //! # Trust
 //!
 //! A container owns everything inside its mount and the plugin runs as root: [`files`] writes
@@ -79,6 +88,11 @@
 //! user controls every option: Vault URLs are built segment by segment from `vault.address`
 //! (origin checked), token-bearing paths and replies are refused. Vault's replies are bounded
 //! and parsed strictly, their TTLs capped.
+//!
+//! `vault.address` may list a cluster's nodes: [`vault::HttpVault`] sends a request on to the
+//! next node when one cannot serve it (no connection, sealed, no leader, a redirect), tries the
+//! node that answered last first, and waits out an election for up to 30 s; a token goes only to
+//! a listed node, and a request that creates a token only to the active one, never twice.
 //!
 //! The plugin's identity ([`vault::identity`]) is a token file, an AppRole login (the
 //! secret_id optionally response-wrapped: unwrapped once, the file then deleted), a TLS client

@@ -4,7 +4,8 @@
 //! - `state_dir` (persistent disk): volume definitions, the options `docker volume create` was
 //!   given and when. Never a secret, never a token.
 //! - the private tmpfs under `runtime_dir` (memory only, mode 0700): each active mount's record
-//!   with its token, so a restarted plugin still revokes it at Unmount. It survives a plugin
+//!   with its token, so a restarted plugin still revokes it at Unmount; and each swarm task's
+//!   secret token, so it is still revoked when the task ends. It survives a plugin
 //!   restart, not a host reboot.
 //!
 //! Every file is versioned JSON, written to a temporary file, fsynced and renamed into place.
@@ -138,6 +139,39 @@ impl std::fmt::Debug for PendingRevocation {
     }
 }
 
+/// A Swarm task's secret (`/SecretProvider.GetSecret`) as kept in the private tmpfs: the token
+/// it was read with and that token's leases, so that a restarted plugin still revokes them when
+/// the task ends. Never the value. `Debug` never shows the token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The swarm task ID.
+    pub task: String,
+    /// The swarm secret's name.
+    pub secret: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(with = "token_serde")]
+    pub token: Token,
+    pub accessor: String,
+    /// The TTL asked for the token (its renewals ask for it again).
+    pub ttl_secs: u64,
+    /// When the token expires (seconds since the epoch), as last renewed.
+    #[serde(default)]
+    pub token_expires_at: Option<u64>,
+    #[serde(default)]
+    pub leases: Vec<LeaseRecord>,
+}
+
+impl std::fmt::Debug for TaskRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRecord")
+            .field("task", &self.task)
+            .field("secret", &self.secret)
+            .field("accessor", &self.accessor)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A volume's own identity (from `wrapped-token`), kept in the private tmpfs only: it
 /// survives a plugin restart, not a reboot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +257,9 @@ pub trait Store: Send + Sync + 'static {
     fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord>;
     fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError>;
     fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError>;
+    fn load_tasks(&self) -> Vec<TaskRecord>;
+    fn save_task(&self, record: &TaskRecord) -> Result<(), StateError>;
+    fn delete_task(&self, task: &str, secret: &str) -> Result<(), StateError>;
 }
 
 /// The real store: JSON files in `state_dir/volumes/` and in the private tmpfs.
@@ -239,7 +276,8 @@ impl DirStore {
         let mounts = private.join("mounts");
         let identities = private.join("identities");
         let revocations = private.join("revocations");
-        for dir in [&volumes, &mounts, &identities, &revocations] {
+        let tasks = private.join("tasks");
+        for dir in [&volumes, &mounts, &identities, &revocations, &tasks] {
             create_private_dir(dir)?;
         }
         Ok(DirStore { volumes, private: private.to_owned() })
@@ -248,6 +286,11 @@ impl DirStore {
     fn mount_path(&self, volume: &str, id: &str) -> PathBuf {
         // `@` is in neither a volume name nor a mount ID, so the pair maps to one name.
         self.private.join("mounts").join(format!("{volume}@{id}.json"))
+    }
+
+    fn task_path(&self, task: &str, secret: &str) -> PathBuf {
+        // `@` is in neither a task ID nor a secret name.
+        self.private.join("tasks").join(format!("{task}@{secret}.json"))
     }
 }
 
@@ -401,6 +444,18 @@ impl Store for DirStore {
     fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError> {
         remove(&self.private.join("identities").join(format!("{volume}.json")))
     }
+
+    fn load_tasks(&self) -> Vec<TaskRecord> {
+        load_dir(&self.private.join("tasks"))
+    }
+
+    fn save_task(&self, record: &TaskRecord) -> Result<(), StateError> {
+        save_json(&self.task_path(&record.task, &record.secret), record, false)
+    }
+
+    fn delete_task(&self, task: &str, secret: &str) -> Result<(), StateError> {
+        remove(&self.task_path(task, secret))
+    }
 }
 
 /// An in-memory store for unit tests.
@@ -411,6 +466,7 @@ pub struct MemoryStore {
     pub identity: Mutex<Option<IdentityRecord>>,
     pub volume_identities: Mutex<BTreeMap<String, VolumeIdentityRecord>>,
     pub revocations: Mutex<BTreeMap<String, PendingRevocation>>,
+    pub tasks: Mutex<BTreeMap<(String, String), TaskRecord>>,
 }
 
 impl Store for MemoryStore {
@@ -477,6 +533,21 @@ impl Store for MemoryStore {
 
     fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError> {
         self.volume_identities.lock().unwrap().remove(volume);
+        Ok(())
+    }
+
+    fn load_tasks(&self) -> Vec<TaskRecord> {
+        self.tasks.lock().unwrap().values().cloned().collect()
+    }
+
+    fn save_task(&self, record: &TaskRecord) -> Result<(), StateError> {
+        let key = (record.task.clone(), record.secret.clone());
+        self.tasks.lock().unwrap().insert(key, record.clone());
+        Ok(())
+    }
+
+    fn delete_task(&self, task: &str, secret: &str) -> Result<(), StateError> {
+        self.tasks.lock().unwrap().remove(&(task.to_owned(), secret.to_owned()));
         Ok(())
     }
 }

@@ -35,11 +35,11 @@ echo "== integration and end-to-end tests (real OpenBao, PostgreSQL, Docker Engi
 VAULT_SECRETS_TEST_ENGINE=20 cargo test --test tests -- --test-threads 2
 took "integration and end-to-end tests, Engine 20.10"
 # What drives Docker, again: volumes, database revoke at stop, restart, sweep, signal, leases,
-# compose (v2 here), swarm, managed plugin, registry install, 64 containers at once, the attacks
-# from containers, the chaos soak (its private dockerd is an Engine 26 one).
+# compose (v2 here), swarm, swarm secrets, managed plugin, registry install, 64 containers at
+# once, the attacks from containers, the chaos soak (its private dockerd is an Engine 26 one).
 echo "== end-to-end tests on Docker Engine 26.1 (Compose v2)"
 VAULT_SECRETS_TEST_ENGINE=26 cargo test --test tests -- --test-threads 2 \
-    e2e:: engine:: compose:: leases:: managed:: soak::sixty_four attack:: chaos::
+    e2e:: engine:: compose:: secrets:: leases:: managed:: soak::sixty_four attack:: chaos::
 took "end-to-end tests, Engine 26.1"
 if [[ -f ../shared/contract/check.py ]]; then
     echo "== contract check"

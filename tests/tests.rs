@@ -6,6 +6,8 @@
 //! - `engine`: the Docker Engine API client against the real engine;
 //! - `compose`: docker-compose and a Swarm service; `managed`: the managed plugin from
 //!   `plugin/build.sh`;
+//! - `secrets`: Swarm secrets from the plugin (`docker secret create --driver`), per task, on
+//!   a single-node swarm;
 //! - `podman`: Podman 4.3 with the plugin declared in containers.conf;
 //! - `props`: property tests of file-name safety and rendering; `hostile`: hostile Vault
 //!   replies through the real HTTP client;
@@ -30,6 +32,7 @@ mod compose;
 mod e2e;
 mod engine;
 mod flood;
+mod ha;
 mod hostile;
 mod leases;
 mod managed;
@@ -37,4 +40,5 @@ mod outage;
 mod plugin;
 mod podman;
 mod props;
+mod secrets;
 mod soak;

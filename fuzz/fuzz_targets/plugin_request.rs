@@ -14,9 +14,12 @@ use axum::http::{Method, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use vault_secrets::api::plugin::types::{CreateRequest, MountRequest, NameRequest};
+use vault_secrets::api::plugin::types::{
+    CreateRequest, GetSecretRequest, MountRequest, NameRequest,
+};
 use vault_secrets::api::plugin::{self, router, Backend};
-use vault_secrets::driver::{DriverError, VolumeInfo};
+use vault_secrets::driver::{parse_labels, DriverError, VolumeInfo};
+use vault_secrets::driver::{SecretError, SecretRequest, SecretValue};
 use vault_secrets::volume::{valid_volume_name, Defaults, VolumeSpec};
 
 const ENDPOINTS: &[&str] = &[
@@ -29,6 +32,7 @@ const ENDPOINTS: &[&str] = &[
     "/VolumeDriver.Path",
     "/VolumeDriver.Get",
     "/VolumeDriver.List",
+    "/SecretProvider.GetSecret",
 ];
 
 #[derive(Arbitrary, Debug)]
@@ -92,6 +96,11 @@ impl Backend for Fake {
     fn list(&self) -> Vec<VolumeInfo> {
         vec![self.get("app").unwrap()]
     }
+    async fn secret(&self, request: SecretRequest) -> Result<SecretValue, SecretError> {
+        parse_labels(&request.labels, &Defaults::default())
+            .map_err(|label| SecretError::Labels { secret: request.secret.clone(), label })?;
+        Ok(SecretValue(request.task.into_bytes().into()))
+    }
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -105,6 +114,7 @@ fuzz_target!(|input: Input| {
         plugin::parse::<CreateRequest>(&input.body).err(),
         plugin::parse::<MountRequest>(&input.body).err(),
         plugin::parse::<NameRequest>(&input.body).err(),
+        plugin::parse::<GetSecretRequest>(&input.body).err(),
     ]
     .into_iter()
     .flatten()

@@ -303,7 +303,10 @@ impl<E: Edges> Driver<E> {
     /// Makes `call` with the plugin's token. When Vault refuses it because the token is gone
     /// (revoked, expired: `lookup-self` says so), the plugin logs in again and `call` is made
     /// once more with the new token; a refusal that is the policy's stands.
-    async fn as_plugin<T, F, Fut>(&self, call: F) -> Result<Result<T, VaultError>, DriverError>
+    pub(super) async fn as_plugin<T, F, Fut>(
+        &self,
+        call: F,
+    ) -> Result<Result<T, VaultError>, DriverError>
     where
         F: Fn(Token) -> Fut,
         Fut: std::future::Future<Output = Result<T, VaultError>>,

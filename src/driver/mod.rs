@@ -10,6 +10,7 @@ mod identity;
 mod mount;
 mod restore;
 mod revoke;
+mod secrets;
 mod status;
 mod upkeep;
 
@@ -32,6 +33,7 @@ use crate::vault::identity::IdentitySlot;
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
 
+pub use secrets::{parse_labels, SecretError, SecretRequest, SecretValue};
 pub use status::{ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +177,8 @@ pub struct Driver<E: Edges> {
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
     pending: Mutex<Vec<PendingRevocation>>,
+    /// The swarm tasks holding a token of a swarm secret (`secrets`).
+    tasks: secrets::Tasks,
 }
 
 /// The edges and settings a [`Driver`] is made of.
@@ -213,6 +217,7 @@ impl<E: Edges> Driver<E> {
             audit: parts.audit,
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
+            tasks: secrets::Tasks::default(),
         }
     }
 

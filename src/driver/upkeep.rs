@@ -39,6 +39,7 @@ impl<E: Edges> Worker for Driver<E> {
         match job {
             Job::Mount { volume, id } => self.upkeep(volume, id).await,
             Job::Identity { volume } => self.renew_own(volume).await,
+            Job::Task { task, secret } => self.task_upkeep(task, secret).await,
         }
     }
 }

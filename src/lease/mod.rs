@@ -22,6 +22,8 @@ pub enum Job {
     Mount { volume: String, id: String },
     /// The renewal of a volume's own identity token (from `wrapped-token`).
     Identity { volume: String },
+    /// The renewal of the token and leases a swarm task's secret was read with.
+    Task { task: String, secret: String },
 }
 
 impl Job {
@@ -31,6 +33,10 @@ impl Job {
 
     pub fn identity(volume: &str) -> Job {
         Job::Identity { volume: volume.to_owned() }
+    }
+
+    pub fn task(task: &str, secret: &str) -> Job {
+        Job::Task { task: task.to_owned(), secret: secret.to_owned() }
     }
 }
 
@@ -180,6 +186,7 @@ mod tests {
         match job {
             Job::Mount { id, .. } => id.clone(),
             Job::Identity { volume } => volume.clone(),
+            Job::Task { task, .. } => task.clone(),
         }
     }
 

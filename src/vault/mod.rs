@@ -180,6 +180,10 @@ pub enum VaultError {
     ClientCert { path: String, message: String },
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// With several nodes: none could serve the request, each round of them retried with
+    /// backoff for `waited` (a leader election, the cluster down).
+    #[error("no vault node could serve {path} (tried for {}): {nodes}", crate::report::duration(*.waited))]
+    NoNode { path: String, nodes: String, waited: Duration },
 }
 
 impl VaultError {
@@ -192,7 +196,9 @@ impl VaultError {
     /// Whether retrying later may help: Vault unreachable, timing out, sealed or overloaded.
     pub fn is_transient(&self) -> bool {
         match self {
-            VaultError::Unreachable { .. } | VaultError::Timeout { .. } => true,
+            VaultError::Unreachable { .. }
+            | VaultError::Timeout { .. }
+            | VaultError::NoNode { .. } => true,
             VaultError::Status { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }
@@ -249,6 +255,12 @@ pub trait Vault: Send + Sync + 'static {
     /// `sys/health`: Vault answers, unsealed (a standby counts: it forwards).
     fn health(&self) -> impl Future<Output = Result<(), VaultError>> + Send;
 
+    /// What each configured node says of itself (`sys/health`, one request to each), for
+    /// `check`; empty where the implementation has no nodes to tell apart.
+    fn nodes(&self) -> impl Future<Output = Vec<NodeHealth>> + Send {
+        std::future::ready(Vec::new())
+    }
+
     /// `sys/wrapping/lookup`: the path that created a wrapping token, without using it up.
     fn wrapping_creation_path(
         &self,
@@ -290,6 +302,68 @@ impl Login<'_> {
     pub fn path(&self) -> String {
         match self {
             Login::Cert { mount, .. } | Login::Jwt { mount, .. } => format!("auth/{mount}/login"),
+        }
+    }
+}
+
+/// One node of the cluster and its state, as `check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub address: String,
+    pub state: NodeState,
+}
+
+/// What `sys/health` of one node says (its status code), or why it did not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeState {
+    /// 200: unsealed, the active node.
+    Active,
+    /// 429: unsealed, a standby (it forwards requests to the active node).
+    Standby,
+    /// 473: a performance standby.
+    PerformanceStandby,
+    /// 472: a disaster-recovery secondary (serves nothing the plugin asks).
+    DrSecondary,
+    /// 501: not initialised.
+    Uninitialized,
+    /// 503: sealed.
+    Sealed,
+    /// Any other status.
+    Unexpected(u16),
+    /// No answer: the reason, one line.
+    Unreachable(String),
+}
+
+impl NodeState {
+    pub fn of_status(status: u16) -> NodeState {
+        match status {
+            200 => NodeState::Active,
+            429 => NodeState::Standby,
+            473 => NodeState::PerformanceStandby,
+            472 => NodeState::DrSecondary,
+            501 => NodeState::Uninitialized,
+            503 => NodeState::Sealed,
+            other => NodeState::Unexpected(other),
+        }
+    }
+
+    /// Whether the node can serve the plugin's requests (itself or by forwarding them).
+    pub fn serves(&self) -> bool {
+        matches!(self, NodeState::Active | NodeState::Standby | NodeState::PerformanceStandby)
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeState::Active => f.write_str("active"),
+            NodeState::Standby => f.write_str("standby (unsealed; forwards to the active node)"),
+            NodeState::PerformanceStandby => f.write_str("performance standby (unsealed)"),
+            NodeState::DrSecondary => f.write_str("disaster-recovery secondary (serves nothing)"),
+            NodeState::Uninitialized => f.write_str("not initialised"),
+            NodeState::Sealed => f.write_str("sealed"),
+            NodeState::Unexpected(s) => write!(f, "answers sys/health with status {s}"),
+            NodeState::Unreachable(why) => write!(f, "unreachable ({why})"),
         }
     }
 }

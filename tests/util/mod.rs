@@ -521,5 +521,6 @@ pub fn mount_id() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &mount_id()[..10])
 }
+pub mod raft;
 pub mod tls;
 pub mod vault;

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::types::ErrResponse;
-use crate::driver::DriverError;
+use crate::driver::{DriverError, SecretError};
 use crate::report::chain;
 
 /// An error as Docker receives it.
@@ -40,6 +40,25 @@ impl From<DriverError> for ApiError {
             | DriverError::Directory { .. }
             | DriverError::State { .. }
             | DriverError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, message: chain(&e) }
+    }
+}
+
+impl From<SecretError> for ApiError {
+    fn from(e: SecretError) -> Self {
+        let status = match &e {
+            SecretError::InvalidName { .. }
+            | SecretError::InvalidTask { .. }
+            | SecretError::Labels { .. }
+            | SecretError::Render { .. }
+            | SecretError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+            SecretError::NoIdentity { .. }
+            | SecretError::Token { .. }
+            | SecretError::Read { .. } => StatusCode::BAD_GATEWAY,
+            SecretError::State { .. } | SecretError::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError { status, message: chain(&e) }
     }

@@ -1,5 +1,6 @@
-//! The Docker volume plugin protocol: `POST /Plugin.Activate` and the eight `/VolumeDriver.*`
-//! endpoints on a Unix socket, each a one-line handler over a [`Backend`].
+//! The Docker plugin protocol: `POST /Plugin.Activate`, the eight `/VolumeDriver.*` endpoints
+//! and swarmkit's `/SecretProvider.GetSecret` on a Unix socket, each a one-line handler over a
+//! [`Backend`].
 //!
 //! Docker sends no Content-Type and an empty body to Activate, so bodies are read as bytes and
 //! parsed here ([`parse`]); bodies are bounded; every reply, errors and unknown paths included,
@@ -26,7 +27,8 @@ pub use error::ApiError;
 use types::*;
 
 use crate::api::listener::Limits;
-use crate::driver::{Driver, DriverError, Edges, VolumeInfo};
+use crate::driver::VolumeInfo;
+use crate::driver::{Driver, DriverError, Edges, SecretError, SecretRequest, SecretValue};
 
 /// The largest request body accepted: a Create with its options is well below it.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -69,6 +71,11 @@ pub trait Backend: Send + Sync + 'static {
     fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError>;
     fn get(&self, name: &str) -> Result<VolumeInfo, DriverError>;
     fn list(&self) -> Vec<VolumeInfo>;
+    /// A swarm secret's value for one task.
+    fn secret(
+        &self,
+        request: SecretRequest,
+    ) -> impl Future<Output = Result<SecretValue, SecretError>> + Send;
 }
 
 impl<E: Edges> Backend for Driver<E> {
@@ -93,6 +100,9 @@ impl<E: Edges> Backend for Driver<E> {
     fn list(&self) -> Vec<VolumeInfo> {
         Driver::list(self)
     }
+    async fn secret(&self, request: SecretRequest) -> Result<SecretValue, SecretError> {
+        Driver::get_secret(self, &request).await
+    }
 }
 
 /// The plugin's HTTP routes.
@@ -107,6 +117,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/VolumeDriver.Path", any(path::<B>))
         .route("/VolumeDriver.Get", any(get::<B>))
         .route("/VolumeDriver.List", any(list::<B>))
+        .route("/SecretProvider.GetSecret", any(get_secret::<B>))
         .fallback(unknown)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(backend)
@@ -153,7 +164,7 @@ fn wire(info: VolumeInfo, with_status: bool) -> WireVolume {
 // is left unread is closed by hyper, and a client still sending it would see a broken pipe.
 
 async fn activate(_: Bytes) -> Response {
-    Json(ActivateResponse { implements: vec!["VolumeDriver"] }).into_response()
+    Json(ActivateResponse { implements: vec!["VolumeDriver", "secretprovider"] }).into_response()
 }
 
 async fn capabilities(_: Bytes) -> Response {
@@ -221,10 +232,28 @@ async fn list<B: Backend>(State(b): State<Arc<B>>, _: Bytes) -> Response {
     Json(ListResponse { volumes, err: String::new() }).into_response()
 }
 
+async fn get_secret<B: Backend>(
+    State(b): State<Arc<B>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let req: GetSecretRequest = parse(&body(bytes)?)?;
+    let request = SecretRequest {
+        secret: req.secret_name,
+        labels: req.secret_labels.unwrap_or_default(),
+        task: req.task_id,
+        service: req.service_name,
+    };
+    let value = b.secret(request).await?;
+    let mut json = GetSecretResponse::to_json(&value.0);
+    // The body goes to hyper, which does not zero it: see the crate's limitations.
+    let body = Bytes::from(std::mem::take(&mut *json));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 async fn unknown(uri: axum::http::Uri, _: Bytes) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
-        message: format!("{} is not an endpoint of this volume plugin", uri.path()),
+        message: format!("{} is not an endpoint of this plugin", uri.path()),
     }
 }
 

@@ -13,6 +13,7 @@ use super::*;
 #[derive(Default)]
 struct FakeBackend {
     created: Mutex<Vec<(String, BTreeMap<String, String>)>>,
+    secrets: Mutex<Vec<SecretRequest>>,
 }
 
 impl Backend for FakeBackend {
@@ -55,6 +56,12 @@ impl Backend for FakeBackend {
     fn list(&self) -> Vec<VolumeInfo> {
         vec![self.get("app").unwrap()]
     }
+    async fn secret(&self, request: SecretRequest) -> Result<SecretValue, SecretError> {
+        crate::driver::parse_labels(&request.labels, &Default::default())
+            .map_err(|label| SecretError::Labels { secret: request.secret.clone(), label })?;
+        self.secrets.lock().unwrap().push(request);
+        Ok(SecretValue(zeroize::Zeroizing::new(b"v-user-1\x00\xff".to_vec())))
+    }
 }
 
 async fn call(backend: Arc<FakeBackend>, path: &str, body: &str) -> (StatusCode, Value) {
@@ -69,7 +76,70 @@ async fn call(backend: Arc<FakeBackend>, path: &str, body: &str) -> (StatusCode,
 async fn activate_with_an_empty_body() {
     let (status, v) = call(Arc::default(), "/Plugin.Activate", "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(v, json!({"Implements": ["VolumeDriver"]}));
+    assert_eq!(v, json!({"Implements": ["VolumeDriver", "secretprovider"]}));
+}
+
+/// A request as swarmkit's dispatcher sends it (`drivers.SecretsProviderRequest`).
+const GET_SECRET: &str = r#"{"SecretName":"db_user","SecretLabels":{"com.docker.stack.namespace":"app","field":"username","path":"database/creds/app"},"ServiceHostname":"","ServiceID":"svc1","ServiceName":"web","ServiceLabels":{"a":"b"},"TaskID":"x1y2z3","TaskName":"web.1.x1y2z3","TaskImage":"busybox:latest@sha256:00","NodeID":"node1","ServiceEndpointSpec":{"Mode":1}}"#;
+
+#[tokio::test]
+async fn get_secret_answers_a_value_of_its_own_base64_as_go_reads_bytes() {
+    let backend = Arc::new(FakeBackend::default());
+    let (status, v) = call(backend.clone(), "/SecretProvider.GetSecret", GET_SECRET).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v, json!({"Value": "di11c2VyLTEA/w==", "DoNotReuse": true}));
+    let seen = backend.secrets.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].secret.as_str(), seen[0].task.as_str()), ("db_user", "x1y2z3"));
+    assert_eq!(seen[0].service, "web");
+    assert_eq!(seen[0].labels.len(), 3, "the labels as they came: the driver sorts them out");
+    // Fields a newer swarmkit may add are ignored.
+    let newer = GET_SECRET.replacen('{', r#"{"NewField":[1,2],"#, 1);
+    assert_eq!(call(backend.clone(), "/SecretProvider.GetSecret", &newer).await.0, StatusCode::OK);
+}
+
+#[test]
+fn base64_is_standard_with_padding() {
+    for (plain, encoded) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        let mut out = Vec::new();
+        types::base64(plain.as_bytes(), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), encoded, "{plain}");
+    }
+}
+
+#[tokio::test]
+async fn get_secret_refuses_what_swarmkit_does_not_send_and_bad_labels_by_name() {
+    for body in [
+        "{not json",
+        r#"{"SecretName":3,"TaskID":"t"}"#,
+        r#"{"SecretName":"s","TaskID":null}"#,
+        r#"{"SecretName":"s","TaskID":"t","SecretLabels":["path"]}"#,
+        r#"{"SecretName":"s","TaskID":"t","SecretLabels":{"path":1}}"#,
+        r#"{"SecretName":"s","TaskID":"t","SecretLabels":{"path":"a/b","path":"c/d"}}"#,
+        r#"{"SecretName":"s","TaskID":"t","ServiceEndpointSpec":"x"}"#,
+    ] {
+        let (status, v) = call(Arc::default(), "/SecretProvider.GetSecret", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["Err"].as_str().unwrap().contains("not what the plugin protocol sends"), "{v}");
+    }
+    let body = GET_SECRET.replace(r#""field":"username""#, r#""uid":"1000""#);
+    let (status, v) = call(Arc::default(), "/SecretProvider.GetSecret", &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let e = v["Err"].as_str().unwrap();
+    assert!(e.starts_with("secret db_user: label `uid`: is a volume option"), "{e}");
+    assert_eq!(e.matches("is a volume option").count(), 1, "said once: {e}");
+    let huge =
+        format!(r#"{{"SecretName":"s","TaskID":"t","TaskImage":"{}"}}"#, "x".repeat(MAX_BODY));
+    let (status, v) = call(Arc::default(), "/SecretProvider.GetSecret", &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
 }
 
 #[tokio::test]

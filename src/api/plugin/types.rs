@@ -68,6 +68,69 @@ pub struct MountRequest {
     pub id: String,
 }
 
+/// `/SecretProvider.GetSecret` (swarmkit `manager/drivers/secrets.go`,
+/// `SecretsProviderRequest`: Go leaves out empty fields). Fields a newer swarmkit adds are
+/// ignored; those that are there must have their types.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct GetSecretRequest {
+    #[serde(rename = "SecretName", default)]
+    pub secret_name: String,
+    #[serde(rename = "SecretLabels", default, deserialize_with = "unique_keys")]
+    pub secret_labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "ServiceHostname", default)]
+    pub service_hostname: String,
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+    #[serde(rename = "ServiceName", default)]
+    pub service_name: String,
+    #[serde(rename = "ServiceLabels", default)]
+    pub service_labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "TaskID", default)]
+    pub task_id: String,
+    #[serde(rename = "TaskName", default)]
+    pub task_name: String,
+    #[serde(rename = "TaskImage", default)]
+    pub task_image: String,
+    #[serde(rename = "NodeID", default)]
+    pub node_id: String,
+    /// The service's ports: of no use here, but an object when present.
+    #[serde(rename = "ServiceEndpointSpec", default)]
+    pub service_endpoint_spec: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// The reply of `/SecretProvider.GetSecret` (swarmkit `SecretsProviderResponse`): `Value` is
+/// Go's `[]byte`, base64 in JSON. Written by hand ([`GetSecretResponse::to_json`]): no
+/// intermediate string holds the value.
+#[derive(Debug)]
+pub struct GetSecretResponse;
+
+impl GetSecretResponse {
+    /// `{"Value":"…","DoNotReuse":true}`: every task gets a value of its own.
+    pub fn to_json(value: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(value.len() * 4 / 3 + 40));
+        out.extend_from_slice(b"{\"Value\":\"");
+        base64(value, &mut out);
+        out.extend_from_slice(b"\",\"DoNotReuse\":true}");
+        out
+    }
+}
+
+/// Standard base64 with padding (Go's `encoding/json` for `[]byte`), appended to `out`.
+pub fn base64(bytes: &[u8], out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ActivateResponse {
     #[serde(rename = "Implements")]
