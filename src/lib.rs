@@ -59,7 +59,9 @@
 //!   renewable leases are renewed at ~2/3 of their TTL; a lease that cannot be renewed further
 //!   brings a fresh generation (new token, every source re-read, files swapped, the old token
 //!   revoked after a short grace); KV sources are re-read every `refresh`; failures keep the
-//!   files and back off; changed files send `signal` to the containers using the mount.
+//!   files and back off (for as long as the outage has lasted, jittered, so that a returning
+//!   Vault sees the held-up renewals spread); changed files send `signal` to the containers
+//!   using the mount.
 //! - **Unmount** on the last reference revokes the token (`revoke-self`: Vault revokes every
 //!   lease it made) and removes the tmpfs; a revocation that fails while Vault is out of reach
 //!   is kept and retried every 10 s. **Remove** refuses while mounted and revokes a volume's own

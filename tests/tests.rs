@@ -17,7 +17,10 @@
 //! - `auth`: the plugin's node identities (TLS certificate and JWT auth against an OpenBao
 //!   with a TLS listener) and the single use of a volume's wrapped token across nodes;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
-//!   socket while a volume is mounted and unmounted.
+//!   socket while a volume is mounted and unmounted;
+//! - `outage`: 500 mounts riding out a 30 s OpenBao outage, the request rate when it returns;
+//! - `chaos`: containers started and stopped on a private dockerd while the plugin, OpenBao,
+//!   that dockerd and a private PostgreSQL are killed or restarted; nothing left behind.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 
@@ -26,6 +29,7 @@ mod util;
 mod attack;
 mod audit;
 mod auth;
+mod chaos;
 mod compose;
 mod e2e;
 mod engine;
@@ -34,6 +38,7 @@ mod ha;
 mod hostile;
 mod leases;
 mod managed;
+mod outage;
 mod plugin;
 mod podman;
 mod props;

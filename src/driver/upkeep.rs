@@ -11,8 +11,9 @@
 //!   a lease that cannot be renewed: a fresh generation at about two thirds of its validity.
 //! - Static sources are re-read every `refresh` (those with parameters, whose read is a write,
 //!   and those that expire, never); files are rewritten only when they changed.
-//! - While Vault is out of reach the files stay as they are and the mount retries with backoff;
-//!   the error shows in `status`.
+//! - While Vault is out of reach the files stay as they are and the mount retries with backoff
+//!   (growing with its own failures and with the outage's length, so that a returning Vault
+//!   sees the retries spread); the error shows in `status`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -74,6 +75,7 @@ impl<E: Edges> Driver<E> {
     ) {
         match outcome {
             Ok(()) => {
+                self.leases.upkeep_succeeded();
                 if active.last_error.take().is_some() {
                     tracing::info!("recovered: the mount is current again");
                 }
@@ -84,7 +86,7 @@ impl<E: Edges> Driver<E> {
                 let event = Event::new("error", &volume.record.name).mount(id);
                 let event = event.held_by(active.container.as_ref());
                 self.audit.record(event.accessor(&active.token.accessor).detail(&message));
-                active.timers.failed(now, jitter());
+                active.timers.failed(now, self.leases.upkeep_failed(now), jitter());
                 let retry = active.timers.retry_at.map(|r| r - now).unwrap_or_default();
                 tracing::warn!(error = %message, ?retry, "upkeep failed; the files stay as they are");
                 active.last_error = Some(message);

@@ -89,9 +89,24 @@ impl Schedule {
 pub struct LeaseManager {
     schedule: Mutex<Schedule>,
     changed: Notify,
+    /// Since when every upkeep has failed (none succeeded since): the outage's start.
+    failing_since: Mutex<Option<Instant>>,
 }
 
 impl LeaseManager {
+    /// An upkeep failed at `now`: how long upkeeps have been failing, without a success in
+    /// between (zero for the first failure). The retry backoff grows with it
+    /// ([`plan::Timers::failed`]).
+    pub fn upkeep_failed(&self, now: Instant) -> std::time::Duration {
+        let since = *self.failing_since.lock().unwrap().get_or_insert(now);
+        now.saturating_duration_since(since)
+    }
+
+    /// An upkeep succeeded: whatever outage there was is over.
+    pub fn upkeep_succeeded(&self) {
+        *self.failing_since.lock().unwrap() = None;
+    }
+
     /// (Re)schedules `key` at `at`.
     pub fn set(&self, key: Job, at: Instant) {
         let mut schedule = self.schedule.lock().unwrap();

@@ -186,12 +186,19 @@ impl Timers {
         due
     }
 
-    /// Records a failure: retry after a jittered exponential backoff (1 s doubling to 30 s),
-    /// but never later than two thirds of the way to the nearest expiry.
-    pub fn failed(&mut self, now: Instant, jitter: f64) {
+    /// Records a failure: retry after a jittered backoff, but never later than two thirds of the
+    /// way to the nearest expiry.
+    ///
+    /// The backoff grows with this mount's own failures (1 s doubling to 30 s) and with how long
+    /// Vault has been failing for every mount (`outage`, up to [`MAX_SPREAD`]): a mount whose
+    /// renewal first fails late in a long outage waits about as long as those failing since its
+    /// start. Each mount's next retry then falls at a random point of a window as long as the
+    /// outage, so a returning Vault sees the renewals held up by it spread over that window,
+    /// not all of the most recent failures at once. A mount with something expired already
+    /// has nothing to spread over: it keeps its own backoff.
+    pub fn failed(&mut self, now: Instant, outage: Duration, jitter: f64) {
         self.failures = self.failures.saturating_add(1);
-        let mut wait = backoff(self.failures, jitter);
-        let nearest = self
+        let remaining: Vec<Duration> = self
             .sources
             .iter()
             .filter_map(|s| match s {
@@ -199,8 +206,16 @@ impl Timers {
                 SourceTimer::Static { .. } => None,
             })
             .chain(self.token.remaining(now))
-            .filter(|r| !r.is_zero())
-            .min();
+            .collect();
+        // Something already expired: the mount is broken until it is replaced, and there is no
+        // margin left to spread over: its own backoff only.
+        let spread = if remaining.iter().any(Duration::is_zero) {
+            Duration::ZERO
+        } else {
+            outage.min(MAX_SPREAD).mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
+        };
+        let mut wait = backoff(self.failures, jitter).max(spread);
+        let nearest = remaining.into_iter().filter(|r| !r.is_zero()).min();
         if let Some(left) = nearest {
             wait = wait.min(left.mul_f64(2.0 / 3.0)).max(Duration::from_millis(200));
         }
@@ -213,6 +228,10 @@ impl Timers {
         self.retry_at = None;
     }
 }
+
+/// The longest wait after a failure that the length of an outage alone brings (see
+/// [`Timers::failed`]).
+pub const MAX_SPREAD: Duration = Duration::from_secs(120);
 
 /// 1 s, 2 s, 4 s … up to 30 s, each shortened by up to half at random.
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
@@ -331,7 +350,7 @@ mod tests {
         let now = Instant::now();
         let mut waits = vec![];
         for _ in 0..7 {
-            t.failed(now, 0.0);
+            t.failed(now, Duration::ZERO, 0.0);
             waits.push(t.retry_at.unwrap() - now);
         }
         assert_eq!(waits[..4], [S(1), S(2), S(4), S(8)]);
@@ -339,6 +358,62 @@ mod tests {
         assert_eq!(t.next(), t.retry_at.unwrap(), "a due renewal waits for the retry");
         t.succeeded();
         assert_eq!(t.retry_at, None);
+    }
+
+    /// A mount failing for the first time late in an outage waits about as long as the outage
+    /// has lasted (not 1 s), never past two thirds of what its lease has left; one whose lease
+    /// has expired already retries on its own backoff.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_first_failure_waits_as_long_as_the_outage() {
+        let start = Instant::now();
+        let token = Deadline::after_grant(start, S(3600), S(3600), true, 0.0);
+        let mut t = timers(start, token, vec![]);
+        t.failed(start, S(20), 0.0);
+        assert_eq!(t.retry_at, Some(start + S(20)));
+        t.failed(start, S(20), 1.0);
+        assert_eq!(t.retry_at, Some(start + S(10)), "shortened by up to half");
+        t.failed(start, S(3600), 0.0);
+        assert_eq!(t.retry_at, Some(start + MAX_SPREAD));
+        let lease = Deadline::after_grant(start, S(30), S(30), true, 0.0);
+        let mut t = timers(start, token, vec![SourceTimer::Leased(lease)]);
+        t.failed(start, S(60), 0.0);
+        assert_eq!(t.retry_at, Some(start + S(20)), "two thirds of the 30 s left");
+        let expired = start + S(31);
+        t.failures = 0;
+        t.failed(expired, S(60), 0.0);
+        assert_eq!(t.retry_at, Some(expired + S(1)), "expired: its own backoff only");
+    }
+
+    /// 600 mounts whose renewals fall due evenly through a 30 s outage retry as they would
+    /// (each with its own jitter, the outage's age as the plugin sees it): once Vault is back,
+    /// their first retries are spread over the following seconds, none of which carries more
+    /// than twice the mean of those seconds.
+    #[test]
+    fn retries_after_an_outage_are_spread_over_its_length() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        let start = Instant::now();
+        let outage = S(30);
+        let back = start + outage;
+        let mut first_after = Vec::new();
+        for i in 0..600u32 {
+            let token = Deadline::after_grant(start, S(3600), S(3600), true, 0.0);
+            let mut t = timers(start, token, vec![]);
+            let mut at = start + outage.mul_f64(f64::from(i) / 600.0);
+            while at < back {
+                t.failed(at, at - start, rng.f64());
+                at = t.retry_at.unwrap();
+            }
+            first_after.push((at - back).as_secs());
+        }
+        let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+        for s in &first_after {
+            *per_second.entry(*s).or_default() += 1;
+        }
+        let span = *per_second.keys().last().unwrap() + 1;
+        let mean = 600.0 / span as f64;
+        let peak = *per_second.values().max().unwrap();
+        assert!(span >= 20, "the retries come within {span} s of the return: {per_second:?}");
+        assert!(peak as f64 <= 2.0 * mean, "{peak} retries in one second: {per_second:?}");
     }
 
     #[test]
