@@ -32,6 +32,9 @@ pub struct ContainerMount {
     pub container_name: String,
     /// The container's state is `running`, `restarting` or `paused`.
     pub running: bool,
+    /// The container's state is `created`: being started (its volumes mounted, its process
+    /// not yet there), or created and never started.
+    pub starting: bool,
     /// The volume's name (`Mounts[].Name`).
     pub volume: String,
     /// Where the volume is mounted on the host (`Mounts[].Source`): the Mountpoint the volume's
@@ -279,6 +282,7 @@ impl Engine for DockerEngine {
                         container_id: id.clone(),
                         container_name: container_name.clone(),
                         running,
+                        starting: state == "created",
                         volume: name,
                         source: PathBuf::from(m.source.unwrap_or_default()),
                     });
@@ -545,6 +549,7 @@ mod tests {
             container_id: id.into(),
             container_name: if id == "aaa" { "a".into() } else { String::new() },
             running,
+            starting: false,
             volume: volume.into(),
             source: source.into(),
         }

@@ -82,6 +82,7 @@ fn volume_mounts_lists_running_and_stopped_containers() {
         container_id: id.clone(),
         container_name: name.trim_start_matches('/').to_owned(),
         running,
+        starting: false,
         volume: volume.clone(),
         source: PathBuf::from(&mountpoint),
     };

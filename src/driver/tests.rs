@@ -582,6 +582,7 @@ async fn mounts_no_running_container_uses_are_swept() {
         container_id: "c1".into(),
         container_name: "web-1".into(),
         running: true,
+        starting: false,
         volume: "db".into(),
         source: PathBuf::new(),
     });
@@ -596,6 +597,24 @@ async fn mounts_no_running_container_uses_are_swept() {
     assert!(!f.driver.mounter.is_mounted(&gone));
     assert!(f.driver.mounter.is_mounted(&used));
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 1);
+
+    // A container of the volume still being started (`created`, no process yet to hold the
+    // tmpfs): the volume's young mounts stay, whatever the sweep's age limit.
+    let starting = f.driver.mount("db", "starting").await.unwrap();
+    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
+        container_id: "c2".into(),
+        container_name: "web-2".into(),
+        running: false,
+        starting: true,
+        volume: "db".into(),
+        source: PathBuf::new(),
+    });
+    assert_eq!(f.driver.sweep_stale(Duration::ZERO).await, 0, "a container is being started");
+    assert!(f.driver.mounter.is_mounted(&starting));
+    f.driver.engine.mounts.lock().unwrap().retain(|m| !m.starting);
+    assert_eq!(f.driver.sweep_stale(Duration::ZERO).await, 1, "it never started: swept");
+    assert!(!f.driver.mounter.is_mounted(&starting));
+
     f.driver.engine.unreachable.store(true, Ordering::SeqCst);
     assert_eq!(
         f.driver.sweep_stale(Duration::ZERO).await,
@@ -614,6 +633,7 @@ async fn a_changed_mount_signals_the_containers_using_it() {
         container_id: id.into(),
         container_name: format!("name-{id}"),
         running,
+        starting: false,
         volume: "db".into(),
         source: PathBuf::new(),
     };
@@ -831,6 +851,7 @@ async fn a_mount_is_tied_to_its_container_and_its_later_lines_name_it() {
         container_id: "c1".into(),
         container_name: "web-1".into(),
         running: true,
+        starting: false,
         volume: "app".into(),
         source: PathBuf::new(),
     });

@@ -49,6 +49,11 @@ impl<E: Edges> Worker for Driver<E> {
     }
 }
 
+/// How long a container still being started (`created`) that uses a volume keeps that
+/// volume's mounts from the sweep: a start takes seconds, a container created and never
+/// started never asked for a mount.
+pub const STARTING_LIMIT: Duration = Duration::from_secs(600);
+
 impl<E: Edges> Driver<E> {
     #[tracing::instrument(skip_all, fields(volume = %name, id = %short(id)))]
     async fn upkeep(&self, name: &str, id: &str) -> Option<Instant> {
@@ -371,6 +376,15 @@ impl<E: Edges> Driver<E> {
         of: impl Fn(&str) -> bool,
     ) -> Result<HashMap<String, Vec<Container>>, crate::dockerd::EngineError> {
         let mounts = self.engine.volume_mounts(&self.driver_name).await?;
+        self.holders_in(mounts, of).await
+    }
+
+    /// [`Driver::holders`] among the containers of `mounts`.
+    async fn holders_in(
+        &self,
+        mounts: Vec<crate::dockerd::ContainerMount>,
+        of: impl Fn(&str) -> bool,
+    ) -> Result<HashMap<String, Vec<Container>>, crate::dockerd::EngineError> {
         let running: BTreeMap<String, String> = mounts
             .into_iter()
             .filter(|m| m.running && of(&m.volume))
@@ -491,7 +505,19 @@ impl<E: Edges> Driver<E> {
     /// Unmount), once older than `min_age`; ties the others to their containers. Does nothing
     /// when Docker cannot be asked.
     pub async fn sweep_stale(&self, min_age: Duration) -> usize {
-        let held: HashSet<String> = match self.holders(|_| true).await {
+        // Volumes of containers being started (`created`: dockerd has mounted their volumes,
+        // their process is not there yet) keep their young mounts: a start slower than
+        // `min_age` (a loaded host, a dockerd just restarted) must not lose its credentials.
+        let mounts = match self.engine.volume_mounts(&self.driver_name).await {
+            Ok(mounts) => mounts,
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), "docker not reachable: no sweep of stale mounts");
+                return 0;
+            }
+        };
+        let starting: HashSet<String> =
+            mounts.iter().filter(|m| m.starting).map(|m| m.volume.clone()).collect();
+        let held: HashSet<String> = match self.holders_in(mounts, |_| true).await {
             Ok(holders) => {
                 self.tie(&holders);
                 holders.into_keys().collect()
@@ -509,8 +535,10 @@ impl<E: Edges> Driver<E> {
                 let Ok(mut guard) = slot.try_lock() else { continue };
                 // A mount whose device is unknown is never taken for stale.
                 let stale = guard.as_ref().is_some_and(|a| {
-                    a.mounted_at.elapsed() >= min_age
+                    let age = a.mounted_at.elapsed();
+                    age >= min_age
                         && a.device.as_ref().is_some_and(|d| !held.contains(d))
+                        && !(starting.contains(name) && age < STARTING_LIMIT)
                 });
                 if !stale {
                     continue;
