@@ -1,5 +1,5 @@
 //! A chaos soak (issue 13, deliverable 5): on a dockerd of the test's own, with a plugin of its
-//! own (a driver name no other dockerd uses), containers holding a KV and a database volume
+//! own (the e2e tests' driver name, under their lock: see the test), containers holding a KV and a database volume
 //! start and stop continuously while, at random moments (seeded; the seed is printed), the
 //! plugin is SIGKILLed and restarted, OpenBao is restarted, the private dockerd is SIGKILLed and
 //! restarted, and a PostgreSQL cluster of the test's own is restarted.
@@ -598,7 +598,12 @@ fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults()
     );
     put_kv2_when_ready(&bao, "chaos", json!({"password": KV_VALUE}));
 
-    let driver = unique("vs-chaos");
+    // The e2e tests' driver name, under their lock: the shared dockerds see every socket in
+    // /run/docker/plugins while they list volumes, remember each for good, and retry a dead
+    // one for ~15 s at every lookup of an unknown volume. A name of its own would do that to
+    // them once this test ends.
+    let _lock = crate::e2e::docker_lock();
+    let driver = crate::e2e::DRIVER.to_owned();
     let socket = Path::new("/run/docker/plugins").join(format!("{driver}.sock"));
     let _socket_file = SocketFile(socket.clone());
     let mut plugin = Plugin::start(Some(&socket), &bao.address(), &bao.token, "");

@@ -17,7 +17,9 @@ use serde_json::json;
 use crate::e2e::{docker, docker_lock, docker_ok, image};
 use crate::util::*;
 
-const DRIVER: &str = "vault-secrets-swarm";
+/// The e2e tests' driver name (the same lock): a name of its own, once its plugin is gone, would
+/// cost every later lookup of an unknown volume on the shared dockerds ~15 s of retries.
+const DRIVER: &str = crate::e2e::DRIVER;
 
 /// This node in a swarm for the test: joined (`swarm init`) if it was not, left on drop only if
 /// the test joined it (and the `docker_gwbridge` network that init made removed).
