@@ -565,6 +565,39 @@ mod tests {
         assert_eq!(c.defaults.mode, 0o400);
     }
 
+    /// The example shipped in `config/` is a valid configuration, and so is each commented
+    /// identity method and the address list in it, uncommented.
+    #[test]
+    fn the_example_configuration_and_its_commented_alternatives_parse() {
+        let example = include_str!("../config/config.toml");
+        let c = parse(example).unwrap();
+        assert!(matches!(c.vault.auth, AuthConfig::AppRole { .. }));
+        let block = |first: &str, keys: usize| -> String {
+            let lines: Vec<&str> = example.lines().collect();
+            let at = lines.iter().position(|l| l.trim_start().starts_with(first)).expect(first);
+            lines[at..at + keys]
+                .iter()
+                .map(|l| l.trim_start_matches("# ").split("  #").next().unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let with_auth = |auth: String, address: &str| {
+            let body = format!("[vault]\naddress = {address}\n[vault.auth]\n{auth}\n");
+            parse(&body).unwrap_or_else(|e| panic!("{body}: {e}"))
+        };
+        let https = "\"https://127.0.0.1:8200\"";
+        let c = with_auth(block("# method = \"token\"", 2), https);
+        assert!(matches!(c.vault.auth, AuthConfig::Token { .. }));
+        let c = with_auth(block("# method = \"jwt\"", 4), https);
+        assert!(matches!(c.vault.auth, AuthConfig::Jwt { .. }));
+        // (The certificate files are read only when the client is built, not at parse.)
+        let c = with_auth(block("# method = \"cert\"", 5), https);
+        assert!(matches!(c.vault.auth, AuthConfig::Cert { .. }));
+        let list = block("# address = [", 1);
+        let c = parse(&format!("[vault]\n{list}\n")).unwrap();
+        assert_eq!(c.vault.address.iter().count(), 3);
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let err = parse("[plugin]\nsokcet = \"/x.sock\"\n").unwrap_err().to_string();
