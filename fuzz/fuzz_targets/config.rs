@@ -21,6 +21,21 @@ struct Input {
     vault_namespace: Option<String>,
 }
 
+/// A role name goes into a login body: bounded, no `/`, no control characters.
+fn auth_role(role: &str) {
+    assert!(!role.is_empty() && role.len() <= 256, "role {role:?}");
+    assert!(!role.chars().any(|c| c.is_control() || c == '/'), "role {role:?}");
+}
+
+/// An auth mount goes into the login's URL, segment by segment: no empty, `.` or `..` segment.
+fn auth_mount(mount: &str) {
+    assert!(mount.len() <= 256, "mount {mount:?}");
+    for s in mount.split('/') {
+        assert!(!s.is_empty() && s != "." && s != "..", "mount {mount:?}");
+        assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{mount:?}");
+    }
+}
+
 fn clean(path: &Path) {
     assert!(path.is_absolute(), "{path:?}");
     assert!(!path.components().any(|c| c == Component::ParentDir), "{path:?}");
@@ -75,6 +90,18 @@ fuzz_target!(|input: Input| {
         AuthConfig::AppRole { role_id_file, secret_id_file, .. } => {
             clean(role_id_file);
             clean(secret_id_file);
+        }
+        AuthConfig::Cert { client_cert, client_key, role, mount } => {
+            clean(client_cert);
+            clean(client_key);
+            role.iter().for_each(|r| auth_role(r));
+            auth_mount(mount);
+            assert!(v.address.iter().all(|a| a.scheme() == "https"), "cert over {}", v.address);
+        }
+        AuthConfig::Jwt { jwt_file, role, mount } => {
+            clean(jwt_file);
+            auth_role(role);
+            auth_mount(mount);
         }
     }
     let d = &config.defaults;
