@@ -274,13 +274,13 @@ fn compose_example_file_is_valid() {
 
 /// This node in a swarm for the test: joined (`swarm init`) if it was not, left on drop only if
 /// the test joined it (and the `docker_gwbridge` network that init made removed).
-struct Swarm {
+pub(crate) struct Swarm {
     initialized: bool,
     had_gwbridge: bool,
 }
 
 impl Swarm {
-    fn ensure() -> Swarm {
+    pub(crate) fn ensure() -> Swarm {
         let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         let had_gwbridge = docker(&["network", "inspect", "docker_gwbridge"]).status.success();
         if state == "active" {

@@ -14,50 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::compose::Swarm;
 use crate::e2e::{docker, docker_lock, docker_ok, image};
 use crate::util::*;
 
 /// The e2e tests' driver name (the same lock): a name of its own, once its plugin is gone, would
 /// cost every later lookup of an unknown volume on the shared dockerds ~15 s of retries.
 const DRIVER: &str = crate::e2e::DRIVER;
-
-/// This node in a swarm for the test: joined (`swarm init`) if it was not, left on drop only if
-/// the test joined it (and the `docker_gwbridge` network that init made removed).
-struct Swarm {
-    initialized: bool,
-    had_gwbridge: bool,
-}
-
-impl Swarm {
-    fn ensure() -> Swarm {
-        let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-        let had_gwbridge = docker(&["network", "inspect", "docker_gwbridge"]).status.success();
-        if state == "active" {
-            return Swarm { initialized: false, had_gwbridge };
-        }
-        // Loopback only: the swarm's control port too (the default listens on every address).
-        docker_ok(&[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            "127.0.0.1",
-            "--listen-addr",
-            "127.0.0.1:2377",
-        ]);
-        Swarm { initialized: true, had_gwbridge }
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        if self.initialized {
-            let _ = docker(&["swarm", "leave", "--force"]);
-            if !self.had_gwbridge {
-                let _ = docker(&["network", "rm", "docker_gwbridge"]);
-            }
-        }
-    }
-}
 
 /// A swarm secret of the plugin's; removed on drop.
 struct Secret {
