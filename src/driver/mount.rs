@@ -124,7 +124,7 @@ pub(super) fn fresh_timers(
         sources: leases.iter().enumerate().map(|(i, lease)| source_timer(i, lease)).collect(),
         retiring: Vec::new(),
         retry_at: None,
-        failures: 0,
+        failing_since: None,
     }
 }
 

@@ -12,7 +12,7 @@
 //! - Static sources are re-read every `refresh` (those with parameters, whose read is a write,
 //!   and those that expire, never); files are rewritten only when they changed.
 //! - While Vault is out of reach the files stay as they are and the mount retries with backoff
-//!   (growing with its own failures and with the outage's length, so that a returning Vault
+//!   (growing with how long it has failed and with the outage's length, so that a returning Vault
 //!   sees the retries spread); the error shows in `status`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -108,7 +108,8 @@ pub struct Timers {
     pub retiring: Vec<Instant>,
     /// After a failure: not before this.
     pub retry_at: Option<Instant>,
-    pub failures: u32,
+    /// Since when this mount's upkeep has failed, every attempt (none succeeded since).
+    pub failing_since: Option<Instant>,
 }
 
 /// What is due at a tick.
@@ -189,15 +190,21 @@ impl Timers {
     /// Records a failure: retry after a jittered backoff, but never later than two thirds of the
     /// way to the nearest expiry.
     ///
-    /// The backoff grows with this mount's own failures (1 s doubling to 30 s) and with how long
-    /// Vault has been failing for every mount (`outage`, up to [`MAX_SPREAD`]): a mount whose
-    /// renewal first fails late in a long outage waits about as long as those failing since its
-    /// start. Each mount's next retry then falls at a random point of a window as long as the
-    /// outage, so a returning Vault sees the renewals held up by it spread over that window,
-    /// not all of the most recent failures at once. A mount with something expired already
-    /// has nothing to spread over: it keeps its own backoff.
+    /// The backoff grows with how long this mount has been failing (1 s, then as long again as
+    /// it has failed so far: 1, 2, 4, 8 … up to 30 s when each retry waits its full backoff) and
+    /// with how long Vault has been failing for every mount (`outage`, up to [`MAX_SPREAD`]): a
+    /// mount whose renewal first fails late in a long outage waits about as long as those
+    /// failing since its start. Each mount's next retry then falls at a random point of a window
+    /// as long as the outage, so a returning Vault sees the renewals held up by it spread over
+    /// that window, not all of the most recent failures at once. A mount with something expired
+    /// already has nothing to spread over: it keeps its own backoff.
+    ///
+    /// The backoff follows the time spent failing, not the number of failures: retries brought
+    /// forward by a nearing expiry (many, close together, in the last seconds of a short lease)
+    /// must not leave a mount whose credentials expired meanwhile waiting out the 30 s step
+    /// once Vault is back — it is the mount that most needs Vault.
     pub fn failed(&mut self, now: Instant, outage: Duration, jitter: f64) {
-        self.failures = self.failures.saturating_add(1);
+        let failing = now.saturating_duration_since(*self.failing_since.get_or_insert(now));
         let remaining: Vec<Duration> = self
             .sources
             .iter()
@@ -214,7 +221,7 @@ impl Timers {
         } else {
             outage.min(MAX_SPREAD).mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
         };
-        let mut wait = backoff(self.failures, jitter).max(spread);
+        let mut wait = failing_backoff(failing, jitter).max(spread);
         let nearest = remaining.into_iter().filter(|r| !r.is_zero()).min();
         if let Some(left) = nearest {
             wait = wait.min(left.mul_f64(2.0 / 3.0)).max(Duration::from_millis(200));
@@ -224,7 +231,7 @@ impl Timers {
 
     /// Clears the failure state after a successful tick.
     pub fn succeeded(&mut self) {
-        self.failures = 0;
+        self.failing_since = None;
         self.retry_at = None;
     }
 }
@@ -233,10 +240,19 @@ impl Timers {
 /// [`Timers::failed`]).
 pub const MAX_SPREAD: Duration = Duration::from_secs(120);
 
+/// The longest backoff of a mount's own failures (see [`Timers::failed`]).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The backoff of a mount that has been failing for `failing`: one second more than that, up to
+/// [`MAX_BACKOFF`], shortened by up to half at random. Retries that each wait it out come at 1,
+/// 2, 4, 8 … s after the first failure.
+pub fn failing_backoff(failing: Duration, jitter: f64) -> Duration {
+    (failing + Duration::from_secs(1)).min(MAX_BACKOFF).mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
+}
+
 /// 1 s, 2 s, 4 s … up to 30 s, each shortened by up to half at random.
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base =
-        Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30));
+    let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(MAX_BACKOFF);
     base.mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
 }
 
@@ -261,7 +277,7 @@ mod tests {
 
     fn timers(now: Instant, token: Deadline, sources: Vec<SourceTimer>) -> Timers {
         let _ = now;
-        Timers { token, sources, retiring: vec![], retry_at: None, failures: 0 }
+        Timers { token, sources, retiring: vec![], retry_at: None, failing_since: None }
     }
 
     #[test]
@@ -347,17 +363,43 @@ mod tests {
         let lease = Deadline::after_grant(start, S(60), S(60), true, 0.0);
         let mut t = timers(start, token, vec![SourceTimer::Leased(lease)]);
         tokio::time::advance(S(40)).await;
-        let now = Instant::now();
+        let mut at = Instant::now();
         let mut waits = vec![];
         for _ in 0..7 {
-            t.failed(now, Duration::ZERO, 0.0);
-            waits.push(t.retry_at.unwrap() - now);
+            t.failed(at, Duration::ZERO, 0.0);
+            let retry = t.retry_at.unwrap();
+            waits.push(retry - at);
+            at = retry;
         }
         assert_eq!(waits[..4], [S(1), S(2), S(4), S(8)]);
-        assert!(waits[6] <= S(14), "capped at 2/3 of the 20 s left: {waits:?}");
+        let left = (start + S(60)).saturating_duration_since(at - waits[6]);
+        assert!(waits[6] <= left.mul_f64(2.0 / 3.0).max(Duration::from_millis(200)), "{waits:?}");
         assert_eq!(t.next(), t.retry_at.unwrap(), "a due renewal waits for the retry");
         t.succeeded();
         assert_eq!(t.retry_at, None);
+        assert_eq!(t.failing_since, None);
+    }
+
+    /// A short lease nearing its expiry during an outage brings many retries close together;
+    /// once it has expired the mount waits as long as it has been failing, not the longest
+    /// backoff those retries would have counted up to.
+    #[tokio::test(start_paused = true)]
+    async fn retries_near_an_expiry_do_not_lengthen_the_backoff_after_it() {
+        let start = Instant::now();
+        let token = Deadline::after_grant(start, S(3600), S(3600), true, 0.0);
+        let lease = Deadline::after_grant(start, S(4), S(60), true, 0.0);
+        let mut t = timers(start, token, vec![SourceTimer::Leased(lease)]);
+        let mut at = start + S(2);
+        let mut retries = 0;
+        while at < start + S(4) {
+            t.failed(at, at - start, 0.0);
+            at = t.retry_at.unwrap();
+            retries += 1;
+        }
+        assert!(retries >= 4, "retries close together before the expiry: {retries}");
+        let expired = start + S(8);
+        t.failed(expired, S(8), 0.0);
+        assert_eq!(t.retry_at, Some(expired + S(7)), "failing for 6 s: 7 s, not 30 s");
     }
 
     /// A mount failing for the first time late in an outage waits about as long as the outage
@@ -379,7 +421,7 @@ mod tests {
         t.failed(start, S(60), 0.0);
         assert_eq!(t.retry_at, Some(start + S(20)), "two thirds of the 30 s left");
         let expired = start + S(31);
-        t.failures = 0;
+        t.failing_since = None;
         t.failed(expired, S(60), 0.0);
         assert_eq!(t.retry_at, Some(expired + S(1)), "expired: its own backoff only");
     }
@@ -418,6 +460,10 @@ mod tests {
 
     #[test]
     fn backoff_and_grace() {
+        assert_eq!(failing_backoff(Duration::ZERO, 0.0), S(1));
+        assert_eq!(failing_backoff(S(3), 0.0), S(4));
+        assert_eq!(failing_backoff(S(3), 1.0), S(2));
+        assert_eq!(failing_backoff(S(600), 0.0), MAX_BACKOFF);
         assert_eq!(backoff(1, 0.0), S(1));
         assert_eq!(backoff(6, 0.0), S(30));
         assert_eq!(backoff(60, 0.0), S(30));
