@@ -223,6 +223,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(driver.clone().watch_tasks(shutdown_rx.clone()));
     tasks.spawn(tie_containers(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(follow_deaths(driver.clone(), shutdown_rx.clone()));
 
     // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
     let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([
@@ -292,6 +293,43 @@ async fn sweep_stale(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::
         let released = driver.sweep_stale(interval).await;
         if released > 0 {
             tracing::warn!(released, "released mounts whose containers are gone");
+        }
+    }
+}
+
+/// Follows Docker's `die` events: a container's death ends its mounts at once
+/// ([`crate::driver::Driver::container_died`]), each container's on a task of its own so that no
+/// revocation waits on another. A lost connection to the engine is made again after a backoff
+/// (1 s doubling to 30 s); deaths meanwhile are left to the Unmount, as without the events.
+async fn follow_deaths(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use futures_util::StreamExt;
+    let engine = DockerEngine::new(docker_socket(), Duration::from_secs(10));
+    let mut failures = 0u32;
+    loop {
+        let followed = async {
+            let deaths = engine.deaths().await?;
+            tracing::debug!("following the containers' deaths");
+            failures = 0;
+            let mut deaths = std::pin::pin!(deaths);
+            while let Some(id) = deaths.next().await {
+                let (driver, id) = (driver.clone(), id?);
+                tokio::spawn(async move { driver.container_died(&id).await });
+            }
+            Ok::<(), crate::dockerd::EngineError>(())
+        };
+        tokio::select! {
+            result = followed => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %crate::report::chain(&e), "not following the containers' deaths; Unmount ends their mounts");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        failures = failures.saturating_add(1);
+        let wait = crate::lease::plan::backoff(failures, fastrand::f64());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -238,6 +238,43 @@ impl DockerEngine {
         }
     }
 
+    /// The IDs of the containers that die from now on (Docker's `die` events), as a stream
+    /// that ends, or yields an error, when the connection to the engine does.
+    pub async fn deaths(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = Result<String, EngineError>> + Send, EngineError>
+    {
+        use futures_util::StreamExt;
+        let docker = self.client().await?;
+        let filters = std::collections::HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned()]),
+        ]);
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let socket = self.socket.clone();
+        let deaths = docker.events(Some(options)).filter_map(move |event| {
+            let item = match event {
+                Ok(event) => event
+                    .actor
+                    .and_then(|actor| actor.id)
+                    .filter(|id| {
+                        event.action.as_deref() == Some("die") && check_container_id(id).is_ok()
+                    })
+                    .map(Ok),
+                Err(e) => Some(Err(EngineError::Connection {
+                    socket: socket.clone(),
+                    path: "/events".into(),
+                    source: std::io::Error::other(crate::report::chain(&e)),
+                })),
+            };
+            std::future::ready(item)
+        });
+        Ok(deaths)
+    }
+
     /// The names of the enabled managed plugins that serve `DRIVER.sock`. Docker names a
     /// managed plugin's volumes' driver after the plugin (`NAME:TAG`, an alias if it has one),
     /// which the plugin inside cannot know. Two such plugins on one engine only add containers

@@ -77,6 +77,9 @@
 //! - **Its container**: shortly after a Mount (and at every sweep) the running container that
 //!   holds the mount's tmpfs is found by device; it is written to the [`audit`] log (a
 //!   `container` line) and the mount record, and named by the mount's later audit lines.
+//! - **Its container's death** (`daemon::follow_deaths`, Docker's `die` events): the mounts
+//!   tied to a container that died are revoked at once (`Driver::container_died`), ahead of
+//!   the Unmount, which then only removes the tmpfs.
 //!
 //! - **Swarm secrets** (`driver::secrets`): on a manager, swarmkit's dispatcher asks
 //!   `/SecretProvider.GetSecret` for each task that uses a secret of this driver; the secret's

@@ -81,6 +81,9 @@ pub struct MountRecord {
     /// The container that holds the mount, once it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    /// Its container died and its tokens were revoked: nothing of it is left to renew.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 /// A container, as the audit log and the mount records name it.
@@ -605,6 +608,7 @@ mod tests {
             retiring: vec![Token::new("s.old-token".into())],
             digests: Digests::default(),
             container: Some(Container { id: "c0ffee".into(), name: "web-1".into() }),
+            ended: true,
         };
         store.save_mount(&record).unwrap();
         let loaded = store.load_mounts();

@@ -192,6 +192,9 @@ pub fn render_table(status: &Value) -> String {
             if let Some(e) = m["last_error"].as_str() {
                 out.push_str(&format!("    last error: {e}\n"));
             }
+            if m["container_died"] == true {
+                out.push_str("    its container died: token and leases revoked; the tmpfs waits for the Unmount\n");
+            }
         }
     }
     out

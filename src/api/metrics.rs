@@ -39,7 +39,9 @@ async fn scrape<O: Operations>(State(driver): State<Arc<O>>) -> impl IntoRespons
 /// The gauges read from the volumes' status.
 fn gauges(volumes: &[VolumeStatus]) -> String {
     let mut out = String::new();
-    let mounts: Vec<_> = volumes.iter().flat_map(|v| &v.mounts).collect();
+    // A mount whose container died holds nothing any more (its tokens are revoked).
+    let mounts: Vec<_> =
+        volumes.iter().flat_map(|v| &v.mounts).filter(|m| !m.container_died).collect();
     let leases: Vec<_> = mounts.iter().flat_map(|m| &m.leases).collect();
     let gauge = |out: &mut String, name: &str, help: &str, value: String| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -101,6 +103,7 @@ mod tests {
             next_action_in_secs: 5,
             last_refresh: None,
             last_error: None,
+            container_died: false,
         };
         let volume =
             VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![mount.clone(), mount] };

@@ -48,6 +48,9 @@ pub(super) struct Active {
     pub(super) digests: Digests,
     pub(super) last_refresh: Option<SystemTime>,
     pub(super) last_error: Option<String>,
+    /// Its container died (Docker's `die` event): its tokens are revoked and it is off the
+    /// schedule; only the tmpfs is left, for the Unmount that follows (or the sweep).
+    pub(super) ended: bool,
 }
 
 impl Active {
@@ -147,6 +150,13 @@ impl<E: Edges> Driver<E> {
             }
         };
         if let Some(active) = guard.as_mut() {
+            if active.ended {
+                // Mounted again after its container died, before the Unmount: its files are
+                // those of revoked tokens. A fresh generation, kept up again.
+                self.replace(&volume, id, active, "mounted again after its container died").await?;
+                active.ended = false;
+                self.leases.set(Job::mount(name, id), active.timers.next());
+            }
             active.refs += 1;
             self.save_record(&volume, id, active);
             tracing::info!(refs = active.refs, "mount ID seen again; reference counted");
@@ -251,6 +261,7 @@ impl<E: Edges> Driver<E> {
             digests: Digests::default(),
             last_refresh: None,
             last_error: None,
+            ended: false,
         };
         // Recorded before anything else is obtained: a crash from here on is cleaned up at the
         // next start (the token revoked, with every lease it made).
@@ -277,7 +288,7 @@ impl<E: Edges> Driver<E> {
                 DriverError::Internal { volume: volume.record.name.clone(), message }
             }
         };
-        self.release(&volume.record.name, id, &active.token, &active.mountpoint, None).await;
+        self.release(&volume.record.name, id, Some(&active.token), &active.mountpoint, None).await;
         Err(error)
     }
 
@@ -367,6 +378,7 @@ impl<E: Edges> Driver<E> {
             retiring: active.retiring.iter().map(|(t, _)| t.token.clone()).collect(),
             digests: active.digests.clone(),
             container: active.container.clone(),
+            ended: active.ended,
         };
         if let Err(e) = self.store.save_mount(&record) {
             // The mount works without it; only a restart of the plugin would lose track of it.
@@ -414,12 +426,14 @@ impl<E: Edges> Driver<E> {
         for (old, _) in &active.retiring {
             self.revoke_held(name, id, &old.token, &old.accessor, held).await;
         }
-        self.release(name, id, &active.token, &active.mountpoint, held).await;
+        let token = (!active.ended).then_some(&active.token);
+        self.release(name, id, token, &active.mountpoint, held).await;
         volume.slots.lock().unwrap().remove(id);
     }
 
-    /// Revokes `token`, then unmounts and removes `mountpoint` (the read-only bind) and the
-    /// tmpfs behind it, and forgets the record. `held` names the container in the audit line.
+    /// Revokes `token` (none when its container's death revoked it already), then unmounts and
+    /// removes `mountpoint` (the read-only bind) and the tmpfs behind it, and forgets the
+    /// record. `held` names the container in the audit line.
     ///
     /// The revocation comes first, so that the credential's life ends with the container's
     /// whatever the unmounts cost (and a tmpfs gone means its token is revoked, or kept for a
@@ -431,11 +445,13 @@ impl<E: Edges> Driver<E> {
         &self,
         volume: &str,
         id: &str,
-        token: &IssuedToken,
+        token: Option<&IssuedToken>,
         mountpoint: &Path,
         held: Option<&Container>,
     ) {
-        self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
+        if let Some(token) = token {
+            self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
+        }
         if !mountpoint.as_os_str().is_empty() {
             let (mounter, bind, files) =
                 (self.mounter.clone(), mountpoint.to_owned(), self.files_dir(volume, id));

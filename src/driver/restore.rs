@@ -78,6 +78,7 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         digests: record.digests.clone(),
         last_refresh: None,
         last_error: None,
+        ended: record.ended,
     }
 }
 
@@ -143,17 +144,21 @@ impl<E: Edges> Driver<E> {
                     let mut active = restored(&volume.spec, &record);
                     active.device = self.mounter.device(&record.mountpoint);
                     self.save_record(&volume, &record.id, &active);
-                    self.leases.set(Job::mount(&record.volume, &record.id), active.timers.next());
+                    if !active.ended {
+                        self.leases
+                            .set(Job::mount(&record.volume, &record.id), active.timers.next());
+                    }
                     let slot = Arc::new(tokio::sync::Mutex::new(Some(active)));
                     volume.slots.lock().unwrap().insert(record.id.clone(), slot);
                     adopted += 1;
                 }
                 _ => {
                     tracing::info!(volume = %record.volume, id = %short(&record.id), "releasing a mount left by a previous run");
+                    let token = issued_of(&record);
                     self.release(
                         &record.volume,
                         &record.id,
-                        &issued_of(&record),
+                        (!record.ended).then_some(&token),
                         &record.mountpoint,
                         record.container.as_ref(),
                     )

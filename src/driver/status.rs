@@ -32,6 +32,8 @@ pub struct MountStatus {
     pub next_action_in_secs: u64,
     pub last_refresh: Option<String>,
     pub last_error: Option<String>,
+    /// Its container died: its tokens are revoked; the tmpfs waits for the Unmount.
+    pub container_died: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,5 +120,6 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
         next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
         last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: active.last_error.clone(),
+        container_died: active.ended,
     }
 }

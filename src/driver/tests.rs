@@ -880,6 +880,79 @@ async fn a_mount_is_tied_to_its_container_and_its_later_lines_name_it() {
     assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
 }
 
+/// Ties the mount at `path` to container `id` as the engine would show it.
+async fn tie_to(f: &Fixture, path: &std::path::Path, id: &str) {
+    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
+        container_id: id.into(),
+        container_name: format!("name-{id}"),
+        running: true,
+        starting: false,
+        volume: "app".into(),
+        source: PathBuf::new(),
+    });
+    let device = format!("fake:{}", path.display());
+    f.driver.engine.devices.lock().unwrap().insert(id.into(), vec![device]);
+    f.driver.tie_containers().await;
+}
+
+#[tokio::test]
+async fn a_dead_containers_mount_is_revoked_at_once_and_its_unmount_revokes_nothing_more() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    let held = f.driver.mount("app", ID).await.unwrap();
+    let other = "c".repeat(64);
+    let kept = f.driver.mount("app", &other).await.unwrap();
+    tie_to(&f, &held, "c1").await;
+    tie_to(&f, &kept, "c2").await;
+    assert_eq!(f.driver.tie_containers().await, 0, "both tied");
+    assert_eq!(f.driver.container_died("c3").await, 0, "a container holding none of them");
+    assert!(f.vault.revoked.lock().unwrap().is_empty());
+
+    assert_eq!(f.driver.container_died("c1").await, 1);
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0"], "revoked before the Unmount");
+    assert_eq!(f.driver.lease_manager().len(), 1, "off the schedule; the other one stays");
+    assert_eq!(f.driver.container_died("c1").await, 0, "ended once");
+    let status = f.driver.status().await;
+    let died: Vec<bool> = status[0].mounts.iter().map(|m| m.container_died).collect();
+    assert_eq!(died.iter().filter(|d| **d).count(), 1, "{died:?}");
+    let record = f.store.mounts.lock().unwrap().get(&("app".to_owned(), ID.to_owned())).cloned();
+    assert!(record.is_some_and(|r| r.ended), "the record says so, for a restart");
+    assert!(f.driver.mounter.is_mounted(&held), "the tmpfs waits for the Unmount");
+
+    f.driver.unmount("app", ID).await.unwrap();
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1, "nothing more to revoke");
+    assert!(!f.driver.mounter.is_mounted(&held));
+    let lines: Vec<Value> =
+        f.driver.audit.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["create", "mount", "mount", "container", "container", "die", "revoke", "unmount"]
+    );
+    assert_eq!(lines[5]["container_id"], "c1");
+    f.driver.unmount("app", &other).await.unwrap();
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_mount_id_mounted_again_after_its_container_died_gets_a_fresh_generation() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    let path = f.driver.mount("app", ID).await.unwrap();
+    tie_to(&f, &path, "c1").await;
+    assert_eq!(f.driver.container_died("c1").await, 1);
+    assert_eq!(f.driver.mount("app", ID).await.unwrap(), path);
+    assert_eq!(f.driver.lease_manager().len(), 1, "kept up again");
+    let status = f.driver.status().await;
+    assert!(!status[0].mounts[0].container_died);
+    assert_ne!(status[0].mounts[0].accessor, "acc-0", "a token of its own again");
+    f.driver.unmount("app", ID).await.unwrap();
+    f.driver.unmount("app", ID).await.unwrap();
+    let revoked: std::collections::BTreeSet<String> =
+        f.vault.revoked.lock().unwrap().iter().cloned().collect();
+    assert_eq!(revoked, ["child-0", "child-1"].map(String::from).into(), "every token revoked");
+}
+
 #[tokio::test]
 async fn a_mount_racing_the_last_unmount_of_its_id_stays_findable() {
     let f = fixture();
