@@ -241,7 +241,7 @@ impl Timers {
 pub const MAX_SPREAD: Duration = Duration::from_secs(120);
 
 /// The longest backoff of a mount's own failures (see [`Timers::failed`]).
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The backoff of a mount that has been failing for `failing`: one second more than that, up to
 /// [`MAX_BACKOFF`], shortened by up to half at random. Retries that each wait it out come at 1,
