@@ -157,6 +157,54 @@ fn a_certificate_identity_serves_a_container_renews_and_logs_in_again_at_once_af
     );
 }
 
+/// The node's certificate is renewed on disk — by a new CA, and the cert auth role now trusts
+/// only that one — while the plugin runs: its next login presents the new certificate, with no
+/// restart. (A certificate read once at start would be refused there.)
+#[test]
+fn a_node_certificate_renewed_on_disk_is_presented_at_the_next_login_without_a_restart() {
+    let pki = Pki::new("vault-secrets-test-ca");
+    let (server, node) = (pki.server(), pki.client("node-01"));
+    let tls = TlsBao::start(&server);
+    let bao = &tls.bao;
+    plugin_policy(bao);
+    cert_auth(bao, &pki);
+    bao.put_kv2("node", json!({"password": "via-renewed-cert"}));
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk =
+        CertFiles { cert: dir.path().join("node.pem"), key: dir.path().join("node-key.pem") };
+    std::fs::copy(&node.cert, &on_disk.cert).unwrap();
+    std::fs::copy(&node.key, &on_disk.key).unwrap();
+    set_mode(&on_disk.key, 0o600);
+    let plugin = Plugin::start(None, &tls.https_address(), "unused", &cert_config(&pki, &on_disk));
+    logged_in(&plugin);
+    let login = "auth/cert/login";
+    let first_token = the_token(bao, login);
+    plugin.create("node", json!({"path": "secret/data/node"}));
+    let first = mount_id();
+    assert_eq!(read(&plugin.mount("node", &first), "password"), "via-renewed-cert");
+
+    // A new CA issues the node's next certificate; the role trusts only the new CA from now.
+    let next_ca = Pki::new("vault-secrets-test-ca-2");
+    let renewed_cert = next_ca.client("node-01");
+    std::fs::copy(&renewed_cert.cert, &on_disk.cert).unwrap();
+    std::fs::copy(&renewed_cert.key, &on_disk.key).unwrap();
+    let mut role = bao.api("GET", "auth/cert/certs/node-01", None)["data"].clone();
+    role["certificate"] = json!(next_ca.ca_pem());
+    bao.api("POST", "auth/cert/certs/node-01", Some(role));
+    revoke(bao, &first_token);
+
+    let second = mount_id();
+    assert_eq!(read(&plugin.mount("node", &second), "password"), "via-renewed-cert");
+    let second_token = the_token(bao, login);
+    assert_ne!(second_token, first_token);
+    assert!(plugin.log().contains("logged in to vault again"), "{}", plugin.log());
+    // OpenBao checks the certificate that logged in at each renewal of the token it gave.
+    assert!(renewed(bao, login, &second_token), "the new certificate's token is renewed too");
+    plugin.unmount("node", &second);
+    plugin.unmount("node", &first);
+    assert!(plugin.mounts_left().is_empty(), "{:?}", plugin.mounts_left());
+}
+
 #[test]
 fn a_jwt_identity_reads_its_file_at_every_login_and_logs_in_again_by_itself() {
     let bao = Bao::start();

@@ -2,6 +2,7 @@
 //! bounded reply sizes, errors that name the address and the API path.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,9 @@ pub const MAX_REPLY: usize = 1024 * 1024;
 /// Vault over HTTP(S): one node, or the nodes of a cluster tried in turn (see the README, "Vault HA").
 #[derive(Clone)]
 pub struct HttpVault {
-    http: reqwest::Client,
+    /// Shared by every clone; replaced when a certificate login presented a certificate read
+    /// anew (see [`HttpVault::with_client_certificate`]).
+    http: Arc<std::sync::RwLock<reqwest::Client>>,
     nodes: Arc<[Node]>,
     /// The index of the node that answered last: tried first. Shared by every clone.
     preferred: Arc<AtomicUsize>,
@@ -36,6 +39,10 @@ pub struct HttpVault {
     failover_budget: Duration,
     namespace: Option<String>,
     timeout: Duration,
+    /// The CA certificates trusted beside the system's (`ca_cert`), for the login clients.
+    roots: Arc<[reqwest::Certificate]>,
+    /// `method = "cert"`: the client certificate and key files, read again at every login.
+    client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// One configured node: its API base (`…/v1/`) and its address as errors name it.
@@ -93,32 +100,29 @@ impl AuthReply {
 
 impl HttpVault {
     pub fn new(config: &VaultConfig) -> Result<HttpVault, VaultError> {
-        // Every setting is explicit: nothing is taken from VAULT_* variables behind our back.
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("vault-secrets-plugin/", env!("CARGO_PKG_VERSION")));
+        let mut roots = Vec::new();
         if let Some(path) = &config.ca_cert {
             let ca_err =
                 |message: String| VaultError::CaCert { path: path.display().to_string(), message };
             let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-            let certs =
+            roots =
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
-            if certs.is_empty() {
+            if roots.is_empty() {
                 return Err(ca_err("no PEM certificate in the file".into()));
             }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
+        }
+        let mut http = client(config.timeout, &roots);
+        let client_cert = match &config.auth {
+            crate::config::AuthConfig::Cert { client_cert, client_key, .. } => {
+                // Presented on every connection: OpenBao's cert auth method checks, at each
+                // renewal of the token a login gave, the certificate that logged in. Read
+                // again at every login.
+                let identity = super::identity::client_certificate(client_cert, client_key)?;
+                http = http.identity(identity);
+                Some((client_cert.clone(), client_key.clone()))
             }
-        }
-        if let crate::config::AuthConfig::Cert { client_cert, client_key, .. } = &config.auth {
-            // Presented on every connection; only the cert auth method's login reads it.
-            builder =
-                builder.identity(super::identity::client_certificate(client_cert, client_key)?);
-        }
+            _ => None,
+        };
         let nodes = config
             .address
             .iter()
@@ -128,14 +132,37 @@ impl HttpVault {
             })
             .collect();
         Ok(HttpVault {
-            http: builder.build().map_err(VaultError::Client)?,
+            http: Arc::new(std::sync::RwLock::new(http.build().map_err(VaultError::Client)?)),
             nodes,
             preferred: Arc::new(AtomicUsize::new(0)),
             active: Arc::new(AtomicUsize::new(0)),
             failover_budget: FAILOVER_BUDGET,
             namespace: config.namespace.clone(),
             timeout: config.timeout,
+            roots: roots.into(),
+            client_cert,
         })
+    }
+
+    /// A certificate login: the certificate and key read from their files now, so that a node
+    /// certificate renewed on disk is used from the next login on, with no restart. Once the
+    /// login succeeded, every request presents that certificate (the token's renewals must).
+    async fn cert_login(&self, path: &str, body: &Value) -> Result<IssuedToken, VaultError> {
+        let Some((cert, key)) = &self.client_cert else {
+            return self.call_auth(path, None, body).await;
+        };
+        let identity = super::identity::client_certificate(cert, key)?;
+        let http = client(self.timeout, &self.roots).identity(identity);
+        let http = http.build().map_err(VaultError::Client)?;
+        let login =
+            HttpVault { http: Arc::new(std::sync::RwLock::new(http.clone())), ..self.clone() };
+        let issued = login.call_auth(path, None, body).await?;
+        *self.http.write().unwrap() = http;
+        Ok(issued)
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap().clone()
     }
 
     /// The URL of an API path on `node`: its configured address and `v1`, then the path's
@@ -328,7 +355,7 @@ impl HttpVault {
     /// `sys/health` of one node (no token, no `standbyok`): its status code.
     async fn probe(&self, node: &Node) -> Result<u16, VaultError> {
         let url = Self::url(node, "sys/health").expect("a fixed path");
-        match self.http.get(url).send().await {
+        match self.http().get(url).send().await {
             Ok(response) => Ok(response.status().as_u16()),
             Err(e) => Err(self.transport_error(node, "sys/health", e)),
         }
@@ -354,7 +381,7 @@ impl HttpVault {
             Err(e) => return Attempt::Answered(Err(e)),
         };
         let op = crate::metrics::vault_op(method.as_str(), path.split('?').next().unwrap_or(path));
-        let mut request = self.http.request(method, url);
+        let mut request = self.http().request(method, url);
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token.expose());
         }
@@ -764,10 +791,29 @@ impl Vault for HttpVault {
             Login::Cert { role: None, .. } => json!({}),
             Login::Jwt { role, jwt, .. } => json!({ "role": role, "jwt": jwt.expose() }),
         };
-        let result = self.call_auth(&login.path(), None, &body).await;
+        let result = match login {
+            Login::Cert { .. } => self.cert_login(&login.path(), &body).await,
+            Login::Jwt { .. } => self.call_auth(&login.path(), None, &body).await,
+        };
         super::wipe(&mut body);
         result
     }
+}
+
+/// The HTTP client's settings, every one explicit: nothing is taken from `VAULT_*` variables
+/// behind our back. `roots`: trusted beside the system's CAs.
+fn client(timeout: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("vault-secrets-plugin/", env!("CARGO_PKG_VERSION")));
+    for cert in roots {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    builder
 }
 
 #[cfg(test)]
