@@ -4,9 +4,10 @@
 //! own `die` event (`docker events`, `timeNano`) to its user's disappearance from `pg_roles`
 //! (one query listing them all, every 5 ms, on one psql session). Beside each, in the same run,
 //! 64 tokens each holding one database lease revoked at once with `revoke-self` (what the
-//! plugin sends), per token from its request's start. The plugin's audit lines (Unmount taken,
-//! revocation confirmed: each names its container) split every delay into dockerd's share, the
-//! plugin's and OpenBao's, and PostgreSQL's after the revocation returned.
+//! plugin sends), per token from its request's start. The plugin's audit lines (the end taken —
+//! at the container's `die` event, which the plugin follows, or at the Unmount —, revocation
+//! confirmed: each names its container) split every delay into the plugin's and OpenBao's share
+//! and PostgreSQL's after the revocation returned; dockerd's Unmount is timed apart.
 
 use super::*;
 
@@ -267,8 +268,10 @@ fn report(what: &str, burst: &Burst, raw: &Burst, plugin: &Plugin, tied: usize) 
         format!("max ≤ 1.25× raw max: {r:.2}×"),
         Some(r <= 1.25),
     )];
-    // The split, from the plugin's audit lines of each container: the Unmount taken, the
-    // revocation confirmed. Signed: Engine 26 logs `die` after it has unmounted the volumes.
+    // The split, from the plugin's audit lines of each container: the end taken (its `die`
+    // line: the plugin followed the engine's event; or its `unmount` line, whichever came
+    // first), the revocation confirmed; and, apart, when dockerd's Unmount came. Signed:
+    // Engine 26 logs `die` after it has unmounted the volumes.
     let lines = audit_lines(plugin);
     let at = |event: &str, id: &str| {
         lines
@@ -277,29 +280,40 @@ fn report(what: &str, burst: &Burst, raw: &Burst, plugin: &Plugin, tied: usize) 
             .filter(|l| l["event"] == event && l["container_id"] == id)
             .find_map(|l| humantime::parse_rfc3339(l["time"].as_str()?).ok())
     };
-    let (mut to_unmount, mut to_revoked, mut to_gone) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_taken, mut to_revoked, mut to_gone) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_unmount, mut by_die) = (Vec::new(), 0);
     for (id, die, gone) in &burst.containers {
-        let (Some(unmount), Some(revoked)) = (at("unmount", id), at("revoke", id)) else {
+        let (died, unmounted) = (at("die", id), at("unmount", id));
+        let (Some(taken), Some(revoked)) =
+            (died.into_iter().chain(unmounted).min(), at("revoke", id))
+        else {
             continue;
         };
-        to_unmount.push(signed_ms(*die, unmount));
-        to_revoked.push(signed_ms(unmount, revoked));
+        by_die += usize::from(died.is_some_and(|d| unmounted.is_none_or(|u| d <= u)));
+        to_taken.push(signed_ms(*die, taken));
+        to_revoked.push(signed_ms(taken, revoked));
         to_gone.push(signed_ms(revoked, *gone));
+        if let Some(unmount) = unmounted {
+            to_unmount.push(signed_ms(*die, unmount));
+        }
     }
-    if to_unmount.is_empty() {
+    if to_taken.is_empty() {
         return rows;
     }
+    let n = to_taken.len();
     rows.push(Row::new(
-        &format!(
-            "  where it goes ({tied} of {N} mounts tied to their containers; split over {})",
-            to_unmount.len()
-        ),
+        &format!("  where it goes ({tied} of {N} mounts tied to their containers; split over {n})"),
         format!(
-            "die → Unmount taken {}; → revoke confirmed {}",
-            split(&mut to_unmount),
+            "die → end taken ({by_die} at the die event, {} at the Unmount) {}; → revoke confirmed {}",
+            n - by_die,
+            split(&mut to_taken),
             split(&mut to_revoked)
         ),
-        format!("revoke confirmed → user gone {}", split(&mut to_gone)),
+        format!(
+            "revoke confirmed → user gone {}; die → dockerd's Unmount {}",
+            split(&mut to_gone),
+            split(&mut to_unmount)
+        ),
         "".into(),
         None,
     ));

@@ -225,6 +225,15 @@ impl Bao {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// Calls the API with no token (init, unseal, health); panics when OpenBao is unreachable.
+    pub fn unauthenticated(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}/v1/{path}", self.address());
+        let request = self.http.request(method.parse().unwrap(), url).json(&body);
+        let resp = request.send().expect("OpenBao reachable");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
     /// Calls the API as root; panics on a transport error or a status >= 400.
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, v) = self.try_api(method, path, body).expect("OpenBao reachable");

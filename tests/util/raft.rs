@@ -58,8 +58,7 @@ impl Cluster {
             cluster.write_config(i);
             cluster.spawn(i);
         }
-        let (status, init) = cluster.unauthenticated(
-            0,
+        let (status, init) = cluster.nodes[0].bao.unauthenticated(
             "PUT",
             "sys/init",
             json!({"secret_shares": 1, "secret_threshold": 1}),
@@ -80,8 +79,7 @@ impl Cluster {
         for i in 1..3 {
             // On a loaded machine a join can stall before its node unseals: joined again.
             let joined = (0..3).any(|_| {
-                let (status, v) = cluster.unauthenticated(
-                    i,
+                let (status, v) = cluster.nodes[i].bao.unauthenticated(
                     "PUT",
                     "sys/storage/raft/join",
                     json!({ "leader_api_addr": leader }),
@@ -167,8 +165,11 @@ impl Cluster {
             status.map(|v| v["sealed"] != false).unwrap_or(true)
         };
         while Instant::now() < end {
-            let (status, v) =
-                self.unauthenticated(i, "PUT", "sys/unseal", json!({"key": self.unseal_key}));
+            let (status, v) = self.nodes[i].bao.unauthenticated(
+                "PUT",
+                "sys/unseal",
+                json!({"key": self.unseal_key}),
+            );
             if status == 200 && v["sealed"] == false {
                 return true;
             }
@@ -177,19 +178,6 @@ impl Cluster {
             }
         }
         false
-    }
-
-    fn unauthenticated(&self, i: usize, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let bao = &self.nodes[i].bao;
-        let url = format!("{}/v1/{path}", bao.address());
-        let resp = bao
-            .http
-            .request(method.parse().unwrap(), url)
-            .json(&body)
-            .send()
-            .expect("OpenBao node reachable");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
     }
 
     /// Every node's address, in order.

@@ -114,19 +114,6 @@ impl BaoServer {
         });
         assert!(active, "OpenBao did not become active after unseal:\n{}", self.log());
     }
-
-    fn unauthenticated(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let url = format!("{}/v1/{path}", self.bao.address());
-        let resp = self
-            .bao
-            .http
-            .request(method.parse().unwrap(), url)
-            .json(&body)
-            .send()
-            .expect("OpenBao reachable");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    }
 }
 
 impl Deref for BaoServer {
