@@ -196,6 +196,24 @@ fn swarm_tasks_get_their_own_database_users_dropped_when_the_tasks_end() {
     let users: Vec<String> = containers.iter().map(|c| user_of(c, &secret.name)).collect();
     assert_ne!(users[0], users[1], "each task has a user of its own");
     assert_eq!(s.bao.accessors().len(), before.len() + 2, "each task has a token of its own");
+    // `status` shows each task's token (its accessor, never the token) and its lease.
+    let shown = crate::util::vault::status(&s.plugin);
+    let tasks = shown["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 2, "{shown}");
+    let accessors = s.bao.accessors();
+    for task in &tasks {
+        assert!(accessors.iter().any(|a| task["accessor"] == a.as_str()), "{task}");
+        assert_eq!(task["service"], service.name.as_str(), "{task}");
+        let leases = task["leases"].as_array().unwrap();
+        assert!(
+            leases.len() == 1
+                && leases[0]["lease_id"].as_str().unwrap().starts_with("database/creds/swarm/"),
+            "{task}"
+        );
+    }
+    let table = crate::util::vault::plugin_cli(&s.plugin.config, &["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("swarm task secrets (2 task token(s))"), "{table}");
     let mode = docker_ok(&[
         "exec",
         &containers[0],

@@ -1,7 +1,8 @@
 //! The admin socket (mode 0600) behind `status` and `rotate`: a small HTTP API served by the
 //! plugin, and the client the CLI commands use.
 //!
-//! - `GET /status` → `{"volumes": [VolumeStatus…]}` (accessors and lease IDs, never a token)
+//! - `GET /status` → `{"volumes": [VolumeStatus…], "tasks": [TaskStatus…]}` (accessors and
+//!   lease IDs, never a token)
 //! - `POST /rotate` with `{"volume": NAME}` → `{"rotated": N}`, or `{"error": …}`
 
 use std::path::Path;
@@ -59,7 +60,7 @@ pub fn router<O: Operations>(driver: Arc<O>) -> Router {
 }
 
 async fn status<O: Operations>(State(d): State<Arc<O>>) -> Response {
-    Json(json!({ "volumes": d.status().await })).into_response()
+    Json(json!({ "volumes": d.status().await, "tasks": d.tasks().await })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -142,7 +143,8 @@ pub async fn request(
 pub fn render_table(status: &Value) -> String {
     let mut out = String::new();
     let volumes = status["volumes"].as_array().cloned().unwrap_or_default();
-    if volumes.is_empty() {
+    let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+    if volumes.is_empty() && tasks.is_empty() {
         return "no volumes\n".into();
     }
     let secs = |v: &Value| {
@@ -197,6 +199,27 @@ pub fn render_table(status: &Value) -> String {
             }
         }
     }
+    if !tasks.is_empty() {
+        out.push_str(&format!("swarm task secrets ({} task token(s))\n", tasks.len()));
+    }
+    for t in &tasks {
+        out.push_str(&format!(
+            "  task {}  secret {}  service {}  token {} expires in {}\n",
+            t["task"].as_str().unwrap_or("?"),
+            t["secret"].as_str().unwrap_or("?"),
+            t["service"].as_str().unwrap_or("?"),
+            t["accessor"].as_str().unwrap_or("?"),
+            secs(&t["token_expires_in_secs"]),
+        ));
+        for l in t["leases"].as_array().cloned().unwrap_or_default() {
+            out.push_str(&format!(
+                "    lease {}  expires in {}  ({})\n",
+                l["lease_id"].as_str().unwrap_or("?"),
+                secs(&l["expires_in_secs"]),
+                l["state"].as_str().unwrap_or("?"),
+            ));
+        }
+    }
     out
 }
 
@@ -213,6 +236,21 @@ mod tests {
                 name: "app".into(),
                 sources: vec!["kv/app".into()],
                 mounts: vec![],
+            }]
+        }
+
+        async fn tasks(&self) -> Vec<crate::driver::TaskStatus> {
+            vec![crate::driver::TaskStatus {
+                task: "t0ask".into(),
+                secret: "s3cret".into(),
+                service: "web".into(),
+                accessor: "acc-task".into(),
+                token_expires_in_secs: Some(90),
+                leases: vec![crate::driver::TaskLeaseStatus {
+                    lease_id: "database/creds/app/L1".into(),
+                    expires_in_secs: Some(30),
+                    state: "renew",
+                }],
             }]
         }
 
@@ -233,7 +271,12 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let status = request(&socket, "GET", "/status", None).await.unwrap();
         assert_eq!(status["volumes"][0]["name"], "app");
-        assert!(render_table(&status).starts_with("app  (kv/app; 0 active mount(s))"));
+        let table = render_table(&status);
+        assert!(table.starts_with("app  (kv/app; 0 active mount(s))"), "{table}");
+        assert!(
+            table.contains("swarm task secrets (1 task token(s))\n  task t0ask  secret s3cret  service web  token acc-task expires in 1m 30s\n    lease database/creds/app/L1  expires in 30s  (renew)\n"),
+            "{table}"
+        );
         let rotated =
             request(&socket, "POST", "/rotate", Some(&json!({"volume": "app"}))).await.unwrap();
         assert_eq!(rotated["rotated"], 2);

@@ -10,12 +10,14 @@ pub mod plugin;
 
 use std::future::Future;
 
-use crate::driver::{Driver, DriverError, Edges, VolumeStatus};
+use crate::driver::{Driver, DriverError, Edges, TaskStatus, VolumeStatus};
 
 /// What operators ask of the driver: its status, and a rotation now.
 pub trait Operations: Send + Sync + 'static {
     /// Every volume with its active mounts (never a token or a value).
     fn status(&self) -> impl Future<Output = Vec<VolumeStatus>> + Send;
+    /// Every swarm task holding a token for a secret of this driver.
+    fn tasks(&self) -> impl Future<Output = Vec<TaskStatus>> + Send;
     /// A fresh generation for every mount of `volume`; how many were rotated.
     fn rotate(&self, volume: &str) -> impl Future<Output = Result<usize, DriverError>> + Send;
 }
@@ -23,6 +25,10 @@ pub trait Operations: Send + Sync + 'static {
 impl<E: Edges> Operations for Driver<E> {
     async fn status(&self) -> Vec<VolumeStatus> {
         Driver::status(self).await
+    }
+
+    async fn tasks(&self) -> Vec<TaskStatus> {
+        Driver::task_status(self).await
     }
 
     async fn rotate(&self, volume: &str) -> Result<usize, DriverError> {

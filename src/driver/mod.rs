@@ -33,7 +33,9 @@ use crate::vault::identity::IdentitySlot;
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
 
-pub use secrets::{parse_labels, SecretError, SecretRequest, SecretValue};
+pub use secrets::{
+    parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseStatus, TaskStatus,
+};
 pub use status::{ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
 
 #[derive(Debug, thiserror::Error)]
