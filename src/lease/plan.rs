@@ -214,19 +214,7 @@ impl Timers {
             })
             .chain(self.token.remaining(now))
             .collect();
-        // Something already expired: the mount is broken until it is replaced, and there is no
-        // margin left to spread over: its own backoff only.
-        let spread = if remaining.iter().any(Duration::is_zero) {
-            Duration::ZERO
-        } else {
-            outage.min(MAX_SPREAD).mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
-        };
-        let mut wait = failing_backoff(failing, jitter).max(spread);
-        let nearest = remaining.into_iter().filter(|r| !r.is_zero()).min();
-        if let Some(left) = nearest {
-            wait = wait.min(left.mul_f64(2.0 / 3.0)).max(Duration::from_millis(200));
-        }
-        self.retry_at = Some(now + wait);
+        self.retry_at = Some(now + retry_wait(failing, outage, &remaining, jitter));
     }
 
     /// Clears the failure state after a successful tick.
@@ -239,6 +227,29 @@ impl Timers {
 /// The longest wait after a failure that the length of an outage alone brings (see
 /// [`Timers::failed`]).
 pub const MAX_SPREAD: Duration = Duration::from_secs(120);
+
+/// How long to wait after a failure (see [`Timers::failed`]): the backoff of `failing` (how
+/// long this one has been failing) or the outage's spread, whichever is longer, never past two
+/// thirds of the nearest of `remaining` (what its token and leases have left; zero: expired).
+pub fn retry_wait(
+    failing: Duration,
+    outage: Duration,
+    remaining: &[Duration],
+    jitter: f64,
+) -> Duration {
+    // Something already expired: broken until it is replaced, and there is no margin left to
+    // spread over: its own backoff only.
+    let spread = if remaining.iter().any(Duration::is_zero) {
+        Duration::ZERO
+    } else {
+        outage.min(MAX_SPREAD).mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
+    };
+    let wait = failing_backoff(failing, jitter).max(spread);
+    match remaining.iter().filter(|r| !r.is_zero()).min() {
+        Some(left) => wait.min(left.mul_f64(2.0 / 3.0)).max(Duration::from_millis(200)),
+        None => wait,
+    }
+}
 
 /// The longest backoff of a mount's own failures (see [`Timers::failed`]).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -154,6 +154,8 @@ struct Issued {
     leases: Vec<TaskLease>,
     /// When the watcher last saw the task alive.
     seen: Option<Instant>,
+    /// Since when its renewals have failed (none succeeded since).
+    failing_since: Option<Instant>,
 }
 
 impl Issued {
@@ -369,8 +371,15 @@ impl<E: Edges> Driver<E> {
         })?;
         let now = Instant::now();
         let deadline = Deadline::after_grant(now, token.ttl, spec.ttl, token.renewable, jitter());
-        let mut issued =
-            Issued { service, token, ttl: spec.ttl, deadline, leases: Vec::new(), seen: None };
+        let mut issued = Issued {
+            service,
+            token,
+            ttl: spec.ttl,
+            deadline,
+            leases: Vec::new(),
+            seen: None,
+            failing_since: None,
+        };
         // Recorded before anything is read with it: a crash from here on is cleaned up at the
         // next start, when the task turns out to be gone.
         let recorded = self.store.save_task(&issued.record(key)).map_err(|source| {
@@ -482,9 +491,24 @@ impl<E: Edges> Driver<E> {
             // TTL unless the task is seen again before).
             return Some(now + poll_interval());
         }
+        // After a failure: the backoff of how long this task has been failing, spread over the
+        // outage's length, never past two thirds of what its token or a lease has left — as a
+        // mount's (`plan::retry_wait`).
+        let retry = |issued: &mut Issued| {
+            let failing = now.saturating_duration_since(*issued.failing_since.get_or_insert(now));
+            let remaining: Vec<Duration> = issued
+                .leases
+                .iter()
+                .filter_map(|l| l.deadline.and_then(|d| d.remaining(now)))
+                .chain(issued.deadline.remaining(now))
+                .collect();
+            now + plan::retry_wait(failing, self.leases.upkeep_failed(now), &remaining, jitter())
+        };
+        let (mut failed, mut renewed) = (false, false);
         if issued.deadline.act_at <= now {
             match self.vault.renew_self(&issued.token.token, issued.ttl).await {
                 Ok(ttl) => {
+                    renewed = true;
                     issued.deadline = Deadline::after_grant(now, ttl, issued.ttl, true, jitter());
                     if issued.deadline.replace {
                         tracing::warn!(ttl = %crate::report::duration(ttl), "the task's token reached its max TTL: it and its leases end then");
@@ -492,7 +516,8 @@ impl<E: Edges> Driver<E> {
                     }
                 }
                 Err(e) if e.is_transient() => {
-                    issued.deadline.act_at = now + plan::backoff(3, jitter());
+                    issued.deadline.act_at = retry(issued);
+                    failed = true;
                 }
                 Err(e) => {
                     tracing::error!(error = %chain(&e), "the task's token was refused (revoked?): its value no longer works");
@@ -500,26 +525,35 @@ impl<E: Edges> Driver<E> {
                 }
             }
         }
-        for l in &mut issued.leases {
+        for i in 0..issued.leases.len() {
+            let l = &issued.leases[i];
             let Some(deadline) = l.deadline.filter(|d| d.act_at <= now) else { continue };
-            let asked = l.lease.duration;
-            l.deadline = match self.vault.renew_lease(&issued.token.token, &l.lease.id, asked).await
-            {
+            let (id, asked, renewable) = (l.lease.id.clone(), l.lease.duration, l.lease.renewable);
+            let next = match self.vault.renew_lease(&issued.token.token, &id, asked).await {
                 Ok(d) => {
-                    let next = Deadline::after_grant(now, d, asked, l.lease.renewable, jitter());
+                    renewed = true;
+                    let next = Deadline::after_grant(now, d, asked, renewable, jitter());
                     if next.replace {
-                        tracing::warn!(lease = %l.lease.id, left = %crate::report::duration(d), "a lease of the task's secret cannot be renewed further: the task's value stops working when it ends (a swarm secret cannot change under a running task; `docker service update --force` gives the tasks fresh ones)");
+                        tracing::warn!(lease = %id, left = %crate::report::duration(d), "a lease of the task's secret cannot be renewed further: the task's value stops working when it ends (a swarm secret cannot change under a running task; `docker service update --force` gives the tasks fresh ones)");
                     }
                     (!next.replace).then_some(next)
                 }
                 Err(e) if e.is_transient() => {
-                    Some(Deadline { act_at: now + plan::backoff(3, jitter()), ..deadline })
+                    failed = true;
+                    Some(Deadline { act_at: retry(issued), ..deadline })
                 }
                 Err(e) => {
-                    tracing::error!(lease = %l.lease.id, error = %chain(&e), "a lease of the task's secret was refused");
+                    tracing::error!(lease = %id, error = %chain(&e), "a lease of the task's secret was refused");
                     None
                 }
             };
+            issued.leases[i].deadline = next;
+        }
+        if renewed {
+            self.leases.upkeep_succeeded();
+        }
+        if !failed {
+            issued.failing_since = None;
         }
         self.save(&key, issued);
         Some(issued.next())

@@ -26,6 +26,12 @@ struct FakeVault {
     revoked: Mutex<Vec<String>>,
     token_renewals: AtomicUsize,
     lease_renewals: AtomicUsize,
+    /// Renewals fail as while Vault is sealed.
+    down: std::sync::atomic::AtomicBool,
+}
+
+fn sealed(path: &str) -> VaultError {
+    VaultError::Status { path: path.into(), status: 503, message: "sealed".into() }
 }
 
 fn denied(path: &str) -> VaultError {
@@ -79,11 +85,17 @@ impl Vault for FakeVault {
 
     async fn renew_self(&self, _: &Token, increment: Duration) -> Result<Duration, VaultError> {
         self.token_renewals.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(sealed("auth/token/renew-self"));
+        }
         Ok(increment)
     }
 
     async fn renew_lease(&self, _: &Token, _: &str, d: Duration) -> Result<Duration, VaultError> {
         self.lease_renewals.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(sealed("sys/leases/renew"));
+        }
         Ok(d)
     }
 
@@ -380,6 +392,47 @@ async fn tokens_and_leases_are_renewed_only_while_the_task_is_seen() {
     assert!(f.driver.task_upkeep("task1", "db_user").await.is_none());
     assert_eq!(f.driver.task_tokens(), 0);
     assert!(f.store.load_tasks().is_empty());
+}
+
+/// While Vault fails, a task's renewal backs off as a mount's does — by how long it has been
+/// failing, never past two thirds of what its token has left — and its first success clears it.
+#[tokio::test(start_paused = true)]
+async fn a_task_s_failing_renewal_backs_off_with_its_time_failing_until_vault_answers() {
+    let f = Fixture::new();
+    f.task("task1", "running");
+    f.get("task1", &[("path", "secret/data/app"), ("field", "password"), ("ttl", "10m")])
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(7 * 60)).await;
+    f.driver.check_tasks().await;
+    f.vault.down.store(true, Ordering::SeqCst);
+    let start = tokio::time::Instant::now();
+    // The token, renewed for 10 m at 7 m, has 3 m left when Vault starts failing.
+    let expiry = start + Duration::from_secs(3 * 60);
+    let mut waits = Vec::new();
+    let mut due = start;
+    while let Some(next) = f.driver.task_upkeep("task1", "db_user").await {
+        due = next;
+        let now = tokio::time::Instant::now();
+        assert!(next < expiry, "a retry after the token's expiry: {waits:?}");
+        waits.push(next.saturating_duration_since(now));
+        if now - start > Duration::from_secs(150) {
+            break;
+        }
+        tokio::time::advance(next.saturating_duration_since(now)).await;
+        f.driver.check_tasks().await;
+    }
+    assert!(waits.len() >= 5, "{waits:?}");
+    assert!(waits[0] <= Duration::from_secs(1), "the first retry soon: {waits:?}");
+    assert!(waits[1..5].windows(2).all(|w| w[1] >= w[0]), "growing: {waits:?}");
+    let renewals = f.vault.token_renewals.load(Ordering::SeqCst);
+    assert!(renewals < 20, "{renewals} renewals in 150 s of failures: {waits:?}");
+    f.vault.down.store(false, Ordering::SeqCst);
+    tokio::time::advance(due.saturating_duration_since(tokio::time::Instant::now())).await;
+    f.driver.check_tasks().await;
+    let next = f.driver.task_upkeep("task1", "db_user").await.unwrap();
+    let due = next.saturating_duration_since(tokio::time::Instant::now());
+    assert!(due > Duration::from_secs(5 * 60), "renewed for 10 m, due at about 2/3: {due:?}");
 }
 
 #[tokio::test]

@@ -122,6 +122,7 @@ impl<E: Edges> Driver<E> {
                 deadline: Deadline::after_grant(now, left, left, true, jitter()),
                 leases: leases.collect(),
                 seen: None,
+                failing_since: None,
             };
             self.leases.set(Job::task(&key.task, &key.secret), issued.next());
             self.tasks.slots.lock().unwrap().insert(key, Arc::new(Some(issued).into()));
