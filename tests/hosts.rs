@@ -15,11 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
 use crate::util::hosts::{Host, Hosts, DRIVER};
+use crate::util::tls::bao_cli;
 use crate::util::vault::{pg_login, Creds};
 use crate::util::*;
 
@@ -28,7 +30,13 @@ const POLICY: &str = r#"path "auth/token/create" { capabilities = ["update"] }
 path "database/creds/hosts" { capabilities = ["read"] }
 path "database/creds/short" { capabilities = ["read"] }"#;
 
-fn setup() -> (Bao, Hosts) {
+/// One cluster at a time: on Engine 26.1, with two of them starting at once, a dockerd got a
+/// SIGTERM just after it first answered (twice in two runs, always in the second cluster; its
+/// sender was not found). One at a time it never happened.
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
+fn setup() -> (MutexGuard<'static, ()>, Bao, Hosts) {
+    let turn = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let bao = Bao::start();
     bao.database_role("hosts", "1h", "24h");
     // The node-kill case: what a dead node leaves ends at this TTL.
@@ -43,7 +51,7 @@ fn setup() -> (Bao, Hosts) {
         up.as_millis(),
         (started.elapsed() - up).as_millis()
     );
-    (bao, hosts)
+    (turn, bao, hosts)
 }
 
 /// The database users in PostgreSQL now (the `v-…` ones OpenBao makes).
@@ -208,18 +216,24 @@ fn wait_gone(users: &[String], count: usize, timeout: Duration) -> Vec<(String, 
     gone
 }
 
-/// For each user gone, how long after its task's container died: (user, host, ms).
+/// For each user gone, how long after its task's container died, in ms: (user, host, ms). It
+/// is below zero when the user went before the `die` event (Engine 26.1 emits it after the
+/// volumes' Unmount).
 fn die_to_gone(
     hosts: &Hosts,
     tasks: &[(Task, Creds)],
     gone: &[(String, SystemTime)],
     since: u64,
-) -> Vec<(String, usize, Duration)> {
+) -> Vec<(String, usize, i64)> {
     gone.iter()
         .map(|(user, at)| {
             let (t, _) = tasks.iter().find(|(_, c)| &c.user == user).expect("a task's user");
             let died = died_at(&hosts.hosts[t.host], &t.container, since);
-            (user.clone(), t.host, at.duration_since(died).unwrap_or_default())
+            let ms = match at.duration_since(died) {
+                Ok(d) => d.as_millis() as i64,
+                Err(e) => -(e.duration().as_millis() as i64),
+            };
+            (user.clone(), t.host, ms)
         })
         .collect()
 }
@@ -242,7 +256,7 @@ fn check_own_users(hosts: &Hosts, tasks: &[Task]) -> Vec<(Task, Creds)> {
 
 #[test]
 fn a_service_on_three_nodes_gets_a_user_per_task_scaled_drained_stacked_and_node_killed() {
-    let (bao, mut hosts) = setup();
+    let (_turn, bao, mut hosts) = setup();
     let ids: Vec<String> = (0..3).map(|i| hosts.node_id(i)).collect();
     let vol = unique("vshdb");
     let mount = format!(
@@ -271,12 +285,11 @@ fn a_service_on_three_nodes_gets_a_user_per_task_scaled_drained_stacked_and_node
     pg_login(&kept).unwrap();
     for (user, host, took) in die_to_gone(&hosts, &tasks, &gone, since) {
         eprintln!(
-            "scale 3→1: task on {} died → its user {user} gone: {} ms",
+            "scale 3→1: task on {} died → its user {user} gone: {took} ms",
             hosts.hosts[host].name,
-            took.as_millis()
         );
         // The issue's target is 0.5 s; asserted with a margin (the machine is shared).
-        assert!(took < Duration::from_secs(5), "{user}: {took:?}");
+        assert!(took < 5000, "{user}: {took} ms");
     }
 
     // Back to 3, then drain worker 2: its task moves to the other nodes, its user goes.
@@ -296,8 +309,8 @@ fn a_service_on_three_nodes_gets_a_user_per_task_scaled_drained_stacked_and_node
         service.tasks(&hosts)
     );
     for (user, _, took) in die_to_gone(&hosts, &tasks, &gone, since) {
-        eprintln!("drain: worker 2's task died → its user {user} gone: {} ms", took.as_millis());
-        assert!(took < Duration::from_secs(5), "{user}: {took:?}");
+        eprintln!("drain: worker 2's task died → its user {user} gone: {took} ms");
+        assert!(took < 5000, "{user}: {took} ms");
     }
     let moved = service.wait_running(&hosts, 3, 2);
     eprintln!("drain → 3 tasks running on 2 nodes: {} ms", drained.elapsed().as_millis());
@@ -427,8 +440,8 @@ volumes:
 }
 
 #[test]
-fn swarm_secrets_on_three_nodes_a_user_per_task_dropped_at_scale_down_a_denied_path_fails() {
-    let (_bao, hosts) = setup();
+fn swarm_secrets_on_three_nodes_and_a_wrapped_token_used_up_by_the_first_node() {
+    let (_turn, bao, hosts) = setup();
     let manager = hosts.manager();
     let secret = unique("vshsecret");
     manager.docker_ok(&[
@@ -476,12 +489,11 @@ fn swarm_secrets_on_three_nodes_a_user_per_task_dropped_at_scale_down_a_denied_p
     assert_eq!(gone.len(), 1, "scale 2→1 did not drop a user:\n{}", service.tasks(&hosts));
     for (user, host, took) in die_to_gone(&hosts, &tasks, &gone, since) {
         eprintln!(
-            "secret, scale 2→1: task on {} died → its user {user} gone: {} ms",
+            "secret, scale 2→1: task on {} died → its user {user} gone: {took} ms",
             hosts.hosts[host].name,
-            took.as_millis()
         );
         // The issue's bound is 5 s (the manager's plugin polls the tasks every second).
-        assert!(took < Duration::from_secs(10), "{user}: {took:?}");
+        assert!(took < 10_000, "{user}: {took} ms");
     }
     let kept: Vec<&String> = users.iter().filter(|u| !gone.iter().any(|(g, _)| g == *u)).collect();
     assert!(pg_role_exists(kept[0]), "the remaining task keeps its user");
@@ -522,4 +534,53 @@ fn swarm_secrets_on_three_nodes_a_user_per_task_dropped_at_scale_down_a_denied_p
         log.contains("permission denied on database/creds/other") && log.contains(&denied),
         "the manager's plugin log names the path:\n{log}"
     );
+    drop(service);
+
+    // A wrapped token in a service's volume-opt: the first node to create the volume unwraps
+    // it, the second cannot, and its task's error says why.
+    let out = bao_cli(
+        &bao,
+        &[
+            "token",
+            "create",
+            "-policy=vault-secrets-node",
+            "-ttl=1h",
+            "-wrap-ttl=5m",
+            "-field=wrapping_token",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wrapping = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mount = format!(
+        "type=volume,source={},target=/run/secrets,readonly,volume-driver={DRIVER},volume-opt=path=database/creds/hosts,volume-opt=wrapped-token={wrapping}",
+        unique("vshwrap")
+    );
+    let service = Service::create(
+        &hosts,
+        "vshwrap",
+        &[
+            "--replicas",
+            "2",
+            "--placement-pref",
+            "spread=node.id",
+            "--restart-condition",
+            "none",
+            "--mount",
+            &mount,
+        ],
+    );
+    let settled = wait_until(Duration::from_secs(60), || {
+        service.running(&hosts).len() == 1 && service.tasks(&hosts).contains("unwrapped once")
+    });
+    let tasks = service.tasks(&hosts);
+    eprintln!("docker service ps --no-trunc of the wrapped token's service:\n{tasks}");
+    assert!(settled, "not one task running and one failed saying why:\n{tasks}");
+    assert!(
+        tasks.contains("a wrapped token can be unwrapped once: for a service on several nodes, give each node its identity"),
+        "{tasks}"
+    );
+    assert!(!tasks.contains(&wrapping), "the wrapping token is not in the error");
+    let first = service.running(&hosts).remove(0);
+    let c = creds(&hosts, &first);
+    pg_login(&c).unwrap();
 }
