@@ -7,9 +7,12 @@
 //!   update --availability drain` moves a worker's task and drops its user; `docker stack deploy`
 //!   with `driver_opts`; a worker whose dockerd and plugin are SIGKILLed: its task comes back on
 //!   the other nodes with a user of its own, and the dead node's user ends at its lease's TTL;
-//! - Swarm secrets (`docker secret create --driver vault-secrets`) on three nodes: the manager's
-//!   plugin gives each task a user of its own, drops the removed task's user at scale down, and a
-//!   denied path shows as the task's error in `docker service ps`.
+//!   revoking one node's identity takes its tasks' users and no other node's;
+//! - Swarm secrets (`docker secret create --driver vault-secrets`) on three nodes whose plugins
+//!   log in with certificates of their own (over TLS): the manager's plugin gives each task a
+//!   user of its own, drops the removed task's user at scale down, and a denied path shows as the
+//!   task's error in `docker service ps`; a service's `wrapped-token` is used up by the first
+//!   node, and the second node's task says why.
 //!
 //! Every figure is printed (`--nocapture`); the bounds asserted are the issue's with margins.
 
@@ -20,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::util::hosts::{Host, Hosts, DRIVER};
-use crate::util::tls::bao_cli;
+use crate::util::hosts::{Host, Hosts, Identity, DRIVER};
+use crate::util::tls::{bao_cli, Pki, TlsBao};
 use crate::util::vault::{pg_login, Creds};
 use crate::util::*;
 
@@ -35,23 +38,48 @@ path "database/creds/short" { capabilities = ["read"] }"#;
 /// sender was not found). One at a time it never happened.
 static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 
-fn setup() -> (MutexGuard<'static, ()>, Bao, Hosts) {
-    let turn = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
-    let bao = Bao::start();
+/// The database roles and the nodes' policy.
+fn roles(bao: &Bao) {
     bao.database_role("hosts", "1h", "24h");
     // The node-kill case: what a dead node leaves ends at this TTL.
     bao.database_role("short", "20s", "40s");
     bao.policy("vault-secrets-node", POLICY);
+}
+
+/// Three hosts in a swarm, each plugin with a token of its own.
+fn setup() -> (MutexGuard<'static, ()>, Bao, Hosts) {
+    let turn = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let bao = Bao::start();
+    roles(&bao);
     let started = Instant::now();
-    let mut hosts = Hosts::start(3, &bao, "vault-secrets-node");
+    let hosts = swarm(Hosts::start(3, &bao, "vault-secrets-node"), started);
+    (turn, bao, hosts)
+}
+
+/// Three hosts in a swarm, each plugin with a client certificate of its own (`CN` = the host's
+/// name) and a cert role of its own, against OpenBao's TLS listener.
+fn setup_cert() -> (MutexGuard<'static, ()>, TlsBao, Pki, Hosts) {
+    let turn = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let pki = Pki::new("nodes-ca");
+    let bao = TlsBao::start(&pki.server_for("10.231.0.1"));
+    roles(&bao.bao);
+    let identity =
+        Identity::Cert { pki: &pki, policy: "vault-secrets-node", tls_port: bao.tls_port };
+    let started = Instant::now();
+    let hosts = swarm(Hosts::start_as(3, &bao.bao, identity), started);
+    (turn, bao, pki, hosts)
+}
+
+/// Makes a swarm of `hosts` (started at `started`), printing how long each part took.
+fn swarm(mut hosts: Hosts, started: Instant) -> Hosts {
     let up = started.elapsed();
     hosts.swarm();
     eprintln!(
-        "3 hosts up (namespaces, dockerd, image, plugin): {} ms; swarm of 1 manager + 2 workers: {} ms",
+        "3 hosts up (namespaces, dockerd, image, plugin logged in): {} ms; swarm of 1 manager + 2 workers: {} ms",
         up.as_millis(),
         (started.elapsed() - up).as_millis()
     );
-    (turn, bao, hosts)
+    hosts
 }
 
 /// The database users in PostgreSQL now (the `v-…` ones OpenBao makes).
@@ -440,8 +468,13 @@ volumes:
 }
 
 #[test]
-fn swarm_secrets_on_three_nodes_and_a_wrapped_token_used_up_by_the_first_node() {
-    let (_turn, bao, hosts) = setup();
+fn swarm_secrets_on_three_nodes_with_certificate_identities_and_a_wrapped_token_used_once() {
+    let (_turn, tls, _pki, hosts) = setup_cert();
+    let bao = &tls.bao;
+    // Each node logged in with its own certificate, at its own cert role.
+    let identities: BTreeSet<&str> =
+        hosts.hosts.iter().map(|h| h.identity_accessor.as_str()).collect();
+    assert_eq!(identities.len(), 3, "three identities of their own");
     let manager = hosts.manager();
     let secret = unique("vshsecret");
     manager.docker_ok(&[
@@ -539,7 +572,7 @@ fn swarm_secrets_on_three_nodes_and_a_wrapped_token_used_up_by_the_first_node() 
     // A wrapped token in a service's volume-opt: the first node to create the volume unwraps
     // it, the second cannot, and its task's error says why.
     let out = bao_cli(
-        &bao,
+        bao,
         &[
             "token",
             "create",

@@ -7,8 +7,10 @@
 //!   namespace `vsh-ID-nI` whose `eth0`, one end of a veth pair whose other end is on the
 //!   bridge, has 10.231.0.(11+i)/24. These addresses exist in those namespaces only: nothing is
 //!   added to the machine's own network namespace, and no host has a route anywhere else.
+//! - **Identities** ([`Identity`]): each plugin a token of its own, or a client certificate of
+//!   its own (`CN` = the host's name) with a cert role of its own.
 //! - **OpenBao** (a [`super::Bao`] on the machine's loopback) is reached from every host at
-//!   [`VAULT_ADDRESS`]: a forwarder process (Python, started and killed by the test) binds its
+//!   `10.231.0.1:8200` ([`Hosts::vault_address`]; TLS for certificates): a forwarder process (Python, started and killed by the test) binds its
 //!   listening socket inside the bridge namespace (`setns`, bind, `setns` back) and connects to
 //!   the real OpenBao on 127.0.0.1. PostgreSQL stays on the machine's loopback, where OpenBao
 //!   and the test's `psql` reach it.
@@ -33,10 +35,22 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::dockerd::Dockerd;
+use super::tls::{tokens_from, Pki};
 use super::{mount_id, wait_until, Bao, Plugin};
 
-/// OpenBao's address as every host sees it (the forwarder in the bridge namespace).
-pub const VAULT_ADDRESS: &str = "http://10.231.0.1:8200";
+/// OpenBao's address on the bridge, as every host sees it (the forwarder).
+const VAULT_IP: &str = "10.231.0.1";
+
+/// How each host's plugin logs in to OpenBao.
+pub enum Identity<'a> {
+    /// A token of its own (no parent), with this policy.
+    Token { policy: &'a str },
+    /// A client certificate of its own from `pki` (`CN` = the host's name) and a cert role of
+    /// its own (named after the host, bound to that name), with this policy. OpenBao's TLS
+    /// listener is on `tls_port` of the machine's loopback, with a certificate for
+    /// 10.231.0.1 ([`Pki::server_for`]).
+    Cert { pki: &'a Pki, policy: &'a str, tls_port: u16 },
+}
 
 /// The driver name of every host's plugin.
 pub const DRIVER: &str = "vault-secrets";
@@ -51,7 +65,7 @@ pub struct Host {
     pub dockerd: Option<Dockerd>,
     /// The plugin; `None` once dropped.
     pub plugin: Option<Plugin>,
-    /// The token the plugin was started with (its identity).
+    /// The accessor of the plugin's own token (its identity).
     pub identity_accessor: String,
     holder: Option<Child>,
     dir: PathBuf,
@@ -101,6 +115,8 @@ impl Host {
 pub struct Hosts {
     /// Host 0 is the swarm's manager.
     pub hosts: Vec<Host>,
+    /// OpenBao's address as the hosts see it.
+    pub vault_address: String,
     bridge: String,
     forwarder: Option<Child>,
     dir: PathBuf,
@@ -176,13 +192,26 @@ while True:
 
 impl Hosts {
     /// Starts `n` hosts whose plugins reach `bao` with a token each (policy `policy`, which the
-    /// caller wrote), and waits until every dockerd answers and every plugin activates.
+    /// caller wrote), and waits until every dockerd answers and every plugin has logged in.
     pub fn start(n: usize, bao: &Bao, policy: &str) -> Hosts {
+        Hosts::start_as(n, bao, Identity::Token { policy })
+    }
+
+    /// [`Hosts::start`], each plugin with an identity of its own as `identity` says.
+    pub fn start_as(n: usize, bao: &Bao, identity: Identity) -> Hosts {
+        let (scheme, port) = match identity {
+            Identity::Token { .. } => ("http", bao.port),
+            Identity::Cert { tls_port, .. } => {
+                bao.api("POST", "sys/auth/cert", Some(json!({"type": "cert"})));
+                ("https", tls_port)
+            }
+        };
         let id = &mount_id()[..6];
         let dir = PathBuf::from("/run/vsh").join(id);
         std::fs::create_dir_all(&dir).unwrap();
         let mut hosts = Hosts {
             hosts: Vec::new(),
+            vault_address: format!("{scheme}://{VAULT_IP}:8200"),
             bridge: format!("vsh-{id}-br"),
             forwarder: None,
             dir: dir.clone(),
@@ -196,7 +225,7 @@ impl Hosts {
         ip(&["-n", &br, "link", "set", "br0", "up"]);
 
         let mut forwarder = Command::new("python3")
-            .args(["-c", FORWARDER, &br, "10.231.0.1", "8200", &bao.port.to_string()])
+            .args(["-c", FORWARDER, &br, VAULT_IP, "8200", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -266,18 +295,39 @@ impl Hosts {
             // joins, and a plugin it did not list makes the scheduler refuse the node
             // ("missing plugin"). Its DOCKER_HOST is a link that is made once dockerd runs.
             let docker_link = host.dir.join("docker.sock");
-            // The plugin's identity: a token of its own (no parent: it outlives nothing of the
-            // test's), with the caller's policy.
-            let identity = bao.api(
-                "POST",
-                "auth/token/create",
-                Some(json!({"policies": [policy], "ttl": "1h", "no_parent": true,
-                            "display_name": host.name})),
-            );
-            let token = identity["auth"]["client_token"].as_str().unwrap().to_owned();
-            host.identity_accessor = identity["auth"]["accessor"].as_str().unwrap().to_owned();
             let socket = host.dir.join(format!("run-docker/plugins/{DRIVER}.sock"));
-            let mut plugin = Plugin::configure(Some(&socket), VAULT_ADDRESS, &token, "");
+            let mut plugin = match identity {
+                Identity::Token { policy } => {
+                    // No parent: it outlives nothing of the test's.
+                    let token = bao.api(
+                        "POST",
+                        "auth/token/create",
+                        Some(json!({"policies": [policy], "ttl": "1h", "no_parent": true,
+                                    "display_name": host.name})),
+                    );
+                    let secret = token["auth"]["client_token"].as_str().unwrap().to_owned();
+                    host.identity_accessor = token["auth"]["accessor"].as_str().unwrap().into();
+                    Plugin::configure(Some(&socket), &hosts.vault_address, &secret, "")
+                }
+                Identity::Cert { pki, policy, .. } => {
+                    let cert = pki.client(&host.name);
+                    bao.api(
+                        "POST",
+                        &format!("auth/cert/certs/{}", host.name),
+                        Some(json!({"certificate": pki.ca_pem(),
+                                    "allowed_common_names": [host.name],
+                                    "token_policies": [policy], "token_period": "1h"})),
+                    );
+                    let auth = format!(
+                        "ca_cert = \"{}\"\n\n[vault.auth]\nmethod = \"cert\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nrole = \"{}\"\n",
+                        pki.ca().display(),
+                        cert.cert.display(),
+                        cert.key.display(),
+                        host.name
+                    );
+                    Plugin::configure(Some(&socket), &hosts.vault_address, "", &auth)
+                }
+            };
             plugin.wrap = wrap.clone();
             plugin.env.push(("DOCKER_HOST".into(), format!("unix://{}", docker_link.display())));
             plugin.restart();
@@ -289,6 +339,19 @@ impl Hosts {
             // /run/docker/plugins, and so meets the plugin.
             dockerd.docker_ok(&["volume", "ls"]);
             host.dockerd = Some(dockerd);
+        }
+        for h in &mut hosts.hosts {
+            let plugin = h.plugin.as_ref().unwrap();
+            let logged_in =
+                wait_until(Duration::from_secs(20), || plugin.log().contains("logged in to vault"));
+            assert!(logged_in, "the plugin of {} did not log in:\n{}", h.name, plugin.log());
+            if h.identity_accessor.is_empty() {
+                // A certificate's login: its token, found by the cert role that made it.
+                let mine = tokens_from(bao, "auth/cert/login")
+                    .into_iter()
+                    .find(|(_, data)| data["meta"]["cert_name"] == h.name.as_str());
+                h.identity_accessor = mine.expect("the token of the host's cert login").0;
+            }
         }
         hosts
     }
