@@ -1,7 +1,7 @@
 //! Docker hosts on one machine: N hosts, each in a network, mount and UTS namespace the test
 //! makes, each running its own dockerd ([`super::dockerd::Dockerd`], through `nsenter`) and its
-//! own vault-secrets plugin (legacy install, driver `vault-secrets`, its own token), in a swarm
-//! of one manager and the others as workers.
+//! own vault-secrets plugin (legacy install, driver `vault-secrets`, an identity of its own), in
+//! a swarm of one manager and the others as workers.
 //!
 //! - **Network**: a namespace `vsh-ID-br` with a bridge `br0` (10.231.0.1/24); host `i` is the
 //!   namespace `vsh-ID-nI` whose `eth0`, one end of a veth pair whose other end is on the
@@ -10,17 +10,18 @@
 //! - **Identities** ([`Identity`]): each plugin a token of its own, or a client certificate of
 //!   its own (`CN` = the host's name) with a cert role of its own.
 //! - **OpenBao** (a [`super::Bao`] on the machine's loopback) is reached from every host at
-//!   `10.231.0.1:8200` ([`Hosts::vault_address`]; TLS for certificates): a forwarder process (Python, started and killed by the test) binds its
-//!   listening socket inside the bridge namespace (`setns`, bind, `setns` back) and connects to
-//!   the real OpenBao on 127.0.0.1. PostgreSQL stays on the machine's loopback, where OpenBao
-//!   and the test's `psql` reach it.
+//!   `10.231.0.1:8200` ([`Hosts::vault_address`]; TLS for certificates): a forwarder process
+//!   (Python, started and killed by the test) binds its listening socket inside the bridge
+//!   namespace (`setns`, bind, `setns` back) and connects to the real OpenBao on 127.0.0.1.
+//!   PostgreSQL stays on the machine's loopback, where OpenBao and the test's `psql` reach it.
 //! - **Mounts**: each host's namespaces are held by a process (`unshare --mount --uts
 //!   --propagation private`, `nsenter --net=/run/netns/NS`, then `sleep`) that bind-mounts a
 //!   directory of its own over `/run/docker` (so `/run/docker/plugins` is the host's: the driver
 //!   name collides with no other dockerd's), mounts the network namespace's sysfs (with the
-//!   machine's cgroup hierarchies moved onto it) and sets the hostname to the namespace's name. dockerd and the plugin
-//!   are started with `nsenter --target HOLDER --mount --net --uts`; the plugin's socket and
-//!   dockerd's API socket are path sockets, which the test reaches from its own namespaces.
+//!   machine's cgroup hierarchies moved onto it) and sets the hostname to the namespace's name.
+//!   dockerd and the plugin are started with `nsenter --target HOLDER --mount --net --uts`; the
+//!   plugin's socket and dockerd's API socket are path sockets, which the test reaches from its
+//!   own namespaces.
 //! - **Teardown** (drop, also on panic): the workers and then the manager leave the swarm; on
 //!   every host its containers are removed and dockerd stopped (by pid, [`Dockerd`]'s drop),
 //!   then its plugin; the holder is killed, which ends the mount namespace and every mount in
