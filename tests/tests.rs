@@ -19,6 +19,9 @@
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
 //!   socket while a volume is mounted and unmounted;
 //! - `outage`: 500 mounts riding out a 30 s OpenBao outage, the request rate when it returns;
+//! - `hosts`: a swarm of three Docker hosts on one machine (`util::hosts`: namespaces, a
+//!   dockerd and a plugin each): a database volume's users per task through scale, drain, a
+//!   stack and a node kill; Swarm secrets per task across the nodes;
 //! - `chaos`: containers started and stopped on a private dockerd while the plugin, OpenBao,
 //!   that dockerd and a private PostgreSQL are killed or restarted; nothing left behind.
 //!
@@ -36,6 +39,7 @@ mod engine;
 mod flood;
 mod ha;
 mod hostile;
+mod hosts;
 mod leases;
 mod managed;
 mod outage;

@@ -7,6 +7,10 @@
 //! plugin for it must use a driver name no other dockerd uses. The test image is imported from
 //! the rootfs tarball `tests/env.sh` built.
 //!
+//! [`Dockerd::start_in`] runs it through a command prefix instead (`nsenter -t PID -m -n -u --`:
+//! the namespaces of a host of `super::hosts`), where its network, mounts and
+//! `/run/docker/plugins` are its own.
+//!
 //! Dropping it removes its containers, stops dockerd and its containerd (by pid), unmounts what
 //! is left below its directories and removes them.
 
@@ -27,6 +31,8 @@ pub struct Dockerd {
     data_root: PathBuf,
     exec_root: PathBuf,
     pidfile: PathBuf,
+    /// The command dockerd is run through (empty: run directly).
+    wrap: Vec<String>,
     child: Option<Child>,
 }
 
@@ -34,6 +40,12 @@ impl Dockerd {
     /// Starts a dockerd named after `tag` (which keeps its paths apart from every other one),
     /// waits until it answers and imports the test image into it.
     pub fn start(tag: &str) -> Dockerd {
+        Dockerd::start_in(tag, &[])
+    }
+
+    /// [`Dockerd::start`], with dockerd run through `wrap` (a command that ends by exec'ing its
+    /// arguments, such as `nsenter … --`: the pid it gets is dockerd's).
+    pub fn start_in(tag: &str, wrap: &[String]) -> Dockerd {
         let name = unique(tag);
         // The exec-root holds containerd's socket: keep it short (sun_path is 108 bytes).
         let exec_root = PathBuf::from("/run/vst-dockerd").join(&name);
@@ -48,6 +60,7 @@ impl Dockerd {
             pidfile: exec_root.join("docker.pid"),
             data_root,
             exec_root,
+            wrap: wrap.to_vec(),
             child: None,
         };
         d.spawn();
@@ -112,6 +125,13 @@ impl Dockerd {
         self.spawn();
     }
 
+    /// After [`Dockerd::kill`]: the drop does not start it again to remove its containers (a
+    /// dead node's tasks would wait for its dead volume plugin); it kills their shims instead.
+    pub fn abandon(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
     /// Stops dockerd with SIGTERM and waits for it (it stops its containers first).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -151,7 +171,15 @@ impl Dockerd {
             }
             _ => ("dockerd".into(), std::env::var("PATH").unwrap_or_default()),
         };
-        let child = Command::new(dockerd)
+        let mut command = match self.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(dockerd);
+                c
+            }
+            None => Command::new(dockerd),
+        };
+        let child = command
             .arg("--data-root")
             .arg(&self.data_root)
             .arg("--exec-root")

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod dockerd;
+pub mod hosts;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -328,6 +329,9 @@ pub struct Plugin {
     pub log_filter: String,
     /// More environment for the next (re)start.
     pub env: Vec<(String, String)>,
+    /// The command the plugin is run through at the next (re)start (empty: run directly), such
+    /// as `nsenter … --` into a host of [`hosts`].
+    pub wrap: Vec<String>,
     child: Option<Child>,
 }
 
@@ -336,6 +340,18 @@ impl Plugin {
     /// `vault_address`, with a token file holding `token` and `extra` appended to the
     /// configuration.
     pub fn start(socket: Option<&Path>, vault_address: &str, token: &str, extra: &str) -> Plugin {
+        let mut plugin = Plugin::configure(socket, vault_address, token, extra);
+        plugin.restart();
+        plugin
+    }
+
+    /// [`Plugin::start`] without the start: set `env` or `wrap`, then [`Plugin::restart`].
+    pub fn configure(
+        socket: Option<&Path>,
+        vault_address: &str,
+        token: &str,
+        extra: &str,
+    ) -> Plugin {
         let dir = tempfile::tempdir().unwrap();
         let socket =
             socket.map(Path::to_owned).unwrap_or_else(|| dir.path().join("vault-secrets-it.sock"));
@@ -357,17 +373,16 @@ impl Plugin {
             }
         );
         std::fs::write(&config, text).unwrap();
-        let mut plugin = Plugin {
+        Plugin {
             socket,
             dir,
             runtime,
             config,
             log_filter: "vault_secrets=debug,info".into(),
             env: Vec::new(),
+            wrap: Vec::new(),
             child: None,
-        };
-        plugin.restart();
-        plugin
+        }
     }
 
     /// The plugin process's ID.
@@ -387,7 +402,15 @@ impl Plugin {
     pub fn restart(&mut self) {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = Command::new(BIN)
+        let mut command = match self.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("VAULT_SECRETS_LOG", &self.log_filter)

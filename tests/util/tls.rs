@@ -119,10 +119,15 @@ impl Pki {
 
     /// The server certificate of an OpenBao listening on 127.0.0.1.
     pub fn server(&self) -> CertFiles {
+        self.server_for("127.0.0.1")
+    }
+
+    /// The server certificate of an OpenBao reached at the address `ip`.
+    pub fn server_for(&self, ip: &str) -> CertFiles {
         self.issue(
             "server",
-            "/CN=127.0.0.1",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            &format!("/CN={ip}"),
+            &format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
         )
     }
 
