@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use super::{test_engine, unique, wait_until, DOCKER26_PREFIX};
 
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct Dockerd {
     /// `DOCKER_HOST` of this dockerd: `unix://…`.
     pub host: String,
@@ -46,6 +48,11 @@ impl Dockerd {
     /// [`Dockerd::start`], with dockerd run through `wrap` (a command that ends by exec'ing its
     /// arguments, such as `nsenter … --`: the pid it gets is dockerd's).
     pub fn start_in(tag: &str, wrap: &[String]) -> Dockerd {
+        // One private dockerd starts (and takes the test image) at a time, in this process:
+        // two three-node clusters started together on Engine 26 saw `docker import` fail now and
+        // then just after `docker info` had answered (see tests/hosts.rs), and chaos:: starts
+        // one beside them.
+        let _starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
         let name = unique(tag);
         // The exec-root holds containerd's socket: keep it short (sun_path is 108 bytes).
         let exec_root = PathBuf::from("/run/vst-dockerd").join(&name);
