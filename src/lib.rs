@@ -49,10 +49,11 @@
 //!   secret — in `state_dir`.
 //! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
 //!   or an AppRole login), recorded at once in the private tmpfs; every source is read with it;
-//!   the files are rendered, a tmpfs (`nosuid,nodev,noexec,noswap`, size cap, owner and mode) is
-//!   mounted at `runtime_dir/files/NAME/ID` (0700: only the plugin writes through it) and the
-//!   files written; a read-only bind of it at `runtime_dir/mounts/NAME/ID` is what Docker gets,
-//!   so a container never has a writable view; the mount is handed to the
+//!   the files are rendered and written into a tmpfs (`nosuid,nodev,noexec,noswap`, size cap,
+//!   owner and mode) at `runtime_dir/files/NAME/ID` (0700: only the plugin writes through it),
+//!   which a blocking thread mounted, with its read-only bind at `runtime_dir/mounts/NAME/ID`,
+//!   while Vault created the token; the bind is what Docker gets (from the reply, once the files
+//!   are written), so a container never has a writable view; the mount is handed to the
 //!   [`lease::LeaseManager`]. Any failure (a panic included) unmounts and revokes. A repeated
 //!   ID is reference-counted.
 //! - **While mounted** ([`driver`]'s upkeep, driven by the lease manager): the token and

@@ -230,8 +230,10 @@ impl<E: Edges> Driver<E> {
         let name = &volume.record.name;
         let mountpoint = self.mounts_root.join(name).join(id);
         let files_dir = self.files_dir(name, id);
-        // The tmpfs is made ready on a blocking thread while Vault creates the token: the Vault
-        // round trips are most of a Mount's time, and the mount(2) calls need nothing of them.
+        // The tmpfs and its read-only bind are made ready on a blocking thread while Vault
+        // creates the token: the Vault round trips are most of a Mount's time, and the mount(2)
+        // calls need nothing of them. (Nobody sees the empty bind: its parents are 0700, and
+        // Docker learns its path only from the reply, once the files are written.)
         let ready = self.make_tmpfs(volume, &files_dir, &mountpoint);
         let (token, ready) = tokio::join!(self.issue_token(volume, id), ready);
         let ready = ready.unwrap_or_else(|panic| {
@@ -269,7 +271,10 @@ impl<E: Edges> Driver<E> {
         // A panic on the way (a bug, or input nobody foresaw) must not leave a token unrevoked
         // or a tmpfs mounted: it is caught here and cleaned up like any failure.
         let filled = match ready {
-            Ok(()) => AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await,
+            Ok(device) => {
+                active.device = device;
+                AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await
+            }
             Err(e) => Ok(Err(e)),
         };
         let error = match filled {
@@ -292,14 +297,15 @@ impl<E: Edges> Driver<E> {
         Err(error)
     }
 
-    /// On a blocking thread: the two directories of a mount (empty, their parents 0700) and
-    /// the tmpfs mounted on the first, not yet bound where Docker finds it.
+    /// On a blocking thread: the two directories of a mount (empty, their parents 0700), the
+    /// tmpfs mounted on the first and bound read-only on the second, where Docker finds it.
+    /// Returns the tmpfs's device (as the bind shows it).
     fn make_tmpfs(
         &self,
         volume: &Volume,
         files_dir: &Path,
         mountpoint: &Path,
-    ) -> tokio::task::JoinHandle<Result<(), DriverError>> {
+    ) -> tokio::task::JoinHandle<Result<Option<String>, DriverError>> {
         let spec = &volume.spec;
         let options =
             TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid: spec.uid, gid: spec.gid };
@@ -308,15 +314,16 @@ impl<E: Edges> Driver<E> {
         tokio::task::spawn_blocking(move || {
             prepare_dir(&*mounter, &files_dir)?;
             prepare_dir(&*mounter, &mountpoint)?;
-            mounter
-                .mount_tmpfs(&files_dir, &options)
-                .map_err(|source| DriverError::Mount { volume: name, source })
+            let err = |source| DriverError::Mount { volume: name.clone(), source };
+            mounter.mount_tmpfs(&files_dir, &options).map_err(err)?;
+            mounter.bind_read_only(&files_dir, &mountpoint).map_err(err)?;
+            Ok(mounter.device(&mountpoint))
         })
     }
 
-    /// Reads every source with the mount's token, fills the tmpfs [`Driver::make_tmpfs`]
-    /// mounted and binds it read-only where Docker will find it. (The tmpfs is fresh and no
-    /// container sees it yet: nothing in it can block, so it is written here, on the runtime.)
+    /// Reads every source with the mount's token and fills the tmpfs [`Driver::make_tmpfs`]
+    /// mounted. (The tmpfs is fresh and no container sees it yet: nothing in it can block, so
+    /// it is written here, on the runtime.)
     pub(super) async fn fill(
         &self,
         volume: &Volume,
@@ -330,14 +337,9 @@ impl<E: Edges> Driver<E> {
         active.expirations = secrets.iter().map(Secret::expiration).collect();
         let rendered = files::render(spec, &secrets, &self.templates_dir)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
-        let mountpoint = &active.mountpoint;
         let files_dir = self.files_dir(name, id);
         active.digests = files::write_new(&files_dir, &rendered, Ownership::of(spec))
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
-        self.mounter
-            .bind_read_only(&files_dir, mountpoint)
-            .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
-        active.device = self.mounter.device(mountpoint);
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = Some(secrets);
