@@ -142,6 +142,11 @@ impl Dockerd {
     /// Stops dockerd with SIGTERM and waits for it (it stops its containers first).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Signalled only while it is not reaped: until `try_wait` has reaped it, its pid is
+            // its own (a zombie keeps it), never another process's.
+            if c.try_wait().ok().flatten().is_some() {
+                return;
+            }
             let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
             let end = std::time::Instant::now() + Duration::from_secs(30);
             while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < end {
@@ -212,6 +217,9 @@ impl Dockerd {
             self.docker(&["info", "--format", "{{.ID}}"]).status.success()
         });
         let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        if exited.is_some() {
+            self.child = None; // reaped: nothing of it to stop any more
+        }
         assert!(
             ready && exited.is_none(),
             "private dockerd on {} did not come up ({exited:?}); its log:\n{}",
