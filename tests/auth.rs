@@ -42,6 +42,18 @@ fn cert_auth(bao: &Bao, ca: &Pki) {
     );
 }
 
+/// A CA, OpenBao over TLS with the cert auth method trusting it for `node-01`, that node's
+/// certificate, and `secret/node` holding `password`.
+fn cert_setup(password: &str) -> (Pki, CertFiles, TlsBao) {
+    let pki = Pki::new("vault-secrets-test-ca");
+    let (server, node) = (pki.server(), pki.client("node-01"));
+    let tls = TlsBao::start(&server);
+    plugin_policy(&tls.bao);
+    cert_auth(&tls.bao, &pki);
+    tls.bao.put_kv2("node", json!({"password": password}));
+    (pki, node, tls)
+}
+
 fn cert_config(pki: &Pki, node: &CertFiles) -> String {
     format!(
         "ca_cert = \"{}\"\n\n[vault.auth]\nmethod = \"cert\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nrole = \"node-01\"\n",
@@ -108,13 +120,8 @@ impl Drop for OnDocker {
 
 #[test]
 fn a_certificate_identity_serves_a_container_renews_and_logs_in_again_at_once_after_a_revocation() {
-    let pki = Pki::new("vault-secrets-test-ca");
-    let (server, node) = (pki.server(), pki.client("node-01"));
-    let tls = TlsBao::start(&server);
+    let (pki, node, tls) = cert_setup("via-cert");
     let bao = &tls.bao;
-    plugin_policy(bao);
-    cert_auth(bao, &pki);
-    bao.put_kv2("node", json!({"password": "via-cert"}));
     let _lock = docker_lock();
     let socket = Path::new("/run/docker/plugins").join(format!("{DRIVER}.sock"));
     let plugin =
@@ -162,13 +169,8 @@ fn a_certificate_identity_serves_a_container_renews_and_logs_in_again_at_once_af
 /// restart. (A certificate read once at start would be refused there.)
 #[test]
 fn a_node_certificate_renewed_on_disk_is_presented_at_the_next_login_without_a_restart() {
-    let pki = Pki::new("vault-secrets-test-ca");
-    let (server, node) = (pki.server(), pki.client("node-01"));
-    let tls = TlsBao::start(&server);
+    let (pki, node, tls) = cert_setup("via-renewed-cert");
     let bao = &tls.bao;
-    plugin_policy(bao);
-    cert_auth(bao, &pki);
-    bao.put_kv2("node", json!({"password": "via-renewed-cert"}));
     let dir = tempfile::tempdir().unwrap();
     let on_disk =
         CertFiles { cert: dir.path().join("node.pem"), key: dir.path().join("node-key.pem") };

@@ -27,7 +27,7 @@ pub const MAX_REPLY: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct HttpVault {
     /// Shared by every clone; replaced when a certificate login presented a certificate read
-    /// anew (see [`HttpVault::with_client_certificate`]).
+    /// anew (see [`HttpVault::cert_login`]).
     http: Arc<std::sync::RwLock<reqwest::Client>>,
     nodes: Arc<[Node]>,
     /// The index of the node that answered last: tried first. Shared by every clone.

@@ -183,15 +183,7 @@ impl Dockerd {
             }
             _ => ("dockerd".into(), std::env::var("PATH").unwrap_or_default()),
         };
-        let mut command = match self.wrap.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(dockerd);
-                c
-            }
-            None => Command::new(dockerd),
-        };
-        let child = command
+        let child = super::wrapped(&self.wrap, dockerd)
             .arg("--data-root")
             .arg(&self.data_root)
             .arg("--exec-root")

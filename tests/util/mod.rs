@@ -402,15 +402,7 @@ impl Plugin {
     pub fn restart(&mut self) {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut command = match self.wrap.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let child = command
+        let child = wrapped(&self.wrap, BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("VAULT_SECRETS_LOG", &self.log_filter)
@@ -556,3 +548,16 @@ pub fn unique(prefix: &str) -> String {
 pub mod raft;
 pub mod tls;
 pub mod vault;
+
+/// `program`, run through `wrap` when it is not empty (a command that ends by exec'ing its
+/// arguments, such as `nsenter … --`: the pid the child gets is the program's).
+pub fn wrapped(wrap: &[String], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match wrap.split_first() {
+        Some((prefix, args)) => {
+            let mut c = Command::new(prefix);
+            c.args(args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
