@@ -14,24 +14,20 @@ LOGS=/var/log/vault-secrets
 # The pids of what the quick start started: `stop` ends those processes and no others.
 PIDS=/run/vault-secrets-quickstart
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# shellcheck source=tests/lib.sh
+source tests/lib.sh # pid_alive, exe_of, stop_pid, fail
+on_error quickstart.sh
 
-# running NAME: the process recorded as NAME is alive (not a zombie) and still the program it
-# was (a recycled pid is not ours).
+# running NAME PROGRAM: the process recorded as NAME is alive (not a zombie) and still PROGRAM
+# (a recycled pid is not ours).
 running() {
-    local pid exe
-    pid=$(cat "$PIDS/$1.pid" 2>/dev/null) || return 1
-    [[ $(ps -o stat= -p "$pid" 2>/dev/null) == [^Z]* ]] || return 1
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-    [[ $(basename "$exe") == "$2" ]]
+    local pid
+    pid=$(cat "$PIDS/$1.pid" 2>/dev/null) && pid_alive "$pid" && [[ $(basename "$(exe_of "$pid")") == "$2" ]]
 }
-# stop_recorded NAME PROGRAM: SIGTERM the recorded process, wait up to 20 s for it to end.
+# stop_recorded NAME PROGRAM: SIGTERM the recorded process and wait for it to end.
 stop_recorded() {
     if running "$1" "$2"; then
-        local pid; pid=$(<"$PIDS/$1.pid")
-        kill -TERM "$pid"
-        for _ in $(seq 200); do running "$1" "$2" || break; sleep 0.1; done
-        ! running "$1" "$2" || { echo "the $1 (pid $pid) did not stop: kill -KILL $pid" >&2; return 1; }
-        echo "stopped the $1 (pid $pid)"
+        stop_pid "$(<"$PIDS/$1.pid")" "the $1"
     fi
     rm -f "$PIDS/$1.pid"
 }

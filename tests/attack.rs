@@ -69,7 +69,7 @@ fn sh(container: &str, script: &str) -> (bool, String) {
 }
 
 #[test]
-fn a_container_cannot_write_into_its_secrets_volume_whatever_v_says() {
+fn a_container_cannot_write_into_its_secrets_volume_whatever_v_says_on_every_engine() {
     let mut t = E2e::start();
     let host = HostDir::new();
     t.bao.put_kv2("atk", json!({"password": "one", "empty": ""}));
@@ -124,7 +124,7 @@ fn a_container_cannot_write_into_its_secrets_volume_whatever_v_says() {
 }
 
 #[test]
-fn a_container_cannot_reach_another_mount_or_the_plugin_s_own_path() {
+fn a_container_cannot_reach_another_mount_or_the_plugin_s_own_path_on_every_engine() {
     let mut t = E2e::start();
     t.bao.put_kv2("atk-a", json!({"password": "a-secret"}));
     t.bao.put_kv2("atk-b", json!({"password": "b-secret"}));
@@ -176,7 +176,7 @@ fn listener() -> (u16, Arc<AtomicBool>) {
 }
 
 #[test]
-fn volume_options_cannot_send_the_token_elsewhere_or_into_the_container() {
+fn volume_options_cannot_send_the_token_elsewhere_or_into_the_container_on_every_engine() {
     let mut t = E2e::start();
     let (port, hit) = listener();
     let refused = |opt: &str, expect: &str| {

@@ -29,7 +29,7 @@ fn of_volume(lines: &[Value], volume: &str) -> Vec<Value> {
 }
 
 #[test]
-fn the_audit_log_links_a_container_to_its_token_and_leases_in_order() {
+fn the_audit_log_links_a_container_to_its_token_and_leases_in_order_on_every_engine() {
     let mut t = E2e::start();
     t.bao.database_role("audit", "1h", "2h");
     let vol = t.volume("audit", &["path=database/creds/audit"]);
@@ -102,7 +102,8 @@ fn the_audit_log_links_a_container_to_its_token_and_leases_in_order() {
 /// container's volumes and mounts them again when it restarts it; on Engine 20.10 the plugin
 /// revokes at the `die` event already).
 #[test]
-fn a_restarted_container_gets_a_fresh_user_per_run_and_each_dead_runs_user_is_dropped() {
+fn a_restarted_container_gets_a_fresh_user_per_run_and_each_dead_runs_user_is_dropped_on_every_engine(
+) {
     let mut t = E2e::start();
     t.bao.database_role("restarts", "1h", "2h");
     let vol = t.volume("restarts", &["path=database/creds/restarts"]);

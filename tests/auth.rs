@@ -119,7 +119,8 @@ impl Drop for OnDocker {
 }
 
 #[test]
-fn a_certificate_identity_serves_a_container_renews_and_logs_in_again_at_once_after_a_revocation() {
+fn a_certificate_identity_serves_a_container_renews_and_logs_in_again_at_once_after_a_revocation_on_one_engine(
+) {
     let (pki, node, tls) = cert_setup("via-cert");
     let bao = &tls.bao;
     let _lock = docker_lock();

@@ -564,7 +564,7 @@ fn leftovers(plugin: &Plugin, bao: &Bao, pg: &Postgres, tokens_before: &[String]
 }
 
 #[test]
-fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults() {
+fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults_on_one_engine() {
     let (secs, seed) = (chaos_secs(), seed());
     eprintln!(
         "chaos soak: {secs} s of faults, seed {seed} (VAULT_SECRETS_CHAOS_SEED={seed} replays it)"

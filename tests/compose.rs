@@ -105,7 +105,7 @@ fn plugin_volumes(t: &E2e) -> Vec<String> {
 /// command takes 15 s more (the durations are printed); hence `docker exec` and `docker ps`
 /// where compose is not the point.
 #[test]
-fn compose_up_reads_down_revokes_down_v_removes() {
+fn compose_up_reads_down_revokes_down_v_removes_on_every_engine() {
     let t = E2e::start();
     let key = unique("compose").replace('-', "_");
     t.bao.put_kv2(&key, json!({"password": "from-compose", "user": "app"}));
@@ -219,7 +219,7 @@ fn compose_volumes(config: &str) -> BTreeMap<String, (String, BTreeMap<String, S
 }
 
 #[test]
-fn compose_example_file_is_valid() {
+fn compose_example_file_is_valid_on_every_engine() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/compose.yaml");
     let compose = |args: &[&str]| {
         let out =
@@ -352,7 +352,7 @@ impl Drop for Service {
 }
 
 #[test]
-fn swarm_service_task_mounts_a_vault_secrets_volume() {
+fn swarm_service_task_mounts_a_vault_secrets_volume_on_every_engine() {
     let mut t = E2e::start();
     t.bao.put_kv2("swarm", json!({"password": "from-swarm"}));
     let _swarm = Swarm::ensure();
@@ -434,7 +434,7 @@ fn swarm_service_task_mounts_a_vault_secrets_volume() {
 /// before 2.32, which asks) goes on silently with the old volume and its old options. Either
 /// way, `down -v` first is what makes the new options count (README, "Compose and Swarm").
 #[test]
-fn compose_with_changed_driver_opts_refuses_or_keeps_the_old_volume() {
+fn compose_with_changed_driver_opts_refuses_or_keeps_the_old_volume_on_every_engine() {
     let t = E2e::start();
     let key = unique("compose-opts").replace('-', "_");
     t.bao.put_kv2(&key, json!({"password": "p"}));

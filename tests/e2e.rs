@@ -23,8 +23,11 @@ pub struct DockerLock {
     _file: std::fs::File,
 }
 
-/// Takes the Docker lock: this process's, then the machine's (`flock` on a file in /run).
+/// Takes the Docker lock: this process's, then the machine's (`flock` on a file in /run). The
+/// test that takes it drives Docker: its name says on which engines it runs
+/// ([`tier::assert_docker_tier`]).
 pub fn docker_lock() -> DockerLock {
+    tier::assert_docker_tier();
     let thread = DOCKER.lock().unwrap_or_else(|p| p.into_inner());
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -117,7 +120,7 @@ impl Drop for E2e {
 }
 
 #[test]
-fn docker_run_reads_the_secret_from_a_tmpfs_and_stop_revokes_its_token() {
+fn docker_run_reads_the_secret_from_a_tmpfs_and_stop_revokes_its_token_on_every_engine() {
     let mut t = E2e::start();
     t.bao.put_kv2("e2e", json!({"password": "from-vault", "user": "app"}));
     let vol = t.volume("e2e", &["path=secret/data/e2e", "uid=1000", "gid=1000", "mode=0440"]);
@@ -156,7 +159,7 @@ fn docker_run_reads_the_secret_from_a_tmpfs_and_stop_revokes_its_token() {
 }
 
 #[test]
-fn docker_volume_create_with_an_unknown_option_names_it() {
+fn docker_volume_create_with_an_unknown_option_names_it_on_every_engine() {
     let t = E2e::start();
     let name = unique("bad");
     let out = docker(&[
@@ -181,7 +184,7 @@ fn docker_volume_create_with_an_unknown_option_names_it() {
 }
 
 #[test]
-fn a_restarted_plugin_keeps_its_volumes_and_running_containers() {
+fn a_restarted_plugin_keeps_its_volumes_and_running_containers_on_every_engine() {
     let mut t = E2e::start();
     t.bao.put_kv2("restart", json!({"password": "kept"}));
     let vol = t.volume("restart", &["path=secret/data/restart"]);
@@ -217,7 +220,7 @@ fn a_restarted_plugin_keeps_its_volumes_and_running_containers() {
 }
 
 #[test]
-fn a_database_user_lives_as_long_as_its_container() {
+fn a_database_user_lives_as_long_as_its_container_on_every_engine() {
     let mut t = E2e::start();
     t.bao.database_role("e2e", "1h", "2h");
     let vol = t.volume("db", &["path=database/creds/e2e"]);
@@ -235,7 +238,7 @@ fn a_database_user_lives_as_long_as_its_container() {
 }
 
 #[test]
-fn mounts_no_container_holds_are_released_and_running_ones_kept() {
+fn mounts_no_container_holds_are_released_and_running_ones_kept_on_every_engine() {
     let mut t = E2e::start();
     t.plugin.env.push(("VAULT_SECRETS_SWEEP_INTERVAL".into(), "1".into()));
     t.plugin.stop(false);
@@ -266,11 +269,7 @@ fn mounts_no_container_holds_are_released_and_running_ones_kept() {
 /// changed file by rename, so a file sub-path never sees a rotation. A directory sub-path (a
 /// `path.NAME` source's directory) is the directory itself and shows every new file.
 #[test]
-fn a_file_subpath_never_sees_a_rotated_file_and_a_directory_subpath_does() {
-    if test_engine().name == "20" {
-        eprintln!("Engine 20.10 has no volume-subpath: nothing to test");
-        return;
-    }
+fn a_file_subpath_never_sees_a_rotated_file_and_a_directory_subpath_does_on_current_engines() {
     let mut t = E2e::start();
     let key = unique("subpath");
     t.bao.put_kv2(&key, json!({"password": "one"}));
@@ -322,13 +321,13 @@ fn a_file_subpath_never_sees_a_rotated_file_and_a_directory_subpath_does() {
     );
 }
 
-/// Engine 26's pid file (tests/engines.sh starts it with `--pidfile` there).
-const DOCKER26_PIDFILE: &str = "/run/vault-secrets-test/docker26.pid";
-
-/// Stops Engine 26 (by its recorded pid) and starts it again through tests/engines.sh with
-/// `flags` (`VAULT_SECRETS_DOCKER26_FLAGS`), waiting for each.
-fn restart_engine26(flags: &str) {
-    let pid = std::fs::read_to_string(DOCKER26_PIDFILE).expect("Engine 26's pid file");
+/// Stops the engine under test (by its recorded pid: one `tests/engines.sh` started) and starts
+/// it again through tests/engines.sh with `flags` (`VAULT_SECRETS_DOCKERD_FLAGS`), waiting for
+/// each.
+fn restart_engine(flags: &str) {
+    let engine = test_engine();
+    let pidfile = engine.pidfile.as_ref().expect("an engine tests/engines.sh runs");
+    let pid = std::fs::read_to_string(pidfile).expect("the engine's pid file");
     let pid = pid.trim().to_owned();
     let gone = || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -336,37 +335,35 @@ fn restart_engine26(flags: &str) {
             .unwrap_or(true)
     };
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert!(wait_until(Duration::from_secs(60), gone), "dockerd 26 (pid {pid}) did not stop");
+    assert!(wait_until(Duration::from_secs(60), gone), "dockerd (pid {pid}) did not stop");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engines.sh");
     let out = std::process::Command::new("bash")
         .arg(script)
-        .env("VAULT_SECRETS_DOCKER26_FLAGS", flags)
+        .arg(engine.name)
+        .env("VAULT_SECRETS_DOCKERD_FLAGS", flags)
         .output()
         .unwrap();
     assert!(out.status.success(), "tests/engines.sh: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Puts Engine 26 back as tests/engines.sh starts it (no live-restore), whatever happened.
+/// Puts the engine back as tests/engines.sh starts it (no live-restore), whatever happened.
 struct NoLiveRestore;
 
 impl Drop for NoLiveRestore {
     fn drop(&mut self) {
-        restart_engine26("");
+        restart_engine("");
     }
 }
 
 /// With live-restore, a dockerd restart leaves running containers running and makes no Mount or
 /// Unmount call (moby's plugin volumes have no live-restore hook; dockerd takes its references
 /// back from its own records): the container keeps its files and token, and the Unmount comes
-/// when the container stops. Engine 26 only: the test restarts the engine it drives.
+/// when the container stops. On the engines tests/engines.sh runs: the test restarts the engine
+/// it drives.
 #[test]
-fn with_live_restore_a_daemon_restart_makes_no_mount_or_unmount() {
-    if test_engine().name != "26" {
-        eprintln!("restarts the engine it drives: only on Engine 26 (tests/engines.sh's)");
-        return;
-    }
+fn with_live_restore_a_daemon_restart_makes_no_mount_or_unmount_on_current_engines() {
     let mut t = E2e::start();
-    restart_engine26("--live-restore");
+    restart_engine("--live-restore");
     let _restore = NoLiveRestore;
     assert_eq!(docker_ok(&["info", "--format", "{{.LiveRestoreEnabled}}"]), "true");
     let key = unique("live-restore");
@@ -380,7 +377,7 @@ fn with_live_restore_a_daemon_restart_makes_no_mount_or_unmount() {
     let (mounts, unmounts) = (events("mount"), events("unmount"));
     assert!(mounts >= 1, "the audit log counts mounts:\n{}", t.plugin.log());
 
-    restart_engine26("--live-restore");
+    restart_engine("--live-restore");
     assert_eq!(docker_ok(&["inspect", "--format", "{{.State.Running}}", &c]), "true");
     assert_eq!(docker_ok(&["exec", &c, "cat", "/run/secrets/password"]), "kept");
     assert_eq!((events("mount"), events("unmount")), (mounts, unmounts), "no Mount, no Unmount");

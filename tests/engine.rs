@@ -68,7 +68,7 @@ fn mounts_of(id: &str, driver: &str) -> Vec<ContainerMount> {
 }
 
 #[test]
-fn volume_mounts_lists_running_and_stopped_containers() {
+fn volume_mounts_lists_running_and_stopped_containers_on_every_engine() {
     let _lock = crate::e2e::docker_lock();
     let mut created = Created::default();
     let volume = created.volume("vs-engine");
@@ -100,7 +100,7 @@ fn volume_mounts_lists_running_and_stopped_containers() {
 }
 
 #[test]
-fn signal_reaches_a_running_container() {
+fn signal_reaches_a_running_container_on_every_engine() {
     let _lock = crate::e2e::docker_lock();
     let mut created = Created::default();
     let script =
@@ -125,7 +125,7 @@ fn signal_reaches_a_running_container() {
 }
 
 #[test]
-fn signal_to_a_missing_container_is_a_404_with_the_engines_message() {
+fn signal_to_a_missing_container_is_a_404_with_the_engines_message_on_every_engine() {
     let _lock = crate::e2e::docker_lock();
     let missing = mount_id();
     let e = block_on(engine().signal(&missing, "SIGHUP")).unwrap_err();
@@ -140,7 +140,7 @@ fn signal_to_a_missing_container_is_a_404_with_the_engines_message() {
 /// The private dockerd the crash tests use: a SIGKILL leaves a container it ran behind, a
 /// restart finds it again, and dropping it leaves nothing mounted.
 #[test]
-fn a_private_dockerd_survives_a_kill_and_cleans_up() {
+fn a_private_dockerd_survives_a_kill_and_cleans_up_on_every_engine() {
     let mut d = crate::util::dockerd::Dockerd::start("engine-kill");
     let image = test_image();
     let id = d.docker_ok(&["run", "-d", "--network", "none", &image, "sleep", "300"]);

@@ -1,137 +1,149 @@
 #!/usr/bin/env bash
 # The other engines the tests run on, beside Debian 12's Docker Engine 20.10 (tests/env.sh):
-#   - Docker Engine 26.1 + containerd 1.7 + the docker CLI 26 + Compose v2 (2.26), from Debian 13
-#     (trixie) packages, unpacked into $PREFIX and run as a second dockerd with its own data
-#     root, exec root, pid file and socket ($SOCK), with Debian 12's runc;
-#   - Podman 4.3 (Debian 12's package), rootful;
-#   - Debian 12's docker-registry (distribution 2.8), unpacked (never installed: its package
-#     would start a registry listening on every address), for the registry-install test.
-# Each gets the busybox test image from the rootfs tarball tests/env.sh made. Idempotent.
-#   bash tests/engines.sh           # after tests/env.sh (tests/run.sh runs both)
-# VAULT_SECRETS_DOCKER26_FLAGS: more dockerd flags for Engine 26 when this starts it (the
-# live-restore test restarts it with --live-restore, then without).
-# Debian 13 is never added to the system's apt sources: its packages are fetched with apt-get
-# download through a private sources list and lists directory ($APT), and only unpacked.
+#   26       Docker Engine 26.1 + containerd 1.7 + the docker CLI 26 + Compose 2.26, Debian 13's
+#            (trixie) packages;
+#   28       Docker Engine 28.5 + containerd 2.1 + the docker CLI 28 + Compose 2.40, Debian
+#            unstable's (sid), started with DOCKER_MIN_API_VERSION=1.44 (Engine 29's floor: it
+#            refuses clients older than API 1.44, such as Debian 12's docker CLI 20.10) and the
+#            containerd image store (--feature containerd-snapshotter, Engine 29's default);
+#   podman   Podman 4.3 (Debian 12's package), rootful;
+#   registry Debian 12's docker-registry (distribution 2.8), unpacked (never installed: its
+#            package would start a registry listening on every address), for the registry test.
+# A Docker engine N is unpacked into /opt/vault-secrets-test/dockerN and run as a dockerd of its
+# own (data root /var/lib/vault-secrets-test/dockerN, exec root, pid file and socket
+# /run/vault-secrets-test/dockerN{,.pid,.sock}, log /var/log/vault-secrets-test/dockerN.log)
+# with Debian 12's runc (Debian 13's and unstable's runc need glibc 2.38; the rest needs 2.34).
+# Each engine gets the busybox test image from the rootfs tarball tests/env.sh made. Idempotent.
+#   bash tests/engines.sh [26|28|podman|registry]...   # all four when none is named
+# (after tests/env.sh; tests/run.sh runs both). VAULT_SECRETS_DOCKERD_FLAGS: more flags for the
+# Docker engines this run starts (the live-restore test restarts one with --live-restore, then
+# without).
+# Debian 13 and unstable are never added to the system's apt sources: their packages are fetched
+# with apt-get download through a private sources list and lists directory
+# (/opt/vault-secrets-test/apt-SUITE), and only unpacked.
 set -Eeuo pipefail
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+on_error engines.sh
 cd /
 
-PREFIX=/opt/vault-secrets-test/docker26
-APT=/opt/vault-secrets-test/apt-trixie
-REGISTRY_PREFIX=/opt/vault-secrets-test/registry
-STATE=/var/lib/vault-secrets-test
-RUN=/run/vault-secrets-test
-SOCK=$RUN/docker26.sock
-PIDFILE=$RUN/docker26.pid
-LOG=/var/log/vault-secrets-test/docker26.log
-IMAGE=vault-secrets-test/busybox:latest
-ROOTFS=$STATE/busybox-rootfs.tar
-
-fail() {
-    echo "engines.sh: FAILED: $1" >&2
-    [[ -z ${2:-} ]] || echo "engines.sh: to fix: $2" >&2
-    exit 1
-}
-trap 'rc=$?; ((BASH_SUBSHELL > 0)) || { echo "engines.sh: FAILED (exit $rc) at tests/engines.sh line $LINENO: $BASH_COMMAND" >&2;
-      echo "engines.sh: to fix: run the command above by hand to see why; bash -x tests/engines.sh shows every step" >&2; }' ERR
 [[ $(id -u) == 0 ]] || fail "must run as root" "sudo bash tests/engines.sh"
-[[ -s $ROOTFS ]] || fail "no $ROOTFS (the busybox rootfs every engine imports)" "bash tests/env.sh first"
-mkdir -p "$RUN" "$STATE" "$(dirname "$LOG")"
-# alive PIDFILE: the pid in PIDFILE is a live (non-zombie) process.
-alive() { local p; p=$(cat "$1" 2>/dev/null) && [[ $(ps -o stat= -p "$p" 2>/dev/null) == [^Z]* ]]; }
+[[ -s $VST_ROOTFS ]] || fail "no $VST_ROOTFS (the busybox rootfs every engine imports)" "bash tests/env.sh first"
+mkdir -p "$VST_RUN" "$VST_STATE" "$VST_LOGS"
 
-# 1. Debian 13's docker.io, docker-cli, containerd and docker-compose, unpacked into $PREFIX.
-# Their binaries need glibc 2.34 (Debian 12 has 2.36); Debian 13's runc needs 2.38, so it is
-# not fetched: dockerd finds Debian 12's runc on PATH.
-pkgs=(docker.io docker-cli containerd docker-compose)
-if [[ ! -x $PREFIX/usr/sbin/dockerd || ! -x $PREFIX/usr/bin/docker || ! -x $PREFIX/usr/bin/containerd ||
-    ! -x $PREFIX/usr/libexec/docker/cli-plugins/docker-compose ]]; then
-    echo "engines.sh: fetching ${pkgs[*]} from Debian 13 (private apt lists in $APT)"
-    mkdir -p "$APT"/{lists/partial,cache/archives/partial,debs}
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
-        >"$APT/sources.list"
-    # Every apt-get call gets the same options: the private list, no sources.list.d, private
-    # lists and cache; so the system's apt state never sees trixie.
-    apt_private=(-o "Dir::Etc::sourcelist=$APT/sources.list" -o Dir::Etc::sourceparts=-
-        -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o APT::Sandbox::User=root
-        -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false)
-    apt-get "${apt_private[@]}" update -qq ||
-        fail "apt-get update of the private Debian 13 list" "check that deb.debian.org is reachable; rm -rf $APT and run this again"
-    rm -f "$APT"/debs/*.deb
-    (cd "$APT/debs" && apt-get "${apt_private[@]}" -qq download "${pkgs[@]}") ||
-        fail "apt-get download ${pkgs[*]} (Debian 13)" "rm -rf $APT and run this again"
-    rm -rf "$PREFIX.new"
-    for deb in "$APT"/debs/*.deb; do
-        dpkg-deb -x "$deb" "$PREFIX.new" || fail "dpkg-deb -x $deb" "rm -rf $APT and run this again"
-    done
-    rm -rf "$PREFIX" && mv "$PREFIX.new" "$PREFIX"
-fi
-# `docker compose` finds the plugin in $DOCKER_CONFIG/cli-plugins (the tests set DOCKER_CONFIG).
-mkdir -p "$PREFIX/docker-config/cli-plugins"
-ln -sf ../../usr/libexec/docker/cli-plugins/docker-compose "$PREFIX/docker-config/cli-plugins/docker-compose"
-runc=$(command -v runc || true)
-[[ -n $runc ]] || fail "no runc on PATH (Debian 12's runc, which Docker Engine 26 here uses)" "apt-get install runc"
+# suite_of N: the Debian suite Docker Engine N comes from.
+suite_of() {
+    case $1 in
+    26) echo trixie ;;
+    28) echo sid ;;
+    esac
+}
+# Every apt-get call for SUITE gets the same options: the private list, no sources.list.d,
+# private lists and cache; so the system's apt state never sees SUITE.
+apt_private() {
+    local apt=$VST_OPT/apt-$1
+    shift
+    apt-get -o "Dir::Etc::sourcelist=$apt/sources.list" -o Dir::Etc::sourceparts=- \
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o APT::Sandbox::User=root \
+        -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false "$@"
+}
 
-# 2. Its dockerd, beside Debian 12's: its own data root, exec root (its containerd's sockets
-# too), pid file and socket; it starts its own containerd, found first on PATH in $PREFIX.
-docker26() { DOCKER_HOST=unix://$SOCK DOCKER_CONFIG=$PREFIX/docker-config "$PREFIX/usr/bin/docker" "$@"; }
-if ! docker26 info >/dev/null 2>&1; then
-    if alive "$PIDFILE"; then
-        pid=$(<"$PIDFILE") # still starting up
-    else
-        rm -f "$PIDFILE" "$RUN/docker26/containerd/containerd.pid"
-        echo "engines.sh: starting Docker Engine 26 on $SOCK (log: $LOG)"
-        PATH=$PREFIX/usr/bin:$PREFIX/usr/sbin:$PATH setsid nohup "$PREFIX/usr/sbin/dockerd" \
-            --data-root "$STATE/docker26" --exec-root "$RUN/docker26" --pidfile "$PIDFILE" \
-            -H "unix://$SOCK" --bridge=none --iptables=false --ip6tables=false \
-            ${VAULT_SECRETS_DOCKER26_FLAGS:-} >>"$LOG" 2>&1 </dev/null &
-        pid=$!
+# unpack_engine N: Docker Engine N's docker.io, docker-cli, containerd and docker-compose from
+# its suite, unpacked into its prefix (once).
+unpack_engine() {
+    local n=$1 suite prefix=$VST_OPT/docker$1 pkgs=(docker.io docker-cli containerd docker-compose) deb
+    suite=$(suite_of "$n")
+    local apt=$VST_OPT/apt-$suite
+    if [[ ! -x $prefix/usr/sbin/dockerd || ! -x $prefix/usr/bin/docker || ! -x $prefix/usr/bin/containerd ||
+        ! -x $prefix/usr/libexec/docker/cli-plugins/docker-compose ]]; then
+        echo "engines.sh: fetching ${pkgs[*]} from Debian $suite (private apt lists in $apt)"
+        mkdir -p "$apt"/{lists/partial,cache/archives/partial,debs}
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
+            >"$apt/sources.list"
+        apt_private "$suite" update -qq ||
+            fail "apt-get update of the private Debian $suite list" "check that deb.debian.org is reachable; rm -rf $apt and run this again"
+        rm -f "$apt"/debs/*.deb
+        (cd "$apt/debs" && apt_private "$suite" -qq download "${pkgs[@]}") ||
+            fail "apt-get download ${pkgs[*]} (Debian $suite)" "rm -rf $apt and run this again"
+        rm -rf "$prefix.new"
+        for deb in "$apt"/debs/*.deb; do
+            dpkg-deb -x "$deb" "$prefix.new" || fail "dpkg-deb -x $deb" "rm -rf $apt and run this again"
+        done
+        rm -rf "$prefix" && mv "$prefix.new" "$prefix"
     fi
-    end=$((SECONDS + 60))
-    until docker26 info >/dev/null 2>&1; do
-        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$LOG" >&2; fail "dockerd 26 exited (its log above)" "see $LOG"; }
-        ((SECONDS < end)) || { tail -n 20 "$LOG" >&2; fail "dockerd 26: docker info not ready after 60s" "see $LOG"; }
-        sleep 0.2
-    done
-fi
-if ! docker26 image inspect "$IMAGE" >/dev/null 2>&1; then
-    echo "engines.sh: importing $IMAGE into Docker Engine 26"
-    docker26 import --change 'CMD ["sh"]' "$ROOTFS" "$IMAGE" >/dev/null ||
-        fail "docker import $ROOTFS $IMAGE (Engine 26)" "see $LOG"
-fi
-docker26 run --rm --network none "$IMAGE" id | grep -q 'uid=0' ||
-    fail "docker run --network none $IMAGE on Engine 26" "see $LOG"
+    # `docker compose` finds the plugin in $DOCKER_CONFIG/cli-plugins (the tests set DOCKER_CONFIG).
+    mkdir -p "$prefix/docker-config/cli-plugins"
+    ln -sf ../../usr/libexec/docker/cli-plugins/docker-compose "$prefix/docker-config/cli-plugins/docker-compose"
+}
 
-# 3. Podman (Debian 12), rootful; its image from the same tarball.
-if ! command -v podman >/dev/null; then
-    echo "engines.sh: installing podman"
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends podman >/dev/null ||
-        fail "apt-get install podman" "apt-get update, then run this again"
-fi
-# This sandbox refuses Podman's default nofile and nproc ulimits (not something the plugin
-# needs). Podman 4.3 has no CONTAINERS_CONF_OVERRIDE; CONTAINERS_CONF replaces its files.
-podman_conf=$RUN/podman.conf
-printf '[containers]\ndefault_ulimits = []\n' >"$podman_conf"
-podman() { CONTAINERS_CONF=$podman_conf command podman "$@"; }
-if ! podman image exists "$IMAGE"; then
-    echo "engines.sh: importing $IMAGE into Podman"
-    podman import --quiet --change 'CMD ["sh"]' "$ROOTFS" "$IMAGE" >/dev/null || fail "podman import $ROOTFS $IMAGE" "podman info shows its storage"
-fi
-podman run --rm --network none "$IMAGE" id | grep -q 'uid=0' || fail "podman run --network none $IMAGE" "podman info; podman --log-level=debug run …"
+# docker_of N ARGS...: Docker Engine N's own CLI, against it.
+docker_of() {
+    local n=$1
+    shift
+    DOCKER_HOST=unix://$VST_RUN/docker$n.sock DOCKER_CONFIG=$VST_OPT/docker$n/docker-config \
+        "$VST_OPT/docker$n/usr/bin/docker" "$@"
+}
+docker26() { docker_of 26 "$@"; }
+docker28() { docker_of 28 "$@"; }
 
-# 4. docker-registry (Debian 12), unpacked.
-if [[ ! -x $REGISTRY_PREFIX/usr/bin/docker-registry ]]; then
-    echo "engines.sh: fetching docker-registry (Debian 12; unpacked, not installed)"
-    tmp=$(mktemp -d)
-    (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download docker-registry) ||
-        fail "apt-get download docker-registry" "apt-get update, then run this again"
-    rm -rf "$REGISTRY_PREFIX.new"
-    dpkg-deb -x "$tmp"/docker-registry_*.deb "$REGISTRY_PREFIX.new" || fail "dpkg-deb -x docker-registry"
-    rm -rf "$tmp" "$REGISTRY_PREFIX" && mv "$REGISTRY_PREFIX.new" "$REGISTRY_PREFIX"
-fi
+# engine N: Docker Engine N unpacked, running beside Debian 12's, with the test image. It starts
+# its own containerd, found first on PATH in its prefix.
+engine() {
+    local n=$1 prefix=$VST_OPT/docker$1 env=() flags=()
+    unpack_engine "$n"
+    # Engine 28: Engine 29's API floor and image store.
+    [[ $n != 28 ]] || { env=(DOCKER_MIN_API_VERSION=1.44); flags=(--feature containerd-snapshotter); }
+    # shellcheck disable=SC2086 # VAULT_SECRETS_DOCKERD_FLAGS: words
+    start_dockerd "Docker Engine $n on $VST_RUN/docker$n.sock" "docker$n" "$VST_RUN/docker$n.pid" \
+        "$VST_RUN/docker$n/containerd/containerd.pid" "$VST_LOGS/docker$n.log" \
+        env PATH="$prefix/usr/bin:$prefix/usr/sbin:$PATH" "${env[@]}" "$prefix/usr/sbin/dockerd" \
+        --data-root "$VST_STATE/docker$n" --exec-root "$VST_RUN/docker$n" --pidfile "$VST_RUN/docker$n.pid" \
+        -H "unix://$VST_RUN/docker$n.sock" --bridge=none --iptables=false --ip6tables=false \
+        "${flags[@]}" ${VAULT_SECRETS_DOCKERD_FLAGS:-}
+    image_ready "docker$n" "Docker Engine $n"
+    echo "docker $n: $(docker_of "$n" version -f 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}}, min {{.Server.MinAPIVersion}})') on $VST_RUN/docker$n.sock"
+    echo "  containerd $("$prefix/usr/bin/containerd" --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}') ($(command -v runc))," \
+        "image store: $(docker_of "$n" info -f '{{range .DriverStatus}}{{if eq (index . 0) "driver-type"}}{{index . 1}}{{end}}{{end}}' | grep . || docker_of "$n" info -f '{{.Driver}}')"
+    echo "  compose: $(docker_of "$n" compose version --short)"
+}
 
-# 5. Summary.
-echo "docker 26: $(docker26 version -f 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})') on $SOCK"
-echo "  containerd $("$PREFIX/usr/bin/containerd" --version | awk '{print $3}'), runc $("$runc" --version | awk 'NR==1{print $3}') ($runc)"
-echo "  compose: $(docker26 compose version --short)"
-echo "podman: $(podman version -f '{{.Client.Version}}')"
-echo "registry: $("$REGISTRY_PREFIX/usr/bin/docker-registry" --version | awk '{print $3}')"
+# Podman (Debian 12), rootful; its image from the same tarball.
+podman_engine() {
+    if ! command -v podman >/dev/null; then
+        echo "engines.sh: installing podman"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends podman >/dev/null ||
+            fail "apt-get install podman" "apt-get update, then run this again"
+    fi
+    # This sandbox refuses Podman's default nofile and nproc ulimits (not something the plugin
+    # needs). Podman 4.3 has no CONTAINERS_CONF_OVERRIDE; CONTAINERS_CONF replaces its files.
+    printf '[containers]\ndefault_ulimits = []\n' >"$VST_RUN/podman.conf"
+    image_ready podman_cli Podman
+    echo "podman: $(podman_cli version -f '{{.Client.Version}}')"
+}
+podman_cli() { CONTAINERS_CONF=$VST_RUN/podman.conf podman "$@"; }
+
+# docker-registry (Debian 12), unpacked.
+registry() {
+    local prefix=$VST_OPT/registry tmp
+    if [[ ! -x $prefix/usr/bin/docker-registry ]]; then
+        echo "engines.sh: fetching docker-registry (Debian 12; unpacked, not installed)"
+        tmp=$(mktemp -d)
+        (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download docker-registry) ||
+            fail "apt-get download docker-registry" "apt-get update, then run this again"
+        rm -rf "$prefix.new"
+        dpkg-deb -x "$tmp"/docker-registry_*.deb "$prefix.new" || fail "dpkg-deb -x docker-registry"
+        rm -rf "$tmp" "$prefix" && mv "$prefix.new" "$prefix"
+    fi
+    echo "registry: $("$prefix/usr/bin/docker-registry" --version | awk '{print $3}')"
+}
+
+command -v runc >/dev/null || fail "no runc on PATH (Debian 12's runc, which the unpacked engines use)" "apt-get install runc"
+(($#)) || set -- 26 28 podman registry
+for what in "$@"; do
+    case $what in
+    26 | 28) engine "$what" ;;
+    podman) podman_engine ;;
+    registry) registry ;;
+    *) fail "unknown engine '$what'" "name 26, 28, podman or registry (none: all four)" ;;
+    esac
+done

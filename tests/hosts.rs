@@ -284,7 +284,8 @@ fn check_own_users(hosts: &Hosts, tasks: &[Task]) -> Vec<(Task, Creds)> {
 }
 
 #[test]
-fn a_service_on_three_nodes_gets_a_user_per_task_scaled_drained_stacked_and_node_killed() {
+fn a_service_on_three_nodes_gets_a_user_per_task_scaled_drained_stacked_and_node_killed_on_one_engine(
+) {
     let (_turn, bao, mut hosts) = setup();
     let ids: Vec<String> = (0..3).map(|i| hosts.node_id(i)).collect();
     let vol = unique("vshdb");
@@ -469,7 +470,8 @@ volumes:
 }
 
 #[test]
-fn swarm_secrets_on_three_nodes_with_certificate_identities_and_a_wrapped_token_used_once() {
+fn swarm_secrets_on_three_nodes_with_certificate_identities_and_a_wrapped_token_used_once_on_one_engine(
+) {
     let (_turn, tls, _pki, hosts) = setup_cert();
     let bao = &tls.bao;
     // Each node logged in with its own certificate, at its own cert role.

@@ -97,7 +97,7 @@ fn secs(d: Duration) -> String {
 }
 
 #[test]
-fn database_credentials_roll_over_for_30s() {
+fn database_credentials_roll_over_for_30s_on_every_engine() {
     let mut t = E2e::start();
     t.bao.database_role("roll", "4s", "12s");
     // The mount's child token lives 10 s unless the plugin keeps it alive; with it would go
@@ -169,7 +169,7 @@ fn database_credentials_roll_over_for_30s() {
 }
 
 #[test]
-fn kv_change_is_visible_within_refresh_plus_one_second() {
+fn kv_change_is_visible_within_refresh_plus_one_second_on_every_engine() {
     let mut t = E2e::start();
     t.bao.put_kv2("refresh", json!({"value": "v0"}));
     let vol = t.volume("refresh", &["path=secret/data/refresh", "refresh=2s"]);
@@ -206,7 +206,7 @@ fn kv_change_is_visible_within_refresh_plus_one_second() {
 }
 
 #[test]
-fn openbao_outage_keeps_files_and_recovers() {
+fn openbao_outage_keeps_files_and_recovers_on_every_engine() {
     let mut bao = BaoServer::start();
     bao.database_role("outage", "4s", "60s");
     bao.put_kv2("outage", json!({"value": "before"}));
@@ -283,7 +283,7 @@ fn openbao_outage_keeps_files_and_recovers() {
 }
 
 #[test]
-fn plugin_sigkill_keeps_leases_alive() {
+fn plugin_sigkill_keeps_leases_alive_on_every_engine() {
     let mut t = E2e::start();
     t.bao.database_role("crash", "4s", "30s");
     let vol = t.volume("crash", &["path=database/creds/crash"]);
@@ -346,7 +346,7 @@ fn openssl(args: &[&str]) -> String {
 }
 
 #[test]
-fn pki_certificate_verifies_against_its_ca() {
+fn pki_certificate_verifies_against_its_ca_on_every_engine() {
     let mut t = E2e::start();
     t.bao.api(
         "POST",
@@ -409,7 +409,7 @@ fn pki_certificate_verifies_against_its_ca() {
 }
 
 #[test]
-fn status_and_rotate() {
+fn status_and_rotate_on_every_engine() {
     let mut t = E2e::start();
     t.bao.database_role("rot", "5m", "1h");
     let vol = t.volume("rot", &["path=database/creds/rot"]);
@@ -473,7 +473,7 @@ fn status_and_rotate() {
 }
 
 #[test]
-fn signal_on_change() {
+fn signal_on_change_on_every_engine() {
     let mut t = E2e::start();
     t.bao.put_kv2("signal", json!({"value": "v1"}));
     let vol = t.volume("signal", &["path=secret/data/signal", "refresh=1s", "signal=SIGHUP"]);

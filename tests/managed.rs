@@ -242,7 +242,7 @@ fn volume_names() -> Vec<String> {
 }
 
 #[test]
-fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry() {
+fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry_on_every_engine() {
     // Built before taking the Docker lock: the other Docker tests need not wait for cargo.
     let build = build_plugin();
     let _lock = crate::e2e::docker_lock();
@@ -427,7 +427,7 @@ impl Drop for Registry {
 /// allows plain HTTP to 127.0.0.0/8), removed, then `docker plugin install` from there with
 /// `config.source`, and a container reads its secret.
 #[test]
-fn a_managed_plugin_installs_from_a_registry() {
+fn a_managed_plugin_installs_from_a_registry_on_every_engine() {
     let build = build_plugin();
     let _lock = crate::e2e::docker_lock();
     let registry = Registry::start();
@@ -526,7 +526,8 @@ fn host_accessor(build: &Path, config: &Path, runtime: &RuntimeDir, volume: &str
 /// `enable` with the container running keeps its token (renewed by the new plugin process, and
 /// revoked when the container stops) and its files (still rewritten, still signalled).
 #[test]
-fn a_managed_plugin_signals_answers_status_on_the_host_and_keeps_tokens_across_disable() {
+fn a_managed_plugin_signals_answers_status_on_the_host_and_keeps_tokens_across_disable_on_every_engine(
+) {
     let build = build_plugin();
     let _lock = crate::e2e::docker_lock();
     let bao = Bao::start();
@@ -611,7 +612,8 @@ fn a_managed_plugin_signals_answers_status_on_the_host_and_keeps_tokens_across_d
 /// database credentials, dockerd dies and starts again; the plugin keeps nothing of the gone
 /// container: its token is revoked, and with it its database user.
 #[test]
-fn after_a_dockerd_crash_the_managed_plugin_revokes_the_gone_containers_token_and_lease() {
+fn after_a_dockerd_crash_the_managed_plugin_revokes_the_gone_containers_token_and_lease_on_every_engine(
+) {
     let build = build_plugin();
     let bao = Bao::start();
     bao.database_role("managed-crash", "1h", "2h");

@@ -2,14 +2,21 @@
 # The whole test suite, every tier. Run as root on Debian 12:
 #   bash tests/run.sh
 # 1. brings up what the tests need, installing what is missing: tests/env.sh (Docker Engine
-#    20.10, OpenBao CLI, PostgreSQL, the busybox test image), tests/engines.sh (Docker Engine
-#    26.1 with Compose v2 beside it, Podman, docker-registry);
+#    20.10 with docker-compose 1.29, OpenBao CLI, PostgreSQL, the busybox test image),
+#    tests/engines.sh (Docker Engines 26.1 and 28.5 with Compose v2 beside it, Podman,
+#    docker-registry);
 # 2. unit tests (fakes behind traits), then the fuzz targets for a bounded time;
-# 3. integration tests (the plugin binary against a real OpenBao and PostgreSQL, real tmpfs) and
-#    end-to-end tests (the real docker CLI and Engine 20.10, docker-compose 1.29, Podman);
-# 4. the end-to-end tests that drive Docker again, on Engine 26.1 with Compose v2
-#    (VAULT_SECRETS_TEST_ENGINE=26; same build);
-# 5. the shared contract check (../shared/contract/check.py), when it is there.
+# 3. the integration tests (the plugin binary against a real OpenBao and PostgreSQL, real tmpfs,
+#    Podman) and the end-to-end tests (the real docker CLI and engine), one pass per Docker
+#    engine (VAULT_SECRETS_TEST_ENGINE; same build). Which tests a pass runs goes by the end of
+#    their names (tests/tests.rs has the table; `cargo test --test tests -- --list` shows them):
+#      _on_every_engine     Engine 20.10, 26.1 and 28.5
+#      _on_current_engines  26.1 and 28.5 (what Engine >= 26 does; restarts of its engine)
+#      _on_one_engine       28.5 (long: three-node swarms, chaos, HA, 64 containers)
+#      anything else        drives no Docker engine: once, in the Engine 20.10 pass
+#    The Docker tests of a pass run one at a time (they share the driver and its lock), beside
+#    one test that drives no engine (--test-threads 2);
+# 4. the shared contract check (../shared/contract/check.py), when it is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,10 +24,10 @@ command -v cargo >/dev/null || {
     echo "tests/run.sh: cargo not found; install a Rust toolchain (https://rustup.rs)" >&2
     exit 1
 }
-# shellcheck source=tests/env.sh
 # took STEP: how long STEP took (the tiers' durations, for the CI log).
 step_started=$SECONDS
 took() { echo "-- $1: $((SECONDS - step_started)) s"; step_started=$SECONDS; }
+# shellcheck source=tests/env.sh
 source tests/env.sh
 bash tests/engines.sh
 took "set-up"
@@ -31,18 +38,22 @@ took "unit tests"
 echo "== fuzzing: every target, 15 s each (fuzz/run.sh installs cargo-fuzz when missing)"
 bash fuzz/run.sh 15
 took "fuzzing"
-echo "== integration and end-to-end tests (real OpenBao, PostgreSQL, Docker Engine 20.10, docker-compose 1.29, Podman)"
-VAULT_SECRETS_TEST_ENGINE=20 cargo test --test tests -- --test-threads 2 --skip chaos::
-took "integration and end-to-end tests, Engine 20.10"
-# What drives Docker, again: volumes, database revoke at stop, restart, sweep, signal, leases,
-# compose (v2 here), swarm, swarm secrets, the three-node swarm, managed plugin, registry
-# install, 64 containers at once, the attacks from containers, the audit trail, the chaos soak
-# (run on this engine only: its private dockerd is an Engine 26 one; the Engine 20 pass above
-# skips it).
-echo "== end-to-end tests on Docker Engine 26.1 (Compose v2)"
-VAULT_SECRETS_TEST_ENGINE=26 cargo test --test tests -- --test-threads 2 \
-    e2e:: engine:: compose:: secrets:: hosts:: leases:: managed:: soak::sixty_four attack:: audit:: chaos::
-took "end-to-end tests, Engine 26.1"
+# pass ENGINE WHAT FILTERS...: the tests FILTERS select (cargo test's filters and --skip) on
+# Docker Engine ENGINE; prints how many, then runs them.
+pass() {
+    local engine=$1 what=$2 n
+    shift 2
+    n=$(VAULT_SECRETS_TEST_ENGINE=$engine cargo test -q --test tests -- --list "$@" | grep -c ': test$')
+    echo "== $what: $n tests"
+    VAULT_SECRETS_TEST_ENGINE=$engine cargo test --test tests -- --test-threads 2 "$@"
+    took "$what"
+}
+pass 20 "Docker Engine 20.10 (docker-compose 1.29): _on_every_engine, and what drives no engine" \
+    --skip _on_current_engines --skip _on_one_engine
+pass 26 "Docker Engine 26.1 (Compose 2.26): _on_every_engine, _on_current_engines" \
+    _on_every_engine _on_current_engines
+pass 28 "Docker Engine 28.5 (containerd 2.1 image store, Compose 2.40): every tier" \
+    _on_every_engine _on_current_engines _on_one_engine
 if [[ -f ../shared/contract/check.py ]]; then
     echo "== contract check"
     cargo build --release --quiet

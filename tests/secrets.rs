@@ -180,7 +180,7 @@ fn user_of(container: &str, file: &str) -> String {
 }
 
 #[test]
-fn swarm_tasks_get_their_own_database_users_dropped_when_the_tasks_end() {
+fn swarm_tasks_get_their_own_database_users_dropped_when_the_tasks_end_on_every_engine() {
     let _lock = docker_lock();
     let s = setup();
     let _swarm = Swarm::ensure();
@@ -267,7 +267,7 @@ fn swarm_tasks_get_their_own_database_users_dropped_when_the_tasks_end() {
 }
 
 #[test]
-fn a_kv_field_is_a_task_s_secret_and_a_denied_path_fails_the_task() {
+fn a_kv_field_is_a_task_s_secret_and_a_denied_path_fails_the_task_on_every_engine() {
     let _lock = docker_lock();
     let s = setup();
     let _swarm = Swarm::ensure();
@@ -335,7 +335,7 @@ impl Drop for Stack {
 }
 
 #[test]
-fn a_stack_file_s_secret_with_the_driver_gets_a_user_per_task() {
+fn a_stack_file_s_secret_with_the_driver_gets_a_user_per_task_on_every_engine() {
     let _lock = docker_lock();
     let s = setup();
     let _swarm = Swarm::ensure();
@@ -397,7 +397,7 @@ secrets:
 }
 
 #[test]
-fn a_plugin_killed_and_restarted_still_revokes_when_the_task_ends() {
+fn a_plugin_killed_and_restarted_still_revokes_when_the_task_ends_on_every_engine() {
     let _lock = docker_lock();
     let mut s = setup();
     let _swarm = Swarm::ensure();

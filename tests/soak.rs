@@ -73,7 +73,7 @@ fn a_thousand_mount_unmount_cycles_leave_nothing_behind() {
 }
 
 #[test]
-fn sixty_four_containers_started_at_once_all_get_their_secrets() {
+fn sixty_four_containers_started_at_once_all_get_their_secrets_on_one_engine() {
     let mut t = E2e::start();
     t.bao.put_kv2("load", json!({"password": "load-pw"}));
     let vol = t.volume("load", &["path=secret/data/load"]);

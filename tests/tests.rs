@@ -19,6 +19,8 @@
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
 //!   socket while a volume is mounted and unmounted;
 //! - `outage`: 500 mounts riding out a 30 s OpenBao outage, the request rate when it returns;
+//! - `ha`: a three-node OpenBao raft cluster losing its leader under running containers, and a
+//!   plugin pointed at one standby;
 //! - `hosts`: a swarm of three Docker hosts on one machine (`util::hosts`: namespaces, a
 //!   dockerd and a plugin each): a database volume's users per task through scale, drain, a
 //!   stack and a node kill; Swarm secrets per task across the nodes;
@@ -26,6 +28,26 @@
 //!   that dockerd and a private PostgreSQL are killed or restarted; nothing left behind.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
+//!
+//! # On which engines a test runs: the end of its name
+//!
+//! `tests/run.sh` runs the tests on three Docker engines (`VAULT_SECRETS_TEST_ENGINE`, see
+//! `util::TestEngine`) and chooses which by the end of each test's name, nothing else
+//! (`cargo test --test tests -- --list` shows them):
+//!
+//! | a name ending in       | drives                                   | runs on                     |
+//! |------------------------|------------------------------------------|-----------------------------|
+//! | `_on_every_engine`     | Docker: the core of what users do        | Engine 20.10, 26.1 and 28.5 |
+//! | `_on_current_engines`  | Docker: what Engine ≥ 26 does, or it restarts its engine | 26.1 and 28.5 |
+//! | `_on_one_engine`       | Docker, for long: three-node swarms, chaos, HA, 64 containers | 28.5 |
+//! | anything else          | no Docker engine: the plugin over its socket, OpenBao, PostgreSQL, Podman | once, with 20.10 |
+//!
+//! A new test that drives Docker takes one of the three endings; the Docker harness
+//! (`e2e::docker_lock`, `util::dockerd::Dockerd`) fails a test that drives Docker without
+//! one, and an `_on_current_engines` test run on Engine 20.10 (`util::tier`). Choose
+//! `_on_every_engine` for what a user of any engine relies on, `_on_one_engine` for what takes
+//! minutes and does not depend on the engine's version; CI's budget (45 minutes for `.ci/run`)
+//! is in `tests/run.sh`.
 
 mod util;
 

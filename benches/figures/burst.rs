@@ -440,7 +440,7 @@ impl Cli {
 
     /// Engine 26 with Compose v2, if `tests/engines.sh` runs it.
     fn engine26() -> Option<Cli> {
-        let prefix = Path::new(DOCKER26_PREFIX);
+        let prefix = engine_prefix("26");
         let cli = Cli {
             docker: prefix.join("usr/bin/docker"),
             env: vec![

@@ -1,8 +1,9 @@
 //! A dockerd of a test's own, for what must not happen to the shared engines: SIGKILL, restart.
 //!
 //! It runs the binaries of the engine under test ([`super::test_engine`]: Debian 12's 20.10 or
-//! the 26.1 that `tests/engines.sh` unpacks) with its own data-root, exec-root, pid file, API
-//! socket and log, and starts its own containerd. It shares the host's network namespace (no
+//! the 26.1 or 28.5 that `tests/engines.sh` unpacks), with that engine's environment and flags
+//! (28: its API floor and image store), its own data-root, exec-root, pid file, API socket and
+//! log, and starts its own containerd. It shares the host's network namespace (no
 //! bridge, no iptables: containers run `--network none`) and `/run/docker/plugins`, so a legacy
 //! plugin for it must use a driver name no other dockerd uses. The test image is imported from
 //! the rootfs tarball `tests/env.sh` built.
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use super::{test_engine, unique, wait_until, DOCKER26_PREFIX};
+use super::{test_engine, unique, wait_until};
 
 static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -48,6 +49,7 @@ impl Dockerd {
     /// [`Dockerd::start`], with dockerd run through `wrap` (a command that ends by exec'ing its
     /// arguments, such as `nsenter … --`: the pid it gets is dockerd's).
     pub fn start_in(tag: &str, wrap: &[String]) -> Dockerd {
+        super::tier::assert_docker_tier();
         // One private dockerd starts (and takes the test image) at a time, in this process:
         // two three-node clusters started together on Engine 26 saw `docker import` fail now and
         // then just after `docker info` had answered (see tests/hosts.rs), and chaos:: starts
@@ -168,21 +170,8 @@ impl Dockerd {
         }
         let _ = std::fs::remove_file(&self.pidfile);
         let log = File::options().create(true).append(true).open(&self.log).expect("dockerd log");
-        let (dockerd, path) = match test_engine().name {
-            "26" => {
-                let prefix = Path::new(DOCKER26_PREFIX);
-                (
-                    prefix.join("usr/sbin/dockerd"),
-                    format!(
-                        "{}:{}:{}",
-                        prefix.join("usr/bin").display(),
-                        prefix.join("usr/sbin").display(),
-                        std::env::var("PATH").unwrap_or_default()
-                    ),
-                )
-            }
-            _ => ("dockerd".into(), std::env::var("PATH").unwrap_or_default()),
-        };
+        let engine = test_engine();
+        let (dockerd, path) = engine.dockerd();
         let child = super::wrapped(&self.wrap, dockerd)
             .arg("--data-root")
             .arg(&self.data_root)
@@ -193,7 +182,9 @@ impl Dockerd {
             .arg("-H")
             .arg(&self.host)
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args(engine.dockerd_flags)
             .env("PATH", path)
+            .envs(engine.dockerd_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -19,12 +19,18 @@ use serde_json::{json, Value};
 pub const BIN: &str = env!("CARGO_BIN_EXE_vault-secrets-plugin");
 
 /// The Docker Engine the end-to-end tests drive, chosen by `VAULT_SECRETS_TEST_ENGINE`:
-/// `20` (the default: Debian 12's dockerd on /var/run/docker.sock, `docker` from PATH,
-/// docker-compose 1.29) or `26` (Debian 13's Engine 26.1 that `tests/engines.sh` runs beside it,
-/// with its docker CLI 26 and Compose v2 as `docker compose`). The plugin processes the tests
-/// start get its socket as `DOCKER_HOST` too.
+/// - `20` (the default): Debian 12's dockerd on /var/run/docker.sock, `docker` from PATH,
+///   docker-compose 1.29;
+/// - `26`: Debian 13's Engine 26.1 (containerd 1.7, Compose 2.26);
+/// - `28`: Debian unstable's Engine 28.5 (containerd 2.1, Compose 2.40) at Engine 29's API
+///   floor (`DOCKER_MIN_API_VERSION=1.44`) with the containerd image store.
+///
+/// `tests/engines.sh` unpacks 26 and 28 into their prefixes and runs each beside 20.10, with its
+/// own docker CLI and Compose v2 as `docker compose`. The plugin processes the tests start get
+/// the engine's socket as `DOCKER_HOST`; a test's own dockerd ([`dockerd`]) runs its binaries
+/// with its environment and flags.
 pub struct TestEngine {
-    /// `20` or `26`.
+    /// `20`, `26` or `28`.
     pub name: &'static str,
     /// dockerd's API socket.
     pub socket: PathBuf,
@@ -36,6 +42,14 @@ pub struct TestEngine {
     pub compose: Vec<String>,
     /// dockerd's log (managed plugins log there).
     pub log: PathBuf,
+    /// Where `tests/engines.sh` unpacked it (`usr/bin`, `usr/sbin`); `None`: Debian 12's.
+    pub prefix: Option<PathBuf>,
+    /// dockerd's pid file, for an engine `tests/engines.sh` starts (and a test may restart).
+    pub pidfile: Option<PathBuf>,
+    /// The environment dockerd runs with, beside `PATH`.
+    pub dockerd_env: &'static [(&'static str, &'static str)],
+    /// dockerd's flags beside its directories and sockets.
+    pub dockerd_flags: &'static [&'static str],
 }
 
 /// The test image (`tests/env.sh` imports it into the engines): busybox-static.
@@ -44,13 +58,20 @@ pub fn test_image() -> String {
         .unwrap_or_else(|_| "vault-secrets-test/busybox:latest".into())
 }
 
-/// Where tests/engines.sh unpacks Debian 13's Docker Engine 26.
-pub const DOCKER26_PREFIX: &str = "/opt/vault-secrets-test/docker26";
+/// Where tests/engines.sh unpacks Docker Engine `name` (`26`, `28`).
+pub fn engine_prefix(name: &str) -> PathBuf {
+    PathBuf::from(format!("/opt/vault-secrets-test/docker{name}"))
+}
 
 impl TestEngine {
     /// `DOCKER_HOST` for this engine.
     pub fn host(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// The major version, to compare (`26`).
+    pub fn version(&self) -> u32 {
+        self.name.parse().expect("an engine's name is its major version")
     }
 
     /// A command for the docker CLI against this engine.
@@ -80,6 +101,47 @@ impl TestEngine {
     pub fn compose_v2(&self) -> bool {
         self.compose.len() > 1
     }
+
+    /// dockerd, and the `PATH` it runs with (its prefix's binaries first: its containerd).
+    pub fn dockerd(&self) -> (PathBuf, String) {
+        let path = std::env::var("PATH").unwrap_or_default();
+        match &self.prefix {
+            Some(p) => (
+                p.join("usr/sbin/dockerd"),
+                format!("{}:{}:{path}", p.join("usr/bin").display(), p.join("usr/sbin").display()),
+            ),
+            None => ("dockerd".into(), path),
+        }
+    }
+
+    /// An engine `tests/engines.sh` unpacked and runs: `26` or `28`.
+    fn unpacked(name: &'static str) -> TestEngine {
+        let prefix = engine_prefix(name);
+        let docker = prefix.join("usr/bin/docker");
+        assert!(
+            docker.exists(),
+            "VAULT_SECRETS_TEST_ENGINE={name} but no {}: run tests/engines.sh",
+            docker.display()
+        );
+        let run = Path::new("/run/vault-secrets-test");
+        TestEngine {
+            name,
+            socket: run.join(format!("docker{name}.sock")),
+            docker: docker.clone(),
+            docker_config: Some(prefix.join("docker-config")),
+            compose: vec![docker.display().to_string(), "compose".into()],
+            log: format!("/var/log/vault-secrets-test/docker{name}.log").into(),
+            pidfile: Some(run.join(format!("docker{name}.pid"))),
+            prefix: Some(prefix),
+            // As tests/engines.sh starts them: Engine 28 at Engine 29's API floor and image store.
+            dockerd_env: if name == "28" { &[("DOCKER_MIN_API_VERSION", "1.44")] } else { &[] },
+            dockerd_flags: if name == "28" {
+                &["--feature", "containerd-snapshotter"]
+            } else {
+                &[]
+            },
+        }
+    }
 }
 
 pub fn test_engine() -> &'static TestEngine {
@@ -92,25 +154,14 @@ pub fn test_engine() -> &'static TestEngine {
             docker_config: None,
             compose: vec!["docker-compose".into()],
             log: "/var/log/dockerd.log".into(),
+            prefix: None,
+            pidfile: None,
+            dockerd_env: &[],
+            dockerd_flags: &[],
         },
-        Ok("26") => {
-            let prefix = Path::new(DOCKER26_PREFIX);
-            let docker = prefix.join("usr/bin/docker");
-            assert!(
-                docker.exists(),
-                "VAULT_SECRETS_TEST_ENGINE=26 but no {}: run tests/engines.sh",
-                docker.display()
-            );
-            TestEngine {
-                name: "26",
-                socket: "/run/vault-secrets-test/docker26.sock".into(),
-                docker: docker.clone(),
-                docker_config: Some(prefix.join("docker-config")),
-                compose: vec![docker.display().to_string(), "compose".into()],
-                log: "/var/log/vault-secrets-test/docker26.log".into(),
-            }
-        }
-        Ok(other) => panic!("VAULT_SECRETS_TEST_ENGINE={other}: expected 20 or 26"),
+        Ok("26") => TestEngine::unpacked("26"),
+        Ok("28") => TestEngine::unpacked("28"),
+        Ok(other) => panic!("VAULT_SECRETS_TEST_ENGINE={other}: expected 20, 26 or 28"),
     })
 }
 
@@ -546,6 +597,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &mount_id()[..10])
 }
 pub mod raft;
+pub mod tier;
 pub mod tls;
 pub mod vault;
 
