@@ -7,6 +7,9 @@
 #            refuses clients older than API 1.44, such as Debian 12's docker CLI 20.10) and the
 #            containerd image store (--feature containerd-snapshotter, Engine 29's default);
 #   podman   Podman 4.3 (Debian 12's package), rootful;
+#   podman5  Podman 5.4 (Debian 13's), rootful, in a Debian 13 root made with mmdebstrap from
+#            Debian's packages (Podman 5 needs glibc 2.38; Debian 12 has 2.36), in a mount
+#            namespace of its own (see podman5_engine below);
 #   registry Debian 12's docker-registry (distribution 2.8), unpacked (never installed: its
 #            package would start a registry listening on every address), for the registry test.
 # A Docker engine N is unpacked into /opt/vault-secrets-test/dockerN and run as a dockerd of its
@@ -14,7 +17,7 @@
 # /run/vault-secrets-test/dockerN{,.pid,.sock}, log /var/log/vault-secrets-test/dockerN.log)
 # with Debian 12's runc (Debian 13's and unstable's runc need glibc 2.38; the rest needs 2.34).
 # Each engine gets the busybox test image from the rootfs tarball tests/env.sh made. Idempotent.
-#   bash tests/engines.sh [26|28|podman|registry]...   # all four when none is named
+#   bash tests/engines.sh [26|28|podman|podman5|registry]...   # all five when none is named
 # (after tests/env.sh; tests/run.sh runs both). VAULT_SECRETS_DOCKERD_FLAGS: more flags for the
 # Docker engines this run starts (the live-restore test restarts one with --live-restore, then
 # without).
@@ -121,6 +124,77 @@ podman_engine() {
     echo "podman: $(podman_cli version -f '{{.Client.Version}}')"
 }
 podman_cli() { CONTAINERS_CONF=$VST_RUN/podman.conf podman "$@"; }
+# podman5 ARGS...: Podman 5, in its namespace.
+podman5() { PODMAN_IGNORE_CGROUPSV1_WARNING=1 nsenter -t "$(<"$VST_RUN/podman5.pid")" -m -- podman "$@"; }
+
+# Podman 5 (Debian 13's), in a Debian 13 root at $VST_OPT/podman5 made by mmdebstrap (once,
+# about 250 MB), with Debian 13's runc: its crun refuses this machine's hybrid cgroups.
+# Podman runs in a mount namespace whose root is that root (pivot_root, as a container's is: in a
+# mere chroot, `podman exec` would land in the host's root), kept by a holder process
+# ($VST_RUN/podman5.pid); `podman5` enters it with nsenter. On the host the root is a mount of
+# its own (a bind onto itself) with a tmpfs on /run, both shared, so that what the host mounts
+# below it (a plugin's tmpfs) reaches the namespace, while what Podman mounts there stays there.
+# In the root, the root's own path is a symlink to "/": a path below the root means the same
+# thing on the host and in it, so a plugin the tests start for Podman 5 keeps its socket and
+# runtime directory below the root and the Mountpoint it answers is found by Podman too.
+# tests/reset.sh stops the holder and unmounts it all before it removes the root.
+podman5_engine() {
+    local root=$VST_OPT/podman5 include=podman,runc,conmon,netavark,catatonit,golang-github-containers-common,mount
+    if [[ ! -x $root/usr/bin/podman ]]; then
+        if ! command -v mmdebstrap >/dev/null; then
+            echo "engines.sh: installing mmdebstrap"
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends mmdebstrap >/dev/null ||
+                fail "apt-get install mmdebstrap" "apt-get update, then run this again"
+        fi
+        echo "engines.sh: making a Debian 13 root with Podman 5 in $root (mmdebstrap)"
+        [[ ! -e $root.new ]] || rm -rf --one-file-system "$root.new"
+        mmdebstrap --quiet --variant=essential --include="$include" \
+            --aptopt='Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false"' \
+            trixie "$root.new" http://deb.debian.org/debian >/dev/null ||
+            fail "mmdebstrap trixie $root.new (Podman 5)" "check that deb.debian.org is reachable; rm -rf $root.new and run this again"
+        mkdir -p "$root.new/$(dirname "$root")"
+        ln -s / "$root.new$root"
+        mv "$root.new" "$root"
+    fi
+    # No systemd, no journald; no nofile limit (as for Podman 4.3 here).
+    mkdir -p "$root/etc/containers/containers.conf.d"
+    printf '%s\n' '[containers]' 'default_ulimits = []' '[engine]' 'cgroup_manager = "cgroupfs"' \
+        'events_logger = "file"' 'runtime = "runc"' >"$root/etc/containers/containers.conf.d/00-vault-secrets-test.conf"
+    if ! podman5_alive; then
+        mountpoint -q "$root" || mount --bind "$root" "$root"
+        mountpoint -q "$root/run" || mount -t tmpfs -o mode=0755,size=64m tmpfs "$root/run"
+        mount --make-rshared "$root"
+        echo "engines.sh: starting Podman 5's namespace (log: $VST_LOGS/podman5.log)"
+        # shellcheck disable=SC2016 # the script's own variables
+        setsid nohup unshare --mount --propagation slave -- /bin/sh -c '
+            set -e
+            mount -t proc proc "$1/proc"
+            mount --rbind /sys "$1/sys"
+            mount --rbind /dev "$1/dev"
+            cd "$1"
+            mkdir -p .host
+            pivot_root . .host
+            cd /
+            umount -l /.host
+            rmdir /.host
+            exec sleep infinity' podman5-namespace "$root" >>"$VST_LOGS/podman5.log" 2>&1 </dev/null &
+        echo $! >"$VST_RUN/podman5.pid"
+        local end=$((SECONDS + 30))
+        until podman5 version >/dev/null 2>&1; do
+            pid_alive "$(<"$VST_RUN/podman5.pid")" || { tail -n 20 "$VST_LOGS/podman5.log" >&2; fail "Podman 5's namespace ended (its log above)" "see $VST_LOGS/podman5.log"; }
+            ((SECONDS < end)) || fail "podman version (Podman 5) does not answer after 30 s" "see $VST_LOGS/podman5.log"
+            sleep 0.2
+        done
+    fi
+    image_ready podman5 "Podman 5"
+    echo "podman5: $(podman5 version -f '{{.Client.Version}}'), runc $(nsenter -t "$(<"$VST_RUN/podman5.pid")" -m runc --version | awk 'NR==1{print $3}'), in $root"
+}
+# podman5_alive: the holder of Podman 5's namespace runs (its pid is alive and sleeping).
+podman5_alive() {
+    local pid
+    pid=$(cat "$VST_RUN/podman5.pid" 2>/dev/null) && pid_alive "$pid" &&
+        [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == "sleep infinity " ]]
+}
 
 # docker-registry (Debian 12), unpacked.
 registry() {
@@ -138,12 +212,13 @@ registry() {
 }
 
 command -v runc >/dev/null || fail "no runc on PATH (Debian 12's runc, which the unpacked engines use)" "apt-get install runc"
-(($#)) || set -- 26 28 podman registry
+(($#)) || set -- 26 28 podman podman5 registry
 for what in "$@"; do
     case $what in
     26 | 28) engine "$what" ;;
     podman) podman_engine ;;
+    podman5) podman5_engine ;;
     registry) registry ;;
-    *) fail "unknown engine '$what'" "name 26, 28, podman or registry (none: all four)" ;;
+    *) fail "unknown engine '$what'" "name 26, 28, podman, podman5 or registry (none: all five)" ;;
     esac
 done

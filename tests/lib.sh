@@ -99,8 +99,11 @@ image_ready() {
     [[ -s $VST_ROOTFS ]] || fail "no $VST_ROOTFS (the busybox rootfs every engine imports)" "bash tests/env.sh"
     if ! "$docker" image inspect "$VST_IMAGE" >/dev/null 2>&1; then
         echo "$VST_SCRIPT: importing $VST_IMAGE into $what"
-        "$docker" import --change 'CMD ["sh"]' "$VST_ROOTFS" "$VST_IMAGE" >/dev/null ||
-            fail "$docker import $VST_ROOTFS $VST_IMAGE ($what)" "$docker image rm $VST_IMAGE; rm $VST_ROOTFS; bash tests/env.sh"
+        # From stdin: a Podman in a root of its own cannot see the tarball's path. Its progress
+        # is shown only when it fails.
+        local out
+        out=$("$docker" import --change 'CMD ["sh"]' - "$VST_IMAGE" <"$VST_ROOTFS" 2>&1) ||
+            fail "$docker import $VST_ROOTFS $VST_IMAGE ($what): $out" "$docker image rm $VST_IMAGE; rm $VST_ROOTFS; bash tests/env.sh"
     fi
     "$docker" run --rm --network none "$VST_IMAGE" id | grep -q 'uid=0' ||
         fail "$docker run --network none $VST_IMAGE ($what)" "$docker info; see the engine's log"

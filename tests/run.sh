@@ -3,17 +3,19 @@
 #   bash tests/run.sh
 # 1. brings up what the tests need, installing what is missing: tests/env.sh (Docker Engine
 #    20.10 with docker-compose 1.29, OpenBao CLI, PostgreSQL, the busybox test image),
-#    tests/engines.sh (Docker Engines 26.1 and 28.5 with Compose v2 beside it, Podman,
-#    docker-registry);
+#    tests/engines.sh (Docker Engines 26.1 and 28.5 beside it, with Compose v2; Podman 4.3,
+#    Podman 5.4 in a Debian 13 root, docker-registry);
 # 2. unit tests (fakes behind traits), then the fuzz targets for a bounded time;
 # 3. the integration tests (the plugin binary against a real OpenBao and PostgreSQL, real tmpfs,
-#    Podman) and the end-to-end tests (the real docker CLI and engine), one pass per Docker
-#    engine (VAULT_SECRETS_TEST_ENGINE; same build). Which tests a pass runs goes by the end of
-#    their names (tests/tests.rs has the table; `cargo test --test tests -- --list` shows them):
-#      _on_every_engine     Engine 20.10, 26.1 and 28.5
+#    Podman) and the end-to-end tests (the real docker CLI and engine, Podman), one pass per
+#    engine (VAULT_SECRETS_TEST_ENGINE, VAULT_SECRETS_TEST_PODMAN; same build). Which tests a
+#    pass runs goes by the end of their names (tests/tests.rs has the table; `cargo test --test
+#    tests -- --list` shows them):
+#      _on_every_engine     Docker Engine 20.10, 26.1 and 28.5
 #      _on_current_engines  26.1 and 28.5 (what Engine >= 26 does; restarts of its engine)
 #      _on_one_engine       28.5 (long: three-node swarms, chaos, HA, 64 containers)
-#      anything else        drives no Docker engine: once, in the Engine 20.10 pass
+#      _on_every_podman     Podman 4.3 and 5.4
+#      anything else        drives no engine: once, in the first pass
 #    The Docker tests of a pass run one at a time (they share the driver and its lock), beside
 #    one test that drives no engine (--test-threads 2);
 # 4. the shared contract check (../shared/contract/check.py), when it is there.
@@ -38,21 +40,23 @@ took "unit tests"
 echo "== fuzzing: every target, 15 s each (fuzz/run.sh installs cargo-fuzz when missing)"
 bash fuzz/run.sh 15
 took "fuzzing"
-# pass ENGINE WHAT FILTERS...: the tests FILTERS select (cargo test's filters and --skip) on
-# Docker Engine ENGINE; prints how many, then runs them.
+# pass ENGINE PODMAN WHAT FILTERS...: the tests FILTERS select (cargo test's filters and --skip)
+# with Docker Engine ENGINE and Podman PODMAN; prints how many, then runs them.
 pass() {
-    local engine=$1 what=$2 n
-    shift 2
-    n=$(VAULT_SECRETS_TEST_ENGINE=$engine cargo test -q --test tests -- --list "$@" | grep -c ': test$')
+    local engine=$1 podman=$2 what=$3 n
+    shift 3
+    export VAULT_SECRETS_TEST_ENGINE=$engine VAULT_SECRETS_TEST_PODMAN=$podman
+    n=$(cargo test -q --test tests -- --list "$@" | grep -c ': test$')
     echo "== $what: $n tests"
-    VAULT_SECRETS_TEST_ENGINE=$engine cargo test --test tests -- --test-threads 2 "$@"
+    cargo test --test tests -- --test-threads 2 "$@"
     took "$what"
 }
-pass 20 "Docker Engine 20.10 (docker-compose 1.29): _on_every_engine, and what drives no engine" \
+pass 20 4 "Docker Engine 20.10 (docker-compose 1.29), Podman 4.3: _on_every_engine, _on_every_podman, no engine" \
     --skip _on_current_engines --skip _on_one_engine
-pass 26 "Docker Engine 26.1 (Compose 2.26): _on_every_engine, _on_current_engines" \
+pass 20 5 "Podman 5.4 (in a Debian 13 root): _on_every_podman" _on_every_podman
+pass 26 4 "Docker Engine 26.1 (Compose 2.26): _on_every_engine, _on_current_engines" \
     _on_every_engine _on_current_engines
-pass 28 "Docker Engine 28.5 (containerd 2.1 image store, Compose 2.40): every tier" \
+pass 28 4 "Docker Engine 28.5 (containerd 2.1 image store, Compose 2.40): every Docker tier" \
     _on_every_engine _on_current_engines _on_one_engine
 if [[ -f ../shared/contract/check.py ]]; then
     echo "== contract check"

@@ -9,7 +9,8 @@
 //!   `plugin/build.sh`;
 //! - `secrets`: Swarm secrets from the plugin (`docker secret create --driver`), per task, on
 //!   a single-node swarm;
-//! - `podman`: Podman 4.3 with the plugin declared in containers.conf;
+//! - `podman`: Podman (4.3, and 5.4 in a Debian 13 root) with the plugin declared in
+//!   containers.conf;
 //! - `props`: property tests of file-name safety and rendering; `hostile`: hostile Vault
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
@@ -31,23 +32,26 @@
 //!
 //! # On which engines a test runs: the end of its name
 //!
-//! `tests/run.sh` runs the tests on three Docker engines (`VAULT_SECRETS_TEST_ENGINE`, see
-//! `util::TestEngine`) and chooses which by the end of each test's name, nothing else
+//! `tests/run.sh` runs the tests on three Docker engines (`VAULT_SECRETS_TEST_ENGINE`: 20, 26,
+//! 28, see `util::TestEngine`) and two Podmans (`VAULT_SECRETS_TEST_PODMAN`: 4, 5, see
+//! `util::podman`), and chooses which tests by the end of their names, nothing else
 //! (`cargo test --test tests -- --list` shows them):
 //!
-//! | a name ending in       | drives                                   | runs on                     |
-//! |------------------------|------------------------------------------|-----------------------------|
-//! | `_on_every_engine`     | Docker: the core of what users do        | Engine 20.10, 26.1 and 28.5 |
-//! | `_on_current_engines`  | Docker: what Engine ≥ 26 does, or it restarts its engine | 26.1 and 28.5 |
-//! | `_on_one_engine`       | Docker, for long: three-node swarms, chaos, HA, 64 containers | 28.5 |
-//! | anything else          | no Docker engine: the plugin over its socket, OpenBao, PostgreSQL, Podman | once, with 20.10 |
+//! | a name ending in      | drives                                        | runs on                  |
+//! |-----------------------|-----------------------------------------------|--------------------------|
+//! | `_on_every_engine`    | Docker: the core of what users do             | Engines 20.10, 26.1, 28.5 |
+//! | `_on_current_engines` | Docker: what Engine ≥ 26 does, or restarts of its engine | Engines 26.1, 28.5 |
+//! | `_on_one_engine`      | Docker, for long: three-node swarms, chaos, HA, 64 containers | Engine 28.5 |
+//! | `_on_every_podman`    | Podman                                        | Podman 4.3, 5.4          |
+//! | anything else         | no engine: the plugin over its socket, OpenBao, PostgreSQL | once         |
 //!
-//! A new test that drives Docker takes one of the three endings; the Docker harness
-//! (`e2e::docker_lock`, `util::dockerd::Dockerd`) fails a test that drives Docker without
-//! one, and an `_on_current_engines` test run on Engine 20.10 (`util::tier`). Choose
-//! `_on_every_engine` for what a user of any engine relies on, `_on_one_engine` for what takes
-//! minutes and does not depend on the engine's version; CI's budget (45 minutes for `.ci/run`)
-//! is in `tests/run.sh`.
+//! A new test that drives an engine takes one of these endings: the harness fails a test that
+//! drives Docker (`e2e::docker_lock`, `util::dockerd::Dockerd`) or Podman
+//! (`util::podman::podman`) without one, and an `_on_current_engines` test run on Engine 20.10
+//! (`util::tier`). A test that drives Docker and Podman takes a Docker ending (and runs with
+//! Podman 4.3). Choose `_on_every_engine` for what a user of any engine relies on, and
+//! `_on_one_engine` for what takes minutes and does not depend on the engine's version: CI's
+//! budget (45 minutes for `.ci/run`) and each pass's time are in `tests/run.sh`.
 
 mod util;
 

@@ -403,13 +403,23 @@ impl Plugin {
         token: &str,
         extra: &str,
     ) -> Plugin {
+        Plugin::configure_in(Path::new("/run"), socket, vault_address, token, extra)
+    }
+
+    /// [`Plugin::configure`] with the runtime directory below `run` instead of /run: for an
+    /// engine that sees the host below a root of its own (Podman 5: [`podman::TestPodman`]).
+    pub fn configure_in(
+        run: &Path,
+        socket: Option<&Path>,
+        vault_address: &str,
+        token: &str,
+        extra: &str,
+    ) -> Plugin {
         let dir = tempfile::tempdir().unwrap();
         let socket =
             socket.map(Path::to_owned).unwrap_or_else(|| dir.path().join("vault-secrets-it.sock"));
-        let runtime = PathBuf::from(format!(
-            "/run/vst-{}",
-            dir.path().file_name().unwrap().to_string_lossy()
-        ));
+        let runtime =
+            run.join(format!("vst-{}", dir.path().file_name().unwrap().to_string_lossy()));
         std::fs::write(dir.path().join("token"), token).unwrap();
         let config = dir.path().join("config.toml");
         let text = format!(
@@ -596,6 +606,7 @@ pub fn mount_id() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &mount_id()[..10])
 }
+pub mod podman;
 pub mod raft;
 pub mod tier;
 pub mod tls;

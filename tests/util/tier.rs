@@ -1,9 +1,10 @@
 //! Which engines a test runs on, by the end of its name: the convention `tests/run.sh` selects
 //! by (`cargo test -- --list` shows it), described in `tests/tests.rs`.
 //!
-//! The Docker harness ([`crate::e2e::docker_lock`], [`super::dockerd::Dockerd`]) checks it: a
-//! test that drives Docker and has no tier fails, saying how to name it, and so does a test run
-//! on an engine its tier cannot run on. Nothing is skipped by the test itself.
+//! The Docker harness ([`crate::e2e::docker_lock`], [`super::dockerd::Dockerd`]) and the Podman
+//! one ([`super::podman::podman`]) check it: a test that drives an engine and has no tier fails,
+//! saying how to name it, and so does a test run on an engine its tier cannot run on. Nothing is
+//! skipped by the test itself.
 
 use super::test_engine;
 
@@ -16,12 +17,30 @@ pub const CURRENT_ENGINES: &str = "_on_current_engines";
 /// engine, 28.5 (any engine can run it by hand).
 pub const ONE_ENGINE: &str = "_on_one_engine";
 
+/// A test that drives Podman: run on Podman 4.3 and 5.4 (`VAULT_SECRETS_TEST_PODMAN`). A test
+/// that drives Docker and Podman takes a Docker tier (and runs with Podman 4.3).
+pub const EVERY_PODMAN: &str = "_on_every_podman";
+
+/// The running test's name, from its own thread (libtest names it after the test); `None` from
+/// any other thread.
+fn running_test() -> Option<String> {
+    std::thread::current().name().filter(|n| n.contains("::")).map(str::to_owned)
+}
+
+/// Panics unless the running test's name ends with [`EVERY_PODMAN`] or a Docker tier.
+pub fn assert_podman_tier() {
+    let Some(test) = running_test() else { return };
+    assert!(
+        [EVERY_PODMAN, EVERY_ENGINE, CURRENT_ENGINES, ONE_ENGINE].iter().any(|t| test.ends_with(t)),
+        "{test} drives Podman, so its name ends with {EVERY_PODMAN} (see tests/tests.rs)"
+    );
+}
+
 /// Panics unless the running test's name ends with a tier, and one that the engine under test
 /// can run (`_on_current_engines` needs Engine ≥ 26). Called from the test's own thread (libtest
 /// names it after the test); from any other thread it checks nothing.
 pub fn assert_docker_tier() {
-    let thread = std::thread::current();
-    let Some(test) = thread.name().filter(|n| n.contains("::")) else { return };
+    let Some(test) = running_test() else { return };
     let engine = test_engine();
     if test.ends_with(CURRENT_ENGINES) {
         assert!(
