@@ -1,6 +1,6 @@
 //! Podman (Debian 12's 4.3 and Debian 13's 5.4: `util::podman`, rootful), end to end: the plugin
-//! declared in `[engine.volume_plugins]` of a `containers.conf.d` drop-in, as README's "Podman"
-//! section says;
+//! declared in `[engine.volume_plugins]` of a `containers.conf.d` drop-in, as docs/engines.md,
+//! "Podman", says;
 //! `podman volume create --driver`, `podman run` reading the secret from the tmpfs, `podman stop`
 //! revoking the mount's token, `podman volume rm` removing the volume from the plugin.
 //!
