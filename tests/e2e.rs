@@ -39,10 +39,8 @@ pub fn docker_lock() -> DockerLock {
     DockerLock { _thread: thread, _file: file }
 }
 
-pub fn image() -> String {
-    std::env::var("VAULT_SECRETS_TEST_IMAGE")
-        .unwrap_or_else(|_| "vault-secrets-test/busybox:latest".into())
-}
+/// The test image ([`test_image`]).
+pub use crate::util::test_image as image;
 
 /// Runs the docker CLI against the engine under test (`VAULT_SECRETS_TEST_ENGINE`).
 pub fn docker(args: &[&str]) -> Output {

@@ -58,7 +58,7 @@ impl Dockerd {
         let name = unique(tag);
         // The exec-root holds containerd's socket: keep it short (sun_path is 108 bytes).
         let exec_root = PathBuf::from("/run/vst-dockerd").join(&name);
-        let data_root = PathBuf::from("/var/lib/vault-secrets-test/dockerd").join(&name);
+        let data_root = Path::new(super::paths::STATE).join("dockerd").join(&name);
         for d in [&exec_root, &data_root] {
             std::fs::create_dir_all(d).expect("dockerd directories");
         }
@@ -75,7 +75,7 @@ impl Dockerd {
         d.spawn();
         let image = super::test_image();
         if !d.docker(&["image", "inspect", &image]).status.success() {
-            let rootfs = Path::new("/var/lib/vault-secrets-test/busybox-rootfs.tar");
+            let rootfs = Path::new(super::paths::ROOTFS);
             assert!(rootfs.exists(), "no {}: run tests/env.sh", rootfs.display());
             d.docker_ok(&[
                 "import",

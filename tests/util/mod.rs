@@ -52,6 +52,18 @@ pub struct TestEngine {
     pub dockerd_flags: &'static [&'static str],
 }
 
+/// What the test set-up makes, and where (`tests/lib.sh`'s `VST_*`, the shell side).
+pub mod paths {
+    /// Data roots, the busybox rootfs tarball.
+    pub const STATE: &str = "/var/lib/vault-secrets-test";
+    /// Sockets and pid files of the engines `tests/engines.sh` starts.
+    pub const RUN: &str = "/run/vault-secrets-test";
+    /// Unpacked engines (`dockerN`), Podman 5's root.
+    pub const OPT: &str = "/opt/vault-secrets-test";
+    /// The busybox rootfs every engine imports the test image from.
+    pub const ROOTFS: &str = "/var/lib/vault-secrets-test/busybox-rootfs.tar";
+}
+
 /// The test image (`tests/env.sh` imports it into the engines): busybox-static.
 pub fn test_image() -> String {
     std::env::var("VAULT_SECRETS_TEST_IMAGE")
@@ -60,7 +72,7 @@ pub fn test_image() -> String {
 
 /// Where tests/engines.sh unpacks Docker Engine `name` (`26`, `28`).
 pub fn engine_prefix(name: &str) -> PathBuf {
-    PathBuf::from(format!("/opt/vault-secrets-test/docker{name}"))
+    Path::new(paths::OPT).join(format!("docker{name}"))
 }
 
 impl TestEngine {
@@ -123,7 +135,7 @@ impl TestEngine {
             "VAULT_SECRETS_TEST_ENGINE={name} but no {}: run tests/engines.sh",
             docker.display()
         );
-        let run = Path::new("/run/vault-secrets-test");
+        let run = Path::new(paths::RUN);
         TestEngine {
             name,
             socket: run.join(format!("docker{name}.sock")),

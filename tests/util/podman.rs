@@ -23,7 +23,7 @@ pub struct TestPodman {
 /// The pid file of the process that holds Podman 5's mount namespace (tests/engines.sh).
 pub const PODMAN5_HOLDER: &str = "/run/vault-secrets-test/podman5.pid";
 
-/// Where tests/engines.sh makes Podman 5's Debian 13 root.
+/// Where tests/engines.sh makes Podman 5's Debian 13 root (below [`super::paths::OPT`]).
 pub const PODMAN5_ROOT: &str = "/opt/vault-secrets-test/podman5";
 
 impl TestPodman {
