@@ -19,6 +19,8 @@ pub static DOCKER: Mutex<()> = Mutex::new(());
 
 /// The Docker lock across processes too: two test runs on one dockerd share the driver socket.
 pub struct DockerLock {
+    // Declared first, dropped first: the time is the lock's, until it is released.
+    _held: tier::Held,
     _thread: MutexGuard<'static, ()>,
     _file: std::fs::File,
 }
@@ -36,7 +38,7 @@ pub fn docker_lock() -> DockerLock {
         .open("/run/vault-secrets-e2e.lock")
         .expect("lock file");
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).expect("flock");
-    DockerLock { _thread: thread, _file: file }
+    DockerLock { _held: tier::Held::now(), _thread: thread, _file: file }
 }
 
 /// The test image ([`test_image`]).

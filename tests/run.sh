@@ -40,16 +40,26 @@ took "unit tests"
 echo "== fuzzing: every target, 15 s each (fuzz/run.sh installs cargo-fuzz when missing)"
 bash fuzz/run.sh 15
 took "fuzzing"
+# Each Docker test writes how long it held the Docker lock (its own time, without what it waited
+# for other tests, on this machine or from other runs) to this file: per pass, a sum by tier.
+VAULT_SECRETS_TEST_TIMINGS=$(mktemp)
+export VAULT_SECRETS_TEST_TIMINGS
+trap 'rm -f "$VAULT_SECRETS_TEST_TIMINGS"' EXIT
 # pass ENGINE PODMAN WHAT FILTERS...: the tests FILTERS select (cargo test's filters and --skip)
-# with Docker Engine ENGINE and Podman PODMAN; prints how many, then runs them.
+# with Docker Engine ENGINE and Podman PODMAN; prints how many, runs them, then how long they
+# took (the pass, and its Docker tests by tier).
 pass() {
     local engine=$1 podman=$2 what=$3 n
     shift 3
     export VAULT_SECRETS_TEST_ENGINE=$engine VAULT_SECRETS_TEST_PODMAN=$podman
     n=$(cargo test -q --test tests -- --list "$@" | grep -c ': test$')
     echo "== $what: $n tests"
+    : >"$VAULT_SECRETS_TEST_TIMINGS"
     cargo test --test tests -- --test-threads 2 "$@"
     took "$what"
+    awk -F '\t' '{ t = $2; sub(/.*_on_/, "_on_", t); s[t] += $3; n[t]++ }
+        END { for (t in s) printf "   %s: %d Docker tests, %.0f s holding the Docker lock\n", t, n[t], s[t] }' \
+        "$VAULT_SECRETS_TEST_TIMINGS"
 }
 pass 20 4 "Docker Engine 20.10 (docker-compose 1.29), Podman 4.3: _on_every_engine, _on_every_podman, no engine" \
     --skip _on_current_engines --skip _on_one_engine

@@ -55,3 +55,33 @@ pub fn assert_docker_tier() {
         );
     }
 }
+
+/// How long a test held the Docker lock, written when it lets go to the file
+/// `VAULT_SECRETS_TEST_TIMINGS` names (if any) as `ENGINE<tab>TEST<tab>SECONDS`: a test's own
+/// time, whatever it waited for the lock (`tests/run.sh` sums them by tier, as the budget's
+/// figures on a machine that other work shares).
+pub struct Held {
+    since: std::time::Instant,
+}
+
+impl Held {
+    pub fn now() -> Held {
+        Held { since: std::time::Instant::now() }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let (Some(file), Some(test)) =
+            (std::env::var_os("VAULT_SECRETS_TEST_TIMINGS"), running_test())
+        else {
+            return;
+        };
+        let line =
+            format!("{}\t{test}\t{:.1}\n", test_engine().name, self.since.elapsed().as_secs_f64());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(file);
+        // One write per line (O_APPEND): lines of concurrent tests never mix.
+        let _ = log.and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+}
