@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::e2e::{docker, docker_ok, image, E2e, DRIVER};
+use crate::util::docker::{docker, docker_ok, image, E2e, DRIVER};
 use crate::util::*;
 
 /// A directory on the host that an attacker would like to write into, with one file in it.

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::e2e::{docker_ok, image, E2e};
+use crate::util::docker::{docker_ok, image, E2e};
 use crate::util::*;
 
 /// The audit lines in the plugin's log (with no `audit_log` set they go to stderr, one write

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::e2e::{docker, docker_lock, docker_ok, image, DRIVER};
+use crate::util::docker::{docker, docker_lock, docker_ok, image, DRIVER};
 use crate::util::tls::{bao_cli, set_mode, tokens_from, CertFiles, JwtSigner, Pki, TlsBao};
 use crate::util::vault::plugin_cli;
 use crate::util::*;

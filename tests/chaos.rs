@@ -602,8 +602,8 @@ fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults_o
     // /run/docker/plugins while they list volumes, remember each for good, and retry a dead
     // one for ~15 s at every lookup of an unknown volume. A name of its own would do that to
     // them once this test ends.
-    let _lock = crate::e2e::docker_lock();
-    let driver = crate::e2e::DRIVER.to_owned();
+    let _lock = crate::util::docker::docker_lock();
+    let driver = crate::util::docker::DRIVER.to_owned();
     let socket = Path::new("/run/docker/plugins").join(format!("{driver}.sock"));
     let _socket_file = SocketFile(socket.clone());
     let mut plugin = Plugin::start(Some(&socket), &bao.address(), &bao.token, "");

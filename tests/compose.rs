@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::e2e::{docker, docker_ok, image, E2e, DRIVER};
+use crate::util::docker::{docker, docker_ok, image, E2e, DRIVER};
 use crate::util::*;
 
 /// A compose project in its own temporary directory; `down -v` on drop unless done already.

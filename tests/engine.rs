@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vault_secrets::dockerd::{ContainerMount, DockerEngine, Engine, EngineError};
 
-use crate::e2e::{docker, docker_ok, image};
+use crate::util::docker::{docker, docker_ok, image};
 use crate::util::*;
 
 fn engine() -> DockerEngine {
@@ -69,7 +69,7 @@ fn mounts_of(id: &str, driver: &str) -> Vec<ContainerMount> {
 
 #[test]
 fn volume_mounts_lists_running_and_stopped_containers_on_every_engine() {
-    let _lock = crate::e2e::docker_lock();
+    let _lock = crate::util::docker::docker_lock();
     let mut created = Created::default();
     let volume = created.volume("vs-engine");
     let mountpoint = docker_ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
@@ -101,7 +101,7 @@ fn volume_mounts_lists_running_and_stopped_containers_on_every_engine() {
 
 #[test]
 fn signal_reaches_a_running_container_on_every_engine() {
-    let _lock = crate::e2e::docker_lock();
+    let _lock = crate::util::docker::docker_lock();
     let mut created = Created::default();
     let script =
         r#"trap "echo got >/tmp/hup" HUP; touch /tmp/ready; while true; do sleep 0.2; done"#;
@@ -126,7 +126,7 @@ fn signal_reaches_a_running_container_on_every_engine() {
 
 #[test]
 fn signal_to_a_missing_container_is_a_404_with_the_engines_message_on_every_engine() {
-    let _lock = crate::e2e::docker_lock();
+    let _lock = crate::util::docker::docker_lock();
     let missing = mount_id();
     let e = block_on(engine().signal(&missing, "SIGHUP")).unwrap_err();
     match &e {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::e2e::{docker, docker_ok, image, E2e};
+use crate::util::docker::{docker, docker_ok, image, E2e};
 use crate::util::vault::*;
 use crate::util::*;
 

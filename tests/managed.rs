@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::e2e::{docker, docker_ok, image};
+use crate::util::docker::{docker, docker_ok, image};
 use crate::util::vault::status_mounts;
 use crate::util::*;
 
@@ -245,7 +245,7 @@ fn volume_names() -> Vec<String> {
 fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry_on_every_engine() {
     // Built before taking the Docker lock: the other Docker tests need not wait for cargo.
     let build = build_plugin();
-    let _lock = crate::e2e::docker_lock();
+    let _lock = crate::util::docker::docker_lock();
     let started = Instant::now();
     let out = docker(&["info", "--format", "{{.ServerVersion}}"]);
     assert!(
@@ -429,7 +429,7 @@ impl Drop for Registry {
 #[test]
 fn a_managed_plugin_installs_from_a_registry_on_every_engine() {
     let build = build_plugin();
-    let _lock = crate::e2e::docker_lock();
+    let _lock = crate::util::docker::docker_lock();
     let registry = Registry::start();
     let reference =
         format!("127.0.0.1:{}/vault-secrets:{}", registry.port, env!("CARGO_PKG_VERSION"));
@@ -529,7 +529,7 @@ fn host_accessor(build: &Path, config: &Path, runtime: &RuntimeDir, volume: &str
 fn a_managed_plugin_signals_answers_status_on_the_host_and_keeps_tokens_across_disable_on_every_engine(
 ) {
     let build = build_plugin();
-    let _lock = crate::e2e::docker_lock();
+    let _lock = crate::util::docker::docker_lock();
     let bao = Bao::start();
     put_kv2(&bao, "managed-signal", json!({"value": "v1"}));
     let config = config_dir(&bao);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::e2e::image;
+use crate::util::docker::image;
 use crate::util::podman::{podman, podman_ok, test_podman};
 use crate::util::*;
 

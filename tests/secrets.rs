@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::compose::Swarm;
-use crate::e2e::{docker, docker_lock, docker_ok, image};
+use crate::util::docker::{docker, docker_lock, docker_ok, image};
 use crate::util::*;
 
 /// The e2e tests' driver name (the same lock): a name of its own, once its plugin is gone, would
 /// cost every later lookup of an unknown volume on the shared dockerds ~15 s of retries.
-const DRIVER: &str = crate::e2e::DRIVER;
+const DRIVER: &str = crate::util::docker::DRIVER;
 
 /// A swarm secret of the plugin's; removed on drop.
 struct Secret {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::e2e::{docker, docker_ok, image, E2e, DRIVER};
+use crate::util::docker::{docker, docker_ok, image, E2e, DRIVER};
 use crate::util::*;
 
 fn rss_kib(pid: u32) -> u64 {

@@ -1,4 +1,6 @@
-//! The integration tests, one binary (shared helpers in `util`):
+//! The integration tests, one binary (shared helpers in `util`: OpenBao, the plugin, `docker`
+//! the docker CLI and the `E2e` fixture, `dockerd` a dockerd of a test's own, `podman`, `hosts`,
+//! `tier` the tiers below):
 //! - `plugin`: the plugin binary against a real OpenBao (and PostgreSQL), driven over its
 //!   socket exactly as dockerd drives it, with real tmpfs mounts;
 //! - `e2e`: the real `docker` CLI and engine using the plugin; `audit`: the audit trail from
@@ -46,7 +48,7 @@
 //! | anything else         | no engine: the plugin over its socket, OpenBao, PostgreSQL | once         |
 //!
 //! A new test that drives an engine takes one of these endings: the harness fails a test that
-//! drives Docker (`e2e::docker_lock`, `util::dockerd::Dockerd`) or Podman
+//! drives Docker (`util::docker::docker_lock`, `util::dockerd::Dockerd`) or Podman
 //! (`util::podman::podman`) without one, and an `_on_current_engines` test run on Engine 20.10
 //! (`util::tier`). A test that drives Docker and Podman takes a Docker ending (and runs with
 //! Podman 4.3). Choose `_on_every_engine` for what a user of any engine relies on, and

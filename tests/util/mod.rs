@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod dockerd;
 pub mod hosts;
 

@@ -1,7 +1,7 @@
 //! Which engines a test runs on, by the end of its name: the convention `tests/run.sh` selects
 //! by (`cargo test -- --list` shows it), described in `tests/tests.rs`.
 //!
-//! The Docker harness ([`crate::e2e::docker_lock`], [`super::dockerd::Dockerd`]) and the Podman
+//! The Docker harness ([`super::docker::docker_lock`], [`super::dockerd::Dockerd`]) and the Podman
 //! one ([`super::podman::podman`]) check it: a test that drives an engine and has no tier fails,
 //! saying how to name it, and so does a test run on an engine its tier cannot run on. Nothing is
 //! skipped by the test itself.
