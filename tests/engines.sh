@@ -162,7 +162,10 @@ podman5_engine() {
         'events_logger = "file"' 'runtime = "runc"' >"$root/etc/containers/containers.conf.d/00-vault-secrets-test.conf"
     if ! podman5_alive; then
         mountpoint -q "$root" || mount --bind "$root" "$root"
-        mountpoint -q "$root/run" || mount -t tmpfs -o mode=0755,size=64m tmpfs "$root/run"
+        # A fresh /run: what an earlier namespace left there (its containers' state) is gone
+        # with it.
+        ! mountpoint -q "$root/run" || umount -R "$root/run"
+        mount -t tmpfs -o mode=0755,size=64m tmpfs "$root/run"
         mount --make-rshared "$root"
         echo "engines.sh: starting Podman 5's namespace (log: $VST_LOGS/podman5.log)"
         # shellcheck disable=SC2016 # the script's own variables
