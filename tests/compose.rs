@@ -476,9 +476,10 @@ volumes:
         assert!(out.status.success(), "Compose v2 goes on: {stderr}");
         assert_eq!(mode(&p), "440", "with the old volume and its old options");
         // 2.26 (Engine 26's) says nothing; 2.32 and later (2.40: Engine 28's) ask whether to
-        // recreate the volume, and without a terminal take no answer for a no.
-        let asks = stderr.contains("exists but doesn't match configuration in compose file");
-        assert_eq!(asks, test_engine().version() >= 28, "asks to recreate: {stderr}");
+        // recreate the volume (on stdout), and without a terminal take no answer for a no.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let asks = stdout.contains("exists but doesn't match configuration in compose file");
+        assert_eq!(asks, test_engine().version() >= 28, "asks to recreate: {stdout}{stderr}");
     } else {
         assert!(!out.status.success(), "docker-compose 1.29 refuses: {stderr}");
         assert!(
