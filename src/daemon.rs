@@ -10,7 +10,7 @@ use tokio::net::UnixListener;
 
 use crate::api::listener;
 use crate::config::{AuthConfig, Config};
-use crate::dockerd::DockerEngine;
+use crate::dockerd::{DockerEngine, EngineKind};
 use crate::driver::{Driver, Edges, Parts};
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
@@ -51,7 +51,32 @@ fn docker_socket() -> PathBuf {
     std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+        .unwrap_or_else(|| PathBuf::from(crate::dockerd::DEFAULT_SOCKET))
+}
+
+/// How long one call to an engine may take.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The container engines, each made once: `plugin.engines`, or by default the Docker engine
+/// (`DOCKER_HOST` when it is `unix://…`, else the default socket) and rootful Podman's API
+/// service ([`crate::dockerd::PODMAN_SOCKET`], taken for a Podman engine until it answers:
+/// while it does not, only Podman's mounts wait for it).
+pub fn engines(config: &Config) -> Vec<Arc<DockerEngine>> {
+    match &config.plugin.engines {
+        Some(sockets) => {
+            sockets.iter().map(|s| Arc::new(DockerEngine::new(s, ENGINE_TIMEOUT))).collect()
+        }
+        None => {
+            let docker = docker_socket();
+            let podman = Path::new(crate::dockerd::PODMAN_SOCKET);
+            let mut engines = vec![Arc::new(DockerEngine::new(&docker, ENGINE_TIMEOUT))];
+            if docker != podman {
+                let kind = EngineKind::Podman;
+                engines.push(Arc::new(DockerEngine::of_kind(podman, ENGINE_TIMEOUT, kind)));
+            }
+            engines
+        }
+    }
 }
 
 /// The runtime directories: below `runtime_dir`, but for `mounts`.
@@ -193,7 +218,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         vault: Arc::new(vault.clone()),
         mounter,
         store: store.clone(),
-        engine: Arc::new(DockerEngine::new(docker_socket(), Duration::from_secs(10))),
+        engines: engines(&config),
         identity: slot.clone(),
         defaults: config.defaults.clone(),
         mounts_root: dirs.mounts.clone(),
@@ -220,10 +245,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
-    tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(driver.clone().sweep_every(sweep_interval(), shutdown_rx.clone()));
     tasks.spawn(driver.clone().watch_tasks(shutdown_rx.clone()));
-    tasks.spawn(tie_containers(driver.clone(), shutdown_rx.clone()));
-    tasks.spawn(follow_deaths(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(driver.clone().tie_new_mounts(shutdown_rx.clone()));
+    tasks.spawn(driver.clone().follow_deaths(shutdown_rx.clone()));
 
     // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
     let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([
@@ -251,6 +276,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         socket = %config.plugin.socket.display(),
         driver = %config.plugin.driver_name(),
         vault = %config.vault.address,
+        engines = ?driver.engine_names(),
         "serving"
     );
 
@@ -280,89 +306,6 @@ async fn retry_revocations(
             _ = shutdown.changed() => return,
         }
         driver.retry_revocations().await;
-    }
-}
-
-async fn sweep_stale(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let interval = sweep_interval();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        let released = driver.sweep_stale(interval).await;
-        if released > 0 {
-            tracing::warn!(released, "released mounts whose containers are gone");
-        }
-    }
-}
-
-/// Follows Docker's `die` events: a container's death ends its mounts at once
-/// ([`crate::driver::Driver::container_died`]), each container's on a task of its own so that no
-/// revocation waits on another. A lost connection to the engine is made again after a backoff
-/// (1 s doubling to 30 s); deaths meanwhile are left to the Unmount, as without the events.
-async fn follow_deaths(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    use futures_util::StreamExt;
-    let engine = DockerEngine::new(docker_socket(), Duration::from_secs(10));
-    let mut failures = 0u32;
-    loop {
-        let followed = async {
-            let deaths = engine.deaths().await?;
-            tracing::debug!("following the containers' deaths");
-            failures = 0;
-            let mut deaths = std::pin::pin!(deaths);
-            while let Some(id) = deaths.next().await {
-                let (driver, id) = (driver.clone(), id?);
-                tokio::spawn(async move { driver.container_died(&id).await });
-            }
-            Ok::<(), crate::dockerd::EngineError>(())
-        };
-        tokio::select! {
-            result = followed => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %crate::report::chain(&e), "not following the containers' deaths; Unmount ends their mounts");
-                }
-            }
-            _ = shutdown.changed() => return,
-        }
-        failures = failures.saturating_add(1);
-        let wait = crate::lease::plan::backoff(failures, fastrand::f64());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// After each Mount, looks for the container that holds the new mount — soon, then less and
-/// less often, until every young mount is tied to its container (the sweep ties the rest).
-async fn tie_containers(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    const SOON: Duration = Duration::from_millis(100);
-    let mut next: Option<tokio::time::Instant> = None;
-    let mut delay = SOON;
-    loop {
-        let due = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = driver.mounted() => {
-                let soon = tokio::time::Instant::now() + SOON;
-                next = Some(next.map_or(soon, |at| at.min(soon)));
-                delay = SOON;
-                continue;
-            }
-            _ = due => {}
-            _ = shutdown.changed() => return,
-        }
-        next = if driver.tie_containers().await == 0 {
-            None
-        } else {
-            delay = (delay * 2).min(Duration::from_secs(5));
-            Some(tokio::time::Instant::now() + delay)
-        };
     }
 }
 

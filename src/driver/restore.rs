@@ -68,7 +68,10 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         mountpoint: record.mountpoint.clone(),
         mounted_at: now,
         device: None,
-        container: record.container.clone(),
+        // A container found by an earlier build's rule (any container that could see the
+        // tmpfs) is looked for again by the engine's account.
+        container: record.engine.as_ref().and(record.container.clone()),
+        engine: record.engine.clone(),
         token,
         leases,
         expirations,
@@ -167,6 +170,9 @@ impl<E: Edges> Driver<E> {
             }
         }
         self.remove_strays();
+        if adopted > 0 {
+            self.untied.notify_one(); // their containers are looked for (again) shortly
+        }
         tracing::info!(
             volumes = self.volumes.lock().unwrap().len(),
             mounts = adopted,
