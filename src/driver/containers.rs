@@ -288,7 +288,8 @@ impl<E: Edges> Driver<E> {
             let Some(engine) = self.engine_named(&engine) else { continue };
             match engine.signal(&container.id, signal).await {
                 Ok(()) => {
-                    let event = Event::new("signal", &volume.record.name).held_by(Some(&container));
+                    let event = Event::new("signal", &volume.record.name).mount(id);
+                    let event = event.held_by(Some(&container));
                     self.audit
                         .record(event.accessor(&active.token.accessor).detail(signal.as_str()));
                     tracing::info!(container = %short(&container.id), signal, "signalled");

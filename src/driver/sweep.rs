@@ -48,6 +48,7 @@ impl<E: Edges> Driver<E> {
                 released += 1;
             }
         }
+        tracing::debug!(engines = censuses.len(), silent = silent.len(), released, "sweep done");
         released
     }
 
