@@ -650,6 +650,9 @@ mod tests {
         let list = block("# address = [", 1);
         let c = parse(&format!("[vault]\n{list}\n")).unwrap();
         assert_eq!(c.vault.address.iter().count(), 3);
+        let engines = block("# engines = [", 1);
+        let c = parse(&format!("[plugin]\n{engines}\n")).unwrap();
+        assert_eq!(c.plugin.engines.map(|e| e.len()), Some(2));
     }
 
     #[test]

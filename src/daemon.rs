@@ -10,7 +10,7 @@ use tokio::net::UnixListener;
 
 use crate::api::listener;
 use crate::config::{AuthConfig, Config};
-use crate::dockerd::{DockerEngine, EngineKind};
+use crate::dockerd::{DockerEngine, Engine, EngineKind};
 use crate::driver::{Driver, Edges, Parts};
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
@@ -329,7 +329,42 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
         .is_mounted(&private)
         .then(|| crate::state::peek_identity(&private))
         .flatten();
-    check_with(config, &vault, kept).await
+    let mut report = check_with(config, &vault, kept).await?;
+    report.extend(check_engines(&engines(config), &config.plugin.driver_name()).await);
+    Ok(report)
+}
+
+/// What `check` says of each engine: it answers (and how many of its containers use the
+/// plugin's volumes), or it cannot be asked — a warning, but for Podman's default socket where
+/// no Podman API service runs (a host without Podman).
+pub async fn check_engines<G: Engine>(engines: &[Arc<G>], driver: &str) -> Vec<String> {
+    let mut report = Vec::new();
+    if engines.is_empty() {
+        report.push("warning: no container engine is configured (plugin.engines = []): nothing is signalled, mounts end only at their Unmount".into());
+    }
+    for engine in engines {
+        let name = engine.name();
+        match engine.volume_mounts(driver).await {
+            Ok(mounts) => {
+                let mut containers: Vec<&str> = mounts.iter().map(|m| m.container_id.as_str()).collect();
+                containers.sort_unstable();
+                containers.dedup();
+                let kind = format!("{:?}", engine.kind()).to_lowercase();
+                report.push(format!(
+                    "engine {name} ({kind}) answers; {} of its containers use the plugin's volumes",
+                    containers.len()
+                ));
+            }
+            Err(_) if engine.kind() == EngineKind::Podman && !Path::new(name).exists() => {
+                report.push(format!("no Podman API service at {name}: needed only if Podman uses the plugin (podman.socket, or `podman system service --time=0 unix://{name}`)"));
+            }
+            Err(e) => report.push(format!(
+                "warning: engine {name} cannot be asked ({}): its containers' mounts are neither signalled nor released by the sweep, and end at their Unmount",
+                crate::report::chain(&e)
+            )),
+        }
+    }
+    report
 }
 
 /// What `check` does, over any [`Vault`]: every failure is an error that says what is wrong;
@@ -563,6 +598,30 @@ mod tests {
         vault.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
         let e = check_with(&config(&file), &vault, None).await.unwrap_err();
         assert!(format!("{e:#}").contains("vault health") && format!("{e:#}").contains("sealed"));
+    }
+
+    #[tokio::test]
+    async fn check_says_which_engines_answer() {
+        use crate::dockerd::FakeEngine;
+        let docker = Arc::new(FakeEngine::named("/var/run/docker.sock", EngineKind::Docker));
+        docker.runs("c1", "app", "/s", "0:40");
+        docker.runs("c1", "db", "/d", "0:41");
+        let podman = Arc::new(FakeEngine::named("/nonexistent/podman.sock", EngineKind::Podman));
+        podman.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
+        let other = Arc::new(FakeEngine::named("/run/other.sock", EngineKind::Unknown));
+        other.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = check_engines(&[docker, podman, other], "vault-secrets").await;
+        assert_eq!(report[0], "engine /var/run/docker.sock (docker) answers; 1 of its containers use the plugin's volumes");
+        assert!(
+            report[1].starts_with("no Podman API service at /nonexistent/podman.sock"),
+            "{report:?}"
+        );
+        assert!(
+            report[2].starts_with("warning: engine /run/other.sock cannot be asked"),
+            "{report:?}"
+        );
+        let none = check_engines::<FakeEngine>(&[], "vault-secrets").await;
+        assert!(none[0].starts_with("warning: no container engine"), "{none:?}");
     }
 
     #[tokio::test]
