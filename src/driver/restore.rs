@@ -146,6 +146,10 @@ impl<E: Edges> Driver<E> {
                 {
                     let mut active = restored(&volume.spec, &record);
                     active.device = self.mounter.device(&record.mountpoint);
+                    if active.engine.as_deref().is_some_and(|e| self.engine_named(e).is_none()) {
+                        // Its engine is no longer configured: looked for again among those that are.
+                        (active.engine, active.container) = (None, None);
+                    }
                     self.save_record(&volume, &record.id, &active);
                     if !active.ended {
                         self.leases

@@ -59,6 +59,10 @@ async fn a_mount_is_tied_to_the_container_its_engine_made_it_for_and_its_lines_n
     let container = Container { id: "c1".into(), name: "name-c1".into() };
     assert_eq!(record.container, Some(container));
     assert_eq!(record.engine.as_deref(), Some("fake"), "the record says which engine");
+    let status = f.driver.status().await;
+    let mount = &status[0].mounts[0];
+    assert_eq!(mount.container.as_ref().map(|c| c.id.as_str()), Some("c1"), "status says");
+    assert_eq!(mount.engine.as_deref(), Some("fake"));
     f.driver.rotate("app").await.unwrap();
     f.driver.unmount("app", ID).await.unwrap();
     let lines = audit(&f);
@@ -360,26 +364,38 @@ async fn an_untied_mount_waits_for_every_engine_that_could_have_made_it() {
 async fn a_container_an_earlier_build_found_is_looked_for_again_after_a_restart() {
     let f = fixture();
     f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
-    let path = f.driver.mount("app", ID).await.unwrap();
-    // As an earlier build recorded it: a container, found by who could see the tmpfs, and no
-    // engine.
-    let key = ("app".to_owned(), ID.to_owned());
-    let mut record = f.store.mounts.lock().unwrap().get(&key).cloned().unwrap();
-    record.container = Some(Container { id: "watcher".into(), name: "watcher".into() });
-    f.store.mounts.lock().unwrap().insert(key.clone(), record);
+    let old = f.driver.mount("app", ID).await.unwrap();
+    let moved = f.driver.mount("app", OTHER).await.unwrap();
+    // As an earlier build recorded one: a container, found by who could see the tmpfs, and no
+    // engine; the other tied through an engine no longer configured.
+    let watcher = Container { id: "watcher".into(), name: "watcher".into() };
+    for (id, engine) in [(ID, None), (OTHER, Some("/gone/docker.sock".to_owned()))] {
+        let key = ("app".to_owned(), id.to_owned());
+        let mut record = f.store.mounts.lock().unwrap().get(&key).cloned().unwrap();
+        (record.container, record.engine) = (Some(watcher.clone()), engine);
+        f.store.mounts.lock().unwrap().insert(key, record);
+    }
     let mounter = crate::tmpfs::FakeMounter::default();
-    let files = f.driver.files_dir("app", ID);
-    let options = f.driver.mounter.mounted.lock().unwrap()[0].1.clone();
-    mounter.mounted.lock().unwrap().push((files.clone(), options));
-    mounter.binds.lock().unwrap().push((path.clone(), files));
+    for (id, path) in [(ID, &old), (OTHER, &moved)] {
+        let files = f.driver.files_dir("app", id);
+        let options = f.driver.mounter.mounted.lock().unwrap()[0].1.clone();
+        mounter.mounted.lock().unwrap().push((files.clone(), options));
+        mounter.binds.lock().unwrap().push((path.clone(), files));
+    }
     let identity = f.driver.identity.clone();
     let again = f.restarted(mounter, identity);
     again.restore().await;
-    f.engine.runs("c1", "app", "/s", &device(&path));
+    assert_eq!(again.container_died("fake", "watcher").await, 0, "untied at the restart");
+    f.engine.runs("c1", "app", "/s", &device(&old));
+    f.engine.runs("c2", "app", "/s", &device(&moved));
     assert_eq!(again.tie_containers().await, 0);
-    let record = f.store.mounts.lock().unwrap().get(&key).cloned().unwrap();
-    assert_eq!(record.container.map(|c| c.id).as_deref(), Some("c1"));
-    assert_eq!(again.container_died("fake", "watcher").await, 0);
+    let tied_to = |id: &str| {
+        let key = ("app".to_owned(), id.to_owned());
+        let record = f.store.mounts.lock().unwrap().get(&key).cloned().unwrap();
+        (record.container.map(|c| c.id), record.engine)
+    };
+    assert_eq!(tied_to(ID), (Some("c1".into()), Some("fake".into())));
+    assert_eq!(tied_to(OTHER), (Some("c2".into()), Some("fake".into())));
 }
 
 /// Polls `done` while the (paused) clock runs on.
