@@ -6,7 +6,8 @@
 //! - `e2e`: the real `docker` CLI and engine using the plugin; `audit`: the audit trail from
 //!   a container's start to its stop;
 //! - `leases`: leased secrets, renewal, rotation, outages, status and rotate, end to end;
-//! - `engine`: the Docker Engine API client against the real engine;
+//! - `engine`: the Docker Engine API client against the real engine; `containers`: which
+//!   container a mount belongs to, against a container that sees the others' mounts;
 //! - `compose`: docker-compose and a Swarm service; `managed`: the managed plugin from
 //!   `plugin/build.sh`;
 //! - `secrets`: Swarm secrets from the plugin (`docker secret create --driver`), per task, on
@@ -43,17 +44,18 @@
 //! |-----------------------|-----------------------------------------------|--------------------------|
 //! | `_on_every_engine`    | Docker: the core of what users do             | Engines 20.10, 26.1, 28.5 |
 //! | `_on_current_engines` | Docker: what Engine ≥ 26 does, or restarts of its engine | Engines 26.1, 28.5 |
-//! | `_on_one_engine`      | Docker, for long: three-node swarms, chaos, HA, 64 containers | Engine 28.5 |
+//! | `_on_one_engine`      | Docker (or its lock) where once is enough: three-node swarms, chaos, HA, 64 containers | Engine 28.5 |
 //! | `_on_every_podman`    | Podman                                        | Podman 4.3, 5.4          |
 //! | anything else         | no engine: the plugin over its socket, OpenBao, PostgreSQL | once         |
 //!
 //! A new test that drives an engine takes one of these endings: the harness fails a test that
 //! drives Docker (`util::docker::docker_lock`, `util::dockerd::Dockerd`) or Podman
 //! (`util::podman::podman`) without one, and an `_on_current_engines` test run on Engine 20.10
-//! (`util::tier`). A test that drives Docker and Podman takes a Docker ending (and runs with
-//! Podman 4.3). Choose `_on_every_engine` for what a user of any engine relies on, and
-//! `_on_one_engine` for what takes minutes and does not depend on the engine's version: CI's
-//! budget (45 minutes for `.ci/run`) and each pass's time are in `tests/run.sh`.
+//! (`util::tier`). A test that drives Docker and Podman, or takes the Docker lock for the shared
+//! driver, takes a Docker ending (and runs with Podman 4.3). Choose `_on_every_engine` for what
+//! a user of any engine relies on, and `_on_one_engine` for what takes minutes or does not
+//! depend on the engine's version: CI's budget is 45 minutes for `.ci/run`, and `tests/run.sh`
+//! prints each pass's time and its Docker tests' own time by tier.
 
 mod util;
 
@@ -62,6 +64,7 @@ mod audit;
 mod auth;
 mod chaos;
 mod compose;
+mod containers;
 mod e2e;
 mod engine;
 mod flood;

@@ -104,6 +104,8 @@ mod tests {
             last_refresh: None,
             last_error: None,
             container_died: false,
+            container: None,
+            engine: None,
         };
         let volume =
             VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![mount.clone(), mount] };
