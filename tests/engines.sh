@@ -74,6 +74,12 @@ unpack_engine() {
         done
         rm -rf "$prefix" && mv "$prefix.new" "$prefix"
     fi
+    # Debian's suites move on: the engine named N is Docker Engine N, or the tests say so.
+    local version
+    version=$("$prefix/usr/sbin/dockerd" --version | awk '{print $3}')
+    [[ ${version%%.*} == "$n" ]] ||
+        fail "Debian $suite's docker.io is now Docker Engine ${version%,} in $prefix, not $n" \
+            "rm -rf $prefix $apt to fetch it again, and update tests/engines.sh, tests/util/mod.rs (TestEngine) and docs/engines.md to the new engine"
     # `docker compose` finds the plugin in $DOCKER_CONFIG/cli-plugins (the tests set DOCKER_CONFIG).
     mkdir -p "$prefix/docker-config/cli-plugins"
     ln -sf ../../usr/libexec/docker/cli-plugins/docker-compose "$prefix/docker-config/cli-plugins/docker-compose"
