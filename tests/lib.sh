@@ -61,6 +61,30 @@ stop_pid() {
     done
 }
 
+# close_fds: closes every file descriptor of this (sub)shell but 0, 1 and 2. A daemon must not
+# keep what its starter had open: a dockerd started by a script that held the Docker tests'
+# lock (/run/vault-secrets-e2e.lock, as tests/reset.sh holds it) would hold that lock for as
+# long as it runs, and every test waiting for it would wait for ever.
+close_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+}
+
+# fds_closed COMMAND...: COMMAND with none of this shell's file descriptors but 0, 1 and 2.
+fds_closed() { (close_fds && exec "$@"); }
+
+# detached LOG COMMAND...: COMMAND in a session of its own (setsid, nohup: it outlives this
+# shell), in the background with its output appended to LOG and none of this shell's other file
+# descriptors; $! is its pid.
+detached() {
+    local log=$1
+    shift
+    { close_fds && exec setsid nohup "$@"; } >>"$log" 2>&1 </dev/null &
+}
+
 # start_dockerd WHAT DOCKER PIDFILE CONTAINERD_PIDFILE LOG COMMAND...: unless the engine already
 # answers `DOCKER info` (DOCKER: a command or function driving its CLI), starts COMMAND (dockerd
 # and its flags) detached (setsid, nohup: it outlives this shell) with its output in LOG, and
@@ -79,7 +103,7 @@ start_dockerd() {
         alive "$containerd_pidfile" || rm -f "$containerd_pidfile"
         rm -f "$pidfile"
         echo "$VST_SCRIPT: starting $what (log: $log)"
-        setsid nohup "$@" >>"$log" 2>&1 </dev/null &
+        detached "$log" "$@"
         pid=$!
         DOCKERD_STARTED=$pid
     fi
