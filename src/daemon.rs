@@ -248,6 +248,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = crate::api::plugin::router(driver.clone());
     listeners.spawn(listener::serve(plugin, app, plugin_limits, listening));
     tracing::info!(
+        version = crate::VERSION,
         socket = %config.plugin.socket.display(),
         driver = %config.plugin.driver_name(),
         vault = %config.vault.address,

@@ -120,6 +120,11 @@
 //! - Secret data parsed from Vault's JSON is zeroed on drop in [`vault::Secret`], but copies
 //!   inside `reqwest`/`hyper` buffers and minijinja values are not under our control.
 
+/// This build: Cargo.toml's version and, when known, the commit it was built from
+/// (`0.2.0 (commit 4194f3a1b2c3)`), as `--version` and the start-up log line say (set by
+/// `build.rs`).
+pub const VERSION: &str = env!("VAULT_SECRETS_VERSION");
+
 pub mod api;
 pub mod audit;
 pub mod config;

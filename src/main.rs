@@ -9,7 +9,7 @@ use vault_secrets::api::admin;
 use vault_secrets::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
-#[command(version, about = "Docker volume plugin: Vault/OpenBao secrets on a per-container tmpfs")]
+#[command(version = vault_secrets::VERSION, about = "Docker volume plugin: Vault/OpenBao secrets on a per-container tmpfs")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
