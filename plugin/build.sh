@@ -6,7 +6,7 @@
 #   docker plugin enable vault-secrets
 # (runtime.source, default /run/vault-secrets, must exist on the host, on a shared mount;
 # state.source, default /var/lib/vault-secrets, must exist on the host; docker.source, default
-# /var/run/docker.sock, is this dockerd's API socket: README "Managed plugin".)
+# /var/run/docker.sock, is this dockerd's API socket: docs/engines.md "Managed plugin".)
 # Writes DIR/config.json and DIR/rootfs/: the static (musl) binary, the empty directories it
 # and runc mount on, and the build machine's CA bundle (system roots for an https Vault with
 # a public certificate). Nothing else: no shell, no libc.

@@ -69,7 +69,7 @@ if ! curl -sf "$ADDR/v1/sys/health" >/dev/null 2>&1; then
 fi
 bao_api -X POST "$ADDR/v1/secret/data/demo" -d '{"data":{"password":"correct-horse-battery-staple","user":"demo"}}' >/dev/null
 # The plugin's own identity: a periodic token that may create child tokens and read the demo
-# secret — nothing else (see README, "The plugin's Vault policy").
+# secret — nothing else (see docs/security.md, "The plugin's Vault policy").
 bao_api -X PUT "$ADDR/v1/sys/policies/acl/vault-secrets-plugin" -d @- >/dev/null <<'POLICY'
 {"policy": "path \"auth/token/create\" { capabilities = [\"update\"] }\npath \"secret/data/demo\" { capabilities = [\"read\"] }"}
 POLICY

@@ -432,7 +432,7 @@ fn swarm_service_task_mounts_a_vault_secrets_volume() {
 /// A project whose volume's `driver_opts` changed after the volume was made: docker-compose 1.29
 /// refuses to go on (`VolumeConfigChangedError`: "remove the existing volume"); Compose v2 (2.26;
 /// before 2.32, which asks) goes on silently with the old volume and its old options. Either
-/// way, `down -v` first is what makes the new options count (README, "Compose and Swarm").
+/// way, `down -v` first is what makes the new options count (docs/engines.md, "Compose").
 #[test]
 fn compose_with_changed_driver_opts_refuses_or_keeps_the_old_volume() {
     let t = E2e::start();

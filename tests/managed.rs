@@ -1,6 +1,6 @@
 //! The managed plugin, end to end: `plugin/build.sh` builds it (static musl binary, config.json,
 //! rootfs), and the real docker CLI creates, configures and enables it with no registry, as the
-//! README's "Managed plugin" section tells a user to; then containers read their secret from it.
+//! docs/engines.md, "Managed plugin", tells a user to; then containers read their secret from it.
 //! With the Docker API socket and the host PID namespace it signals containers and releases
 //! the mounts of containers a dockerd crash took away; with its `runtime` directory on the host
 //! it keeps its tokens across `disable`/`enable` and answers `status` from the host.
@@ -443,7 +443,7 @@ fn a_managed_plugin_installs_from_a_registry() {
     docker_ok(&["plugin", "rm", &reference]);
     eprintln!("plugin create + push: {:.1} s", started.elapsed().as_secs_f64());
 
-    // The user's side, as README's "Managed plugin" says.
+    // The user's side, as docs/engines.md, "Managed plugin", says.
     let bao = Bao::start();
     put_kv2(&bao, "registry", json!({"password": "from-the-registry"}));
     let config = config_dir(&bao);

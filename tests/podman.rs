@@ -1,5 +1,5 @@
 //! Podman (Debian 12's 4.3, rootful), end to end: the plugin declared in `[engine.volume_plugins]`
-//! of a `containers.conf.d` drop-in, as README's "Podman" section says;
+//! of a `containers.conf.d` drop-in, as docs/engines.md, "Podman", says;
 //! `podman volume create --driver`, `podman run` reading the secret from the tmpfs, `podman stop`
 //! revoking the mount's token, `podman volume rm` removing the volume from the plugin.
 //!

@@ -23,7 +23,7 @@ use crate::volume::Source;
 /// The largest reply accepted from Vault: secrets are small; a PEM chain is a few KiB.
 pub const MAX_REPLY: usize = 1024 * 1024;
 
-/// Vault over HTTP(S): one node, or the nodes of a cluster tried in turn (see the README, "Vault HA").
+/// Vault over HTTP(S): one node, or the nodes of a cluster tried in turn (see docs/many-nodes.md, "Vault HA").
 #[derive(Clone)]
 pub struct HttpVault {
     /// Shared by every clone; replaced when a certificate login presented a certificate read
