@@ -4,7 +4,8 @@
 # 1. brings up what the tests need, installing what is missing: tests/env.sh (Docker Engine
 #    20.10, OpenBao CLI, PostgreSQL, the busybox test image), tests/engines.sh (Docker Engine
 #    26.1 with Compose v2 beside it, Podman, docker-registry);
-# 2. unit tests (fakes behind traits), then the fuzz targets for a bounded time;
+# 2. unit tests (fakes behind traits), then the fuzz targets for a bounded time, then the
+#    release checked (tests/release.sh);
 # 3. integration tests (the plugin binary against a real OpenBao and PostgreSQL, real tmpfs) and
 #    end-to-end tests (the real docker CLI and Engine 20.10, docker-compose 1.29, Podman);
 # 4. the end-to-end tests that drive Docker again, on Engine 26.1 with Compose v2
@@ -31,6 +32,9 @@ took "unit tests"
 echo "== fuzzing: every target, 15 s each (fuzz/run.sh installs cargo-fuzz when missing)"
 bash fuzz/run.sh 15
 took "fuzzing"
+echo "== the release: plugin/release.sh, lintian, install/remove/purge in a clean Debian 12 root, promtool (tests/release.sh)"
+bash tests/release.sh
+took "release"
 echo "== integration and end-to-end tests (real OpenBao, PostgreSQL, Docker Engine 20.10, docker-compose 1.29, Podman)"
 VAULT_SECRETS_TEST_ENGINE=20 cargo test --test tests -- --test-threads 2 --skip chaos::
 took "integration and end-to-end tests, Engine 20.10"
