@@ -69,7 +69,9 @@
 //!   token.
 //! - **Restart**: definitions come back from `state_dir`; mount records, the plugin's token and
 //!   volumes' own identities from the private tmpfs `runtime_dir/private`, which outlives the
-//!   process but not a reboot. Mounts still in place are served and kept up again (a tmpfs
+//!   process but not a reboot. A restart on a newer binary is an upgrade: it reads every
+//!   earlier record format, and an older binary refuses to start on a newer one ([`state`]'s
+//!   formats). Mounts still in place are served and kept up again (a tmpfs
 //!   whose read-only bind is gone is bound again: a managed plugin's binds are in its
 //!   propagated mount, which dockerd unmounts when the plugin stops, while its tmpfs mounts,
 //!   in the host's `runtime` directory, stay); the others are revoked; stray mount directories

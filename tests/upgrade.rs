@@ -28,15 +28,17 @@ const EARLIER: (&str, &str) = ("0.1.0", "4194f3a");
 
 /// The earlier release's managed plugin (`config.json` and `rootfs/`, whose static binary is
 /// also its legacy install), built by its own `plugin/build.sh` from `git archive` of
-/// [`EARLIER`]'s commit, once per machine (kept in `target/earlier/COMMIT/plugin`; the musl
-/// dependencies are shared with this build's). Needs the commit in this clone's history.
+/// [`EARLIER`]'s commit (in `target/earlier/COMMIT`, its musl dependencies shared with this
+/// build's), once per machine: kept in `/var/cache/vault-secrets-test/earlier/COMMIT`. Needs the
+/// commit in this clone's history.
 fn earlier_build() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let (version, commit) = EARLIER;
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = repo.join("target/earlier").join(commit);
-        let plugin = dir.join("plugin");
+        let cache = Path::new("/var/cache/vault-secrets-test/earlier").join(commit);
+        let plugin = cache.join("plugin");
         let binary = plugin.join("rootfs/vault-secrets-plugin");
         if !binary.exists() {
             let known = Command::new("git")
@@ -67,7 +69,11 @@ fn earlier_build() -> &'static Path {
                 "{commit}'s plugin/build.sh failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            std::fs::rename(dir.join("plugin.new"), &plugin).unwrap();
+            std::fs::create_dir_all(&cache).unwrap();
+            let _ = std::fs::remove_dir_all(&plugin);
+            let moved = Command::new("mv").arg(dir.join("plugin.new")).arg(&plugin).status().unwrap();
+            assert!(moved.success(), "mv {} {}", dir.join("plugin.new").display(), plugin.display());
+            let _ = std::fs::remove_dir_all(&dir);
             eprintln!("{version} ({commit}) built in {:.0} s", started.elapsed().as_secs_f64());
         }
         let said = Command::new(&binary).arg("--version").output().unwrap();
