@@ -58,6 +58,7 @@ struct RawPlugin {
     metrics_listen: Option<String>,
     templates_dir: Option<PathBuf>,
     audit_log: Option<PathBuf>,
+    engines: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +108,9 @@ pub struct PluginConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub templates_dir: PathBuf,
     pub audit_log: Option<PathBuf>,
+    /// The API sockets of the container engines whose containers use the plugin's volumes;
+    /// `None`: the default (`DOCKER_HOST` or the Docker socket, and Podman's).
+    pub engines: Option<Vec<PathBuf>>,
 }
 
 impl PluginConfig {
@@ -309,7 +313,34 @@ fn validate_plugin(raw: RawPlugin) -> Result<PluginConfig, ConfigError> {
             "/etc/vault-secrets/templates",
         )?,
         audit_log: raw.audit_log.map(|p| absolute("plugin.audit_log", Some(p), "")).transpose()?,
+        engines: raw.engines.map(|list| engine_sockets(&list)).transpose()?,
     })
+}
+
+/// `plugin.engines`: each an API socket, `unix:///path` or `/path`; none twice.
+fn engine_sockets(list: &[String]) -> Result<Vec<PathBuf>, ConfigError> {
+    const KEY: &str = "plugin.engines";
+    let mut sockets: Vec<PathBuf> = Vec::with_capacity(list.len());
+    for entry in list {
+        let path = match entry.split_once("://") {
+            Some(("unix", path)) => path,
+            Some(_) => {
+                return Err(invalid(
+                    KEY,
+                    format!(
+                    "`{entry}`: only an engine's Unix socket is accepted (unix:///path or /path)"
+                ),
+                ))
+            }
+            None => entry.as_str(),
+        };
+        let path = absolute(KEY, Some(PathBuf::from(path)), "")?;
+        if sockets.contains(&path) {
+            return Err(invalid(KEY, format!("`{}` is given twice", path.display())));
+        }
+        sockets.push(path);
+    }
+    Ok(sockets)
 }
 
 /// Checks a Vault address: `http(s)://host[:port]`, nothing after the authority.
@@ -563,6 +594,29 @@ mod tests {
         assert_eq!(c.vault.timeout, Duration::from_secs(10));
         assert!(matches!(c.vault.auth, AuthConfig::AppRole { secret_id_wrapped: true, .. }));
         assert_eq!(c.defaults.mode, 0o400);
+        assert_eq!(c.plugin.engines, None, "the default engines");
+    }
+
+    #[test]
+    fn engines_are_unix_sockets_given_once() {
+        let c = parse(
+            "[plugin]\nengines = [\"unix:///var/run/docker.sock\", \"/run/podman/podman.sock\"]\n",
+        );
+        let engines = c.unwrap().plugin.engines.unwrap();
+        assert_eq!(
+            engines,
+            [Path::new("/var/run/docker.sock"), Path::new("/run/podman/podman.sock")]
+        );
+        assert_eq!(parse("[plugin]\nengines = []\n").unwrap().plugin.engines, Some(vec![]));
+        for (list, says) in [
+            ("[\"tcp://10.0.0.1:2375\"]", "only an engine's Unix socket"),
+            ("[\"docker.sock\"]", "not an absolute path"),
+            ("[\"/a.sock\", \"unix:///a.sock\"]", "given twice"),
+            ("[\"/run/../a.sock\"]", "contains `..`"),
+        ] {
+            let e = parse(&format!("[plugin]\nengines = {list}\n")).unwrap_err().to_string();
+            assert!(e.contains("plugin.engines") && e.contains(says), "{list}: {e}");
+        }
     }
 
     /// The example shipped in `config/` is a valid configuration, and so is each commented
@@ -596,6 +650,9 @@ mod tests {
         let list = block("# address = [", 1);
         let c = parse(&format!("[vault]\n{list}\n")).unwrap();
         assert_eq!(c.vault.address.iter().count(), 3);
+        let engines = block("# engines = [", 1);
+        let c = parse(&format!("[plugin]\n{engines}\n")).unwrap();
+        assert_eq!(c.plugin.engines.map(|e| e.len()), Some(2));
     }
 
     #[test]

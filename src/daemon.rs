@@ -10,7 +10,7 @@ use tokio::net::UnixListener;
 
 use crate::api::listener;
 use crate::config::{AuthConfig, Config};
-use crate::dockerd::DockerEngine;
+use crate::dockerd::{DockerEngine, Engine, EngineKind};
 use crate::driver::{Driver, Edges, Parts};
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
@@ -51,7 +51,32 @@ fn docker_socket() -> PathBuf {
     std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+        .unwrap_or_else(|| PathBuf::from(crate::dockerd::DEFAULT_SOCKET))
+}
+
+/// How long one call to an engine may take.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The container engines, each made once: `plugin.engines`, or by default the Docker engine
+/// (`DOCKER_HOST` when it is `unix://…`, else the default socket) and rootful Podman's API
+/// service ([`crate::dockerd::PODMAN_SOCKET`], taken for a Podman engine until it answers:
+/// while it does not, only Podman's mounts wait for it).
+pub fn engines(config: &Config) -> Vec<Arc<DockerEngine>> {
+    match &config.plugin.engines {
+        Some(sockets) => {
+            sockets.iter().map(|s| Arc::new(DockerEngine::new(s, ENGINE_TIMEOUT))).collect()
+        }
+        None => {
+            let docker = docker_socket();
+            let podman = Path::new(crate::dockerd::PODMAN_SOCKET);
+            let mut engines = vec![Arc::new(DockerEngine::new(&docker, ENGINE_TIMEOUT))];
+            if docker != podman {
+                let kind = EngineKind::Podman;
+                engines.push(Arc::new(DockerEngine::of_kind(podman, ENGINE_TIMEOUT, kind)));
+            }
+            engines
+        }
+    }
 }
 
 /// The runtime directories: below `runtime_dir`, but for `mounts`.
@@ -196,7 +221,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         vault: Arc::new(vault.clone()),
         mounter,
         store: store.clone(),
-        engine: Arc::new(DockerEngine::new(docker_socket(), Duration::from_secs(10))),
+        engines: engines(&config),
         identity: slot.clone(),
         defaults: config.defaults.clone(),
         mounts_root: dirs.mounts.clone(),
@@ -223,10 +248,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
-    tasks.spawn(sweep_stale(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(driver.clone().sweep_every(sweep_interval(), shutdown_rx.clone()));
     tasks.spawn(driver.clone().watch_tasks(shutdown_rx.clone()));
-    tasks.spawn(tie_containers(driver.clone(), shutdown_rx.clone()));
-    tasks.spawn(follow_deaths(driver.clone(), shutdown_rx.clone()));
+    tasks.spawn(driver.clone().tie_new_mounts(shutdown_rx.clone()));
+    tasks.spawn(driver.clone().follow_deaths(shutdown_rx.clone()));
 
     // Every listener is bounded; their caps leave descriptors for Unmount and revocation.
     let [plugin_limits, admin_limits, metrics_limits] = listener::reserve_fds([
@@ -255,6 +280,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         socket = %config.plugin.socket.display(),
         driver = %config.plugin.driver_name(),
         vault = %config.vault.address,
+        engines = ?driver.engine_names(),
         "serving"
     );
 
@@ -287,89 +313,6 @@ async fn retry_revocations(
     }
 }
 
-async fn sweep_stale(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let interval = sweep_interval();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        let released = driver.sweep_stale(interval).await;
-        if released > 0 {
-            tracing::warn!(released, "released mounts whose containers are gone");
-        }
-    }
-}
-
-/// Follows Docker's `die` events: a container's death ends its mounts at once
-/// ([`crate::driver::Driver::container_died`]), each container's on a task of its own so that no
-/// revocation waits on another. A lost connection to the engine is made again after a backoff
-/// (1 s doubling to 30 s); deaths meanwhile are left to the Unmount, as without the events.
-async fn follow_deaths(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    use futures_util::StreamExt;
-    let engine = DockerEngine::new(docker_socket(), Duration::from_secs(10));
-    let mut failures = 0u32;
-    loop {
-        let followed = async {
-            let deaths = engine.deaths().await?;
-            tracing::debug!("following the containers' deaths");
-            failures = 0;
-            let mut deaths = std::pin::pin!(deaths);
-            while let Some(id) = deaths.next().await {
-                let (driver, id) = (driver.clone(), id?);
-                tokio::spawn(async move { driver.container_died(&id).await });
-            }
-            Ok::<(), crate::dockerd::EngineError>(())
-        };
-        tokio::select! {
-            result = followed => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %crate::report::chain(&e), "not following the containers' deaths; Unmount ends their mounts");
-                }
-            }
-            _ = shutdown.changed() => return,
-        }
-        failures = failures.saturating_add(1);
-        let wait = crate::lease::plan::backoff(failures, fastrand::f64());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// After each Mount, looks for the container that holds the new mount — soon, then less and
-/// less often, until every young mount is tied to its container (the sweep ties the rest).
-async fn tie_containers(driver: Arc<RealDriver>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    const SOON: Duration = Duration::from_millis(100);
-    let mut next: Option<tokio::time::Instant> = None;
-    let mut delay = SOON;
-    loop {
-        let due = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = driver.mounted() => {
-                let soon = tokio::time::Instant::now() + SOON;
-                next = Some(next.map_or(soon, |at| at.min(soon)));
-                delay = SOON;
-                continue;
-            }
-            _ = due => {}
-            _ = shutdown.changed() => return,
-        }
-        next = if driver.tie_containers().await == 0 {
-            None
-        } else {
-            delay = (delay * 2).min(Duration::from_secs(5));
-            Some(tokio::time::Instant::now() + delay)
-        };
-    }
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -390,7 +333,42 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
         .is_mounted(&private)
         .then(|| crate::state::peek_identity(&private))
         .flatten();
-    check_with(config, &vault, kept).await
+    let mut report = check_with(config, &vault, kept).await?;
+    report.extend(check_engines(&engines(config), &config.plugin.driver_name()).await);
+    Ok(report)
+}
+
+/// What `check` says of each engine: it answers (and how many of its containers use the
+/// plugin's volumes), or it cannot be asked — a warning, but for Podman's default socket where
+/// no Podman API service runs (a host without Podman).
+pub async fn check_engines<G: Engine>(engines: &[Arc<G>], driver: &str) -> Vec<String> {
+    let mut report = Vec::new();
+    if engines.is_empty() {
+        report.push("warning: no container engine is configured (plugin.engines = []): nothing is signalled, mounts end only at their Unmount".into());
+    }
+    for engine in engines {
+        let name = engine.name();
+        match engine.volume_mounts(driver).await {
+            Ok(mounts) => {
+                let mut containers: Vec<&str> = mounts.iter().map(|m| m.container_id.as_str()).collect();
+                containers.sort_unstable();
+                containers.dedup();
+                let kind = format!("{:?}", engine.kind()).to_lowercase();
+                report.push(format!(
+                    "engine {name} ({kind}) answers; {} of its containers use the plugin's volumes",
+                    containers.len()
+                ));
+            }
+            Err(_) if engine.kind() == EngineKind::Podman && !Path::new(name).exists() => {
+                report.push(format!("no Podman API service at {name}: needed only if Podman uses the plugin (podman.socket, or `podman system service --time=0 unix://{name}`)"));
+            }
+            Err(e) => report.push(format!(
+                "warning: engine {name} cannot be asked ({}): its containers' mounts are neither signalled nor released by the sweep, and end at their Unmount",
+                crate::report::chain(&e)
+            )),
+        }
+    }
+    report
 }
 
 /// What `check` does, over any [`Vault`]: every failure is an error that says what is wrong;
@@ -624,6 +602,30 @@ mod tests {
         vault.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
         let e = check_with(&config(&file), &vault, None).await.unwrap_err();
         assert!(format!("{e:#}").contains("vault health") && format!("{e:#}").contains("sealed"));
+    }
+
+    #[tokio::test]
+    async fn check_says_which_engines_answer() {
+        use crate::dockerd::FakeEngine;
+        let docker = Arc::new(FakeEngine::named("/var/run/docker.sock", EngineKind::Docker));
+        docker.runs("c1", "app", "/s", "0:40");
+        docker.runs("c1", "db", "/d", "0:41");
+        let podman = Arc::new(FakeEngine::named("/nonexistent/podman.sock", EngineKind::Podman));
+        podman.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
+        let other = Arc::new(FakeEngine::named("/run/other.sock", EngineKind::Unknown));
+        other.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = check_engines(&[docker, podman, other], "vault-secrets").await;
+        assert_eq!(report[0], "engine /var/run/docker.sock (docker) answers; 1 of its containers use the plugin's volumes");
+        assert!(
+            report[1].starts_with("no Podman API service at /nonexistent/podman.sock"),
+            "{report:?}"
+        );
+        assert!(
+            report[2].starts_with("warning: engine /run/other.sock cannot be asked"),
+            "{report:?}"
+        );
+        let none = check_engines::<FakeEngine>(&[], "vault-secrets").await;
+        assert!(none[0].starts_with("warning: no container engine"), "{none:?}");
     }
 
     #[tokio::test]

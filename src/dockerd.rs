@@ -1,28 +1,80 @@
-//! The Docker Engine API, the calls the plugin makes *into* dockerd (or Podman's compatible
-//! API): which containers use which of our volumes, a container's main process, and sending a
-//! container a signal. [`Engine`] is the trait; the real [`DockerEngine`] is `bollard` over the
-//! engine's Unix socket; [`FakeEngine`] is for unit tests. On a swarm manager it also tells
-//! which swarm tasks still run (`GET /tasks`), for swarm secrets.
+//! The container engines' API, the calls the plugin makes *into* dockerd or Podman's
+//! Docker-compatible service: which containers use which of our volumes, a container's mount
+//! table, its death, and sending it a signal. [`Engine`] is the trait; the real
+//! [`DockerEngine`] is `bollard` over the engine's Unix socket; [`FakeEngine`] is for unit
+//! tests. On a swarm manager it also tells which swarm tasks still run (`GET /tasks`), for swarm
+//! secrets. Which mount belongs to which container is decided from the engine's record and the
+//! container's mount table: see [`mountinfo`].
 //!
 //! The API version is negotiated with the engine at the first call (bollard's newest, lowered to
 //! the engine's; bollard 0.21 in fact sends paths without a version prefix, which the engine
 //! answers in its own current version): a pinned version is refused once an engine raises its
 //! minimum (Docker 29 requires 1.44 and refuses 1.41), while the few fields read here — a container's `Id`,
-//! `State`, `State.Pid` and `Mounts[].{Type,Name,Source,Driver}` — and the `kill` endpoint have
-//! kept their shape since API 1.23. Replies are not bounded by the plugin: dockerd is the host's
-//! root daemon, trusted like the kernel.
+//! `State`, `State.Pid` and `Mounts[].{Type,Name,Destination,Driver}` — and the `kill` and
+//! `events` endpoints have kept their shape since API 1.23. Replies are not bounded by the
+//! plugin: the engine is a root daemon of the host, trusted like the kernel.
+//!
+//! Podman (4.3 and later) serves the same API under `podman system service` and mounts a
+//! plugin's volume once for all of its containers, always with the same mount ID
+//! ([`PODMAN_MOUNT_ID`]); Docker mounts it once per container mount point, with a random ID.
+
+mod fake;
+pub mod mountinfo;
+
+pub use fake::FakeEngine;
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use futures_util::stream::BoxStream;
 
 use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, ListTasksOptions};
 use bollard::Docker;
 
 /// Where dockerd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// Where rootful Podman's API service listens (`podman.socket`, or `podman system service`).
+pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
+
+/// The mount ID Podman sends with every Mount and Unmount of a plugin's volume (the SHA-256 of
+/// `placeholder\n`): it counts its containers' uses itself and mounts a volume once for all of
+/// them.
+pub const PODMAN_MOUNT_ID: &str =
+    "2f73349cfc4630255319c6c8dfc1b46a8996ace9d14d8e07563b165915918ec2";
+
+/// Whether a mount with this ID is shared by every container of its engine that uses the
+/// volume (Podman's), rather than made for one container mount point (Docker's).
+pub fn shared_mount(id: &str) -> bool {
+    id == PODMAN_MOUNT_ID
+}
+
+/// What kind of engine answers on a socket: told by its `/version` (Podman's names its
+/// component "Podman Engine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Docker,
+    Podman,
+    /// Not reached yet.
+    Unknown,
+}
+
+impl EngineKind {
+    /// Whether an engine of this kind could have made a mount with this ID: Podman makes only
+    /// [`PODMAN_MOUNT_ID`], Docker never does; an engine not reached yet, anything.
+    pub fn could_have_made(self, mount_id: &str) -> bool {
+        match self {
+            EngineKind::Docker => !shared_mount(mount_id),
+            EngineKind::Podman => shared_mount(mount_id),
+            EngineKind::Unknown => true,
+        }
+    }
+}
+
+/// The stream of the IDs of containers that die, as [`Engine::deaths`] gives it.
+pub type Deaths = BoxStream<'static, Result<String, EngineError>>;
 
 /// One volume mount of a container, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +89,11 @@ pub struct ContainerMount {
     pub starting: bool,
     /// The volume's name (`Mounts[].Name`).
     pub volume: String,
-    /// Where the volume is mounted on the host (`Mounts[].Source`): the Mountpoint the volume's
-    /// driver returned from Mount.
+    /// Where the container has it (`Mounts[].Destination`), as the engine was asked for it.
+    pub destination: String,
+    /// `Mounts[].Source`: Podman's is the path its one Mount of the volume returned; Docker's
+    /// is whatever the volume's Get or Path last answered, not this container's mount (empty
+    /// when the plugin names none). Not used to attribute mounts.
     pub source: PathBuf,
 }
 
@@ -86,11 +141,13 @@ pub enum EngineError {
     Status { path: String, status: u16, message: String },
     #[error("the docker engine's reply for {path} is not what was expected: {message}")]
     BadReply { path: String, message: String },
+    #[error("no container engine is configured (plugin.engines is empty)")]
+    NoEngine,
     #[error("not a container id: {id:?}")]
     InvalidContainerId { id: String },
     #[error("not a signal: {signal:?} (expected SIGNAME or a number from 1 to 64)")]
     InvalidSignal { signal: String },
-    #[error("cannot read the mounts of container process {pid}")]
+    #[error("cannot read the mount table of container process {pid}")]
     ProcMounts {
         pid: u32,
         #[source]
@@ -109,8 +166,14 @@ impl EngineError {
     }
 }
 
-/// The Docker Engine operations the plugin uses.
+/// The container engine operations the plugin uses.
 pub trait Engine: Send + Sync + 'static {
+    /// The engine's name in records, logs and the audit: its API socket's path.
+    fn name(&self) -> &str;
+
+    /// The engine's kind, once it has been reached (or when its configuration says).
+    fn kind(&self) -> EngineKind;
+
     /// Every container's volume mounts whose Driver is `driver`, or a managed plugin serving
     /// the socket `driver.sock` (running or not).
     fn volume_mounts(
@@ -125,13 +188,12 @@ pub trait Engine: Send + Sync + 'static {
         signal: &str,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    /// The devices (`major:minor`) of the plugin's tmpfs mounts that a running container
-    /// holds, read from its main process's `/proc/PID/mountinfo`. (Engine 20.10 reports no
-    /// `Source` for plugin volumes, so this is how a mount is tied to its container.)
-    fn container_devices(
+    /// The mount table of a running container's main process (`/proc/PID/mountinfo`, parsed);
+    /// `None` when the container does not run (or is gone).
+    fn mount_table(
         &self,
         container_id: &str,
-    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Option<Vec<mountinfo::MountEntry>>, EngineError>> + Send;
 
     /// The swarm tasks among `ids` that the manager knows, with their states (a task it no
     /// longer knows is absent). Fails on a node that is no swarm manager.
@@ -139,21 +201,41 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<SwarmTask>, EngineError>> + Send;
+
+    /// The IDs of the containers that die from now on (Docker's `die` events; Podman's
+    /// `died`, which its compatible API calls `die`), as a stream that ends, or yields an
+    /// error, when the connection to the engine does.
+    fn deaths(&self) -> impl Future<Output = Result<Deaths, EngineError>> + Send;
 }
 
-/// The devices of the tmpfs mounts made by this plugin (source `vault-secrets`) in mountinfo
-/// text.
-pub fn plugin_tmpfs_devices(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let device = left.split(' ').nth(2)?;
-            let mut right = right.split(' ');
-            (right.next()? == "tmpfs" && right.next()? == "vault-secrets")
-                .then(|| device.to_owned())
-        })
-        .collect()
+/// How much of a container's mount table is read at most (about 30,000 mounts).
+const MOUNT_TABLE_LIMIT: u64 = 4 << 20;
+
+/// Reads `/proc/PID/mountinfo` off the runtime, bounded; `None` when the process is gone.
+async fn read_mount_table(pid: u32) -> Result<Option<String>, EngineError> {
+    let read = move || -> std::io::Result<Option<String>> {
+        use std::io::Read;
+        let path = format!("/proc/{pid}/mountinfo");
+        let gone = |e: &std::io::Error| {
+            e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error())
+        };
+        let file = match std::fs::File::open(path) {
+            Err(e) if gone(&e) => return Ok(None),
+            other => other?,
+        };
+        let mut text = String::new();
+        file.take(MOUNT_TABLE_LIMIT + 1).read_to_string(&mut text)?;
+        if text.len() as u64 > MOUNT_TABLE_LIMIT {
+            return Err(std::io::Error::other(format!("larger than {MOUNT_TABLE_LIMIT} bytes")));
+        }
+        Ok(Some(text))
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| std::io::Error::other(format!("the reading task failed: {e}")))
+        .and_then(|r| r)
+        .map_err(|source| EngineError::ProcMounts { pid, source })
 }
 
 /// The engine over its Unix socket, through `bollard`. The client is made, and the API version
@@ -162,16 +244,39 @@ pub fn plugin_tmpfs_devices(mountinfo: &str) -> Vec<String> {
 #[derive(Debug)]
 pub struct DockerEngine {
     socket: PathBuf,
+    name: String,
     timeout: Duration,
     client: tokio::sync::Mutex<Option<Docker>>,
+    /// Told by the engine's `/version` at the first connection, or given.
+    kind: OnceLock<EngineKind>,
 }
 
 impl DockerEngine {
     pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
-        DockerEngine { socket: socket.into(), timeout, client: tokio::sync::Mutex::new(None) }
+        let socket = socket.into();
+        DockerEngine {
+            name: socket.display().to_string(),
+            socket,
+            timeout,
+            client: tokio::sync::Mutex::new(None),
+            kind: OnceLock::new(),
+        }
     }
 
-    /// The client, negotiating the API version on first use.
+    /// An engine whose kind is known before it is reached (Podman's default socket): until it
+    /// answers, it is taken to have made only the mounts an engine of that kind makes.
+    pub fn of_kind(socket: impl Into<PathBuf>, timeout: Duration, kind: EngineKind) -> Self {
+        let engine = DockerEngine::new(socket, timeout);
+        let _ = engine.kind.set(kind);
+        engine
+    }
+
+    /// The engine's API socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The client, negotiating the API version (and learning the engine's kind) on first use.
     async fn client(&self) -> Result<Docker, EngineError> {
         let mut client = self.client.lock().await;
         if let Some(docker) = client.as_ref() {
@@ -182,6 +287,13 @@ impl DockerEngine {
         let docker = Docker::connect_with_unix(&socket, secs, bollard::API_DEFAULT_VERSION)
             .map_err(|e| self.error("/version", e))?;
         let docker = self.bounded("/version", docker.negotiate_version()).await?;
+        let version = self.bounded("/version", docker.version()).await?;
+        let podman =
+            version.components.unwrap_or_default().iter().any(|c| c.name.contains("Podman"));
+        let kind = if podman { EngineKind::Podman } else { EngineKind::Docker };
+        if *self.kind.get_or_init(|| kind) != kind {
+            tracing::warn!(engine = %self.name, ?kind, "the engine is not of the kind configured for its socket");
+        }
         *client = Some(docker.clone());
         Ok(docker)
     }
@@ -238,43 +350,6 @@ impl DockerEngine {
         }
     }
 
-    /// The IDs of the containers that die from now on (Docker's `die` events), as a stream
-    /// that ends, or yields an error, when the connection to the engine does.
-    pub async fn deaths(
-        &self,
-    ) -> Result<impl futures_util::Stream<Item = Result<String, EngineError>> + Send, EngineError>
-    {
-        use futures_util::StreamExt;
-        let docker = self.client().await?;
-        let filters = std::collections::HashMap::from([
-            ("type".to_owned(), vec!["container".to_owned()]),
-            ("event".to_owned(), vec!["die".to_owned()]),
-        ]);
-        let options = bollard::query_parameters::EventsOptions {
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let socket = self.socket.clone();
-        let deaths = docker.events(Some(options)).filter_map(move |event| {
-            let item = match event {
-                Ok(event) => event
-                    .actor
-                    .and_then(|actor| actor.id)
-                    .filter(|id| {
-                        event.action.as_deref() == Some("die") && check_container_id(id).is_ok()
-                    })
-                    .map(Ok),
-                Err(e) => Some(Err(EngineError::Connection {
-                    socket: socket.clone(),
-                    path: "/events".into(),
-                    source: std::io::Error::other(crate::report::chain(&e)),
-                })),
-            };
-            std::future::ready(item)
-        });
-        Ok(deaths)
-    }
-
     /// The names of the enabled managed plugins that serve `DRIVER.sock`. Docker names a
     /// managed plugin's volumes' driver after the plugin (`NAME:TAG`, an alias if it has one),
     /// which the plugin inside cannot know. Two such plugins on one engine only add containers
@@ -297,12 +372,23 @@ impl DockerEngine {
 }
 
 impl Engine for DockerEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> EngineKind {
+        self.kind.get().copied().unwrap_or(EngineKind::Unknown)
+    }
+
     async fn volume_mounts(&self, driver: &str) -> Result<Vec<ContainerMount>, EngineError> {
         let path = "/containers/json?all=1";
         let docker = self.client().await?;
         let options = ListContainersOptions { all: true, ..Default::default() };
         let containers = self.bounded(path, docker.list_containers(Some(options))).await?;
-        let managed = self.managed_names(&docker, driver).await;
+        let managed = match self.kind() {
+            EngineKind::Podman => Vec::new(), // Podman has no managed plugins (nor `/plugins`)
+            _ => self.managed_names(&docker, driver).await,
+        };
         let ours = |d: &str| d == driver || managed.iter().any(|name| name == d);
         let mut found = Vec::new();
         for c in containers {
@@ -321,6 +407,7 @@ impl Engine for DockerEngine {
                         running,
                         starting: state == "created",
                         volume: name,
+                        destination: m.destination.unwrap_or_default(),
                         source: PathBuf::from(m.source.unwrap_or_default()),
                     });
                 }
@@ -338,21 +425,26 @@ impl Engine for DockerEngine {
         self.bounded(&path, docker.kill_container(container_id, Some(options))).await
     }
 
-    async fn container_devices(&self, container_id: &str) -> Result<Vec<String>, EngineError> {
+    async fn mount_table(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<Vec<mountinfo::MountEntry>>, EngineError> {
         check_container_id(container_id)?;
         let path = format!("/containers/{container_id}/json");
         let docker = self.client().await?;
-        let inspect = self.bounded(&path, docker.inspect_container(container_id, None)).await?;
+        let inspect = match self.bounded(&path, docker.inspect_container(container_id, None)).await
+        {
+            Err(e) if e.status() == Some(404) => return Ok(None), // gone meanwhile
+            other => other?,
+        };
         let pid = inspect.state.and_then(|s| s.pid).unwrap_or(0);
         let Ok(pid) = u32::try_from(pid) else {
             return Err(EngineError::BadReply { path, message: format!("State.Pid {pid}") });
         };
         if pid == 0 {
-            return Ok(Vec::new()); // not running
+            return Ok(None); // not running
         }
-        let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-            .map_err(|source| EngineError::ProcMounts { pid, source })?;
-        Ok(plugin_tmpfs_devices(&mountinfo))
+        Ok(read_mount_table(pid).await?.map(|text| mountinfo::parse(&text)))
     }
 
     async fn tasks(&self, ids: &[String]) -> Result<Vec<SwarmTask>, EngineError> {
@@ -361,6 +453,40 @@ impl Engine for DockerEngine {
             found.extend(self.tasks_among(chunk).await?);
         }
         Ok(found)
+    }
+
+    async fn deaths(&self) -> Result<Deaths, EngineError> {
+        use futures_util::StreamExt;
+        let docker = self.client().await?;
+        // Podman's compatible API filters on its own name (`died`), then calls it `die`.
+        let filters = std::collections::HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned(), "died".to_owned()]),
+        ]);
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let socket = self.socket.clone();
+        let deaths = docker.events(Some(options)).filter_map(move |event| {
+            let item = match event {
+                Ok(event) => event
+                    .actor
+                    .and_then(|actor| actor.id)
+                    .filter(|id| {
+                        matches!(event.action.as_deref(), Some("die" | "died"))
+                            && check_container_id(id).is_ok()
+                    })
+                    .map(Ok),
+                Err(e) => Some(Err(EngineError::Connection {
+                    socket: socket.clone(),
+                    path: "/events".into(),
+                    source: std::io::Error::other(crate::report::chain(&e)),
+                })),
+            };
+            std::future::ready(item)
+        });
+        Ok(deaths.boxed())
     }
 }
 
@@ -409,96 +535,12 @@ fn check_signal(signal: &str) -> Result<(), EngineError> {
     }
 }
 
-/// A fake engine for unit tests. `volume_mounts` returns every mount in `mounts`, whatever the
-/// driver (the fake holds only the plugin's own). `signal` validates its inputs like the real
-/// one, answers 404 for a container not in `mounts` and 409 for one not running, and records
-/// the signals it delivered. `unreachable` makes every call fail as if dockerd were down.
-#[derive(Debug, Default)]
-pub struct FakeEngine {
-    pub mounts: Mutex<Vec<ContainerMount>>,
-    pub signals: Mutex<Vec<(String, String)>>,
-    pub unreachable: AtomicBool,
-    /// What `container_devices` answers, by container ID.
-    pub devices: Mutex<std::collections::HashMap<String, Vec<String>>>,
-    /// The swarm's tasks (`tasks` answers those asked for).
-    pub tasks: Mutex<Vec<SwarmTask>>,
-}
-
-impl FakeEngine {
-    fn reachable(&self) -> Result<(), EngineError> {
-        if self.unreachable.load(Ordering::Relaxed) {
-            return Err(EngineError::Unreachable {
-                socket: PathBuf::from("fake"),
-                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-            });
-        }
-        Ok(())
-    }
-}
-
-impl Engine for FakeEngine {
-    async fn volume_mounts(&self, _driver: &str) -> Result<Vec<ContainerMount>, EngineError> {
-        self.reachable()?;
-        Ok(self.mounts.lock().unwrap().clone())
-    }
-
-    async fn container_devices(&self, container_id: &str) -> Result<Vec<String>, EngineError> {
-        self.reachable()?;
-        Ok(self.devices.lock().unwrap().get(container_id).cloned().unwrap_or_default())
-    }
-
-    async fn tasks(&self, ids: &[String]) -> Result<Vec<SwarmTask>, EngineError> {
-        self.reachable()?;
-        let tasks = self.tasks.lock().unwrap();
-        Ok(tasks.iter().filter(|t| ids.contains(&t.id)).cloned().collect())
-    }
-
-    async fn signal(&self, container_id: &str, signal: &str) -> Result<(), EngineError> {
-        check_container_id(container_id)?;
-        check_signal(signal)?;
-        self.reachable()?;
-        let path = format!("/containers/{container_id}/kill?signal={signal}");
-        let running = self
-            .mounts
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.container_id == container_id)
-            .map(|m| m.running)
-            .reduce(|a, b| a || b);
-        match running {
-            None => Err(EngineError::Status {
-                path,
-                status: 404,
-                message: format!("No such container: {container_id}"),
-            }),
-            Some(false) => Err(EngineError::Status {
-                path,
-                status: 409,
-                message: format!("Container {container_id} is not running"),
-            }),
-            Some(true) => {
-                self.signals.lock().unwrap().push((container_id.to_owned(), signal.to_owned()));
-                Ok(())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::UnixListener;
-
-    #[test]
-    fn plugin_tmpfs_devices_are_found_in_mountinfo() {
-        let info = "600 500 0:123 / /run/secrets ro,relatime - tmpfs vault-secrets rw,size=1024k\n\
-                    601 500 0:124 / /tmp rw - tmpfs tmpfs rw\n\
-                    602 500 0:125 / /run/other rw shared:5 - tmpfs vault-secrets rw\n\
-                    603 500 8:1 / /etc/hosts rw - ext4 /dev/vda rw\n";
-        assert_eq!(plugin_tmpfs_devices(info), vec!["0:123", "0:125"]);
-    }
 
     /// An engine on a socket in a temporary directory: `/version` says API 1.41, every other
     /// request gets `reply` (or, for `None`, no answer at all). The request lines are recorded.
@@ -588,6 +630,7 @@ mod tests {
             running,
             starting: false,
             volume: volume.into(),
+            destination: "/s".into(),
             source: source.into(),
         }
     }
@@ -608,8 +651,10 @@ mod tests {
         assert_eq!(s.engine.volume_mounts("vault-secrets").await.unwrap(), expected());
         assert_eq!(s.engine.volume_mounts("vault-secrets").await.unwrap(), expected());
         let requests = s.requests.lock().unwrap().clone();
-        assert_eq!(requests.iter().filter(|r| r.contains("/version")).count(), 1, "{requests:?}");
-        assert!(requests[1].contains("/containers/json?all=true"), "{requests:?}");
+        // Once: the version negotiated, then the engine's kind read.
+        assert_eq!(requests.iter().filter(|r| r.contains("/version")).count(), 2, "{requests:?}");
+        assert!(requests[2].contains("/containers/json?all=true"), "{requests:?}");
+        assert_eq!(s.engine.kind(), EngineKind::Docker);
     }
 
     #[tokio::test]
@@ -625,8 +670,8 @@ mod tests {
         assert_eq!(tasks, [running.clone(), shutdown.clone()]);
         assert!(!running.ended() && shutdown.ended());
         let requests = s.requests.lock().unwrap().clone();
-        assert!(requests[1].starts_with("GET /tasks?filters="), "{requests:?}");
-        assert!(requests[1].contains("abc") && requests[1].contains("gone"), "{requests:?}");
+        assert!(requests[2].starts_with("GET /tasks?filters="), "{requests:?}");
+        assert!(requests[2].contains("abc") && requests[2].contains("gone"), "{requests:?}");
     }
 
     #[tokio::test]
@@ -635,8 +680,8 @@ mod tests {
         s.engine.signal("0a1b2c", "SIGHUP").await.unwrap();
         let requests = s.requests.lock().unwrap().clone();
         assert!(
-            requests[1].starts_with("POST /")
-                && requests[1].contains("/containers/0a1b2c/kill?signal=SIGHUP"),
+            requests[2].starts_with("POST /")
+                && requests[2].contains("/containers/0a1b2c/kill?signal=SIGHUP"),
             "{requests:?}"
         );
     }
@@ -703,20 +748,5 @@ mod tests {
             assert!(check_signal(signal).is_ok(), "{signal}");
         }
         assert!(check_container_id(&"f".repeat(64)).is_ok());
-    }
-
-    #[tokio::test]
-    async fn the_fake_answers_like_the_engine_and_records_signals() {
-        let fake = FakeEngine::default();
-        fake.mounts.lock().unwrap().extend(expected());
-        assert_eq!(fake.volume_mounts("vault-secrets").await.unwrap(), expected());
-        fake.signal("aaa", "SIGHUP").await.unwrap();
-        assert_eq!(fake.signal("bbb", "SIGHUP").await.unwrap_err().status(), Some(409));
-        assert_eq!(fake.signal("zzz", "SIGHUP").await.unwrap_err().status(), Some(404));
-        assert!(fake.signal("a/b", "SIGHUP").await.is_err());
-        assert_eq!(*fake.signals.lock().unwrap(), [("aaa".to_owned(), "SIGHUP".to_owned())]);
-        fake.unreachable.store(true, Ordering::Relaxed);
-        let e = fake.volume_mounts("vault-secrets").await.unwrap_err();
-        assert!(matches!(e, EngineError::Unreachable { .. }), "{e:?}");
     }
 }

@@ -16,16 +16,17 @@
 //!                                                   ▼
 //!          driver (Driver<E: Edges>: volume lifecycle in mod.rs; mount: per-mount state and
 //!                  records; restore: after a restart; revoke: revocations and their retries;
-//!                  upkeep: renew / replace / refresh / signal / sweep; status; identity:
-//!                  per-volume wrapped identities; secrets: swarm secrets, a token per task)
+//!                  upkeep: renew / replace / refresh; containers: which container a mount is
+//!                  for, signals, deaths; sweep: mounts whose containers are gone; status;
+//!                  identity: per-volume wrapped identities; secrets: swarm secrets)
 //!        ┌──────────┬───────────┬──────────┬─────────┼────────┬──────────┬──────────┐
 //!        ▼          ▼           ▼          ▼         ▼        ▼          ▼          ▼
 //!      lease      files       vault      state     tmpfs   dockerd    audit     metrics
-//!    (the one   (render,    (HTTP, the  (disk:    (mount, (Docker    (JSON     (counters,
-//!     task of    fd-only    plugin's    defin-    bind    Engine     lines)    histograms)
-//!     deadlines) writes)    identity)   itions;   ro)     API:
-//!                                       tmpfs:            bollard)
-//!                                       tokens)
+//!    (the one   (render,    (HTTP, the  (disk:    (mount, (engines'  (JSON     (counters,
+//!     task of    fd-only    plugin's    defin-    bind    API:       lines)    histograms)
+//!     deadlines) writes)    identity)   itions;   ro)     Docker,
+//!                                       tmpfs:            Podman;
+//!                                       tokens)           mountinfo)
 //!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above
 //! ```
 //!
@@ -35,8 +36,9 @@
 //!   leave file descriptors in reserve for Unmount and revocation.
 //! - [`driver`]: the core, generic over [`driver::Edges`] — one associated type per outbound
 //!   edge, each a trait with a real implementation and a fake: [`vault::Vault`]
-//!   ([`vault::HttpVault`]), [`tmpfs::Mounter`], [`state::Store`], [`dockerd::Engine`]. The
-//!   daemon's `Host` is the real set; unit tests use fakes. The plugin's own identity and
+//!   ([`vault::HttpVault`]), [`tmpfs::Mounter`], [`state::Store`], [`dockerd::Engine`] (one
+//!   per configured engine, each made once). The daemon's `Host` is the real set; unit tests
+//!   use fakes, the background loops (deaths, ties, the sweep) included. The plugin's own identity and
 //!   `check` go through the same [`vault::Vault`] trait.
 //! - [`daemon`]: start-up, the tasks, shutdown, `check`; the binary (`src/main.rs`)
 //!   only parses arguments.
@@ -75,14 +77,19 @@
 //!   whose read-only bind is gone is bound again: a managed plugin's binds are in its
 //!   propagated mount, which dockerd unmounts when the plugin stops, while its tmpfs mounts,
 //!   in the host's `runtime` directory, stay); the others are revoked; stray mount directories
-//!   are removed. Every 60 s, mounts that no running
-//!   container uses (a Docker daemon crash sends no Unmount) are released.
-//! - **Its container**: shortly after a Mount (and at every sweep) the running container that
-//!   holds the mount's tmpfs is found by device; it is written to the [`audit`] log (a
-//!   `container` line) and the mount record, and named by the mount's later audit lines.
-//! - **Its container's death** (`daemon::follow_deaths`, Docker's `die` events): the mounts
-//!   tied to a container that died are revoked at once (`Driver::container_died`), ahead of
-//!   the Unmount, which then only removes the tmpfs.
+//!   are removed. Every 60 s, mounts that no running container was given (an engine crash
+//!   sends no Unmount) are released, when every engine that could have made them answered.
+//! - **Its container**: shortly after a Mount (and at every sweep) each engine
+//!   (`plugin.engines`: Docker, Podman) is asked which of its running containers it mounted
+//!   the mount for — its record lists the volume at a destination where the container's mount
+//!   table shows the mount's tmpfs ([`dockerd::mountinfo`]); a container that merely sees it
+//!   is never its holder. The container and its engine go to the [`audit`] log (a `container`
+//!   line) and the mount record; the mount's later audit lines name it, and `signal` goes to
+//!   it alone (to each of them for a mount Podman shares among its containers).
+//! - **Its container's death** (`Driver::follow_deaths`, each engine's `die` events): the
+//!   mounts tied to a container that died are revoked at once (`Driver::container_died`),
+//!   ahead of the Unmount, which then only removes the tmpfs; a mount Podman shares ends with
+//!   the last of its containers.
 //!
 //! - **Swarm secrets** (`driver::secrets`): on a manager, swarmkit's dispatcher asks
 //!   `/SecretProvider.GetSecret` for each task that uses a secret of this driver; the secret's

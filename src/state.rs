@@ -118,6 +118,11 @@ pub struct MountRecord {
     /// The container that holds the mount, once it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    /// The engine (its API socket) whose record says the mount is `container`'s; none in
+    /// records of earlier builds, whose `container` was found by another rule and is looked
+    /// for again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Its container died and its tokens were revoked: nothing of it is left to renew.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
@@ -610,6 +615,7 @@ mod tests {
             retiring: vec![Token::new("s.old-token".into())],
             digests: Digests::default(),
             container: Some(Container { id: "c0ffee".into(), name: "web-1".into() }),
+            engine: Some("/run/podman/podman.sock".into()),
             ended: true,
         };
         store.save_mount(&record).unwrap();
@@ -620,6 +626,7 @@ mod tests {
         assert_eq!(loaded[0].retiring[0].expose(), "s.old-token");
         assert_eq!(loaded[0].expiring, record.expiring);
         assert_eq!(loaded[0].container, record.container);
+        assert_eq!(loaded[0].engine, record.engine);
         assert!(!format!("{record:?}").contains("s.secret-token"));
         let on_disk = std::process::Command::new("grep")
             .args(["-r", "s.secret-token"])

@@ -84,6 +84,7 @@ fn volume_mounts_lists_running_and_stopped_containers() {
         running,
         starting: false,
         volume: volume.clone(),
+        destination: "/data".into(),
         source: PathBuf::from(&mountpoint),
     };
     assert_eq!(mounts_of(&id, "local"), [expected(true)]);

@@ -38,14 +38,15 @@ took "release"
 echo "== integration and end-to-end tests (real OpenBao, PostgreSQL, Docker Engine 20.10, docker-compose 1.29, Podman)"
 VAULT_SECRETS_TEST_ENGINE=20 cargo test --test tests -- --test-threads 2 --skip chaos::
 took "integration and end-to-end tests, Engine 20.10"
-# What drives Docker, again: volumes, database revoke at stop, restart, sweep, signal, leases,
+# What drives Docker, again: volumes, database revoke at stop, restart, sweep, signal, which
+# container a mount belongs to, leases,
 # compose (v2 here), swarm, swarm secrets, the three-node swarm, managed plugin, registry
 # install, 64 containers at once, the attacks from containers, the audit trail, the chaos soak
 # (run on this engine only: its private dockerd is an Engine 26 one; the Engine 20 pass above
 # skips it).
 echo "== end-to-end tests on Docker Engine 26.1 (Compose v2)"
 VAULT_SECRETS_TEST_ENGINE=26 cargo test --test tests -- --test-threads 2 \
-    e2e:: engine:: compose:: secrets:: hosts:: leases:: managed:: soak::sixty_four attack:: audit:: chaos::
+    e2e:: engine:: containers:: compose:: secrets:: hosts:: leases:: managed:: soak::sixty_four attack:: audit:: chaos::
 took "end-to-end tests, Engine 26.1"
 if [[ -f ../shared/contract/check.py ]]; then
     echo "== contract check"

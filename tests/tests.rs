@@ -4,7 +4,8 @@
 //! - `e2e`: the real `docker` CLI and engine using the plugin; `audit`: the audit trail from
 //!   a container's start to its stop;
 //! - `leases`: leased secrets, renewal, rotation, outages, status and rotate, end to end;
-//! - `engine`: the Docker Engine API client against the real engine;
+//! - `engine`: the Docker Engine API client against the real engine; `containers`: which
+//!   container a mount belongs to, against a container that sees the others' mounts;
 //! - `compose`: docker-compose and a Swarm service; `managed`: the managed plugin from
 //!   `plugin/build.sh`;
 //! - `secrets`: Swarm secrets from the plugin (`docker secret create --driver`), per task, on
@@ -38,6 +39,7 @@ mod audit;
 mod auth;
 mod chaos;
 mod compose;
+mod containers;
 mod e2e;
 mod engine;
 mod flood;

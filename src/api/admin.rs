@@ -194,6 +194,14 @@ pub fn render_table(status: &Value) -> String {
             if let Some(e) = m["last_error"].as_str() {
                 out.push_str(&format!("    last error: {e}\n"));
             }
+            if let Some(id) = m["container"]["id"].as_str() {
+                out.push_str(&format!(
+                    "    container {} {} (engine {})\n",
+                    id.get(..12).unwrap_or(id),
+                    m["container"]["name"].as_str().unwrap_or(""),
+                    m["engine"].as_str().unwrap_or("?"),
+                ));
+            }
             if m["container_died"] == true {
                 out.push_str("    its container died: token and leases revoked; the tmpfs waits for the Unmount\n");
             }
@@ -264,6 +272,18 @@ mod tests {
         fn pending_revocations(&self) -> usize {
             0
         }
+    }
+
+    #[test]
+    fn the_table_names_a_mounts_container_and_its_engine() {
+        let mount = json!({"id": "0123456789abcdef", "refs": 1, "accessor": "acc",
+            "token_expires_in_secs": 60, "leases": [], "expiring": [], "container_died": false,
+            "container": {"id": "9c1e0123456789ab", "name": "web-1"},
+            "engine": "/var/run/docker.sock"});
+        let status = json!({"volumes": [{"name": "db", "sources": ["kv/db"], "mounts": [mount]}]});
+        let table = render_table(&status);
+        let line = "    container 9c1e01234567 web-1 (engine /var/run/docker.sock)\n";
+        assert!(table.contains(line), "{table}");
     }
 
     #[tokio::test]

@@ -117,6 +117,8 @@ mod tests {
             last_refresh: None,
             last_error: None,
             container_died: false,
+            container: None,
+            engine: None,
         };
         let failing = MountStatus { last_error: Some("vault unreachable".into()), ..mount.clone() };
         let volume =

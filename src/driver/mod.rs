@@ -6,12 +6,14 @@
 //! Vault calls of its Mount, Unmount or upkeep, so mounts of different containers proceed
 //! concurrently while a repeated ID is reference-counted, never mounted twice.
 
+mod containers;
 mod identity;
 mod mount;
 mod restore;
 mod revoke;
 mod secrets;
 mod status;
+mod sweep;
 mod upkeep;
 
 use mount::{fresh_timers, jitter, valid_mount_id, Active, Slot};
@@ -24,7 +26,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::audit::{Audit, Event};
-use crate::dockerd::Engine;
+use crate::dockerd::{Engine, EngineError};
 use crate::files::{self, RenderError, WriteError};
 use crate::lease::{Job, LeaseManager};
 use crate::state::{PendingRevocation, StateError, Store, VolumeRecord};
@@ -164,7 +166,9 @@ pub struct Driver<E: Edges> {
     /// (see `release`).
     mounter: Arc<E::Mounter>,
     store: Arc<E::Store>,
-    engine: Arc<E::Engine>,
+    /// The container engines whose containers use the plugin's volumes (each mount is its
+    /// engine's: see `containers`); the first one is asked about swarm tasks.
+    engines: Vec<Arc<E::Engine>>,
     identity: Arc<IdentitySlot>,
     leases: Arc<LeaseManager>,
     defaults: Defaults,
@@ -191,7 +195,8 @@ pub struct Parts<E: Edges> {
     pub vault: Arc<E::Vault>,
     pub mounter: E::Mounter,
     pub store: Arc<E::Store>,
-    pub engine: Arc<E::Engine>,
+    /// Each made once, for every task that asks it.
+    pub engines: Vec<Arc<E::Engine>>,
     pub identity: Arc<IdentitySlot>,
     pub defaults: Defaults,
     pub mounts_root: PathBuf,
@@ -211,7 +216,7 @@ impl<E: Edges> Driver<E> {
             vault: parts.vault,
             mounter: Arc::new(parts.mounter),
             store: parts.store,
-            engine: parts.engine,
+            engines: parts.engines,
             identity: parts.identity,
             leases: Arc::new(LeaseManager::default()),
             defaults: parts.defaults,
@@ -230,6 +235,11 @@ impl<E: Edges> Driver<E> {
     /// The upkeep schedule, for the task that runs it.
     pub fn lease_manager(&self) -> Arc<LeaseManager> {
         self.leases.clone()
+    }
+
+    /// The engine asked about swarm tasks: the first one.
+    fn swarm_engine(&self) -> Result<&E::Engine, EngineError> {
+        self.engines.first().map(|e| &**e).ok_or(EngineError::NoEngine)
     }
 
     /// The tmpfs of mount `id` of `volume`, which only the plugin writes through.

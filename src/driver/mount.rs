@@ -28,10 +28,13 @@ pub(super) struct Active {
     pub(super) mountpoint: PathBuf,
     /// When this run of the plugin mounted (or adopted) it.
     pub(super) mounted_at: Instant,
-    /// The tmpfs's device, to find the containers that hold it.
+    /// The tmpfs's device, to find the container it was made for in containers' mount tables.
     pub(super) device: Option<String>,
-    /// The container found holding it (by `device`), named in the audit lines from then on.
+    /// The container its engine made it for (see `containers`), named in the audit lines from
+    /// then on.
     pub(super) container: Option<Container>,
+    /// That container's engine (its name: the API socket).
+    pub(super) engine: Option<String>,
     pub(super) token: IssuedToken,
     /// The lease of each source (`None` for static secrets), index for index with the sources.
     pub(super) leases: Vec<Option<Lease>>,
@@ -254,6 +257,7 @@ impl<E: Edges> Driver<E> {
             mounted_at: Instant::now(),
             device: None,
             container: None,
+            engine: None,
             token,
             leases: Vec::new(),
             expirations: Vec::new(),
@@ -380,6 +384,7 @@ impl<E: Edges> Driver<E> {
             retiring: active.retiring.iter().map(|(t, _)| t.token.clone()).collect(),
             digests: active.digests.clone(),
             container: active.container.clone(),
+            engine: active.engine.clone(),
             ended: active.ended,
         };
         if let Err(e) = self.store.save_mount(&record) {

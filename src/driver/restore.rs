@@ -68,7 +68,10 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         mountpoint: record.mountpoint.clone(),
         mounted_at: now,
         device: None,
-        container: record.container.clone(),
+        // A container found by an earlier build's rule (any container that could see the
+        // tmpfs) is looked for again by the engine's account.
+        container: record.engine.as_ref().and(record.container.clone()),
+        engine: record.engine.clone(),
         token,
         leases,
         expirations,
@@ -143,6 +146,10 @@ impl<E: Edges> Driver<E> {
                 {
                     let mut active = restored(&volume.spec, &record);
                     active.device = self.mounter.device(&record.mountpoint);
+                    if active.engine.as_deref().is_some_and(|e| self.engine_named(e).is_none()) {
+                        // Its engine is no longer configured: looked for again among those that are.
+                        (active.engine, active.container) = (None, None);
+                    }
                     self.save_record(&volume, &record.id, &active);
                     if !active.ended {
                         self.leases
@@ -167,6 +174,9 @@ impl<E: Edges> Driver<E> {
             }
         }
         self.remove_strays();
+        if adopted > 0 {
+            self.untied.notify_one(); // their containers are looked for (again) shortly
+        }
         tracing::info!(
             volumes = self.volumes.lock().unwrap().len(),
             mounts = adopted,

@@ -34,6 +34,12 @@ pub struct MountStatus {
     pub last_error: Option<String>,
     /// Its container died: its tokens are revoked; the tmpfs waits for the Unmount.
     pub container_died: bool,
+    /// The container the mount belongs to, once known (its engine's record says so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::state::Container>,
+    /// That container's engine (its API socket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,5 +127,7 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
         last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: active.last_error.clone(),
         container_died: active.ended,
+        container: active.container.clone(),
+        engine: active.engine.clone(),
     }
 }

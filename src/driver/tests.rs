@@ -226,10 +226,14 @@ impl Edges for Fakes {
     type Engine = FakeEngine;
 }
 
+mod containers;
+
 struct Fixture {
     driver: Driver<Fakes>,
     vault: Arc<FakeVault>,
     store: Arc<MemoryStore>,
+    /// The driver's (first) engine.
+    engine: Arc<FakeEngine>,
     _dir: tempfile::TempDir,
 }
 
@@ -240,7 +244,7 @@ impl Fixture {
             vault: self.vault.clone(),
             mounter,
             store: self.store.clone(),
-            engine: Arc::new(FakeEngine::default()),
+            engines: vec![self.engine.clone()],
             identity,
             defaults: Defaults::default(),
             mounts_root: self._dir.path().join("mounts"),
@@ -253,6 +257,11 @@ impl Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(vec![Arc::new(FakeEngine::default())])
+}
+
+/// [`fixture`] over these engines.
+fn fixture_with(engines: Vec<Arc<FakeEngine>>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let vault = Arc::new(FakeVault::default());
     vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "pw", "user": "u"}));
@@ -270,7 +279,7 @@ fn fixture() -> Fixture {
         vault: vault.clone(),
         mounter: FakeMounter::default(),
         store: store.clone(),
-        engine: Arc::new(FakeEngine::default()),
+        engines: engines.clone(),
         identity,
         defaults,
         mounts_root: dir.path().join("mounts"),
@@ -279,7 +288,8 @@ fn fixture() -> Fixture {
         templates_dir: PathBuf::from("/nonexistent"),
         audit: Arc::new(crate::audit::Audit::memory()),
     });
-    Fixture { driver, vault, store, _dir: dir }
+    let engine = engines.first().cloned().unwrap_or_default();
+    Fixture { driver, vault, store, engine, _dir: dir }
 }
 
 fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -571,92 +581,6 @@ async fn rotate_fetches_a_fresh_generation_for_every_mount() {
 }
 
 #[tokio::test]
-async fn mounts_no_running_container_uses_are_swept() {
-    let f = fixture();
-    f.driver.create("db", opts(&[("path", "kv/app")])).await.unwrap();
-    let used = f.driver.mount("db", "used").await.unwrap();
-    let gone = f.driver.mount("db", "gone").await.unwrap();
-    // Engine 20.10 reports no Source for plugin volumes: containers are tied to mounts by the
-    // device of the tmpfs they hold.
-    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
-        container_id: "c1".into(),
-        container_name: "web-1".into(),
-        running: true,
-        starting: false,
-        volume: "db".into(),
-        source: PathBuf::new(),
-    });
-    f.driver
-        .engine
-        .devices
-        .lock()
-        .unwrap()
-        .insert("c1".into(), vec![format!("fake:{}", used.display())]);
-    assert_eq!(f.driver.sweep_stale(Duration::from_secs(3600)).await, 0, "too young to be swept");
-    assert_eq!(f.driver.sweep_stale(Duration::ZERO).await, 1);
-    assert!(!f.driver.mounter.is_mounted(&gone));
-    assert!(f.driver.mounter.is_mounted(&used));
-    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1);
-
-    // A container of the volume still being started (`created`, no process yet to hold the
-    // tmpfs): the volume's young mounts stay, whatever the sweep's age limit.
-    let starting = f.driver.mount("db", "starting").await.unwrap();
-    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
-        container_id: "c2".into(),
-        container_name: "web-2".into(),
-        running: false,
-        starting: true,
-        volume: "db".into(),
-        source: PathBuf::new(),
-    });
-    assert_eq!(f.driver.sweep_stale(Duration::ZERO).await, 0, "a container is being started");
-    assert!(f.driver.mounter.is_mounted(&starting));
-    f.driver.engine.mounts.lock().unwrap().retain(|m| !m.starting);
-    assert_eq!(f.driver.sweep_stale(Duration::ZERO).await, 1, "it never started: swept");
-    assert!(!f.driver.mounter.is_mounted(&starting));
-
-    f.driver.engine.unreachable.store(true, Ordering::SeqCst);
-    assert_eq!(
-        f.driver.sweep_stale(Duration::ZERO).await,
-        0,
-        "docker unreachable: nothing released"
-    );
-    assert!(f.driver.mounter.is_mounted(&used));
-}
-
-#[tokio::test]
-async fn a_changed_mount_signals_the_containers_using_it() {
-    let f = fixture();
-    f.driver.create("db", opts(&[("path", "kv/app"), ("signal", "SIGHUP")])).await.unwrap();
-    let path = f.driver.mount("db", ID).await.unwrap();
-    let mount = |id: &str, running| crate::dockerd::ContainerMount {
-        container_id: id.into(),
-        container_name: format!("name-{id}"),
-        running,
-        starting: false,
-        volume: "db".into(),
-        source: PathBuf::new(),
-    };
-    f.driver.engine.mounts.lock().unwrap().extend([
-        mount("c1", true),
-        mount("c2", false),
-        mount("c3", true),
-    ]);
-    let device = format!("fake:{}", path.display());
-    f.driver.engine.devices.lock().unwrap().insert("c1".into(), vec![device.clone()]);
-    f.driver.engine.devices.lock().unwrap().insert("c2".into(), vec![device]);
-    f.driver.engine.devices.lock().unwrap().insert("c3".into(), vec!["fake:another-mount".into()]);
-    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
-    f.driver.rotate("db").await.unwrap();
-    assert_eq!(
-        *f.driver.engine.signals.lock().unwrap(),
-        vec![("c1".to_string(), "SIGHUP".to_string())]
-    );
-    f.driver.rotate("db").await.unwrap();
-    assert_eq!(f.driver.engine.signals.lock().unwrap().len(), 1, "nothing changed: no signal");
-}
-
-#[tokio::test]
 async fn a_wrapped_token_becomes_the_volume_identity_once() {
     let f = fixture();
     f.vault
@@ -842,118 +766,6 @@ async fn the_audit_log_has_each_event_and_never_a_token() {
 }
 
 #[tokio::test]
-async fn a_mount_is_tied_to_its_container_and_its_later_lines_name_it() {
-    let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
-    let path = f.driver.mount("app", ID).await.unwrap();
-    assert_eq!(f.driver.tie_containers().await, 1, "no container holds it yet: looked for again");
-    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
-        container_id: "c1".into(),
-        container_name: "web-1".into(),
-        running: true,
-        starting: false,
-        volume: "app".into(),
-        source: PathBuf::new(),
-    });
-    let device = format!("fake:{}", path.display());
-    f.driver.engine.devices.lock().unwrap().insert("c1".into(), vec![device]);
-    assert_eq!(f.driver.tie_containers().await, 0);
-    assert_eq!(f.driver.tie_containers().await, 0, "tied once");
-    let record = f.store.mounts.lock().unwrap().values().next().cloned().unwrap();
-    let container = crate::state::Container { id: "c1".into(), name: "web-1".into() };
-    assert_eq!(record.container, Some(container));
-    f.driver.rotate("app").await.unwrap();
-    f.driver.unmount("app", ID).await.unwrap();
-    let lines: Vec<Value> =
-        f.driver.audit.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
-    assert_eq!(events, ["create", "mount", "container", "rotate", "unmount", "revoke", "revoke"]);
-    assert_eq!(lines[2]["accessor"], lines[1]["accessor"]);
-    for line in &lines[2..] {
-        assert_eq!(
-            (line["container_id"].as_str(), line["container_name"].as_str()),
-            (Some("c1"), Some("web-1")),
-            "{line}"
-        );
-    }
-    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
-}
-
-/// Ties the mount at `path` to container `id` as the engine would show it.
-async fn tie_to(f: &Fixture, path: &std::path::Path, id: &str) {
-    f.driver.engine.mounts.lock().unwrap().push(crate::dockerd::ContainerMount {
-        container_id: id.into(),
-        container_name: format!("name-{id}"),
-        running: true,
-        starting: false,
-        volume: "app".into(),
-        source: PathBuf::new(),
-    });
-    let device = format!("fake:{}", path.display());
-    f.driver.engine.devices.lock().unwrap().insert(id.into(), vec![device]);
-    f.driver.tie_containers().await;
-}
-
-#[tokio::test]
-async fn a_dead_containers_mount_is_revoked_at_once_and_its_unmount_revokes_nothing_more() {
-    let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
-    let held = f.driver.mount("app", ID).await.unwrap();
-    let other = "c".repeat(64);
-    let kept = f.driver.mount("app", &other).await.unwrap();
-    tie_to(&f, &held, "c1").await;
-    tie_to(&f, &kept, "c2").await;
-    assert_eq!(f.driver.tie_containers().await, 0, "both tied");
-    assert_eq!(f.driver.container_died("c3").await, 0, "a container holding none of them");
-    assert!(f.vault.revoked.lock().unwrap().is_empty());
-
-    assert_eq!(f.driver.container_died("c1").await, 1);
-    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0"], "revoked before the Unmount");
-    assert_eq!(f.driver.lease_manager().len(), 1, "off the schedule; the other one stays");
-    assert_eq!(f.driver.container_died("c1").await, 0, "ended once");
-    let status = f.driver.status().await;
-    let died: Vec<bool> = status[0].mounts.iter().map(|m| m.container_died).collect();
-    assert_eq!(died.iter().filter(|d| **d).count(), 1, "{died:?}");
-    let record = f.store.mounts.lock().unwrap().get(&("app".to_owned(), ID.to_owned())).cloned();
-    assert!(record.is_some_and(|r| r.ended), "the record says so, for a restart");
-    assert!(f.driver.mounter.is_mounted(&held), "the tmpfs waits for the Unmount");
-
-    f.driver.unmount("app", ID).await.unwrap();
-    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1, "nothing more to revoke");
-    assert!(!f.driver.mounter.is_mounted(&held));
-    let lines: Vec<Value> =
-        f.driver.audit.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
-    assert_eq!(
-        events,
-        ["create", "mount", "mount", "container", "container", "die", "revoke", "unmount"]
-    );
-    assert_eq!(lines[5]["container_id"], "c1");
-    f.driver.unmount("app", &other).await.unwrap();
-    assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
-}
-
-#[tokio::test]
-async fn a_mount_id_mounted_again_after_its_container_died_gets_a_fresh_generation() {
-    let f = fixture();
-    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
-    let path = f.driver.mount("app", ID).await.unwrap();
-    tie_to(&f, &path, "c1").await;
-    assert_eq!(f.driver.container_died("c1").await, 1);
-    assert_eq!(f.driver.mount("app", ID).await.unwrap(), path);
-    assert_eq!(f.driver.lease_manager().len(), 1, "kept up again");
-    let status = f.driver.status().await;
-    assert!(!status[0].mounts[0].container_died);
-    assert_ne!(status[0].mounts[0].accessor, "acc-0", "a token of its own again");
-    f.driver.unmount("app", ID).await.unwrap();
-    f.driver.unmount("app", ID).await.unwrap();
-    let revoked: std::collections::BTreeSet<String> =
-        f.vault.revoked.lock().unwrap().iter().cloned().collect();
-    assert_eq!(revoked, ["child-0", "child-1"].map(String::from).into(), "every token revoked");
-}
-
-#[tokio::test]
 async fn a_mount_racing_the_last_unmount_of_its_id_stays_findable() {
     let f = fixture();
     f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
@@ -1121,7 +933,7 @@ async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying
         vault: f.vault.clone(),
         mounter: FakeMounter::default(),
         store: Arc::new(MemoryStore::default()),
-        engine: Arc::new(FakeEngine::default()),
+        engines: vec![Arc::new(FakeEngine::default())],
         identity: Arc::new(IdentitySlot::new(Ok(Arc::new(Identity::fixed(Token::new(
             "node-two-token".into(),
         )))))),

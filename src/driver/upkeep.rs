@@ -1,6 +1,6 @@
 //! Keeping mounted volumes current while their containers run: the [`Worker`] the lease
-//! manager calls at each mount's deadline, `rotate`, signals to containers, and the sweep of
-//! mounts whose containers are gone.
+//! manager calls at each mount's deadline, and `rotate`. (Signals to their containers are in
+//! `containers`, the sweep of mounts whose containers are gone in `sweep`.)
 //!
 //! - A due token or renewable lease is renewed with what it was first granted.
 //! - A lease that cannot be renewed further, an expired one, or a refused renewal brings a
@@ -15,11 +15,8 @@
 //!   (growing with how long it has failed and with the outage's length, so that a returning Vault
 //!   sees the retries spread); the error shows in `status`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-
 use super::{fresh_timers, jitter, named, short, Active, Driver, DriverError, Edges, Volume};
 use crate::audit::Event;
-use crate::dockerd::Engine;
 use crate::files::{self, Ownership, WriteError};
 use crate::lease::plan::{self, Due};
 use crate::lease::plan::{Deadline, SourceTimer};
@@ -27,17 +24,11 @@ use crate::lease::Job;
 use crate::lease::Worker;
 use crate::metrics::METRICS;
 use crate::report::chain;
-use crate::state::Container;
 use crate::tmpfs::Mounter;
 use crate::vault::Secret;
 use crate::vault::Vault;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::time::Instant;
-
-/// How long after its Mount a mount's container is looked for every few seconds (later, only
-/// by the sweep): a container starts within it, or a mount was made without one.
-const TIE_WINDOW: Duration = Duration::from_secs(60);
 
 impl<E: Edges> Worker for Driver<E> {
     async fn tick(&self, job: &Job) -> Option<Instant> {
@@ -48,11 +39,6 @@ impl<E: Edges> Worker for Driver<E> {
         }
     }
 }
-
-/// How long a container still being started (`created`) that uses a volume keeps that
-/// volume's mounts from the sweep: a start takes seconds, a container created and never
-/// started never asked for a mount.
-pub const STARTING_LIMIT: Duration = Duration::from_secs(600);
 
 impl<E: Edges> Driver<E> {
     #[tracing::instrument(skip_all, fields(volume = %name, id = %short(id)))]
@@ -235,7 +221,7 @@ impl<E: Edges> Driver<E> {
         active.last_refresh = Some(SystemTime::now());
         if written? {
             tracing::info!("a secret changed: files rewritten");
-            self.signal(volume, active).await;
+            self.signal(volume, id, active).await;
         }
         Ok(())
     }
@@ -339,7 +325,7 @@ impl<E: Edges> Driver<E> {
         tracing::info!(why, accessor = %active.token.accessor, old_accessor = %old.accessor, ?grace, changed, "fresh generation");
         self.save_record(volume, id, active);
         if changed {
-            self.signal(volume, active).await;
+            self.signal(volume, id, active).await;
         }
         Ok(())
     }
@@ -367,249 +353,5 @@ impl<E: Edges> Driver<E> {
             rotated += 1;
         }
         Ok(rotated)
-    }
-
-    /// The running containers that hold each of the plugin's tmpfs mounts, by device; only
-    /// those with a volume `of` accepts are asked.
-    async fn holders(
-        &self,
-        of: impl Fn(&str) -> bool,
-    ) -> Result<HashMap<String, Vec<Container>>, crate::dockerd::EngineError> {
-        let mounts = self.engine.volume_mounts(&self.driver_name).await?;
-        self.holders_in(mounts, of).await
-    }
-
-    /// [`Driver::holders`] among the containers of `mounts`.
-    async fn holders_in(
-        &self,
-        mounts: Vec<crate::dockerd::ContainerMount>,
-        of: impl Fn(&str) -> bool,
-    ) -> Result<HashMap<String, Vec<Container>>, crate::dockerd::EngineError> {
-        let running: BTreeMap<String, String> = mounts
-            .into_iter()
-            .filter(|m| m.running && of(&m.volume))
-            .map(|m| (m.container_id, m.container_name))
-            .collect();
-        let mut holders: HashMap<String, Vec<Container>> = HashMap::new();
-        for (id, name) in running {
-            match self.engine.container_devices(&id).await {
-                Ok(devices) => {
-                    for device in devices {
-                        let container = Container { id: id.clone(), name: name.clone() };
-                        holders.entry(device).or_default().push(container);
-                    }
-                }
-                // Gone between the two questions: it holds nothing.
-                Err(e) if e.status() == Some(404) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(holders)
-    }
-
-    /// Ties the mounts not yet tied to a container to the running container that holds their
-    /// tmpfs (found by device, as the sweep finds them): a `container` line in the audit log,
-    /// the container kept in the record and named in the mount's later lines. Returns how
-    /// many mounts younger than `TIE_WINDOW` (a minute) are still untied (to look again soon).
-    pub async fn tie_containers(&self) -> usize {
-        let untied: HashSet<String> = self.untied_volumes();
-        if untied.is_empty() {
-            return 0;
-        }
-        match self.holders(|volume| untied.contains(volume)).await {
-            Ok(holders) => self.tie(&holders),
-            Err(e) => {
-                tracing::debug!(error = %chain(&e), "docker not reachable: the containers of new mounts are looked for later");
-                self.tie(&HashMap::new())
-            }
-        }
-    }
-
-    /// The volumes with a mount not tied to a container.
-    fn untied_volumes(&self) -> HashSet<String> {
-        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
-        let untied = |volume: &Volume| {
-            volume.slots().iter().any(|(_, slot)| match slot.try_lock() {
-                Ok(guard) => guard.as_ref().is_some_and(|a| a.container.is_none()),
-                Err(_) => true, // under way (a Mount, an upkeep): it may be
-            })
-        };
-        volumes.iter().filter(|v| untied(v)).map(|v| v.record.name.clone()).collect()
-    }
-
-    /// [`Driver::tie_containers`] with the holders known.
-    fn tie(&self, holders: &HashMap<String, Vec<Container>>) -> usize {
-        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
-        let mut waiting = 0;
-        for volume in volumes {
-            for (id, slot) in volume.slots() {
-                let Ok(mut guard) = slot.try_lock() else {
-                    waiting += 1;
-                    continue;
-                };
-                let Some(active) = guard.as_mut().filter(|a| a.container.is_none()) else {
-                    continue;
-                };
-                let held = active.device.as_ref().and_then(|d| holders.get(d)?.first());
-                let Some(container) = held.cloned() else {
-                    waiting += usize::from(active.mounted_at.elapsed() < TIE_WINDOW);
-                    continue;
-                };
-                tracing::info!(volume = %volume.record.name, id = %short(&id), container = %short(&container.id), name = %container.name, "the mount's container is known");
-                let event = Event::new("container", &volume.record.name).mount(&id);
-                let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
-                let event = event.accessor(&active.token.accessor).leases(leases);
-                self.audit.record(event.held_by(Some(&container)));
-                active.container = Some(container);
-                self.save_record(&volume, &id, active);
-            }
-        }
-        waiting
-    }
-
-    /// Container `container_id` died (Docker's `die` event): every mount tied to it ends now —
-    /// its tokens revoked, and with them its leases; off the schedule — without waiting for
-    /// the Unmount. Docker Engine 20.10 logs `die` before it tears the container down and
-    /// sends the Unmount only after that (0.15 s later at p50, up to seconds while it tears
-    /// down many containers at once); it always sends it, restart policy or not, and a
-    /// restarted container mounts its volumes afresh. The tmpfs stays, with its files, until
-    /// that Unmount (or the sweep). Mounts not yet tied to a container (younger than a
-    /// second or so) are left to the Unmount. Returns how many mounts ended.
-    pub async fn container_died(&self, container_id: &str) -> usize {
-        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
-        let mut ended = 0;
-        let mut busy = Vec::new();
-        for volume in &volumes {
-            for (id, slot) in volume.slots() {
-                match slot.clone().try_lock_owned() {
-                    Ok(mut guard) => {
-                        ended += self.end_held(volume, &id, &mut guard, container_id).await
-                    }
-                    Err(_) => busy.push((volume.clone(), id, slot)),
-                }
-            }
-        }
-        // Those under way (a Mount, an upkeep) are waited for only after the others ended.
-        for (volume, id, slot) in busy {
-            let mut guard = slot.lock().await;
-            ended += self.end_held(&volume, &id, &mut guard, container_id).await;
-        }
-        ended
-    }
-
-    /// [`Driver::container_died`] for one mount: ends it if `container_id` holds it.
-    async fn end_held(
-        &self,
-        volume: &Volume,
-        id: &str,
-        slot: &mut Option<Active>,
-        container_id: &str,
-    ) -> usize {
-        let held = |a: &&mut Active| a.container.as_ref().is_some_and(|c| c.id == container_id);
-        let Some(active) = slot.as_mut().filter(|a| !a.ended).filter(held) else {
-            return 0;
-        };
-        let name = &volume.record.name;
-        active.ended = true;
-        self.leases.remove(&Job::mount(name, id));
-        let held = active.container.as_ref();
-        let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
-        let event = Event::new("die", name).mount(id).held_by(held);
-        self.audit.record(event.accessor(&active.token.accessor).leases(leases));
-        tracing::info!(volume = %name, id = %short(id), container = %short(container_id), "its container died: revoking now");
-        for (old, _) in std::mem::take(&mut active.retiring) {
-            self.revoke_held(name, id, &old.token, &old.accessor, held).await;
-        }
-        self.revoke_held(name, id, &active.token.token, &active.token.accessor, held).await;
-        active.timers.retiring.clear();
-        self.save_record(volume, id, active);
-        1
-    }
-
-    /// Waits for a new mount whose container is to be looked for.
-    pub async fn mounted(&self) {
-        self.untied.notified().await
-    }
-
-    /// Sends the volume's `signal` to the running containers that hold this mount.
-    async fn signal(&self, volume: &Volume, active: &Active) {
-        let Some(signal) = &volume.spec.signal else { return };
-        let Some(device) = &active.device else { return };
-        let of = |v: &str| v == volume.record.name;
-        let containers = match self.holders(of).await {
-            Ok(mut holders) => holders.remove(device).unwrap_or_default(),
-            Err(e) => {
-                return tracing::warn!(error = %chain(&e), "cannot find the containers to signal")
-            }
-        };
-        if containers.is_empty() {
-            tracing::info!("files changed; no running container holds this mount to signal");
-        }
-        for container in containers {
-            match self.engine.signal(&container.id, signal).await {
-                Ok(()) => {
-                    let event = Event::new("signal", &volume.record.name).held_by(Some(&container));
-                    self.audit
-                        .record(event.accessor(&active.token.accessor).detail(signal.as_str()));
-                    tracing::info!(container = %short(&container.id), signal, "signalled");
-                }
-                Err(e) => {
-                    tracing::warn!(container = %short(&container.id), error = %chain(&e), "cannot signal")
-                }
-            }
-        }
-    }
-
-    /// Releases mounts no running container uses any more (a Docker daemon crash sends no
-    /// Unmount), once older than `min_age`; ties the others to their containers. Does nothing
-    /// when Docker cannot be asked.
-    pub async fn sweep_stale(&self, min_age: Duration) -> usize {
-        // Volumes of containers being started (`created`: dockerd has mounted their volumes,
-        // their process is not there yet) keep their young mounts: a start slower than
-        // `min_age` (a loaded host, a dockerd just restarted) must not lose its credentials.
-        let mounts = match self.engine.volume_mounts(&self.driver_name).await {
-            Ok(mounts) => mounts,
-            Err(e) => {
-                tracing::debug!(error = %chain(&e), "docker not reachable: no sweep of stale mounts");
-                return 0;
-            }
-        };
-        let starting: HashSet<String> =
-            mounts.iter().filter(|m| m.starting).map(|m| m.volume.clone()).collect();
-        let held: HashSet<String> = match self.holders_in(mounts, |_| true).await {
-            Ok(holders) => {
-                self.tie(&holders);
-                holders.into_keys().collect()
-            }
-            Err(e) => {
-                tracing::debug!(error = %chain(&e), "docker not reachable (or a container not readable): no sweep of stale mounts");
-                return 0;
-            }
-        };
-        let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
-        let mut released = 0;
-        for volume in volumes {
-            let name = &volume.record.name;
-            for (id, slot) in volume.slots() {
-                let Ok(mut guard) = slot.try_lock() else { continue };
-                // A mount whose device is unknown is never taken for stale.
-                let stale = guard.as_ref().is_some_and(|a| {
-                    let age = a.mounted_at.elapsed();
-                    age >= min_age
-                        && a.device.as_ref().is_some_and(|d| !held.contains(d))
-                        && !(starting.contains(name) && age < STARTING_LIMIT)
-                });
-                if !stale {
-                    continue;
-                }
-                let active = guard.take().expect("checked");
-                tracing::warn!(volume = %name, id = %short(&id), "no running container uses this mount any more: releasing it");
-                let event = Event::new("unmount", name).mount(&id);
-                let event = event.detail("no running container uses it any more (no Unmount came)");
-                self.finish(&volume, &id, active, event).await;
-                released += 1;
-            }
-        }
-        released
     }
 }

@@ -154,7 +154,7 @@ impl Fixture {
             vault: vault.clone(),
             mounter: FakeMounter::default(),
             store: store.clone(),
-            engine: engine.clone(),
+            engines: vec![engine.clone()],
             identity: Arc::new(IdentitySlot::new(Ok(Arc::new(identity)))),
             defaults: Defaults::default(),
             mounts_root: dir.path().join("mounts"),

@@ -35,7 +35,8 @@ impl<E: Edges> Driver<E> {
         }
         let mut ids: Vec<String> = keys.iter().map(|k| k.task.clone()).collect();
         ids.dedup();
-        let found = match self.engine.tasks(&ids).await {
+        let asked = async { self.swarm_engine()?.tasks(&ids).await };
+        let found = match asked.await {
             Ok(found) => found,
             Err(e) => {
                 if !self.tasks.failing.swap(true, Ordering::Relaxed) {
