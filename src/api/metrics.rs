@@ -153,6 +153,8 @@ mod tests {
             last_refresh: None,
             last_error: None,
             container_died: false,
+            container: None,
+            engine: None,
         };
         let volume = VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![mount] };
         let exposed = gauges(&[volume], 0) + &METRICS.render();
