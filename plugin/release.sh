@@ -33,7 +33,7 @@ while (($#)); do
     esac
 done
 [[ -n $out ]] || die "$usage"
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd -P)
 for tool in dpkg-deb python3 gzip sha256sum strip; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install dpkg-dev python3 gzip coreutils binutils)"
 done
@@ -72,7 +72,8 @@ said=$("$exe" --version) || die "the built binary does not run"
 [[ -z ${VAULT_SECRETS_COMMIT:-} || $said == *"commit $VAULT_SECRETS_COMMIT"* ]] ||
     die "the binary says '$said', not commit $VAULT_SECRETS_COMMIT"
 
-# tarball NAME DIR: DIR (below $work) as DIR/NAME, reproducibly: root-owned, sorted, dated.
+# tarball NAME DIR: $work/DIR as the archive $out/NAME (DIR/ inside), reproducibly: owned by
+# root, sorted, dated.
 tarball() {
     tar -C "$work" --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 \
         --numeric-owner --format=gnu -cf - "$2" | gzip -9n >"$out/$1"
