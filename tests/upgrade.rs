@@ -27,10 +27,9 @@ use crate::util::*;
 const EARLIER: (&str, &str) = ("0.1.0", "4194f3a");
 
 /// The earlier release's managed plugin (`config.json` and `rootfs/`, whose static binary is
-/// also its legacy install), built by its own `plugin/build.sh` from `git archive` of
-/// [`EARLIER`]'s commit (in `target/earlier/COMMIT`, its musl dependencies shared with this
-/// build's), once per machine: kept in `/var/cache/vault-secrets-test/earlier/COMMIT`. Needs the
-/// commit in this clone's history.
+/// also its legacy install), built by its own `plugin/build.sh` from [`earlier_source`] (in
+/// `target/earlier/COMMIT`, its musl dependencies shared with this build's), once per machine:
+/// kept in `/var/cache/vault-secrets-test/earlier/COMMIT`.
 fn earlier_build() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -41,22 +40,11 @@ fn earlier_build() -> &'static Path {
         let plugin = cache.join("plugin");
         let binary = plugin.join("rootfs/vault-secrets-plugin");
         if !binary.exists() {
-            let known = Command::new("git")
-                .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
-                .current_dir(repo)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(known, "commit {commit} ({version}) is not in this clone (a shallow one?): git fetch --unshallow");
             let src = dir.join("src");
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&src).unwrap();
             let started = Instant::now();
-            let script = format!(
-                "git -C {} archive --format=tar {commit} | tar -x -C {}",
-                repo.display(),
-                src.display()
-            );
-            assert!(Command::new("sh").args(["-c", &script]).status().unwrap().success());
+            earlier_source(repo, &src);
             let _build = MUSL_BUILD.lock().unwrap_or_else(|p| p.into_inner());
             let out = Command::new("bash")
                 .arg(src.join("plugin/build.sh"))
@@ -71,8 +59,14 @@ fn earlier_build() -> &'static Path {
             );
             std::fs::create_dir_all(&cache).unwrap();
             let _ = std::fs::remove_dir_all(&plugin);
-            let moved = Command::new("mv").arg(dir.join("plugin.new")).arg(&plugin).status().unwrap();
-            assert!(moved.success(), "mv {} {}", dir.join("plugin.new").display(), plugin.display());
+            let moved =
+                Command::new("mv").arg(dir.join("plugin.new")).arg(&plugin).status().unwrap();
+            assert!(
+                moved.success(),
+                "mv {} {}",
+                dir.join("plugin.new").display(),
+                plugin.display()
+            );
             let _ = std::fs::remove_dir_all(&dir);
             eprintln!("{version} ({commit}) built in {:.0} s", started.elapsed().as_secs_f64());
         }
@@ -85,6 +79,39 @@ fn earlier_build() -> &'static Path {
         );
         plugin
     })
+}
+
+/// The earlier release's source, unpacked into `src`: `git archive` of [`EARLIER`]'s commit when
+/// this clone holds it (and then the committed archive must be that same tree), else the archive
+/// `tests/fixtures/earlier/VERSION-COMMIT.tar.gz` (a shallow clone, a source tarball).
+fn earlier_source(repo: &Path, src: &Path) {
+    let (version, commit) = EARLIER;
+    let archive = repo.join(format!("tests/fixtures/earlier/{version}-{commit}.tar.gz"));
+    let in_history = Command::new("git")
+        .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+        .current_dir(repo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let unpack = |what: &str| {
+        let ok = Command::new("sh").args(["-c", what]).status().unwrap().success();
+        assert!(ok, "{what}");
+    };
+    if !in_history {
+        eprintln!(
+            "commit {commit} is not in this clone: building {version} from {}",
+            archive.display()
+        );
+        return unpack(&format!("tar -xzf {} -C {}", archive.display(), src.display()));
+    }
+    unpack(&format!("git -C {} archive {commit} | tar -x -C {}", repo.display(), src.display()));
+    let listed = |command: String| {
+        let out = Command::new("sh").args(["-c", &command]).output().unwrap();
+        assert!(out.status.success(), "{command}");
+        out.stdout
+    };
+    let from_git = listed(format!("git -C {} archive {commit} | tar -tv | sort", repo.display()));
+    let from_file = listed(format!("tar -tvzf {} | sort", archive.display()));
+    assert!(from_git == from_file, "{} is not the tree of {commit}", archive.display());
 }
 
 /// `username` and `password` from `/run/db` in container `c`, in one `docker exec`.
