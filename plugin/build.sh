@@ -5,8 +5,8 @@
 #   docker plugin set vault-secrets config.source=/etc/vault-secrets   # holds config.toml
 #   docker plugin enable vault-secrets
 # (runtime.source, default /run/vault-secrets, must exist on the host, on a shared mount;
-# docker.source, default /var/run/docker.sock, is this dockerd's API socket: docs/engines.md
-# "Managed plugin".)
+# state.source, default /var/lib/vault-secrets, must exist on the host; docker.source, default
+# /var/run/docker.sock, is this dockerd's API socket: docs/engines.md "Managed plugin".)
 # Writes DIR/config.json and DIR/rootfs/: the static (musl) binary, the empty directories it
 # and runc mount on, and the build machine's CA bundle (system roots for an https Vault with
 # a public certificate). Nothing else: no shell, no libc.
@@ -61,7 +61,9 @@ install -D -m 0755 "$exe" "$root/$BIN"
 #                           finds (VAULT_SECRETS_MOUNTS_DIR; outside run/vault-secrets, which
 #                           runc mounts after it and would hide it)
 #   var/run/docker.sock     the settable `docker` bind mount: the Docker Engine API socket
-#   var/lib/vault-secrets   volume definitions (options only; kept until `docker plugin rm`)
+#   var/lib/vault-secrets   the settable `state` bind mount (a host directory): the volume
+#                           definitions (options only), which must outlive the rootfs that
+#                           `docker plugin upgrade` replaces
 install -d -m 0755 "$root"/{etc/vault-secrets,etc/ssl/certs,run/docker/plugins,var/lib,var/run,proc,sys,dev}
 install -d -m 0700 "$root"/run/vault-secrets{,-mounts} "$root"/var/lib/vault-secrets
 install -d -m 1777 "$root/tmp"
@@ -111,6 +113,15 @@ cat >"$out/config.json" <<'JSON'
       "destination": "/run/vault-secrets",
       "type": "bind",
       "options": ["rbind", "rshared"]
+    },
+    {
+      "name": "state",
+      "description": "host directory for the volume definitions (the options given at create, never a secret or a token): they outlive the plugin's rootfs, which docker plugin upgrade replaces",
+      "settable": ["source"],
+      "source": "/var/lib/vault-secrets",
+      "destination": "/var/lib/vault-secrets",
+      "type": "bind",
+      "options": ["rbind"]
     },
     {
       "name": "docker",

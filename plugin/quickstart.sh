@@ -6,6 +6,10 @@
 # runs a container that reads its secret from the tmpfs. Run it again: it is idempotent.
 # Stop it all: bash plugin/quickstart.sh stop
 set -euo pipefail
+if [[ $EUID != 0 ]]; then
+    echo "plugin/quickstart.sh: run it as root (it installs packages and mounts tmpfs): su -c 'bash plugin/quickstart.sh', or sudo bash plugin/quickstart.sh" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 ADDR=http://127.0.0.1:8200
 ETC=/etc/vault-secrets

@@ -107,34 +107,37 @@ impl RuntimeDirs {
 }
 
 /// Creates the runtime directories and mounts the private tmpfs (unless a previous run left
-/// it mounted, with the tokens of the mounts it served). The lock on `runtime_dir` is held
-/// for as long as the process runs: a second plugin over the same directory would take the
-/// first one's mount records for its own and release them.
+/// it mounted, with the tokens of the mounts it served). The locks on `runtime_dir` and
+/// `state_dir` are held for as long as the process runs: a second plugin over the same
+/// runtime directory would take the first one's mount records for its own and release them;
+/// over the same state directory, serve and remove the other's volumes.
 fn prepare_runtime(
     config: &Config,
     mounter: &LinuxMounter,
-) -> anyhow::Result<(RuntimeDirs, std::fs::File)> {
+) -> anyhow::Result<(RuntimeDirs, [std::fs::File; 2])> {
     let dirs = RuntimeDirs::of(config);
     if !dirs.mounts.is_absolute() {
         anyhow::bail!("{MOUNTS_DIR_VAR}={}: not an absolute path", dirs.mounts.display());
     }
     create_private_dir(&config.plugin.runtime_dir)?;
-    let lock = lock_runtime_dir(&config.plugin.runtime_dir)?;
+    let runtime_lock = lock_dir(&config.plugin.runtime_dir, "runtime_dir")?;
+    create_private_dir(&config.plugin.state_dir)?;
+    let state_lock = lock_dir(&config.plugin.state_dir, "state_dir")?;
     create_private_dir(&dirs.mounts)?;
     create_private_dir(&dirs.files)?;
-    create_private_dir(&config.plugin.state_dir)?;
     if !mounter.is_mounted(&dirs.private) {
         create_private_dir(&dirs.private)?;
         let options = TmpfsOptions { size: PRIVATE_SIZE, mode: 0o700, uid: 0, gid: 0 };
         mounter.mount_tmpfs(&dirs.private, &options).context("the private tmpfs for tokens")?;
     }
-    Ok((dirs, lock))
+    Ok((dirs, [runtime_lock, state_lock]))
 }
 
-/// An exclusive lock on `runtime_dir/lock`, refused at once when another process holds it.
-fn lock_runtime_dir(runtime_dir: &Path) -> anyhow::Result<std::fs::File> {
+/// An exclusive lock on `dir/lock` (the directory that configuration key `key` names),
+/// refused at once when another process holds it.
+fn lock_dir(dir: &Path, key: &str) -> anyhow::Result<std::fs::File> {
     use rustix::fs::{flock, FlockOperation};
-    let path = runtime_dir.join("lock");
+    let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -144,8 +147,8 @@ fn lock_runtime_dir(runtime_dir: &Path) -> anyhow::Result<std::fs::File> {
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
         Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
-            "runtime_dir {} is in use by another vault-secrets plugin (it holds {}): give each plugin a runtime directory of its own",
-            runtime_dir.display(),
+            "{key} {} is in use by another vault-secrets plugin (it holds {}): give each plugin a directory of its own",
+            dir.display(),
             path.display()
         ),
         Err(e) => Err(std::io::Error::from(e))
@@ -210,7 +213,7 @@ async fn establish_identity(
 /// containers keep their files, and a restarted plugin still revokes at Unmount.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mounter = LinuxMounter::default();
-    let (dirs, _runtime_lock) = prepare_runtime(&config, &mounter)?;
+    let (dirs, _locks) = prepare_runtime(&config, &mounter)?;
     let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
     let vault = HttpVault::new(&config.vault)?;
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
@@ -273,6 +276,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = crate::api::plugin::router(driver.clone());
     listeners.spawn(listener::serve(plugin, app, plugin_limits, listening));
     tracing::info!(
+        version = crate::VERSION,
         socket = %config.plugin.socket.display(),
         driver = %config.plugin.driver_name(),
         vault = %config.vault.address,

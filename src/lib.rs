@@ -71,7 +71,9 @@
 //!   token.
 //! - **Restart**: definitions come back from `state_dir`; mount records, the plugin's token and
 //!   volumes' own identities from the private tmpfs `runtime_dir/private`, which outlives the
-//!   process but not a reboot. Mounts still in place are served and kept up again (a tmpfs
+//!   process but not a reboot. A restart on a newer binary is an upgrade: it reads every
+//!   earlier record format, and an older binary refuses to start on a newer one ([`state`]'s
+//!   formats). Mounts still in place are served and kept up again (a tmpfs
 //!   whose read-only bind is gone is bound again: a managed plugin's binds are in its
 //!   propagated mount, which dockerd unmounts when the plugin stops, while its tmpfs mounts,
 //!   in the host's `runtime` directory, stay); the others are revoked; stray mount directories
@@ -126,6 +128,11 @@
 //!   fetches a fresh generation.
 //! - Secret data parsed from Vault's JSON is zeroed on drop in [`vault::Secret`], but copies
 //!   inside `reqwest`/`hyper` buffers and minijinja values are not under our control.
+
+/// This build: Cargo.toml's version and, when known, the commit it was built from
+/// (`0.2.0 (commit 4194f3a1b2c3)`), as `--version` and the start-up log line say (set by
+/// `build.rs`).
+pub const VERSION: &str = env!("VAULT_SECRETS_VERSION");
 
 pub mod api;
 pub mod audit;

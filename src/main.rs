@@ -9,7 +9,7 @@ use vault_secrets::api::admin;
 use vault_secrets::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
-#[command(version, about = "Docker volume plugin: Vault/OpenBao secrets on a per-container tmpfs")]
+#[command(version = vault_secrets::VERSION, about = "Docker volume plugin: Vault/OpenBao secrets on a per-container tmpfs")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,7 +121,21 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// 78 (`EX_CONFIG` of sysexits.h) for what a restart cannot fix — an invalid configuration,
+/// records of a newer build (a downgrade) — so that systemd's `RestartPreventExitStatus`
+/// stops there; 1 for the rest.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let newer = e
+        .downcast_ref::<vault_secrets::state::StateError>()
+        .is_some_and(|e| matches!(e, vault_secrets::state::StateError::Newer { .. }));
+    if newer || e.downcast_ref::<vault_secrets::config::ConfigError>().is_some() {
+        ExitCode::from(78)
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -105,6 +105,9 @@ pub struct Metrics {
     pub revocation_failures: Counter,
     pub mount_latency: Histogram,
     vault: [Histogram; 9],
+    /// Vault requests that got no answer (no connection, a timeout, a broken connection), by
+    /// operation: the part of `vault` a Vault out of reach is.
+    vault_unanswered: [Counter; 9],
     /// Connections closed at once because their listener was at its cap, by listener.
     refused: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -128,6 +131,11 @@ pub fn vault_op(method: &str, path: &str) -> &'static str {
     }
 }
 
+/// The index of `op` in [`VAULT_OPS`] (`other` for an unknown one).
+fn vault_index(op: &str) -> usize {
+    VAULT_OPS.iter().position(|o| *o == op).unwrap_or(VAULT_OPS.len() - 1)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -147,13 +155,18 @@ impl Metrics {
             revocation_failures: Counter::new(),
             mount_latency: Histogram::new(),
             vault: [const { Histogram::new() }; 9],
+            vault_unanswered: [const { Counter::new() }; 9],
             refused: Mutex::new(BTreeMap::new()),
         }
     }
 
     pub fn observe_vault(&self, op: &str, d: Duration) {
-        let i = VAULT_OPS.iter().position(|o| *o == op).unwrap_or(VAULT_OPS.len() - 1);
-        self.vault[i].observe(d);
+        self.vault[vault_index(op)].observe(d);
+    }
+
+    /// Counts a Vault request of `op` that got no answer (observed in the histogram too).
+    pub fn vault_unanswered(&self, op: &str) {
+        self.vault_unanswered[vault_index(op)].inc();
     }
 
     /// Counts `n` more connections refused by `listener` (0 makes it appear in the exposition).
@@ -169,6 +182,13 @@ impl Metrics {
     /// The text exposition of the counters and histograms.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let name = "vault_secrets_build_info";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The running build (always 1): its version and commit.\n# TYPE {name} gauge\n{name}{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("VAULT_SECRETS_COMMIT"),
+        );
         let counters = [
             ("vault_secrets_mounts_total", "Mounts served.", &self.mounts),
             ("vault_secrets_mount_failures_total", "Mounts that failed.", &self.mount_failures),
@@ -218,6 +238,14 @@ impl Metrics {
         for (op, histogram) in VAULT_OPS.iter().zip(&self.vault) {
             histogram.write(&mut out, name, &format!("op=\"{op}\""));
         }
+        let name = "vault_secrets_vault_unanswered_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Vault requests that got no answer (no connection, a timeout, a broken connection), by operation.\n# TYPE {name} counter"
+        );
+        for (op, counter) in VAULT_OPS.iter().zip(&self.vault_unanswered) {
+            let _ = writeln!(out, "{name}{{op=\"{op}\"}} {}", counter.get());
+        }
         let name = "vault_secrets_mount_duration_seconds";
         let _ = writeln!(
             out,
@@ -238,7 +266,12 @@ mod tests {
         m.mounts.inc();
         m.observe_vault("read", Duration::from_millis(3));
         m.mount_latency.observe(Duration::from_millis(7));
+        m.vault_unanswered("renew_lease");
         let text = m.render();
+        assert!(text.contains("vault_secrets_vault_unanswered_total{op=\"renew_lease\"} 1\n"));
+        assert!(text.contains("vault_secrets_vault_unanswered_total{op=\"read\"} 0\n"));
+        let build = format!("vault_secrets_build_info{{version=\"{}\",", env!("CARGO_PKG_VERSION"));
+        assert!(text.contains(&build), "{text}");
         assert!(text.contains("vault_secrets_mounts_total 1\n"));
         assert!(
             text.contains(

@@ -9,6 +9,39 @@
 //!   restart, not a host reboot.
 //!
 //! Every file is versioned JSON, written to a temporary file, fsynced and renamed into place.
+//!
+//! # Formats: upgrades and downgrades
+//!
+//! Upgrading is restarting on a new binary (or `docker plugin upgrade`) while containers run:
+//! the new build must take over every record the old one left, or those containers' tokens
+//! are never revoked and their mounts are released under them. So:
+//!
+//! - Each kind of record has a **format**, written in every file as `version`
+//!   ([`format::Record::FORMAT`]; the table of kinds is in [`mod@format`]). A build reads every
+//!   format of a kind from 1 up to its own and writes its own: a record it takes over is
+//!   written back in the new format at its next save.
+//! - **A format a release has written is frozen.** Adding a field to such a kind (or to a
+//!   record nested in it), or changing one, bumps that kind's `FORMAT` — once per release, for
+//!   all the fields its development adds. A new field takes `#[serde(default)]` (what an older
+//!   record gets) or a [`format::Record::migrate`] step. The bump is needed even for a
+//!   defaulted field: an older build would read the record, silently drop the field, act
+//!   without it (revoke in the wrong namespace, leave a certificate unrevoked, ask the wrong
+//!   engine) and write the record back without it.
+//! - A change of the **layout** a mount record describes (where its tmpfs and its read-only
+//!   bind are) is a format change too, with its migration: 0.1.0's builds before the read-only
+//!   bind kept the tmpfs where the bind now is, and the first build with the bind released
+//!   their mounts at its first start because nothing told it the layout had changed.
+//! - **A newer format than this build's is refused**: [`DirStore::open`] fails, naming the file,
+//!   its format, the newest this build reads, and what to do; `serve` stops before it touches
+//!   a mount. Skipping the record instead would leave its token unrevoked and take the mount
+//!   for a stray. Nothing is removed. So a downgrade works only while no record of a changed
+//!   kind exists (e.g. with no container using the plugin's volumes: no mount record), and
+//!   0.1.0 builds, which read format 1 only and skip the rest, must not be downgraded to
+//!   while containers run.
+//! - The records every release wrote are kept as fixtures (`tests/fixtures/state/RELEASE/`):
+//!   a unit test reads each with this build without losing a field, and fails when a kind
+//!   whose format a release wrote gains a field without a new format. Adding a release there
+//!   freezes its formats.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,7 +54,9 @@ use serde::{Deserialize, Serialize};
 use crate::files::Digests;
 use crate::vault::Token;
 
-const VERSION: u32 = 1;
+pub mod format;
+
+use format::{load, load_dir, save};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -43,6 +78,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} holds a {kind} record in format {found}, written by a newer vault-secrets; this build reads {kind} formats 1 to {supported} and would lose what that build recorded (a downgrade): {remedy}")]
+    Newer { path: PathBuf, kind: &'static str, found: u32, supported: u32, remedy: &'static str },
 }
 
 /// A volume definition as persisted.
@@ -253,13 +290,6 @@ mod opt_token_serde {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Versioned<T> {
-    version: u32,
-    #[serde(flatten)]
-    inner: T,
-}
-
 /// Persistence of volume definitions, mount records and the identity.
 pub trait Store: Send + Sync + 'static {
     fn load_volumes(&self) -> Vec<VolumeRecord>;
@@ -289,7 +319,8 @@ pub struct DirStore {
 }
 
 impl DirStore {
-    /// `state_dir` must exist; `private` is the (already mounted) private tmpfs.
+    /// `state_dir` must exist; `private` is the (already mounted) private tmpfs. Refuses a
+    /// store holding a record of a newer format than this build's (a downgrade).
     pub fn open(state_dir: &Path, private: &Path) -> Result<DirStore, StateError> {
         let volumes = state_dir.join("volumes");
         let mounts = private.join("mounts");
@@ -299,6 +330,13 @@ impl DirStore {
         for dir in [&volumes, &mounts, &identities, &revocations, &tasks] {
             create_private_dir(dir)?;
         }
+        use format::{files_in, refuse_newer};
+        refuse_newer::<VolumeRecord>(&files_in(&volumes))?;
+        refuse_newer::<MountRecord>(&files_in(&mounts))?;
+        refuse_newer::<VolumeIdentityRecord>(&files_in(&identities))?;
+        refuse_newer::<PendingRevocation>(&files_in(&revocations))?;
+        refuse_newer::<TaskRecord>(&files_in(&tasks))?;
+        refuse_newer::<IdentityRecord>(&[private.join("identity.json")])?;
         Ok(DirStore { volumes, private: private.to_owned() })
     }
 
@@ -317,7 +355,7 @@ impl DirStore {
 /// creating anything (for `check`).
 pub fn peek_identity(private: &Path) -> Option<IdentityRecord> {
     let path = private.join("identity.json");
-    path.exists().then(|| load_json(&path)).flatten()
+    path.exists().then(|| load(&path)).flatten()
 }
 
 /// Creates `dir` (and parents) with mode 0700.
@@ -357,42 +395,6 @@ pub fn atomic_write(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Stat
     result.map_err(err)
 }
 
-fn save_json<T: Serialize>(path: &Path, inner: &T, durable: bool) -> Result<(), StateError> {
-    let bytes = zeroize::Zeroizing::new(
-        serde_json::to_vec_pretty(&Versioned { version: VERSION, inner })
-            .expect("records serialize"),
-    );
-    atomic_write(path, &bytes, durable)
-}
-
-fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
-    match serde_json::from_slice::<Versioned<T>>(&bytes) {
-        Ok(v) if v.version == VERSION => Some(v.inner),
-        Ok(v) => {
-            tracing::error!(path = %path.display(), version = v.version, "state file has an unknown version; left as it is");
-            None
-        }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "state file is not valid; left as it is");
-            None
-        }
-    }
-}
-
-fn load_dir<T: for<'de> Deserialize<'de>>(dir: &Path) -> Vec<T> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter(|p| !p.file_name().unwrap_or_default().to_string_lossy().starts_with('.'))
-        .collect();
-    paths.sort();
-    paths.iter().filter_map(|p| load_json(p)).collect()
-}
-
 fn remove(path: &Path) -> Result<(), StateError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -408,7 +410,7 @@ impl Store for DirStore {
     }
 
     fn save_volume(&self, record: &VolumeRecord) -> Result<(), StateError> {
-        save_json(&self.volumes.join(format!("{}.json", record.name)), record, true)
+        save(&self.volumes.join(format!("{}.json", record.name)), record, true)
     }
 
     fn delete_volume(&self, name: &str) -> Result<(), StateError> {
@@ -420,7 +422,7 @@ impl Store for DirStore {
     }
 
     fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
-        save_json(&self.mount_path(&record.volume, &record.id), record, false)
+        save(&self.mount_path(&record.volume, &record.id), record, false)
     }
 
     fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
@@ -433,7 +435,7 @@ impl Store for DirStore {
 
     fn save_revocation(&self, record: &PendingRevocation) -> Result<(), StateError> {
         let path = self.private.join("revocations").join(format!("{}.json", record.key));
-        save_json(&path, record, false)
+        save(&path, record, false)
     }
 
     fn delete_revocation(&self, key: &str) -> Result<(), StateError> {
@@ -441,11 +443,11 @@ impl Store for DirStore {
     }
 
     fn load_identity(&self) -> Option<IdentityRecord> {
-        load_json(&self.private.join("identity.json"))
+        load(&self.private.join("identity.json"))
     }
 
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError> {
-        save_json(&self.private.join("identity.json"), record, false)
+        save(&self.private.join("identity.json"), record, false)
     }
 
     fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord> {
@@ -453,7 +455,7 @@ impl Store for DirStore {
     }
 
     fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError> {
-        save_json(
+        save(
             &self.private.join("identities").join(format!("{}.json", record.volume)),
             record,
             false,
@@ -469,7 +471,7 @@ impl Store for DirStore {
     }
 
     fn save_task(&self, record: &TaskRecord) -> Result<(), StateError> {
-        save_json(&self.task_path(&record.task, &record.secret), record, false)
+        save(&self.task_path(&record.task, &record.secret), record, false)
     }
 
     fn delete_task(&self, task: &str, secret: &str) -> Result<(), StateError> {

@@ -20,23 +20,43 @@ use crate::util::docker::{docker, docker_ok, image};
 use crate::util::vault::status_mounts;
 use crate::util::*;
 
-/// Runs `plugin/build.sh` into a fresh temporary directory; returns it.
-fn build_plugin() -> tempfile::TempDir {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("VAULT_SECRETS_MUSL_TARGET_DIR")
+/// The cargo target directory of the musl builds (`target/musl`, or
+/// `VAULT_SECRETS_MUSL_TARGET_DIR`), shared by this build's and an earlier release's (their
+/// dependencies are built once).
+pub(crate) fn musl_target_dir() -> PathBuf {
+    std::env::var_os("VAULT_SECRETS_MUSL_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target").join("musl"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("musl"))
+}
+
+/// Held while a `plugin/build.sh` runs in [`musl_target_dir`]: cargo copies each build's binary
+/// to the same path there, and build.sh takes it from that path right after.
+pub(crate) static MUSL_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `plugin/build.sh` into a fresh temporary directory; returns it.
+pub(crate) fn build_plugin() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = Command::new("bash")
-        .arg(root.join("plugin/build.sh"))
-        .arg(dir.path())
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("bash plugin/build.sh");
+    let out = {
+        let _build = MUSL_BUILD.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new("bash")
+            .arg(root.join("plugin/build.sh"))
+            .arg(dir.path())
+            .env("CARGO_TARGET_DIR", musl_target_dir())
+            .output()
+            .expect("bash plugin/build.sh")
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "plugin/build.sh failed:\n{stderr}");
     eprintln!("plugin/build.sh: {:.1} s", started.elapsed().as_secs_f64());
+    let said = Command::new(dir.path().join("rootfs/vault-secrets-plugin"))
+        .arg("--version")
+        .output()
+        .expect("the built binary runs");
+    let said = String::from_utf8_lossy(&said.stdout);
+    let this = concat!("vault-secrets-plugin ", env!("CARGO_PKG_VERSION"));
+    assert!(said.starts_with(this), "build.sh gave a binary that says {said:?}, not {this}");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config["entrypoint"], json!(["/vault-secrets-plugin", "serve"]));
@@ -46,10 +66,10 @@ fn build_plugin() -> tempfile::TempDir {
 
 /// Removes what the test made, whatever state it stopped in; on failure prints the plugin's
 /// log lines from the dockerd log.
-struct Cleanup {
-    plugin: String,
-    volumes: Vec<String>,
-    containers: Vec<String>,
+pub(crate) struct Cleanup {
+    pub(crate) plugin: String,
+    pub(crate) volumes: Vec<String>,
+    pub(crate) containers: Vec<String>,
     /// The dockerd: `None` for the engine under test, else a private one's `DOCKER_HOST`.
     host: Option<String>,
     /// That dockerd's log, where its managed plugins' output goes.
@@ -57,7 +77,7 @@ struct Cleanup {
 }
 
 impl Cleanup {
-    fn new(plugin: &str) -> Cleanup {
+    pub(crate) fn new(plugin: &str) -> Cleanup {
         Cleanup {
             plugin: plugin.to_owned(),
             volumes: Vec::new(),
@@ -76,7 +96,7 @@ impl Cleanup {
         c.args(args).output().expect("docker CLI")
     }
 
-    fn docker_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args);
         assert!(
             out.status.success(),
@@ -109,7 +129,7 @@ impl Cleanup {
     /// The plugin's lines in the dockerd log: dockerd logs a managed plugin's output with
     /// `plugin=ID`; tests/env.sh sends its log to /var/log/dockerd.log (Engine 26's: see
     /// `TestEngine::log`).
-    fn plugin_log(&self) -> Vec<String> {
+    pub(crate) fn plugin_log(&self) -> Vec<String> {
         let out = self.docker(&["plugin", "inspect", "--format", "{{.Id}}", &self.plugin]);
         if !out.status.success() {
             return Vec::new();
@@ -132,24 +152,31 @@ impl Cleanup {
 /// as every mount is on a systemd host (this machine's `/` is private): the tmpfs mounts the
 /// plugin makes in it then reach the host and outlive the plugin. Dropped, it is detached with
 /// everything below it, and removed.
-struct RuntimeDir {
+/// Beside it, the host directory of the plugin's `state` mount (its volume definitions).
+pub(crate) struct RuntimeDir {
     dir: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl RuntimeDir {
-    fn new() -> RuntimeDir {
+    pub(crate) fn new() -> RuntimeDir {
         use rustix::mount::{mount_bind, mount_change, MountPropagationFlags};
         let dir = tempfile::tempdir().unwrap();
         mount_bind(dir.path(), dir.path()).expect("bind the runtime directory onto itself");
         mount_change(dir.path(), MountPropagationFlags::SHARED).expect("make it shared");
-        RuntimeDir { dir }
+        RuntimeDir { dir, state: tempfile::tempdir().unwrap() }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn admin_socket(&self) -> PathBuf {
+    /// The `state.source` directory: the plugin's volume definitions.
+    pub(crate) fn state(&self) -> &Path {
+        self.state.path()
+    }
+
+    pub(crate) fn admin_socket(&self) -> PathBuf {
         self.path().join("admin.sock")
     }
 }
@@ -163,11 +190,11 @@ impl Drop for RuntimeDir {
     }
 }
 
-/// `plugin set` arguments for a test: `config.source`, `runtime.source`, `docker.source` (the
-/// dockerd's own API socket) and, if given, the sweep's interval in seconds. (A mount is
+/// `plugin set` arguments for a test: `config.source`, `runtime.source`, `state.source` (the
+/// runtime directory's companion), `docker.source` (the dockerd's own API socket) and, if given, the sweep's interval in seconds. (A mount is
 /// released when no running container holds it for that long: a short one can release a
 /// container's mount before the container, slow to start on a loaded machine, runs.)
-fn settings(
+pub(crate) fn settings(
     config: &Path,
     runtime: &RuntimeDir,
     docker_socket: &Path,
@@ -176,6 +203,7 @@ fn settings(
     let mut settings = vec![
         format!("config.source={}", config.display()),
         format!("runtime.source={}", runtime.path().display()),
+        format!("state.source={}", runtime.state().display()),
         format!("docker.source={}", docker_socket.display()),
     ];
     settings.extend(sweep.map(|s| format!("VAULT_SECRETS_SWEEP_INTERVAL={s}")));
@@ -184,7 +212,7 @@ fn settings(
 
 /// Writes a KV v2 secret, waiting while a fresh OpenBao's KV mount still upgrades (it answers
 /// 400 "Upgrading from non-versioned to versioned data" for a moment after it starts).
-fn put_kv2(bao: &Bao, path: &str, data: serde_json::Value) {
+pub(crate) fn put_kv2(bao: &Bao, path: &str, data: serde_json::Value) {
     let body = json!({ "data": data });
     let path = format!("secret/data/{path}");
     let mut last = None;
@@ -199,7 +227,7 @@ fn put_kv2(bao: &Bao, path: &str, data: serde_json::Value) {
 
 /// `vault-secrets-plugin ARGS` run on the host with the binary `plugin/build.sh` put in the
 /// rootfs, reaching the plugin through the admin socket in its `runtime` directory.
-fn host_cli(build: &Path, config: &Path, runtime: &RuntimeDir, args: &[&str]) -> String {
+pub(crate) fn host_cli(build: &Path, config: &Path, runtime: &RuntimeDir, args: &[&str]) -> String {
     let out = Command::new(build.join("rootfs/vault-secrets-plugin"))
         .args(args)
         .arg("--config")
@@ -216,12 +244,12 @@ fn host_cli(build: &Path, config: &Path, runtime: &RuntimeDir, args: &[&str]) ->
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn host_status(build: &Path, config: &Path, runtime: &RuntimeDir) -> serde_json::Value {
+pub(crate) fn host_status(build: &Path, config: &Path, runtime: &RuntimeDir) -> serde_json::Value {
     serde_json::from_str(&host_cli(build, config, runtime, &["status", "--json"])).unwrap()
 }
 
 /// When the token behind `accessor` expires (OpenBao's `expire_time`), or `None` once revoked.
-fn expire_time(bao: &Bao, accessor: &str) -> Option<String> {
+pub(crate) fn expire_time(bao: &Bao, accessor: &str) -> Option<String> {
     let body = json!({ "accessor": accessor });
     let (status, v) =
         bao.api_as(&bao.token, "POST", "auth/token/lookup-accessor", Some(body)).unwrap();
@@ -364,8 +392,8 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry_on_every_engin
 
 /// Debian 12's docker-registry (`tests/engines.sh` unpacks it) on a free loopback port, with its
 /// own configuration and storage in a temporary directory; killed (by its pid) on drop.
-struct Registry {
-    port: u16,
+pub(crate) struct Registry {
+    pub(crate) port: u16,
     child: std::process::Child,
     dir: tempfile::TempDir,
 }
@@ -373,7 +401,7 @@ struct Registry {
 const REGISTRY: &str = "/opt/vault-secrets-test/registry/usr/bin/docker-registry";
 
 impl Registry {
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         assert!(Path::new(REGISTRY).exists(), "no {REGISTRY}: run tests/engines.sh");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -483,7 +511,7 @@ fn a_managed_plugin_installs_from_a_registry_on_every_engine() {
 
 /// The directory `config.source` points at: config.toml and the token (0600), as a user
 /// writes them.
-fn config_dir(bao: &Bao) -> tempfile::TempDir {
+pub(crate) fn config_dir(bao: &Bao) -> tempfile::TempDir {
     let config = tempfile::tempdir().unwrap();
     std::fs::write(
         config.path().join("config.toml"),

@@ -5,7 +5,8 @@
 #    20.10 with docker-compose 1.29, OpenBao CLI, PostgreSQL, the busybox test image),
 #    tests/engines.sh (Docker Engines 26.1 and 28.5 beside it, with Compose v2; Podman 4.3,
 #    Podman 5.4 in a Debian 13 root, docker-registry);
-# 2. unit tests (fakes behind traits), then the fuzz targets for a bounded time;
+# 2. unit tests (fakes behind traits), then the fuzz targets for a bounded time, then the
+#    release checked (tests/release.sh);
 # 3. the integration tests (the plugin binary against a real OpenBao and PostgreSQL, real tmpfs,
 #    Podman) and the end-to-end tests (the real docker CLI and engine, Podman), one pass per
 #    engine (VAULT_SECRETS_TEST_ENGINE, VAULT_SECRETS_TEST_PODMAN; same build). Which tests a
@@ -40,6 +41,9 @@ took "unit tests"
 echo "== fuzzing: every target, 15 s each (fuzz/run.sh installs cargo-fuzz when missing)"
 bash fuzz/run.sh 15
 took "fuzzing"
+echo "== the release: plugin/release.sh, lintian, install/remove/purge in a clean Debian 12 root, promtool (tests/release.sh)"
+bash tests/release.sh
+took "release"
 # Each Docker test writes how long it held the Docker lock (its own time, without what it waited
 # for other tests, on this machine or from other runs) to this file: per pass, a sum by tier.
 VAULT_SECRETS_TEST_TIMINGS=$(mktemp)

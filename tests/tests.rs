@@ -30,6 +30,10 @@
 //!   stack and a node kill; Swarm secrets per task across the nodes;
 //! - `chaos`: containers started and stopped on a private dockerd while the plugin, OpenBao,
 //!   that dockerd and a private PostgreSQL are killed or restarted; nothing left behind.
+//! - `upgrade`: the earlier release (0.1.0, built from this repository's history) upgraded
+//!   while a container runs — restarted on this build, or `docker plugin upgrade` — and this
+//!   build takes over its files, renewals, refresh and revocation; records of a newer format
+//!   (a downgrade) stop the start.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 //!
@@ -79,3 +83,4 @@ mod podman;
 mod props;
 mod secrets;
 mod soak;
+mod upgrade;

@@ -268,6 +268,10 @@ mod tests {
                 _ => Err(DriverError::NoSuchVolume { volume: volume.into() }),
             }
         }
+
+        fn pending_revocations(&self) -> usize {
+            0
+        }
     }
 
     #[test]

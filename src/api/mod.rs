@@ -20,6 +20,8 @@ pub trait Operations: Send + Sync + 'static {
     fn tasks(&self) -> impl Future<Output = Vec<TaskStatus>> + Send;
     /// A fresh generation for every mount of `volume`; how many were rotated.
     fn rotate(&self, volume: &str) -> impl Future<Output = Result<usize, DriverError>> + Send;
+    /// Tokens whose revocation failed and is retried.
+    fn pending_revocations(&self) -> usize;
 }
 
 impl<E: Edges> Operations for Driver<E> {
@@ -33,5 +35,9 @@ impl<E: Edges> Operations for Driver<E> {
 
     async fn rotate(&self, volume: &str) -> Result<usize, DriverError> {
         Driver::rotate(self, volume).await
+    }
+
+    fn pending_revocations(&self) -> usize {
+        Driver::pending_revocations(self)
     }
 }

@@ -69,12 +69,21 @@ impl<E: Edges> Driver<E> {
 
     /// Retries the revocations that failed; returns how many are still pending.
     pub async fn retry_revocations(&self) -> usize {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        // Each stays listed while it is retried, so that the count never dips meanwhile.
+        let pending = self.pending.lock().unwrap().clone();
         for record in pending {
             // A failed retry is recorded again, under a new name: this one goes either way.
             self.revoke(&record.volume, &record.mount, &record.token, &record.accessor).await;
+            self.pending.lock().unwrap().retain(|r| r.key != record.key);
             let _ = self.store.delete_revocation(&record.key);
         }
         self.pending.lock().unwrap().len()
+    }
+
+    /// How many tokens wait for their revocation to be retried (each counted once, however
+    /// many times it failed).
+    pub fn pending_revocations(&self) -> usize {
+        let pending = self.pending.lock().unwrap();
+        pending.iter().map(|r| &r.accessor).collect::<std::collections::BTreeSet<_>>().len()
     }
 }

@@ -394,6 +394,9 @@ impl HttpVault {
         let started = Instant::now();
         let response = request.send().await;
         crate::metrics::METRICS.observe_vault(op, started.elapsed());
+        if response.is_err() {
+            crate::metrics::METRICS.vault_unanswered(op);
+        }
         let response = match response {
             Ok(response) => response,
             // No connection: the request did not reach the node.

@@ -396,6 +396,8 @@ pub struct Plugin {
     /// The command the plugin is run through at the next (re)start (empty: run directly), such
     /// as `nsenter … --` into a host of [`hosts`].
     pub wrap: Vec<String>,
+    /// The binary the next (re)start runs: this build's, or an earlier release's (upgrades).
+    pub program: PathBuf,
     child: Option<Child>,
 }
 
@@ -455,6 +457,7 @@ impl Plugin {
             log_filter: "vault_secrets=debug,info".into(),
             env: Vec::new(),
             wrap: Vec::new(),
+            program: PathBuf::from(BIN),
             child: None,
         }
     }
@@ -476,7 +479,7 @@ impl Plugin {
     pub fn restart(&mut self) {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = wrapped(&self.wrap, BIN)
+        let child = wrapped(&self.wrap, &self.program)
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("VAULT_SECRETS_LOG", &self.log_filter)
