@@ -39,7 +39,8 @@ created=()
 registry_pid=
 cleanup() {
     for p in "${created[@]}"; do docker plugin rm -f "$p" >/dev/null 2>&1 || true; done
-    [[ -z $registry_pid ]] || { kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; }
+    # (wait gives the registry's own status, 143 after the SIGTERM: not this script's)
+    [[ -z $registry_pid ]] || { kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; }
     # The chroot's /proc lived in unshare's mount namespace: nothing is mounted in $work.
     rm -rf --one-file-system "$work"
 }
