@@ -19,8 +19,9 @@ use crate::vault::identity::{
 };
 use crate::vault::{HttpVault, Login, Vault};
 
-/// The size of the private tmpfs that holds tokens (a few hundred bytes per mount).
-const PRIVATE_SIZE: u64 = 16 * 1024 * 1024;
+/// The size of the private tmpfs that holds tokens (a few hundred bytes per mount; a quarter
+/// kept for the plugin's own records: [`crate::state::quota`]).
+const PRIVATE_SIZE: u64 = crate::state::quota::CAPACITY;
 
 /// The host's real edges: OpenBao/Vault over HTTP, mount(2), the state directories, dockerd.
 pub struct Host;
@@ -129,6 +130,10 @@ fn prepare_runtime(
         create_private_dir(&dirs.private)?;
         let options = TmpfsOptions { size: PRIVATE_SIZE, mode: 0o700, uid: 0, gid: 0 };
         mounter.mount_tmpfs(&dirs.private, &options).context("the private tmpfs for tokens")?;
+    } else if let Err(e) = mounter.resize_tmpfs(&dirs.private, PRIVATE_SIZE) {
+        // Left by an earlier run, perhaps of a build that mounted it smaller: what it holds
+        // stays, only its room is set; without it the quota is still kept, on less room.
+        tracing::warn!(error = %crate::report::chain(&e), "cannot set the size of the private tmpfs");
     }
     Ok((dirs, [runtime_lock, state_lock]))
 }

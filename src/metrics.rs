@@ -110,6 +110,31 @@ pub struct Metrics {
     vault_unanswered: [Counter; 9],
     /// Connections closed at once because their listener was at its cap, by listener.
     refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// What Docker users' records take of the private tmpfs, and what they may take.
+    pub state_store: StoreGauge,
+}
+
+/// Bytes used and bytes available, set together.
+#[derive(Debug, Default)]
+pub struct StoreGauge {
+    used: AtomicU64,
+    capacity: AtomicU64,
+}
+
+impl StoreGauge {
+    pub const fn new() -> StoreGauge {
+        StoreGauge { used: AtomicU64::new(0), capacity: AtomicU64::new(0) }
+    }
+
+    pub fn set(&self, used: u64, capacity: u64) {
+        self.used.store(used, Ordering::Relaxed);
+        self.capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    /// Bytes used and capacity.
+    pub fn get(&self) -> (u64, u64) {
+        (self.used.load(Ordering::Relaxed), self.capacity.load(Ordering::Relaxed))
+    }
 }
 
 /// The process-wide metrics.
@@ -157,6 +182,7 @@ impl Metrics {
             vault: [const { Histogram::new() }; 9],
             vault_unanswered: [const { Counter::new() }; 9],
             refused: Mutex::new(BTreeMap::new()),
+            state_store: StoreGauge::new(),
         }
     }
 
@@ -189,6 +215,13 @@ impl Metrics {
             env!("CARGO_PKG_VERSION"),
             env!("VAULT_SECRETS_COMMIT"),
         );
+        let (used, capacity) = self.state_store.get();
+        for (name, help, value) in [
+            ("vault_secrets_state_store_bytes", "Bytes the records of mounts and swarm tasks take in the private tmpfs (whole pages).", used),
+            ("vault_secrets_state_store_capacity_bytes", "Bytes the records of mounts and swarm tasks may take (the rest of the private tmpfs is kept for the plugin's own records); mounts fail beyond it.", capacity),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
         let counters = [
             ("vault_secrets_mounts_total", "Mounts served.", &self.mounts),
             ("vault_secrets_mount_failures_total", "Mounts that failed.", &self.mount_failures),

@@ -55,8 +55,10 @@ use crate::files::Digests;
 use crate::vault::Token;
 
 pub mod format;
+pub mod quota;
 
-use format::{load, load_dir, save};
+use format::{encode, load, load_dir, save};
+use quota::Quota;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -80,6 +82,10 @@ pub enum StateError {
     },
     #[error("{path} holds a {kind} record in format {found}, written by a newer vault-secrets; this build reads {kind} formats 1 to {supported} and would lose what that build recorded (a downgrade): {remedy}")]
     Newer { path: PathBuf, kind: &'static str, found: u32, supported: u32, remedy: &'static str },
+    #[error("no room to record {path}: the records of mounts and swarm tasks take {used} of the {limit} bytes of the private tmpfs they may take (the rest is kept for the plugin's own records); it has room again as containers stop")]
+    Full { path: PathBuf, used: u64, limit: u64 },
+    #[error("the record {path} would take {size} bytes; a record takes at most {limit} (a digest per file: a volume with fewer files fits)")]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
 }
 
 /// A volume definition as persisted.
@@ -316,6 +322,8 @@ pub trait Store: Send + Sync + 'static {
 pub struct DirStore {
     volumes: PathBuf,
     private: PathBuf,
+    /// What mount and task records (Docker users') take of the private tmpfs.
+    quota: Quota,
 }
 
 impl DirStore {
@@ -337,7 +345,22 @@ impl DirStore {
         refuse_newer::<PendingRevocation>(&files_in(&revocations))?;
         refuse_newer::<TaskRecord>(&files_in(&tasks))?;
         refuse_newer::<IdentityRecord>(&[private.join("identity.json")])?;
-        Ok(DirStore { volumes, private: private.to_owned() })
+        let quota = Quota::new(quota::USER_RECORDS, &[&mounts, &tasks]);
+        Ok(DirStore { volumes, private: private.to_owned(), quota })
+    }
+
+    /// Writes a Docker user's record within the quota: refused, nothing written, when it
+    /// would take more than users' records may.
+    fn save_charged<T: format::Record>(&self, path: &Path, record: &T) -> Result<(), StateError> {
+        let bytes = encode(record);
+        let before = self.quota.charge(path, bytes.len() as u64)?;
+        atomic_write(path, &bytes, false).inspect_err(|_| self.quota.restore(path, before))
+    }
+
+    fn remove_charged(&self, path: &Path) -> Result<(), StateError> {
+        remove(path)?;
+        self.quota.release(path);
+        Ok(())
     }
 
     fn mount_path(&self, volume: &str, id: &str) -> PathBuf {
@@ -422,11 +445,11 @@ impl Store for DirStore {
     }
 
     fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
-        save(&self.mount_path(&record.volume, &record.id), record, false)
+        self.save_charged(&self.mount_path(&record.volume, &record.id), record)
     }
 
     fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
-        remove(&self.mount_path(volume, id))
+        self.remove_charged(&self.mount_path(volume, id))
     }
 
     fn load_revocations(&self) -> Vec<PendingRevocation> {
@@ -471,11 +494,11 @@ impl Store for DirStore {
     }
 
     fn save_task(&self, record: &TaskRecord) -> Result<(), StateError> {
-        save(&self.task_path(&record.task, &record.secret), record, false)
+        self.save_charged(&self.task_path(&record.task, &record.secret), record)
     }
 
     fn delete_task(&self, task: &str, secret: &str) -> Result<(), StateError> {
-        remove(&self.task_path(task, secret))
+        self.remove_charged(&self.task_path(task, secret))
     }
 }
 
@@ -488,6 +511,8 @@ pub struct MemoryStore {
     pub volume_identities: Mutex<BTreeMap<String, VolumeIdentityRecord>>,
     pub revocations: Mutex<BTreeMap<String, PendingRevocation>>,
     pub tasks: Mutex<BTreeMap<(String, String), TaskRecord>>,
+    /// Refuses every mount record while set, as a full private tmpfs does.
+    pub full: std::sync::atomic::AtomicBool,
 }
 
 impl Store for MemoryStore {
@@ -510,6 +535,9 @@ impl Store for MemoryStore {
     }
 
     fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StateError::Full { path: PathBuf::from("mounts"), used: 1, limit: 1 });
+        }
         let key = (record.volume.clone(), record.id.clone());
         self.mounts.lock().unwrap().insert(key, record.clone());
         Ok(())

@@ -82,6 +82,18 @@ impl Default for LinuxMounter {
     }
 }
 
+impl LinuxMounter {
+    /// Sets the size of the tmpfs at `target` (mounted `nosuid,nodev,noexec`, as
+    /// [`Mounter::mount_tmpfs`] mounts), keeping what it holds: the private tmpfs an earlier
+    /// build mounted smaller.
+    pub fn resize_tmpfs(&self, target: &Path, size: u64) -> Result<(), MountError> {
+        let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        let data = std::ffi::CString::new(format!("size={size}")).expect("no NUL in mount data");
+        rustix::mount::mount_remount(target, flags, data.as_c_str())
+            .map_err(|e| MountError::Mount { target: target.to_owned(), source: e.into() })
+    }
+}
+
 impl Mounter for LinuxMounter {
     fn mount_tmpfs(&self, target: &Path, options: &TmpfsOptions) -> Result<(), MountError> {
         let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;

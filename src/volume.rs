@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod bounds;
+
 /// The largest tmpfs a volume may ask for: secrets are small, host memory is not free.
 pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
 /// The least tmpfs that holds one small key: a page for the file, and one for the temporary
@@ -322,7 +324,7 @@ impl VolumeSpec {
                 "names the file of `field`, or of format=json / format=env; with format=files each key is its own file",
             ));
         }
-        Ok(VolumeSpec {
+        let spec = VolumeSpec {
             sources,
             field: spec_field,
             file: spec_file,
@@ -337,7 +339,9 @@ impl VolumeSpec {
             signal,
             identity,
             template,
-        })
+        };
+        bounds::check(&spec)?;
+        Ok(spec)
     }
 
     /// The name of the single output file for `format=json`/`env` or `field`, if there is one.

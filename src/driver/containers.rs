@@ -209,7 +209,7 @@ impl<E: Edges> Driver<E> {
         self.audit.record(event.held_by(Some(&container)).detail(format!("engine {engine}")));
         active.container = Some(container);
         active.engine = Some(engine);
-        self.save_record(volume, id, active);
+        self.update_record(volume, id, active);
     }
 
     /// Waits for a new mount whose container is to be looked for.
@@ -364,7 +364,7 @@ impl<E: Edges> Driver<E> {
         }
         self.revoke_held(name, id, &active.token.token, &active.token.accessor, held).await;
         active.timers.retiring.clear();
-        self.save_record(volume, id, active);
+        self.update_record(volume, id, active);
         1
     }
 

@@ -108,6 +108,12 @@ pub enum DriverError {
     },
     #[error("mount of volume {volume} failed inside the plugin ({message}); its token was revoked and nothing is left mounted")]
     Internal { volume: String, message: String },
+    #[error("cannot record the mount of volume {volume}, so it does not run: its token was revoked and nothing is left mounted")]
+    Record {
+        volume: String,
+        #[source]
+        source: StateError,
+    },
     #[error("cannot record volume {volume}")]
     State {
         volume: String,

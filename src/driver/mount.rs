@@ -8,8 +8,8 @@ use crate::files::{self, Digests, Ownership};
 use crate::lease::plan::{Deadline, SourceTimer, Timers};
 use crate::lease::Job;
 use crate::metrics::METRICS;
-use crate::state::Store;
 use crate::state::{Container, ExpiryRecord, LeaseRecord, MountRecord};
+use crate::state::{StateError, Store};
 use crate::tmpfs::Mounter;
 use crate::tmpfs::TmpfsOptions;
 use crate::vault::Vault;
@@ -161,7 +161,7 @@ impl<E: Edges> Driver<E> {
                 self.leases.set(Job::mount(name, id), active.timers.next());
             }
             active.refs += 1;
-            self.save_record(&volume, id, active);
+            self.update_record(&volume, id, active);
             tracing::info!(refs = active.refs, "mount ID seen again; reference counted");
             return Ok(active.mountpoint.clone());
         }
@@ -270,11 +270,14 @@ impl<E: Edges> Driver<E> {
             ended: false,
         };
         // Recorded before anything else is obtained: a crash from here on is cleaned up at the
-        // next start (the token revoked, with every lease it made).
-        self.save_record(volume, id, &active);
+        // next start (the token revoked, with every lease it made). A mount that cannot be
+        // recorded does not run: a restart would lose its token, never revoked.
+        let recorded = self
+            .save_record(volume, id, &active)
+            .map_err(|source| DriverError::Record { volume: name.clone(), source });
         // A panic on the way (a bug, or input nobody foresaw) must not leave a token unrevoked
         // or a tmpfs mounted: it is caught here and cleaned up like any failure.
-        let filled = match ready {
+        let filled = match ready.and_then(|device| recorded.map(|()| device)) {
             Ok(device) => {
                 active.device = device;
                 AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await
@@ -282,10 +285,10 @@ impl<E: Edges> Driver<E> {
             Err(e) => Ok(Err(e)),
         };
         let error = match filled {
-            Ok(Ok(())) => {
-                self.save_record(volume, id, &active);
-                return Ok(active);
-            }
+            Ok(Ok(())) => match self.save_record(volume, id, &active) {
+                Ok(()) => return Ok(active),
+                Err(source) => DriverError::Record { volume: name.clone(), source },
+            },
             Ok(Err(e)) => e,
             Err(panic) => {
                 let message = panic
@@ -351,7 +354,20 @@ impl<E: Edges> Driver<E> {
         Ok(())
     }
 
-    pub(super) fn save_record(&self, volume: &Volume, id: &str, active: &Active) {
+    /// Records a mount that is already recorded (its token is known to the next start
+    /// whatever happens here): a failure is logged, the record on disk left as it was.
+    pub(super) fn update_record(&self, volume: &Volume, id: &str, active: &Active) {
+        if let Err(e) = self.save_record(volume, id, active) {
+            tracing::error!(error = %crate::report::chain(&e), "cannot update the mount's record in the private runtime directory; the one before stays");
+        }
+    }
+
+    pub(super) fn save_record(
+        &self,
+        volume: &Volume,
+        id: &str,
+        active: &Active,
+    ) -> Result<(), StateError> {
         let now = Instant::now();
         let leases = active
             .leased()
@@ -387,10 +403,7 @@ impl<E: Edges> Driver<E> {
             engine: active.engine.clone(),
             ended: active.ended,
         };
-        if let Err(e) = self.store.save_mount(&record) {
-            // The mount works without it; only a restart of the plugin would lose track of it.
-            tracing::error!(error = %crate::report::chain(&e), "cannot record the mount in the private runtime directory");
-        }
+        self.store.save_mount(&record)
     }
 
     /// Drops one reference of mount `id`; the last one revokes its token (and with it every
@@ -412,7 +425,7 @@ impl<E: Edges> Driver<E> {
         };
         active.refs -= 1;
         if active.refs > 0 {
-            self.save_record(&volume, id, active);
+            self.update_record(&volume, id, active);
             tracing::info!(refs = active.refs, "one reference released; still mounted");
             return Ok(());
         }

@@ -150,7 +150,7 @@ impl<E: Edges> Driver<E> {
                         // Its engine is no longer configured: looked for again among those that are.
                         (active.engine, active.container) = (None, None);
                     }
-                    self.save_record(&volume, &record.id, &active);
+                    self.update_record(&volume, &record.id, &active);
                     if !active.ended {
                         self.leases
                             .set(Job::mount(&record.volume, &record.id), active.timers.next());

@@ -227,6 +227,7 @@ impl Edges for Fakes {
 }
 
 mod containers;
+mod records;
 
 struct Fixture {
     driver: Driver<Fakes>,

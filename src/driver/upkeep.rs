@@ -84,7 +84,7 @@ impl<E: Edges> Driver<E> {
             }
         }
         active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
-        self.save_record(volume, id, active);
+        self.update_record(volume, id, active);
     }
 
     async fn do_due(
@@ -323,7 +323,7 @@ impl<E: Edges> Driver<E> {
             old.accessor
         )));
         tracing::info!(why, accessor = %active.token.accessor, old_accessor = %old.accessor, ?grace, changed, "fresh generation");
-        self.save_record(volume, id, active);
+        self.update_record(volume, id, active);
         if changed {
             self.signal(volume, id, active).await;
         }

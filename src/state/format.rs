@@ -91,11 +91,15 @@ struct Header {
 
 /// Writes `record` to `path` in this build's format (see [`atomic_write`] for `durable`).
 pub fn save<T: Record>(path: &Path, record: &T, durable: bool) -> Result<(), StateError> {
-    let bytes = zeroize::Zeroizing::new(
+    atomic_write(path, &encode(record), durable)
+}
+
+/// The bytes [`save`] writes for `record` (zeroed when dropped: a record may hold a token).
+pub fn encode<T: Record>(record: &T) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(
         serde_json::to_vec_pretty(&Versioned { version: T::FORMAT, inner: record })
             .expect("records serialize"),
-    );
-    atomic_write(path, &bytes, durable)
+    )
 }
 
 /// Reads the record at `path`, from any format up to this build's; `None` (logged, the file

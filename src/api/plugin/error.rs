@@ -39,6 +39,7 @@ impl From<DriverError> for ApiError {
             | DriverError::Write { .. }
             | DriverError::Directory { .. }
             | DriverError::State { .. }
+            | DriverError::Record { .. }
             | DriverError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, message: chain(&e) }
