@@ -23,6 +23,16 @@ use crate::vault::{HttpVault, Login, Vault};
 /// kept for the plugin's own records: [`crate::state::quota`]).
 const PRIVATE_SIZE: u64 = crate::state::quota::CAPACITY;
 
+/// The private tmpfs's size: [`PRIVATE_SIZE`], or `VAULT_SECRETS_PRIVATE_SIZE` (bytes, at
+/// least 64 KiB), with which the tests fill it in a few dozen mounts.
+fn private_size() -> u64 {
+    std::env::var("VAULT_SECRETS_PRIVATE_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|size| *size >= 64 * 1024)
+        .unwrap_or(PRIVATE_SIZE)
+}
+
 /// The host's real edges: OpenBao/Vault over HTTP, mount(2), the state directories, dockerd.
 pub struct Host;
 
@@ -128,9 +138,9 @@ fn prepare_runtime(
     create_private_dir(&dirs.files)?;
     if !mounter.is_mounted(&dirs.private) {
         create_private_dir(&dirs.private)?;
-        let options = TmpfsOptions { size: PRIVATE_SIZE, mode: 0o700, uid: 0, gid: 0 };
+        let options = TmpfsOptions { size: private_size(), mode: 0o700, uid: 0, gid: 0 };
         mounter.mount_tmpfs(&dirs.private, &options).context("the private tmpfs for tokens")?;
-    } else if let Err(e) = mounter.resize_tmpfs(&dirs.private, PRIVATE_SIZE) {
+    } else if let Err(e) = mounter.resize_tmpfs(&dirs.private, private_size()) {
         // Left by an earlier run, perhaps of a build that mounted it smaller: what it holds
         // stays, only its room is set; without it the quota is still kept, on less room.
         tracing::warn!(error = %crate::report::chain(&e), "cannot set the size of the private tmpfs");
@@ -219,7 +229,8 @@ async fn establish_identity(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mounter = LinuxMounter::default();
     let (dirs, _locks) = prepare_runtime(&config, &mounter)?;
-    let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
+    let store =
+        Arc::new(DirStore::open_sized(&config.plugin.state_dir, &dirs.private, private_size())?);
     let vault = HttpVault::new(&config.vault)?;
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
     let driver = Arc::new(RealDriver::new(Parts {

@@ -330,6 +330,16 @@ impl DirStore {
     /// `state_dir` must exist; `private` is the (already mounted) private tmpfs. Refuses a
     /// store holding a record of a newer format than this build's (a downgrade).
     pub fn open(state_dir: &Path, private: &Path) -> Result<DirStore, StateError> {
+        DirStore::open_sized(state_dir, private, quota::CAPACITY)
+    }
+
+    /// [`DirStore::open`] over a private tmpfs of `capacity` bytes: users' records may take
+    /// three quarters of it.
+    pub fn open_sized(
+        state_dir: &Path,
+        private: &Path,
+        capacity: u64,
+    ) -> Result<DirStore, StateError> {
         let volumes = state_dir.join("volumes");
         let mounts = private.join("mounts");
         let identities = private.join("identities");
@@ -345,7 +355,7 @@ impl DirStore {
         refuse_newer::<PendingRevocation>(&files_in(&revocations))?;
         refuse_newer::<TaskRecord>(&files_in(&tasks))?;
         refuse_newer::<IdentityRecord>(&[private.join("identity.json")])?;
-        let quota = Quota::new(quota::USER_RECORDS, &[&mounts, &tasks]);
+        let quota = Quota::new(quota::user_records(capacity), &[&mounts, &tasks]);
         Ok(DirStore { volumes, private: private.to_owned(), quota })
     }
 

@@ -66,6 +66,7 @@ mod util;
 mod attack;
 mod audit;
 mod auth;
+mod bounds;
 mod chaos;
 mod compose;
 mod containers;

@@ -22,16 +22,22 @@ pub const CAPACITY: u64 = 64 * 1024 * 1024;
 pub const RESERVED: u64 = CAPACITY / 4;
 /// What Docker users' records (mounts, swarm tasks) may take together.
 pub const USER_RECORDS: u64 = CAPACITY - RESERVED;
+
+/// What users' records may take of a private tmpfs of `capacity` bytes: three quarters.
+pub fn user_records(capacity: u64) -> u64 {
+    capacity - capacity / 4
+}
+
 /// The largest record: a mount's record is its token, leases and a digest per file, a few
 /// hundred bytes for a real volume; 1 MiB is thousands of files. Beyond it one mount would
 /// take a share of the store no container needs.
 pub const MAX_RECORD: u64 = 1024 * 1024;
 /// A tmpfs gives each file whole pages.
 const PAGE: u64 = 4096;
-/// The share of [`USER_RECORDS`] at which a warning is logged (once, until it drops below
-/// [`CALM`] again).
-const WARN: u64 = USER_RECORDS / 10 * 8;
-const CALM: u64 = USER_RECORDS / 10 * 7;
+/// The share of the limit, in percent, at which a warning is logged (once, until it drops
+/// below [`CALM`] percent again).
+const WARN: u64 = 80;
+const CALM: u64 = 70;
 
 /// The pages a record of `len` bytes takes.
 fn pages(len: u64) -> u64 {
@@ -118,10 +124,10 @@ impl Quota {
 
     fn observe(&self, held: &mut Held) {
         METRICS.state_store.set(held.total, self.limit);
-        if !held.warned && held.total >= WARN {
+        if !held.warned && held.total * 100 >= self.limit * WARN {
             held.warned = true;
             tracing::warn!(used = held.total, limit = self.limit, "the private tmpfs is filling: mount records take 80% of the room they may; a full store refuses mounts");
-        } else if held.warned && held.total < CALM {
+        } else if held.warned && held.total * 100 < self.limit * CALM {
             held.warned = false;
             tracing::info!(
                 used = held.total,
