@@ -10,6 +10,7 @@ mod containers;
 mod identity;
 mod mount;
 mod restore;
+mod retain;
 mod revoke;
 mod secrets;
 mod status;

@@ -349,7 +349,7 @@ impl<E: Edges> Driver<E> {
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
-        active.secrets = Some(secrets);
+        active.secrets = super::retain::retained(spec, &active.timers, secrets);
         active.last_refresh = Some(SystemTime::now());
         Ok(())
     }

@@ -214,7 +214,7 @@ impl<E: Edges> Driver<E> {
             None => fresh.into_iter().map(|(_, s)| s).collect(),
         };
         let written = self.write_files(volume, id, active, &secrets).await;
-        active.secrets = Some(secrets);
+        active.secrets = super::retain::retained(spec, &active.timers, secrets);
         for &i in &statics {
             active.timers.sources[i] = SourceTimer::Static { refresh_at: Some(now + spec.refresh) };
         }
@@ -312,7 +312,7 @@ impl<E: Edges> Driver<E> {
         active.timers =
             fresh_timers(&volume.spec, &active.token, &active.leases, &active.expirations, now);
         active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
-        active.secrets = Some(secrets);
+        active.secrets = super::retain::retained(&volume.spec, &active.timers, secrets);
         active.last_refresh = Some(SystemTime::now());
         METRICS.rotations.inc();
         let leases = active.leases.iter().flatten().map(|l| l.id.as_str());

@@ -1,8 +1,13 @@
-//! A mount whose record cannot be saved: it fails and is undone, nothing runs unrecorded.
+//! What a mount leaves in the plugin: a mount whose record cannot be saved fails and is
+//! undone (nothing runs unrecorded); parsed data is dropped once rendered.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
 
 use super::{fixture, opts, ID};
+use crate::lease::{Job, Worker};
 use crate::state::Store;
 
 #[tokio::test]
@@ -24,4 +29,48 @@ async fn a_mount_that_cannot_be_recorded_fails_and_is_undone() {
     f.store.full.store(false, Ordering::SeqCst);
     f.driver.mount("app", ID).await.unwrap();
     assert_eq!(f.store.load_mounts().len(), 1);
+}
+
+/// The data the mount `ID` of `volume` keeps after its files are written.
+async fn kept(f: &super::Fixture, volume: &str) -> Option<Vec<Vec<String>>> {
+    let slot = f.driver.volume(volume).unwrap().slot(ID).unwrap();
+    let guard = slot.lock().await;
+    let secrets = guard.as_ref().unwrap().secrets.as_ref()?;
+    Some(secrets.iter().map(|s| s.data.keys().cloned().collect()).collect())
+}
+
+#[tokio::test(start_paused = true)]
+async fn parsed_data_is_dropped_once_rendered_but_what_a_refresh_needs() {
+    let f = fixture();
+    f.vault.secrets.lock().unwrap().insert("database/creds/app".into(), json!({"password": "db"}));
+    f.vault.leased.lock().unwrap().insert("database/creds/app".into(), 3600);
+    f.driver.create("kv", opts(&[("path", "kv/app"), ("refresh", "10s")])).await.unwrap();
+    f.driver
+        .create(
+            "both",
+            opts(&[("path", "kv/app"), ("path.db", "database/creds/app"), ("refresh", "10s")]),
+        )
+        .await
+        .unwrap();
+    f.driver
+        .create("off", opts(&[("path.db", "database/creds/app"), ("refresh", "0")]))
+        .await
+        .unwrap();
+    f.driver.mount("kv", ID).await.unwrap();
+    let path = f.driver.mount("both", ID).await.unwrap();
+    f.driver.mount("off", ID).await.unwrap();
+    assert_eq!(kept(&f, "kv").await, None, "a refresh reads every source again");
+    assert_eq!(kept(&f, "off").await, None, "no refresh: nothing is needed");
+    assert_eq!(
+        kept(&f, "both").await,
+        Some(vec![vec![], vec!["password".to_string(), "username".to_string()]]),
+        "only the leased source's data, which a refresh does not read again"
+    );
+    // A refresh renders the kept lease's data with the fresh KV data.
+    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    f.driver.tick(&Job::mount("both", ID)).await.unwrap();
+    assert_eq!(std::fs::read_to_string(path.join("password")).unwrap(), "new");
+    assert_eq!(std::fs::read_to_string(path.join("db/password")).unwrap(), "db");
+    assert_eq!(f.vault.created.load(Ordering::SeqCst), 3, "no fresh generation was needed");
 }
