@@ -329,8 +329,7 @@ impl<E: Edges> Driver<E> {
     }
 
     /// Reads every source with the mount's token and fills the tmpfs [`Driver::make_tmpfs`]
-    /// mounted. (The tmpfs is fresh and no container sees it yet: nothing in it can block, so
-    /// it is written here, on the runtime.)
+    /// mounted, on a blocking thread.
     pub(super) async fn fill(
         &self,
         volume: &Volume,
@@ -342,11 +341,22 @@ impl<E: Edges> Driver<E> {
         let secrets = self.read_all(volume, &active.token.token).await?;
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.expirations = secrets.iter().map(Secret::expiration).collect();
-        let rendered = files::render(spec, &secrets, &self.templates_dir)
-            .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
-        let files_dir = self.files_dir(name, id);
-        active.digests = files::write_new(&files_dir, &rendered, Ownership::of(spec))
-            .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
+        // Rendering and writing take time in proportion to the data (megabytes, from a
+        // Docker user's sources): on a blocking thread, so that no other request waits on it.
+        let (spec_owned, templates) = (spec.clone(), self.templates_dir.clone());
+        let (files_dir, volume_name) = (self.files_dir(name, id), name.clone());
+        let (secrets, digests) = tokio::task::spawn_blocking(move || {
+            let digests = files::render(&spec_owned, &secrets, &templates)
+                .map_err(|source| DriverError::Render { volume: volume_name.clone(), source })
+                .and_then(|rendered| {
+                    files::write_new(&files_dir, &rendered, Ownership::of(&spec_owned))
+                        .map_err(|source| DriverError::Write { volume: volume_name, source })
+                });
+            (secrets, digests)
+        })
+        .await
+        .map_err(|e| DriverError::Internal { volume: name.clone(), message: e.to_string() })?;
+        active.digests = digests?;
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = super::retain::retained(spec, &active.timers, secrets);
