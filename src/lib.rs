@@ -50,7 +50,9 @@
 //!   `policies` against the identity's, and persists the definition — the options, never a
 //!   secret — in `state_dir`.
 //! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
-//!   or an AppRole login), recorded at once in the private tmpfs; every source is read with it;
+//!   or an AppRole login), recorded at once in the private tmpfs (a mount that cannot be
+//!   recorded fails there, its token revoked; users' records may take three quarters of it,
+//!   [`state::quota`]); every source is read with it;
 //!   the files are rendered and written into a tmpfs (`nosuid,nodev,noexec,noswap`, size cap,
 //!   owner and mode) at `runtime_dir/files/NAME/ID` (0700: only the plugin writes through it),
 //!   which a blocking thread mounted, with its read-only bind at `runtime_dir/mounts/NAME/ID`,

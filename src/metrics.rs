@@ -316,6 +316,10 @@ mod tests {
             "vault_secrets_vault_request_duration_seconds_bucket{op=\"read\",le=\"0.0025\"} 0\n"
         ));
         assert!(text.contains("vault_secrets_mount_duration_seconds_count 1\n"));
+        m.state_store.set(8192, 50_331_648);
+        let text = m.render();
+        assert!(text.contains("\nvault_secrets_state_store_bytes 8192\n"), "{text}");
+        assert!(text.contains("\nvault_secrets_state_store_capacity_bytes 50331648\n"), "{text}");
     }
 
     #[test]
