@@ -213,8 +213,8 @@ impl<E: Edges> Driver<E> {
             }
             None => fresh.into_iter().map(|(_, s)| s).collect(),
         };
-        let written = self.write_files(volume, id, active, &secrets).await;
-        active.secrets = super::retain::retained(spec, &active.timers, secrets);
+        let (secrets, written) = self.write_files(volume, id, active, secrets).await;
+        active.secrets = secrets.and_then(|s| super::retain::retained(spec, &active.timers, s));
         for &i in &statics {
             active.timers.sources[i] = SourceTimer::Static { refresh_at: Some(now + spec.refresh) };
         }
@@ -226,44 +226,51 @@ impl<E: Edges> Driver<E> {
         Ok(())
     }
 
-    /// Renders `secrets` and writes what changed; true when a file changed.
+    /// Renders `secrets` and writes what changed; true when a file changed. Gives `secrets`
+    /// back (not after a panic of the task).
     ///
-    /// The tmpfs is one a container has seen, so the writing runs off the runtime
-    /// (`spawn_blocking`): whatever is in it, no request of another mount waits on it. It is
-    /// written only while it is still mounted: never onto the disk below a vanished tmpfs.
+    /// The tmpfs is one a container has seen, and the data can be megabytes of a Docker
+    /// user's sources, so rendering and writing run off the runtime (`spawn_blocking`):
+    /// whatever is in it, no request of another mount waits on it. It is written only while it
+    /// is still mounted: never onto the disk below a vanished tmpfs.
     async fn write_files(
         &self,
         volume: &Volume,
         id: &str,
         active: &mut Active,
-        secrets: &[Secret],
-    ) -> Result<bool, DriverError> {
-        let name = &volume.record.name;
-        let rendered = files::render(&volume.spec, secrets, &self.templates_dir)
-            .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
-        let root = self.files_dir(name, id);
-        let write_err = |source| DriverError::Write { volume: name.clone(), source };
+        secrets: Vec<Secret>,
+    ) -> (Option<Vec<Secret>>, Result<bool, DriverError>) {
+        let name = volume.record.name.clone();
+        let root = self.files_dir(&name, id);
+        let write_err = |name: String, source| DriverError::Write { volume: name, source };
         if !self.mounter.is_mounted(&root) {
-            return Err(write_err(WriteError {
-                path: root,
-                source: std::io::Error::other("the mount's tmpfs is gone; nothing is written"),
-            }));
+            let gone = std::io::Error::other("the mount's tmpfs is gone; nothing is written");
+            return (Some(secrets), Err(write_err(name, WriteError { path: root, source: gone })));
         }
-        let owner = Ownership::of(&volume.spec);
+        let (spec, templates) = (volume.spec.clone(), self.templates_dir.clone());
         let mut digests = std::mem::take(&mut active.digests);
-        let (result, digests) = tokio::task::spawn_blocking(move || {
-            let result = files::write(&root, &rendered, owner, &mut digests);
-            (result, digests)
+        let task_name = name.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let result = files::render(&spec, &secrets, &templates)
+                .map_err(|source| DriverError::Render { volume: task_name.clone(), source })
+                .and_then(|rendered| {
+                    files::write(&root, &rendered, Ownership::of(&spec), &mut digests)
+                        .map_err(|source| write_err(task_name, source))
+                });
+            (secrets, digests, result)
         })
-        .await
-        .map_err(|e| {
-            write_err(WriteError {
-                path: self.files_dir(name, id),
-                source: std::io::Error::other(format!("the writing task failed: {e}")),
-            })
-        })?;
-        active.digests = digests;
-        result.map_err(write_err)
+        .await;
+        match done {
+            Ok((secrets, digests, result)) => {
+                active.digests = digests;
+                (Some(secrets), result)
+            }
+            Err(e) => {
+                let source = std::io::Error::other(format!("the writing task failed: {e}"));
+                let path = self.files_dir(&name, id);
+                (None, Err(write_err(name, WriteError { path, source })))
+            }
+        }
     }
 
     /// A fresh generation: a new child token, every source read with it, the files swapped;
@@ -279,10 +286,11 @@ impl<E: Edges> Driver<E> {
         let token =
             self.issue_token(volume, id).await.inspect_err(|_| METRICS.rotation_failures.inc())?;
         let fetched = match self.read_all(volume, &token.token).await {
-            Ok(secrets) => self
-                .write_files(volume, id, active, &secrets)
-                .await
-                .map(|changed| (secrets, changed)),
+            Ok(secrets) => match self.write_files(volume, id, active, secrets).await {
+                (Some(secrets), Ok(changed)) => Ok((secrets, changed)),
+                (_, Err(e)) => Err(e),
+                (None, Ok(_)) => unreachable!("the data comes back with every success"),
+            },
             Err(e) => Err(e),
         };
         let (secrets, changed) = match fetched {
