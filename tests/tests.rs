@@ -34,6 +34,8 @@
 //!   while a container runs — restarted on this build, or `docker plugin upgrade` — and this
 //!   build takes over its files, renewals, refresh and revocation; records of a newer format
 //!   (a downgrade) stop the start.
+//! - `rootless`: rootless Docker (`util::rootless`: dockerd-rootless.sh and rootlesskit as a
+//!   user of its own) with the plugin in the engine's namespaces, as `docs/rootless.md` says.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 //!
@@ -81,6 +83,7 @@ mod outage;
 mod plugin;
 mod podman;
 mod props;
+mod rootless;
 mod secrets;
 mod soak;
 mod upgrade;
