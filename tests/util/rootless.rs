@@ -53,16 +53,7 @@ impl RootlessDockerd {
             Path::new("/usr/bin/rootlesskit").exists() && Path::new("/usr/bin/newuidmap").exists(),
             "no rootlesskit or newuidmap: run tests/engines.sh (Debian's rootlesskit and uidmap)"
         );
-        let xdg = PathBuf::from(format!("/run/user/{uid}"));
-        std::fs::create_dir_all(&xdg).unwrap();
-        rustix::fs::chown(
-            &xdg,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .unwrap();
-        std::fs::set_permissions(&xdg, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        let xdg = runtime_dir(uid, gid);
         let socket = xdg.join("docker.sock");
         assert!(
             !socket.exists() || !Self::answers(&format!("unix://{}", socket.display())),
@@ -211,8 +202,54 @@ impl Drop for RootlessDockerd {
     }
 }
 
+/// The command prefix that runs a program as [`USER`] (its uid, gid and groups), with its
+/// `HOME`, `USER` and `XDG_RUNTIME_DIR` (made if missing), the rest of the environment kept:
+/// how the rootless Podman test runs `podman` and `podman unshare`.
+pub fn as_user() -> Vec<String> {
+    let (uid, gid, home) = user();
+    let xdg = runtime_dir(uid, gid);
+    vec![
+        "setpriv".into(),
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--init-groups".into(),
+        "env".into(),
+        format!("HOME={}", home.display()),
+        format!("USER={USER}"),
+        format!("XDG_RUNTIME_DIR={}", xdg.display()),
+    ]
+}
+
+/// `/run/user/UID`, [`USER`]'s (0700), made if missing.
+fn runtime_dir(uid: u32, gid: u32) -> PathBuf {
+    let xdg = PathBuf::from(format!("/run/user/{uid}"));
+    std::fs::create_dir_all(&xdg).unwrap();
+    rustix::fs::chown(
+        &xdg,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&xdg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    xdg
+}
+
+/// Gives `paths` to [`USER`] (a plugin run as that user reads its configuration and token file
+/// and writes its state directory).
+pub fn give(paths: &[&Path]) {
+    let (uid, gid, _) = user();
+    for p in paths {
+        rustix::fs::chown(
+            *p,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .unwrap();
+    }
+}
+
 /// [`USER`]'s uid, gid and home, from the passwd database.
-fn user() -> (u32, u32, PathBuf) {
+pub fn user() -> (u32, u32, PathBuf) {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     let fields: Vec<&str> = passwd
         .lines()
