@@ -35,7 +35,8 @@
 //!   build takes over its files, renewals, refresh and revocation; records of a newer format
 //!   (a downgrade) stop the start.
 //! - `rootless`: rootless Docker (`util::rootless`: dockerd-rootless.sh and rootlesskit as a
-//!   user of its own) with the plugin in the engine's namespaces, as `docs/rootless.md` says.
+//!   user of its own) and rootless Podman, with the plugin in the engine's namespaces, as
+//!   `docs/rootless.md` says.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 //!
