@@ -51,7 +51,7 @@
 //! |-----------------------|-----------------------------------------------|--------------------------|
 //! | `_on_every_engine`    | Docker: the core of what users do             | Engines 20.10, 26.1, 28.5 |
 //! | `_on_current_engines` | Docker: what Engine ≥ 26 does, or restarts of its engine | Engines 26.1, 28.5 |
-//! | `_on_one_engine`      | Docker (or its lock) where once is enough: three-node swarms, chaos, HA, 64 containers | Engine 28.5 |
+//! | `_on_one_engine`      | Docker (or its lock) where once is enough: three-node swarms, chaos, HA, 64 containers, rootless engines of a test's own | Engine 28.5 |
 //! | `_on_every_podman`    | Podman                                        | Podman 4.3, 5.4          |
 //! | anything else         | no engine: the plugin over its socket, OpenBao, PostgreSQL | once         |
 //!
