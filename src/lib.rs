@@ -27,7 +27,8 @@
 //!     deadlines) writes)    identity)   itions;   ro)     Docker,
 //!                                       tmpfs:            Podman;
 //!                                       tokens)           mountinfo)
-//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above
+//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above;
+//!      namespace (a Vault namespace path, checked) below them
 //! ```
 //!
 //! - [`api`]: the inbound adapters, each over a narrow trait of the driver
@@ -143,6 +144,7 @@ pub mod driver;
 pub mod files;
 pub mod lease;
 pub mod metrics;
+pub mod namespace;
 pub mod report;
 pub mod state;
 pub mod tmpfs;

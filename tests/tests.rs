@@ -18,6 +18,8 @@
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
 //! - `attack`: attacks on the host from inside a container and from hostile volume options;
+//! - `namespaces`: `vault.namespace` and a volume's `namespace` against OpenBao's namespaces,
+//!   each request's namespace read back from OpenBao's audit log;
 //! - `auth`: the plugin's node identities (TLS certificate and JWT auth against an OpenBao
 //!   with a TLS listener) and the single use of a volume's wrapped token across nodes;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
@@ -77,6 +79,7 @@ mod hostile;
 mod hosts;
 mod leases;
 mod managed;
+mod namespaces;
 mod outage;
 mod plugin;
 mod podman;

@@ -83,6 +83,14 @@ impl Vault for FakeVault {
         Ok(())
     }
 
+    async fn revoke_certificate(
+        &self,
+        _: &Token,
+        _: &crate::vault::pki::Issued,
+    ) -> Result<(), VaultError> {
+        Ok(())
+    }
+
     async fn renew_self(&self, _: &Token, increment: Duration) -> Result<Duration, VaultError> {
         self.token_renewals.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
