@@ -634,6 +634,7 @@ mod tests {
             certificates: vec![crate::vault::pki::Issued {
                 revoke_path: "pki/revoke".into(),
                 serial: "7b:a2".into(),
+                not_stored: true,
             }],
         };
         store.save_mount(&record).unwrap();

@@ -17,6 +17,15 @@ pub(super) fn issued(spec: &VolumeSpec, secrets: &[Secret]) -> Vec<Issued> {
     spec.sources.iter().zip(secrets).filter_map(|(s, secret)| pki::issued(s, secret)).collect()
 }
 
+/// What `status` says of a mount's certificates at its end.
+pub(super) fn at_stop(certificate: &Issued) -> &'static str {
+    if certificate.not_stored {
+        "not revoked at stop: its role has no_store, vault keeps no record of it; valid until it expires"
+    } else {
+        "revoked at stop"
+    }
+}
+
 /// What became of one revocation.
 enum Outcome {
     Revoked,
@@ -27,6 +36,27 @@ enum Outcome {
 }
 
 impl<E: Edges> Driver<E> {
+    /// The certificates `secrets` hold, each looked up (`MOUNT/cert/SERIAL`, with `token`)
+    /// to learn whether Vault keeps it: a `no_store` role's cannot be revoked, which `status`
+    /// then says. A lookup that fails otherwise changes nothing.
+    pub(super) async fn certificates_of(
+        &self,
+        spec: &VolumeSpec,
+        secrets: &[Secret],
+        token: &crate::vault::Token,
+    ) -> Vec<Issued> {
+        let mut certificates = issued(spec, secrets);
+        for certificate in &mut certificates {
+            if let Err(crate::vault::VaultError::NotFound { .. }) =
+                self.vault.read(token, &certificate.lookup()).await
+            {
+                tracing::warn!(serial = %certificate.serial, "vault keeps no record of the certificate (its role has no_store): it cannot be revoked at stop");
+                certificate.not_stored = true;
+            }
+        }
+        certificates
+    }
+
     /// Revokes the certificates mount `id` of volume `name` was issued; a failure while Vault
     /// is out of reach is kept and retried.
     pub(super) async fn revoke_certificates(
@@ -42,6 +72,16 @@ impl<E: Edges> Driver<E> {
         let namespace =
             self.volumes.lock().unwrap().get(name).and_then(|v| v.spec.namespace.clone());
         for certificate in certificates {
+            if certificate.not_stored {
+                let what =
+                    format!("certificate {} ({})", certificate.serial, certificate.revoke_path);
+                let detail = format!(
+                    "{what} is not revoked: its role has no_store; it stays valid until it expires"
+                );
+                tracing::info!(serial = %certificate.serial, "{detail}");
+                self.audit.record(Event::new("error", name).mount(id).held_by(held).detail(detail));
+                continue;
+            }
             if let Outcome::Later =
                 self.revoke_certificate(name, id, namespace.as_ref(), certificate, held).await
             {

@@ -343,7 +343,7 @@ impl<E: Edges> Driver<E> {
         let spec = &volume.spec;
         let secrets = self.read_all(volume, &active.token.token).await?;
         // Recorded first: a failure from here on revokes them with the token.
-        active.certificates = super::certificates::issued(spec, &secrets);
+        active.certificates = self.certificates_of(spec, &secrets, &active.token.token).await;
         self.save_record(volume, id, active);
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.expirations = secrets.iter().map(Secret::expiration).collect();

@@ -40,6 +40,8 @@ struct FakeVault {
     certified: Mutex<BTreeMap<String, Expiration>>,
     /// The serials of the certificates revoked, in order.
     certificates_revoked: Mutex<Vec<String>>,
+    /// PKI mounts whose certificates Vault keeps no record of (`no_store` roles).
+    not_stored: Mutex<Vec<String>>,
 }
 
 /// The `expiration` a fake certificate carries.
@@ -83,6 +85,14 @@ impl Vault for FakeVault {
 
     async fn read(&self, _token: &Token, source: &Source) -> Result<Secret, VaultError> {
         self.check_up(&source.path)?;
+        if let Some((mount, _serial)) = source.path.split_once("/cert/") {
+            // PKI's record of a certificate: none for a `no_store` role's.
+            if self.not_stored.lock().unwrap().iter().any(|m| m == mount) {
+                return Err(VaultError::NotFound { path: source.path.clone() });
+            }
+            let data = json!({"certificate": "kept"}).as_object().unwrap().clone();
+            return Ok(Secret { data, lease: None, kv_version: None });
+        }
         let n = self.reads.fetch_add(1, Ordering::SeqCst);
         let lease = self.leased.lock().unwrap().get(&source.path).map(|secs| crate::vault::Lease {
             id: format!("{}/{n}", source.path),

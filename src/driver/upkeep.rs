@@ -307,10 +307,8 @@ impl<E: Edges> Driver<E> {
         let grace = plan::grace(old_left);
         let old = std::mem::replace(&mut active.token, token);
         active.retiring.push((old.clone(), now + grace));
-        let replaced = std::mem::replace(
-            &mut active.certificates,
-            super::certificates::issued(&volume.spec, &secrets),
-        );
+        let certificates = self.certificates_of(&volume.spec, &secrets, &active.token.token).await;
+        let replaced = std::mem::replace(&mut active.certificates, certificates);
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.expirations = secrets.iter().map(Secret::expiration).collect();
         active.timers =

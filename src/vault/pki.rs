@@ -20,6 +20,23 @@ pub struct Issued {
     pub revoke_path: String,
     /// The certificate's serial, as Vault gives it (`7b:a2:…`).
     pub serial: String,
+    /// Vault keeps no record of it (its role has `no_store`: `MOUNT/cert/SERIAL` does not
+    /// know it), so it cannot be revoked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_stored: bool,
+}
+
+impl Issued {
+    /// `MOUNT/cert/SERIAL` (unauthenticated in Vault's PKI), where Vault shows what it keeps
+    /// of the certificate: nothing for a `no_store` role's.
+    pub fn lookup(&self) -> Source {
+        let mount = self.revoke_path.strip_suffix("/revoke").unwrap_or(&self.revoke_path);
+        Source {
+            dir: None,
+            path: format!("{mount}/cert/{}", self.serial),
+            params: Default::default(),
+        }
+    }
 }
 
 /// The revoke endpoint of a PKI source's mount: `MOUNT/revoke` for `MOUNT/issue/ROLE` and
@@ -44,7 +61,8 @@ pub fn issued(source: &Source, secret: &Secret) -> Option<Issued> {
         return None;
     }
     let serial = secret.data.get("serial_number")?.as_str().filter(|s| valid_serial(s))?;
-    Some(Issued { revoke_path: revoke_path(&source.path)?, serial: serial.to_owned() })
+    let revoke_path = revoke_path(&source.path)?;
+    Some(Issued { revoke_path, serial: serial.to_owned(), not_stored: false })
 }
 
 /// Why a revocation did not happen and will not: the role keeps no record of what it issues
@@ -102,7 +120,13 @@ mod tests {
         }
         let s = cert(json!("7b:a2:00:ff"));
         let got = issued(&source("pki/issue/web"), &s).unwrap();
-        assert_eq!(got, Issued { revoke_path: "pki/revoke".into(), serial: "7b:a2:00:ff".into() });
+        let want = Issued {
+            revoke_path: "pki/revoke".into(),
+            serial: "7b:a2:00:ff".into(),
+            not_stored: false,
+        };
+        assert_eq!(got, want);
+        assert_eq!(got.lookup().path, "pki/cert/7b:a2:00:ff");
         assert_eq!(issued(&source("secret/data/app"), &s), None, "not a PKI issue path");
         for hostile in
             [json!("7b a2"), json!("x/../y"), json!(""), json!(7), json!("f".repeat(200))]

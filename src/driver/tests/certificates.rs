@@ -67,3 +67,22 @@ async fn a_replaced_certificate_is_revoked_once_its_successor_is_in_place_unless
     let e = crate::report::chain(&e.unwrap_err());
     assert!(e.contains("option `revoke-replaced`") && e.contains("true or false"), "{e}");
 }
+
+#[tokio::test]
+async fn a_no_store_role_s_certificate_is_said_to_stay_valid_and_not_revoked() {
+    let f = fixture();
+    certify(&f, "nostore/issue/web", Expiration::In(3600));
+    f.vault.not_stored.lock().unwrap().push("nostore".into());
+    f.driver
+        .create("web", opts(&[("path", "nostore/issue/web"), ("param.cn", "w")]))
+        .await
+        .unwrap();
+    f.driver.mount("web", ID).await.unwrap();
+    let status = f.driver.status().await;
+    let certificates = &status[0].mounts[0].certificates;
+    assert_eq!(certificates.len(), 1);
+    assert!(certificates[0].at_stop.contains("no_store"), "{certificates:?}");
+    f.driver.unmount("web", ID).await.unwrap();
+    assert!(f.vault.certificates_revoked.lock().unwrap().is_empty());
+    assert!(f.store.load_certificates().is_empty(), "nothing to retry");
+}
