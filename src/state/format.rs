@@ -59,7 +59,7 @@ impl Record for IdentityRecord {
 impl Record for VolumeIdentityRecord {
     const KIND: &'static str = "volume identity";
     /// 1: 0.1.0. 2: 0.2.0, whose tokens of a volume's namespace are written with it
-    /// ([`super::tokens`]): 0.1.0 could not read them.
+    /// (`{"token", "namespace"}`): 0.1.0 could not read them.
     const FORMAT: u32 = 2;
     const NEWER: &'static str = "start the newer build again, or remove the file and create the volume anew with a fresh wrapped-token";
 }
@@ -67,7 +67,7 @@ impl Record for VolumeIdentityRecord {
 impl Record for PendingRevocation {
     const KIND: &'static str = "pending revocation";
     /// 1: 0.1.0. 2: 0.2.0, whose tokens of a volume's namespace are written with it
-    /// ([`super::tokens`]): 0.1.0 could not read them.
+    /// (`{"token", "namespace"}`): 0.1.0 could not read them.
     const FORMAT: u32 = 2;
     const NEWER: &'static str =
         "start the newer build again and let it finish its revocations while Vault is reachable";
@@ -84,7 +84,7 @@ impl Record for PendingCertificate {
 impl Record for TaskRecord {
     const KIND: &'static str = "swarm task";
     /// 1: 0.1.0. 2: 0.2.0, whose tokens of a volume's namespace are written with it
-    /// ([`super::tokens`]): 0.1.0 could not read them.
+    /// (`{"token", "namespace"}`): 0.1.0 could not read them.
     const FORMAT: u32 = 2;
     const NEWER: &'static str = "start the newer build again; to go back, first let the swarm tasks that use its secrets end while it runs";
 }

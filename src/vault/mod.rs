@@ -25,7 +25,7 @@ pub use crate::namespace::Namespace;
 pub use client::HttpVault;
 
 /// A Vault token, and the namespace it belongs to when that is a volume's
-/// ([`namespace`]; `None`: `vault.namespace`, the plugin's). `Debug` prints `Token(***)` (and
+/// ([`crate::namespace`]; `None`: `vault.namespace`, the plugin's). `Debug` prints `Token(***)` (and
 /// the namespace); the value is zeroed on drop.
 #[derive(Clone)]
 pub struct Token {
