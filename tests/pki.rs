@@ -93,3 +93,31 @@ fn a_certificate_is_revoked_when_its_mount_ends_and_a_replaced_one_once_its_succ
     assert!(log.contains("is not revoked: its role has no_store"), "{log}");
     assert!(plugin.mounts_left().is_empty());
 }
+
+#[test]
+fn a_certificate_revocation_that_failed_while_vault_was_down_is_retried_after_a_restart() {
+    let mut bao = crate::util::vault::BaoServer::start();
+    pki(&bao);
+    let mut plugin = Plugin::start(None, &bao.address(), &bao.token, "");
+    let opts =
+        json!({"path": "pki/issue/web", "param.common_name": "web.internal", "param.ttl": "1h"});
+    plugin.create("web", opts);
+    let id = mount_id();
+    let first = serial(&plugin.mount("web", &id));
+    bao.stop();
+    plugin.unmount("web", &id);
+    let pending = plugin.runtime.join("private/certificates");
+    let kept = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(kept, 1, "kept in {}", pending.display());
+    plugin.stop(false);
+    bao.restart();
+    plugin.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || revocation_time(&bao, &first) > 0),
+        "retried after the restart:\n{}",
+        plugin.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0) == 0
+    }));
+}
