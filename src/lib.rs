@@ -18,7 +18,8 @@
 //!                  records; restore: after a restart; revoke: revocations and their retries;
 //!                  upkeep: renew / replace / refresh; containers: which container a mount is
 //!                  for, signals, deaths; sweep: mounts whose containers are gone; status;
-//!                  identity: per-volume wrapped identities; secrets: swarm secrets)
+//!                  identity: per-volume wrapped identities; secrets: swarm secrets;
+//!                  certificates: PKI certificates revoked by serial)
 //!        ┌──────────┬───────────┬──────────┬─────────┼────────┬──────────┬──────────┐
 //!        ▼          ▼           ▼          ▼         ▼        ▼          ▼          ▼
 //!      lease      files       vault      state     tmpfs   dockerd    audit     metrics
@@ -27,7 +28,8 @@
 //!     deadlines) writes)    identity)   itions;   ro)     Docker,
 //!                                       tmpfs:            Podman;
 //!                                       tokens)           mountinfo)
-//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above
+//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above;
+//!      namespace (a Vault namespace path, checked) below them
 //! ```
 //!
 //! - [`api`]: the inbound adapters, each over a narrow trait of the driver
@@ -66,9 +68,11 @@
 //!   files and back off (for as long as the outage has lasted, jittered, so that a returning
 //!   Vault sees the held-up renewals spread); changed files send `signal` to the containers
 //!   using the mount.
-//! - **Unmount** on the last reference revokes the token (`revoke-self`: Vault revokes every
-//!   lease it made) and removes the tmpfs; a revocation that fails while Vault is out of reach
-//!   is kept and retried every 10 s. **Remove** refuses while mounted and revokes a volume's own
+//! - **Unmount** on the last reference revokes the certificates its PKI sources issued without
+//!   a lease (by serial, with the plugin's token: [`vault::pki`]; a replaced one goes once its
+//!   successor is written), then the token (`revoke-self`: Vault revokes every lease it made),
+//!   and removes the tmpfs; a revocation that fails while Vault is out of reach is kept and
+//!   retried every 10 s. **Remove** refuses while mounted and revokes a volume's own
 //!   token.
 //! - **Restart**: definitions come back from `state_dir`; mount records, the plugin's token and
 //!   volumes' own identities from the private tmpfs `runtime_dir/private`, which outlives the
@@ -114,6 +118,11 @@
 //! node that answered last first, and waits out an election for up to 30 s; a token goes only to
 //! a listed node, and a request that creates a token only to the active one, never twice.
 //!
+//! Namespaces ([`namespace`]): a volume's `namespace` goes with its tokens — a
+//! [`vault::Token`] carries the namespace it belongs to, kept in the records — and every
+//! request made with one names it in the `X-Vault-Namespace` header (never in a URL);
+//! `vault.namespace` for the rest.
+//!
 //! The plugin's identity ([`vault::identity`]) is a token file, an AppRole login (the
 //! secret_id optionally response-wrapped: unwrapped once, the file then deleted), a TLS client
 //! certificate (presented by the HTTP client, checked to match its key at start-up) or a JWT
@@ -144,6 +153,7 @@ pub mod driver;
 pub mod files;
 pub mod lease;
 pub mod metrics;
+pub mod namespace;
 pub mod report;
 pub mod state;
 pub mod swap;

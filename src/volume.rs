@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::namespace::Namespace;
+
 /// The largest tmpfs a volume may ask for: secrets are small, host memory is not free.
 pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
 /// The least tmpfs that holds one small key: a page for the file, and one for the temporary
@@ -125,6 +127,11 @@ pub struct VolumeSpec {
     pub identity: IdentityKind,
     /// A template in `templates_dir` rendered into the one file `output_file()`.
     pub template: Option<String>,
+    /// The Vault namespace every request of the volume names (in place of `vault.namespace`).
+    pub namespace: Option<Namespace>,
+    /// Whether a certificate replaced ahead of its expiry is revoked once its successor is in
+    /// place (`revoke-replaced`).
+    pub revoke_replaced: bool,
 }
 
 /// Where a volume's mount tokens come from.
@@ -142,7 +149,7 @@ pub enum IdentityKind {
 pub const UNWRAPPED: &str = "unwrapped-at-create";
 
 const ACCEPTED: &str =
-    "path, path.NAME, field, file, format, template, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal, wrapped-token, role-id";
+    "path, path.NAME, field, file, format, template, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal, wrapped-token, role-id, namespace, revoke-replaced";
 
 /// The signals `signal` accepts: those applications use to reload.
 const SIGNALS: &[&str] = &[
@@ -168,6 +175,8 @@ impl VolumeSpec {
         let mut wrapped = false;
         let mut template = None;
         let mut role_id = None;
+        let mut namespace = None;
+        let mut revoke_replaced = true;
         for (key, value) in opts {
             match key.as_str() {
                 "path" => main_path = Some(parse_vault_path(key, value)?),
@@ -193,6 +202,14 @@ impl VolumeSpec {
                 "policies" => policies = Some(parse_policies(value)?),
                 "uid" | "gid" | "mode" | "size" | "refresh" | "ttl" => settings.set(key, value)?,
                 "signal" => signal = Some(parse_signal(value)?),
+                "namespace" => namespace = Some(Namespace::parse(value).map_err(|m| err(key, m))?),
+                "revoke-replaced" => {
+                    revoke_replaced = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(err(key, format!("`{value}` is not true or false"))),
+                    }
+                }
                 "wrapped-token" => {
                     if value.is_empty()
                         || value.len() > 1024
@@ -337,6 +354,8 @@ impl VolumeSpec {
             signal,
             identity,
             template,
+            namespace,
+            revoke_replaced,
         })
     }
 

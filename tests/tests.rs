@@ -18,6 +18,9 @@
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
 //! - `attack`: attacks on the host from inside a container and from hostile volume options;
+//! - `pki`: certificates revoked by serial when their mount ends, and when replaced;
+//! - `namespaces`: `vault.namespace` and a volume's `namespace` against OpenBao's namespaces,
+//!   each request's namespace read back from OpenBao's audit log;
 //! - `auth`: the plugin's node identities (TLS certificate and JWT auth against an OpenBao
 //!   with a TLS listener) and the single use of a volume's wrapped token across nodes;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
@@ -80,7 +83,9 @@ mod hostile;
 mod hosts;
 mod leases;
 mod managed;
+mod namespaces;
 mod outage;
+mod pki;
 mod plugin;
 mod podman;
 mod props;

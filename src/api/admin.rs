@@ -191,6 +191,13 @@ pub fn render_table(status: &Value) -> String {
                     x["state"].as_str().unwrap_or("?"),
                 ));
             }
+            for c in m["certificates"].as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!(
+                    "    certificate {}  {}\n",
+                    c["serial"].as_str().unwrap_or("?"),
+                    c["at_stop"].as_str().unwrap_or("?"),
+                ));
+            }
             if let Some(e) = m["last_error"].as_str() {
                 out.push_str(&format!("    last error: {e}\n"));
             }

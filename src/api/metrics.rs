@@ -62,7 +62,7 @@ fn gauges(volumes: &[VolumeStatus], pending_revocations: usize) -> String {
     gauge(
         &mut out,
         "vault_secrets_revocations_pending",
-        "Tokens whose revocation failed (Vault out of reach) and is retried every 10 s: each still valid in Vault.",
+        "Tokens and certificates whose revocation failed (Vault out of reach) and is retried every 10 s: each still valid in Vault.",
         pending_revocations.to_string(),
     );
     let _ = writeln!(out, "# HELP vault_secrets_leases Leases held, by state (renew: still renewable; replace: to be replaced by a fresh secret).\n# TYPE vault_secrets_leases gauge");
@@ -113,6 +113,7 @@ mod tests {
             token_expires_in_secs: Some(20),
             leases: vec![lease("renew"), lease("replace")],
             expiring: vec![],
+            certificates: vec![],
             next_action_in_secs: 5,
             last_refresh: None,
             last_error: None,
@@ -149,6 +150,7 @@ mod tests {
             token_expires_in_secs: Some(20),
             leases: vec![],
             expiring: vec![],
+            certificates: vec![],
             next_action_in_secs: 5,
             last_refresh: None,
             last_error: None,

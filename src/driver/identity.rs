@@ -231,24 +231,32 @@ impl<E: Edges> Driver<E> {
     }
 
     /// Checks at create that `policies` are a subset of the identity's (a root token may grant
-    /// any), so the error comes at create and names the option.
+    /// any), so the error comes at create and names the option; and, for a volume of the
+    /// plugin's identity in a `namespace`, that the namespace exists (the lookup is made there).
     pub(super) async fn check_policies(
         &self,
         volume: &str,
         spec: &VolumeSpec,
         own: Option<&Own>,
     ) -> Result<(), DriverError> {
-        let Some(wanted) = &spec.policies else { return Ok(()) };
+        if spec.policies.is_none() && (spec.namespace.is_none() || own.is_some()) {
+            return Ok(());
+        }
+        let namespace = spec.namespace.as_ref();
         let looked_up = match own.map(|o| &o.identity) {
             Some(OwnIdentity::Token { issued, .. }) => self.vault.lookup_self(&issued.token).await,
             Some(OwnIdentity::AppRole { .. }) => return Ok(()),
             None => {
-                self.as_plugin(|token| async move { self.vault.lookup_self(&token).await }).await?
+                self.as_plugin(|token| async move {
+                    self.vault.lookup_self(&token.in_namespace(namespace)).await
+                })
+                .await?
             }
         };
         let have = looked_up
             .map_err(|source| DriverError::ChildToken { volume: volume.to_owned(), source })?
             .policies;
+        let Some(wanted) = &spec.policies else { return Ok(()) };
         if have.iter().any(|p| p == "root") {
             return Ok(());
         }
@@ -282,7 +290,10 @@ impl<E: Edges> Driver<E> {
         match (&volume.spec.identity, own.map(|o| o.identity)) {
             (IdentityKind::Plugin, _) => {
                 let request = &self.child_token_request(volume, id);
+                // In the volume's namespace: the child, and so every request made with it.
+                let namespace = volume.spec.namespace.as_ref();
                 self.as_plugin(|parent| async move {
+                    let parent = parent.in_namespace(namespace);
                     self.vault.create_child_token(&parent, request).await
                 })
                 .await?

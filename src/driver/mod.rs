@@ -6,6 +6,7 @@
 //! Vault calls of its Mount, Unmount or upkeep, so mounts of different containers proceed
 //! concurrently while a repeated ID is reference-counted, never mounted twice.
 
+mod certificates;
 mod containers;
 mod identity;
 mod mount;
@@ -184,6 +185,8 @@ pub struct Driver<E: Edges> {
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
     pending: Mutex<Vec<PendingRevocation>>,
+    /// Certificates whose revocation failed likewise (`certificates`).
+    pending_certificates: Mutex<Vec<crate::state::PendingCertificate>>,
     /// The swarm tasks holding a token of a swarm secret (`secrets`).
     tasks: secrets::Tasks,
     /// Notified by each new mount: its container is looked for shortly after.
@@ -227,6 +230,7 @@ impl<E: Edges> Driver<E> {
             audit: parts.audit,
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
+            pending_certificates: Mutex::new(Vec::new()),
             tasks: secrets::Tasks::default(),
             untied: tokio::sync::Notify::new(),
         }
@@ -286,7 +290,9 @@ impl<E: Edges> Driver<E> {
         }
         let wrapping = options
             .get_mut("wrapped-token")
-            .map(|v| Token::new(std::mem::replace(v, UNWRAPPED.into())));
+            .map(|v| Token::new(std::mem::replace(v, UNWRAPPED.into())))
+            // Unwrapped (and looked up) in the volume's namespace, where it was made.
+            .map(|w| w.in_namespace(spec.namespace.as_ref()));
         if wrapping.as_ref().is_some_and(|w| w.expose() == UNWRAPPED) {
             return Err(DriverError::Options {
                 volume: name.to_owned(),

@@ -47,6 +47,9 @@ pub(super) struct Active {
     pub(super) timers: Timers,
     /// Tokens of replaced generations, revoked when their grace is over.
     pub(super) retiring: Vec<(IssuedToken, Instant)>,
+    /// The certificates this generation's sources issued without a lease, revoked when the
+    /// mount ends (`certificates`).
+    pub(super) certificates: Vec<crate::vault::pki::Issued>,
     /// What was last written into the tmpfs, to tell what changed without reading it back.
     pub(super) digests: Digests,
     pub(super) last_refresh: Option<SystemTime>,
@@ -264,6 +267,7 @@ impl<E: Edges> Driver<E> {
             secrets: None,
             timers,
             retiring: Vec::new(),
+            certificates: Vec::new(),
             digests: Digests::default(),
             last_refresh: None,
             last_error: None,
@@ -297,7 +301,8 @@ impl<E: Edges> Driver<E> {
                 DriverError::Internal { volume: volume.record.name.clone(), message }
             }
         };
-        self.release(&volume.record.name, id, Some(&active.token), &active.mountpoint, None).await;
+        let (token, certificates) = (Some(&active.token), &active.certificates);
+        self.release(&volume.record.name, id, token, certificates, &active.mountpoint, None).await;
         Err(error)
     }
 
@@ -337,6 +342,9 @@ impl<E: Edges> Driver<E> {
         let name = &volume.record.name;
         let spec = &volume.spec;
         let secrets = self.read_all(volume, &active.token.token).await?;
+        // Recorded first: a failure from here on revokes them with the token.
+        active.certificates = self.certificates_of(spec, &secrets, &active.token.token).await;
+        self.save_record(volume, id, active);
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.expirations = secrets.iter().map(Secret::expiration).collect();
         let rendered = files::render(spec, &secrets, &self.templates_dir)
@@ -386,6 +394,7 @@ impl<E: Edges> Driver<E> {
             container: active.container.clone(),
             engine: active.engine.clone(),
             ended: active.ended,
+            certificates: active.certificates.clone(),
         };
         if let Err(e) = self.store.save_mount(&record) {
             // The mount works without it; only a restart of the plugin would lose track of it.
@@ -434,13 +443,13 @@ impl<E: Edges> Driver<E> {
             self.revoke_held(name, id, &old.token, &old.accessor, held).await;
         }
         let token = (!active.ended).then_some(&active.token);
-        self.release(name, id, token, &active.mountpoint, held).await;
+        self.release(name, id, token, &active.certificates, &active.mountpoint, held).await;
         volume.slots.lock().unwrap().remove(id);
     }
 
-    /// Revokes `token` (none when its container's death revoked it already), then unmounts and
-    /// removes `mountpoint` (the read-only bind) and the tmpfs behind it, and forgets the
-    /// record. `held` names the container in the audit line.
+    /// Revokes `certificates` and `token` (none when its container's death revoked them
+    /// already), then unmounts and removes `mountpoint` (the read-only bind) and the tmpfs
+    /// behind it, and forgets the record. `held` names the container in the audit line.
     ///
     /// The revocation comes first, so that the credential's life ends with the container's
     /// whatever the unmounts cost (and a tmpfs gone means its token is revoked, or kept for a
@@ -453,9 +462,11 @@ impl<E: Edges> Driver<E> {
         volume: &str,
         id: &str,
         token: Option<&IssuedToken>,
+        certificates: &[crate::vault::pki::Issued],
         mountpoint: &Path,
         held: Option<&Container>,
     ) {
+        self.revoke_certificates(volume, id, certificates, held).await;
         if let Some(token) = token {
             self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
         }

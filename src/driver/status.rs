@@ -29,6 +29,9 @@ pub struct MountStatus {
     pub leases: Vec<LeaseStatus>,
     /// Sources that expire without a lease (certificates).
     pub expiring: Vec<ExpiryStatus>,
+    /// The certificates issued for it without a lease, and what becomes of them at its end.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
     pub next_action_in_secs: u64,
     pub last_refresh: Option<String>,
     pub last_error: Option<String>,
@@ -63,6 +66,14 @@ pub struct ExpiryStatus {
     pub replace_in_secs: u64,
     /// Always `replace`.
     pub state: &'static str,
+}
+
+/// A certificate issued for a mount without a lease.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateStatus {
+    pub serial: String,
+    /// `revoked at stop`, or why not (a `no_store` role's).
+    pub at_stop: &'static str,
 }
 
 impl<E: Edges> Driver<E> {
@@ -123,6 +134,14 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
         token_expires_in_secs: secs_until(active.timers.token.expires_at, now),
         leases,
         expiring,
+        certificates: active
+            .certificates
+            .iter()
+            .map(|c| CertificateStatus {
+                serial: c.serial.clone(),
+                at_stop: super::certificates::at_stop(c),
+            })
+            .collect(),
         next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
         last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: active.last_error.clone(),

@@ -38,6 +38,10 @@ struct FakeVault {
     parents: Mutex<Vec<String>>,
     /// Paths that issue a certificate without a lease (PKI's `generate_lease=false`).
     certified: Mutex<BTreeMap<String, Expiration>>,
+    /// The serials of the certificates revoked, in order.
+    certificates_revoked: Mutex<Vec<String>>,
+    /// PKI mounts whose certificates Vault keeps no record of (`no_store` roles).
+    not_stored: Mutex<Vec<String>>,
 }
 
 /// The `expiration` a fake certificate carries.
@@ -81,6 +85,14 @@ impl Vault for FakeVault {
 
     async fn read(&self, _token: &Token, source: &Source) -> Result<Secret, VaultError> {
         self.check_up(&source.path)?;
+        if let Some((mount, _serial)) = source.path.split_once("/cert/") {
+            // PKI's record of a certificate: none for a `no_store` role's.
+            if self.not_stored.lock().unwrap().iter().any(|m| m == mount) {
+                return Err(VaultError::NotFound { path: source.path.clone() });
+            }
+            let data = json!({"certificate": "kept"}).as_object().unwrap().clone();
+            return Ok(Secret { data, lease: None, kv_version: None });
+        }
         let n = self.reads.fetch_add(1, Ordering::SeqCst);
         let lease = self.leased.lock().unwrap().get(&source.path).map(|secs| crate::vault::Lease {
             id: format!("{}/{n}", source.path),
@@ -103,6 +115,7 @@ impl Vault for FakeVault {
                         Expiration::Raw(value) => value.clone(),
                     };
                     data.insert("certificate".into(), Value::String(format!("cert-{n}")));
+                    data.insert("serial_number".into(), Value::String(format!("{n:02x}")));
                     data.insert("expiration".into(), expiration);
                 }
                 Ok(Secret { data, lease, kv_version: None })
@@ -110,6 +123,23 @@ impl Vault for FakeVault {
             Some(_) => Err(VaultError::Denied { path: source.path.clone() }),
             None => Err(VaultError::NotFound { path: source.path.clone() }),
         }
+    }
+
+    async fn revoke_certificate(
+        &self,
+        _: &Token,
+        certificate: &crate::vault::pki::Issued,
+    ) -> Result<(), VaultError> {
+        self.check_up(&certificate.revoke_path)?;
+        if self.unreachable_revoke.load(Ordering::SeqCst) {
+            return Err(VaultError::Status {
+                path: certificate.revoke_path.clone(),
+                status: 503,
+                message: "sealed".into(),
+            });
+        }
+        self.certificates_revoked.lock().unwrap().push(certificate.serial.clone());
+        Ok(())
     }
 
     async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
@@ -226,6 +256,7 @@ impl Edges for Fakes {
     type Engine = FakeEngine;
 }
 
+mod certificates;
 mod containers;
 
 struct Fixture {

@@ -307,6 +307,8 @@ impl<E: Edges> Driver<E> {
         let grace = plan::grace(old_left);
         let old = std::mem::replace(&mut active.token, token);
         active.retiring.push((old.clone(), now + grace));
+        let certificates = self.certificates_of(&volume.spec, &secrets, &active.token.token).await;
+        let replaced = std::mem::replace(&mut active.certificates, certificates);
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.expirations = secrets.iter().map(Secret::expiration).collect();
         active.timers =
@@ -324,6 +326,16 @@ impl<E: Edges> Driver<E> {
         )));
         tracing::info!(why, accessor = %active.token.accessor, old_accessor = %old.accessor, ?grace, changed, "fresh generation");
         self.save_record(volume, id, active);
+        // Their successors are in place: the replaced certificates go now.
+        if volume.spec.revoke_replaced {
+            let held = active.container.as_ref();
+            self.revoke_certificates(name, id, &replaced, held).await;
+        } else if !replaced.is_empty() {
+            tracing::info!(
+                count = replaced.len(),
+                "revoke-replaced=false: the replaced certificates stay valid until they expire"
+            );
+        }
         if changed {
             self.signal(volume, id, active).await;
         }
