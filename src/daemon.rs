@@ -338,6 +338,7 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
         .flatten();
     let mut report = check_with(config, &vault, kept).await?;
     report.extend(check_engines(&engines(config), &config.plugin.driver_name()).await);
+    report.extend(crate::swap::check_here());
     Ok(report)
 }
 

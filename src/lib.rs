@@ -41,7 +41,8 @@
 //!   use fakes, the background loops (deaths, ties, the sweep) included. The plugin's own identity and
 //!   `check` go through the same [`vault::Vault`] trait.
 //! - [`daemon`]: start-up, the tasks, shutdown, `check`; the binary (`src/main.rs`)
-//!   only parses arguments.
+//!   only parses arguments. [`swap`]: whether mounts can be kept out of swap (`noswap`, refused
+//!   in a user namespace: rootless engines), for the mount's log line, `check` and a metric.
 //!
 //! # Lifecycles
 //!
@@ -147,6 +148,7 @@ pub mod lease;
 pub mod metrics;
 pub mod report;
 pub mod state;
+pub mod swap;
 pub mod tmpfs;
 pub mod vault;
 pub mod volume;

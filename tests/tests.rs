@@ -34,6 +34,9 @@
 //!   while a container runs — restarted on this build, or `docker plugin upgrade` — and this
 //!   build takes over its files, renewals, refresh and revocation; records of a newer format
 //!   (a downgrade) stop the start.
+//! - `rootless`: rootless Docker (`util::rootless`: dockerd-rootless.sh and rootlesskit as a
+//!   user of its own) and rootless Podman, with the plugin in the engine's namespaces, as
+//!   `docs/rootless.md` says.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 //!
@@ -48,7 +51,7 @@
 //! |-----------------------|-----------------------------------------------|--------------------------|
 //! | `_on_every_engine`    | Docker: the core of what users do             | Engines 20.10, 26.1, 28.5 |
 //! | `_on_current_engines` | Docker: what Engine ≥ 26 does, or restarts of its engine | Engines 26.1, 28.5 |
-//! | `_on_one_engine`      | Docker (or its lock) where once is enough: three-node swarms, chaos, HA, 64 containers | Engine 28.5 |
+//! | `_on_one_engine`      | Docker (or its lock) where once is enough: three-node swarms, chaos, HA, 64 containers, rootless engines of a test's own | Engine 28.5 |
 //! | `_on_every_podman`    | Podman                                        | Podman 4.3, 5.4          |
 //! | anything else         | no engine: the plugin over its socket, OpenBao, PostgreSQL | once         |
 //!
@@ -81,6 +84,7 @@ mod outage;
 mod plugin;
 mod podman;
 mod props;
+mod rootless;
 mod secrets;
 mod soak;
 mod upgrade;

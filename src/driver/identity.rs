@@ -6,7 +6,7 @@
 //! Before unwrapping, the wrapping token is looked up and refused unless a token create or an
 //! AppRole secret-id made it (a substituted token would hand its maker's identity to the
 //! volume). The identity lives in memory and the private tmpfs only (SPEC "Restart"); its
-//! token is renewed by the lease manager under the mount ID `""`.
+//! token is renewed by the lease manager as its own job ([`crate::lease::Job::Identity`]).
 
 use super::{jitter, Driver, DriverError, Edges, Volume};
 use crate::lease::plan;

@@ -624,6 +624,7 @@ pub fn unique(prefix: &str) -> String {
 }
 pub mod podman;
 pub mod raft;
+pub mod rootless;
 pub mod tier;
 pub mod tls;
 pub mod vault;
