@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::volume::{Defaults, OptionError};
 
+mod plain_http;
+pub use plain_http::plain_http_warnings;
+
 /// Where the configuration is read from when neither `--config` nor `VAULT_SECRETS_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vault-secrets/config.toml";
 

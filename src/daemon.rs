@@ -15,7 +15,7 @@ use crate::driver::{Driver, Edges, Parts};
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
 use crate::vault::identity::{
-    client_certificate, read_jwt, read_secret_file, Identity, IdentitySlot,
+    load_client_certificate, load_jwt, load_secret_file, Identity, IdentitySlot,
 };
 use crate::vault::{HttpVault, Login, Vault};
 
@@ -216,6 +216,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (dirs, _locks) = prepare_runtime(&config, &mounter)?;
     let store = Arc::new(DirStore::open(&config.plugin.state_dir, &dirs.private)?);
     let vault = HttpVault::new(&config.vault)?;
+    for warning in crate::config::plain_http_warnings(&config.vault.address) {
+        tracing::warn!("{warning}");
+    }
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
     let driver = Arc::new(RealDriver::new(Parts {
         vault: Arc::new(vault.clone()),
@@ -392,6 +395,11 @@ pub async fn check_with<V: Vault>(
         report.push("warning: no listed node is active: a leader election, or the active node is not in vault.address (standbys forward to it)".into());
     }
     report.push(format!("vault at {} answers, unsealed", config.vault.address));
+    report.extend(
+        crate::config::plain_http_warnings(&config.vault.address)
+            .into_iter()
+            .map(|w| format!("warning: {w}")),
+    );
     let mut serve_uses = "the configured identity";
     if let Some(kept) = &kept {
         // What `serve` does: carry on with the kept token while it is valid, else log in anew.
@@ -413,7 +421,7 @@ pub async fn check_with<V: Vault>(
     // token expires, or after a reboot, depends on.
     match &config.vault.auth {
         AuthConfig::Token { token_file } => {
-            let token = read_secret_file("token", token_file)?;
+            let token = load_secret_file("token", token_file).await?;
             report.extend(exposed("token", token_file));
             let info = vault
                 .lookup_self(&token)
@@ -426,7 +434,7 @@ pub async fn check_with<V: Vault>(
             ));
         }
         AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
-            read_secret_file("role_id", role_id_file)?;
+            load_secret_file("role_id", role_id_file).await?;
             report.extend(exposed("role_id", role_id_file));
             let kept_secret_id = kept.as_ref().is_some_and(|k| k.secret_id.is_some());
             if *secret_id_wrapped && kept_secret_id && !secret_id_file.exists() {
@@ -437,8 +445,8 @@ pub async fn check_with<V: Vault>(
                 report.push(format!("serve would use {serve_uses}"));
                 return Ok(report);
             }
-            let role_id = read_secret_file("role_id", role_id_file)?;
-            let secret = read_secret_file("secret_id", secret_id_file)?;
+            let role_id = load_secret_file("role_id", role_id_file).await?;
+            let secret = load_secret_file("secret_id", secret_id_file).await?;
             report.extend(exposed("secret_id", secret_id_file));
             if *secret_id_wrapped {
                 vault.wrapping_creation_path(&secret).await.with_context(|| {
@@ -461,7 +469,7 @@ pub async fn check_with<V: Vault>(
             }
         }
         AuthConfig::Cert { client_cert, client_key, role, mount } => {
-            client_certificate(client_cert, client_key)?;
+            load_client_certificate(client_cert, client_key).await?;
             report.push(format!(
                 "the client certificate {} and its key {} parse and match",
                 client_cert.display(),
@@ -472,7 +480,7 @@ pub async fn check_with<V: Vault>(
             report.push(probe_login(vault, &login, "certificate").await?);
         }
         AuthConfig::Jwt { jwt_file, role, mount } => {
-            let jwt = read_jwt(jwt_file)?;
+            let jwt = load_jwt(jwt_file).await?;
             report.extend(exposed("JWT", jwt_file));
             let login = Login::Jwt { mount, role, jwt: &jwt };
             report.push(probe_login(vault, &login, "JWT").await?);
@@ -603,6 +611,29 @@ mod tests {
         vault.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
         let e = check_with(&config(&file), &vault, None).await.unwrap_err();
         assert!(format!("{e:#}").contains("vault health") && format!("{e:#}").contains("sealed"));
+    }
+
+    #[tokio::test]
+    async fn check_warns_of_plain_http_off_loopback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "good-token").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let vault = FakeVault::default();
+        vault.knows("good-token", Duration::from_secs(600));
+        let report = check_with(&config(&file), &vault, None).await.unwrap();
+        assert!(!report.iter().any(|l| l.contains("warning")), "loopback is silent: {report:?}");
+        let mut remote = config(&file);
+        remote.vault.address =
+            crate::config::Addresses::parse("vault.address", &["http://10.0.0.1:8200"]).unwrap();
+        let report = check_with(&remote, &vault, None).await.unwrap();
+        assert!(
+            report.iter().any(|l| l
+                .starts_with("warning: vault address http://10.0.0.1:8200 is plain http")
+                && l.contains("unencrypted")),
+            "{report:?}"
+        );
     }
 
     #[tokio::test]

@@ -129,7 +129,9 @@
 //! file (read at every login), renewed at two thirds of its TTL. At its max TTL, or when Vault
 //! no longer knows it — found at the renewal, or when a mount's child token is refused and
 //! `lookup-self` confirms it — the plugin logs in again, once for all who noticed. Until the
-//! first login succeeds, Get/List/Path work and Mount says why it cannot proceed.
+//! first login succeeds, Get/List/Path work and Mount says why it cannot proceed. The identity's
+//! files ([`vault::credentials`]) are read off the runtime, opened non-blocking, bounded, and
+//! refused unless regular files, so no file can stall a request, `status` or a signal.
 //!
 //! # Current limitations
 //!

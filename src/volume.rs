@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::namespace::Namespace;
 
+mod token_paths;
+
 /// The largest tmpfs a volume may ask for: secrets are small, host memory is not free.
 pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
 /// The least tmpfs that holds one small key: a page for the file, and one for the temporary
@@ -386,10 +388,6 @@ fn valid_dir_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// The mounts of Vault's own API whose endpoints issue, show or wrap tokens: never a source.
-/// (`cubbyhole/response` holds response-wrapped replies.)
-const TOKEN_MOUNTS: &[&str] = &["auth", "sys", "cubbyhole"];
-
 fn parse_vault_path(key: &str, value: &str) -> Result<String, OptionError> {
     let path = value.trim_start_matches("/v1/").trim_matches('/');
     let segments: Vec<&str> = path.split('/').collect();
@@ -414,10 +412,15 @@ fn parse_vault_path(key: &str, value: &str) -> Result<String, OptionError> {
             format!("`{value}` starts like a URL (`:` in its first segment); give a Vault API path below /v1/, e.g. secret/data/app"),
         ));
     }
-    if let Some(first) = TOKEN_MOUNTS.iter().find(|m| segments[0] == **m) {
+    if let Some((mount, namespaced)) = token_paths::token_mount(&segments) {
+        let (shown, namespace) = if namespaced {
+            (format!("NAMESPACE/{mount}/…"), " (after a prefix, which vault reads as a namespace)")
+        } else {
+            (format!("{mount}/…"), "")
+        };
         return Err(err(
             key,
-            format!("`{first}/…` paths are refused as sources: they log in, show, wrap or unwrap tokens, and a mount's token must never reach a container; read secrets from a secrets engine (kv, database, pki, …)"),
+            format!("`{shown}` paths{namespace} are refused as sources: they log in, show, wrap or unwrap tokens, and a mount's token must never reach a container; read secrets from a secrets engine (kv, database, pki, …); a KV version 1 folder named `{mount}` reads the same, so keep such keys in KV version 2 (MOUNT/data/…)"),
         ));
     }
     Ok(path.to_owned())
@@ -755,6 +758,9 @@ mod tests {
             "sys/wrapping/wrap",
             "/v1/sys/wrapping/unwrap",
             "cubbyhole/response",
+            "team-a/auth/token/lookup-self",
+            "team-a/sys/wrapping/lookup",
+            "org/team-a/cubbyhole/response",
         ] {
             let e = parse(&[("path", path)]).unwrap_err();
             assert!(e.message.contains("refused as sources"), "{path}: {e}");
@@ -764,6 +770,9 @@ mod tests {
         // A colon further on is an ordinary character of Vault paths.
         assert!(parse(&[("path", "kv/app:v2")]).is_ok());
         assert!(parse(&[("path", "secret/data/auth")]).is_ok());
+        assert!(parse(&[("path", "secret/data/app/auth/db")]).is_ok());
+        let e = parse(&[("path", "team-a/auth/token/lookup-self")]).unwrap_err();
+        assert!(e.message.contains("`NAMESPACE/auth/…`") && e.message.contains("namespace"), "{e}");
         let e = parse(&[("path", "kv/a"), ("field", "pass\nword")]).unwrap_err();
         assert_eq!(e.option, "field");
     }

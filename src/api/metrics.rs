@@ -50,8 +50,8 @@ fn gauges(volumes: &[VolumeStatus], pending_revocations: usize) -> String {
     gauge(
         &mut out,
         "vault_secrets_mounts_active",
-        "Active container mounts.",
-        mounts.len().to_string(),
+        "Active container mounts (a mount busy at the scrape counts too).",
+        (mounts.len() + volumes.iter().map(|v| v.busy.len()).sum::<usize>()).to_string(),
     );
     gauge(
         &mut out,
@@ -122,8 +122,12 @@ mod tests {
             engine: None,
         };
         let failing = MountStatus { last_error: Some("vault unreachable".into()), ..mount.clone() };
-        let volume =
-            VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![failing, mount] };
+        let volume = VolumeStatus {
+            name: "db".into(),
+            sources: vec![],
+            mounts: vec![failing, mount],
+            busy: vec![],
+        };
         let text = gauges(&[volume], 3);
         for line in [
             "vault_secrets_volumes 1\n",
@@ -158,7 +162,8 @@ mod tests {
             container: None,
             engine: None,
         };
-        let volume = VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![mount] };
+        let volume =
+            VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![mount], busy: vec![] };
         let exposed = gauges(&[volume], 0) + &METRICS.render();
         let families: Vec<&str> =
             exposed.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();

@@ -120,7 +120,27 @@ fn wrapping_refused(volume: &str, e: VaultError, at: Refused) -> DriverError {
                 Refused::Unwrap => format!("the wrapping token was unwrapped by someone else between its lookup and its unwrap: used, a moment ago. {SINGLE_USE}. If no other node was given this token, it was intercepted: issue a new one and create the volume with it"),
             },
         ),
+        ref e if at == Refused::Lookup && mid_unwrap(e) => wrapped_err(
+            volume,
+            format!("the wrapping token was being unwrapped by someone else at its lookup (vault found no wrapping information left: used, this very moment). {SINGLE_USE}. If no other node was given this token, it was intercepted: issue a new one and create the volume with it"),
+        ),
         source => DriverError::Read { volume: volume.to_owned(), source },
+    }
+}
+
+/// What `sys/wrapping/lookup` answers for a token being unwrapped by someone else at that
+/// moment: the token still resolves, but its wrapping information is already gone — a reply
+/// without `creation_path`, or OpenBao's and Vault's internal error for the missing
+/// information. A sealed or unreachable Vault is none of these.
+fn mid_unwrap(e: &VaultError) -> bool {
+    match e {
+        VaultError::BadReply { path, .. } => path == "sys/wrapping/lookup",
+        VaultError::Status { path, status: 500, message } => {
+            path == "sys/wrapping/lookup"
+                && (message.contains("wrapping information")
+                    || message.contains("no information found"))
+        }
+        _ => false,
     }
 }
 

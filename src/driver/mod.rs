@@ -121,6 +121,7 @@ pub enum DriverError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
     pub name: String,
+    /// Always `None` from the driver: see [`Driver::path`].
     pub mountpoint: Option<PathBuf>,
     pub created_at: String,
     pub status: serde_json::Value,
@@ -408,27 +409,27 @@ impl<E: Edges> Driver<E> {
         volumes.iter().map(|v| self.info(v)).collect()
     }
 
-    /// The mount point of an active mount of the volume, if any.
+    /// Never a mount point: each mount is one container's, and Path names no container, so
+    /// any path would be some other container's. Docker takes a container's path from the
+    /// reply to its Mount; an empty Path (and Get's Mountpoint) is what its adapter expects of
+    /// a volume not mounted for the caller (moby `volume/drivers/adapter.go`).
     pub fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError> {
-        Ok(self.info(&*self.volume(name)?).mountpoint)
+        self.volume(name)?;
+        Ok(None)
     }
 
     fn info(&self, volume: &Volume) -> VolumeInfo {
         let mut active = 0;
-        let mut mountpoint = None;
         for (_, slot) in volume.slots() {
             // A slot locked by a Mount or an upkeep under way: skip it, never wait.
             if let Ok(guard) = slot.try_lock() {
-                if let Some(a) = guard.as_ref() {
-                    active += 1;
-                    mountpoint.get_or_insert_with(|| a.mountpoint.clone());
-                }
+                active += usize::from(guard.is_some());
             }
         }
         let spec = &volume.spec;
         VolumeInfo {
             name: volume.record.name.clone(),
-            mountpoint,
+            mountpoint: None,
             created_at: volume.record.created_at.clone(),
             status: json!({
                 "sources": spec.sources.iter().map(|s| match &s.dir {

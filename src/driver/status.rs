@@ -16,7 +16,15 @@ pub struct VolumeStatus {
     pub name: String,
     pub sources: Vec<String>,
     pub mounts: Vec<MountStatus>,
+    /// The IDs of mounts still busy (a Mount, Unmount or renewal under way) when `status`
+    /// stopped waiting ([`STATUS_WAIT`]): they are there, their details are not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
 }
+
+/// How long `status` (and so each metrics scrape) waits for busy mounts: once, for all of them
+/// together, never one after another.
+pub const STATUS_WAIT: Duration = Duration::from_millis(500);
 
 /// One active mount as `status` shows it: never a token or a value, only accessors and lease IDs.
 #[derive(Debug, Clone, Serialize)]
@@ -78,25 +86,31 @@ pub struct CertificateStatus {
 
 impl<E: Edges> Driver<E> {
     /// Every volume with its active mounts, their tokens' and leases' remaining TTLs, last
-    /// refresh and last error.
+    /// refresh and last error. A mount busy with a Mount, Unmount or upkeep is waited for, all
+    /// of them at once, until one deadline ([`STATUS_WAIT`]); those still busy then are listed
+    /// in `busy`. Each slot is held only while its own status is taken.
     pub async fn status(&self) -> Vec<VolumeStatus> {
+        let deadline = Instant::now() + STATUS_WAIT;
         let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
-        let mut out = Vec::with_capacity(volumes.len());
-        for volume in volumes {
-            let mut mounts = Vec::new();
-            for (id, slot) in volume.slots() {
-                let Ok(guard) = tokio::time::timeout(Duration::from_secs(2), slot.lock()).await
-                else {
-                    continue;
-                };
-                if let Some(active) = guard.as_ref() {
-                    mounts.push(mount_status(&volume.spec, &id, active));
+        let looks = volumes.iter().map(|volume| async move {
+            let slots = volume.slots().into_iter().map(|(id, slot)| async move {
+                match tokio::time::timeout_at(deadline, slot.lock()).await {
+                    Ok(guard) => Ok(guard.as_ref().map(|a| mount_status(&volume.spec, &id, a))),
+                    Err(_) => Err(id),
+                }
+            });
+            let (mut mounts, mut busy) = (Vec::new(), Vec::new());
+            for look in futures_util::future::join_all(slots).await {
+                match look {
+                    Ok(Some(mount)) => mounts.push(mount),
+                    Ok(None) => {} // Unmounted meanwhile, or a Mount that failed.
+                    Err(id) => busy.push(id),
                 }
             }
             let sources = volume.spec.sources.iter().map(|s| s.path.clone()).collect();
-            out.push(VolumeStatus { name: volume.record.name.clone(), sources, mounts });
-        }
-        out
+            VolumeStatus { name: volume.record.name.clone(), sources, mounts, busy }
+        });
+        futures_util::future::join_all(looks).await
     }
 }
 

@@ -107,7 +107,13 @@ impl HttpVault {
         if let Some(path) = &config.ca_cert {
             let ca_err =
                 |message: String| VaultError::CaCert { path: path.display().to_string(), message };
-            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            // Bounded, and never a FIFO or a device: the start cannot hang on this file.
+            let pem = super::credentials::read_bounded(
+                "CA certificate",
+                path,
+                super::credentials::MAX_PEM,
+            )
+            .map_err(|e| ca_err(e.to_string()))?;
             roots =
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
             if roots.is_empty() {
@@ -155,7 +161,7 @@ impl HttpVault {
         let Some((cert, key)) = &self.client_cert else {
             return self.call_auth(path, None, body).await;
         };
-        let identity = super::identity::client_certificate(cert, key)?;
+        let identity = super::credentials::load_client_certificate(cert, key).await?;
         let http = client(self.timeout, &self.roots).identity(identity);
         let http = http.build().map_err(VaultError::Client)?;
         let login =
