@@ -224,6 +224,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         engines: engines(&config),
         identity: slot.clone(),
         defaults: config.defaults.clone(),
+        userns: config.userns.clone(),
         mounts_root: dirs.mounts.clone(),
         files_root: dirs.files.clone(),
         driver_name: config.plugin.driver_name(),

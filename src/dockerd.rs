@@ -20,6 +20,7 @@
 
 mod fake;
 pub mod mountinfo;
+pub mod userns;
 
 pub use fake::FakeEngine;
 
@@ -147,6 +148,12 @@ pub enum EngineError {
     InvalidContainerId { id: String },
     #[error("not a signal: {signal:?} (expected SIGNAME or a number from 1 to 64)")]
     InvalidSignal { signal: String },
+    #[error("the user namespace remapping of the docker engine at {socket} is unknown")]
+    Userns {
+        socket: PathBuf,
+        #[source]
+        source: userns::UsernsError,
+    },
     #[error("cannot read the mount table of container process {pid}")]
     ProcMounts {
         pid: u32,
@@ -206,6 +213,10 @@ pub trait Engine: Send + Sync + 'static {
     /// `died`, which its compatible API calls `die`), as a stream that ends, or yields an
     /// error, when the connection to the engine does.
     fn deaths(&self) -> impl Future<Output = Result<Deaths, EngineError>> + Send;
+
+    /// How the engine maps its containers' user ids to the host's (`dockerd
+    /// --userns-remap`): `None` when it does not remap. See [`userns`].
+    fn id_map(&self) -> impl Future<Output = Result<Option<userns::IdMap>, EngineError>> + Send;
 }
 
 /// How much of a container's mount table is read at most (about 30,000 mounts).
@@ -249,6 +260,8 @@ pub struct DockerEngine {
     client: tokio::sync::Mutex<Option<Docker>>,
     /// Told by the engine's `/version` at the first connection, or given.
     kind: OnceLock<EngineKind>,
+    /// Its user namespace remapping, once learned (see [`Engine::id_map`]).
+    id_map: OnceLock<Option<userns::IdMap>>,
 }
 
 impl DockerEngine {
@@ -260,6 +273,7 @@ impl DockerEngine {
             timeout,
             client: tokio::sync::Mutex::new(None),
             kind: OnceLock::new(),
+            id_map: OnceLock::new(),
         }
     }
 
@@ -453,6 +467,28 @@ impl Engine for DockerEngine {
             found.extend(self.tasks_among(chunk).await?);
         }
         Ok(found)
+    }
+
+    async fn id_map(&self) -> Result<Option<userns::IdMap>, EngineError> {
+        if let Some(map) = self.id_map.get() {
+            return Ok(map.clone());
+        }
+        let docker = self.client().await?;
+        let info = self.bounded("/info", docker.info()).await?;
+        let options = info.security_options.unwrap_or_default();
+        let root_dir = info.docker_root_dir.unwrap_or_default();
+        let read = |file| std::fs::read_to_string(file).unwrap_or_default();
+        let (subuid, subgid) = if userns::remaps(&options) {
+            (read("/etc/subuid"), read("/etc/subgid"))
+        } else {
+            Default::default()
+        };
+        let map = userns::id_map(&options, &root_dir, &subuid, &subgid)
+            .map_err(|source| EngineError::Userns { socket: self.socket.clone(), source })?;
+        if let Some(map) = &map {
+            tracing::info!(engine = %self.name, %map, "the engine remaps user namespaces");
+        }
+        Ok(self.id_map.get_or_init(|| map).clone())
     }
 
     async fn deaths(&self) -> Result<Deaths, EngineError> {
