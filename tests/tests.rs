@@ -84,3 +84,4 @@ mod props;
 mod secrets;
 mod soak;
 mod upgrade;
+mod userns;
