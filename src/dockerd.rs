@@ -10,7 +10,8 @@
 //! the engine's; bollard 0.21 in fact sends paths without a version prefix, which the engine
 //! answers in its own current version): a pinned version is refused once an engine raises its
 //! minimum (Docker 29 requires 1.44 and refuses 1.41), while the few fields read here — a container's `Id`,
-//! `State`, `State.Pid` and `Mounts[].{Type,Name,Destination,Driver}` — and the `kill` and
+//! `State`, `State.Pid` and `Mounts[].{Type,Name,Destination,Driver}`, `/info`'s
+//! `SecurityOptions` and `DockerRootDir` (user namespace remapping: [`userns`]) — and the `kill` and
 //! `events` endpoints have kept their shape since API 1.23. Replies are not bounded by the
 //! plugin: the engine is a root daemon of the host, trusted like the kernel.
 //!

@@ -78,6 +78,20 @@ mod tests {
         assert_eq!(c.userns, Some(IdMap::single(231072, 300000, 1000)));
     }
 
+    /// The commented `[userns]` of the example configuration parses, uncommented.
+    #[test]
+    fn the_example_block_parses() {
+        let example = include_str!("../../config/config.toml");
+        let lines: Vec<&str> = example.lines().collect();
+        let at = lines.iter().position(|l| *l == "# [userns]").expect("a [userns] block");
+        let block: Vec<&str> = lines[at..at + 4]
+            .iter()
+            .map(|l| l.trim_start_matches("# ").split("  #").next().unwrap())
+            .collect();
+        let c = parse(&block.join("\n")).unwrap();
+        assert_eq!(c.userns, Some(IdMap::single(100000, 100000, 65536)));
+    }
+
     #[test]
     fn bad_values_are_refused_naming_the_key() {
         for (text, key, says) in [
