@@ -3,6 +3,7 @@
 //! the hardened container of the README's first example on the shared engine.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -68,7 +69,7 @@ fn a_userns_remapped_dockerd_gives_root_and_user_containers_their_secrets_on_one
 
     // A --user 1000:1000 container with -o uid=1000 -o gid=1000.
     let (out, user_vol) =
-        create("userns-user", &["path=secret/data/userns", "uid=1000", "gid=1000"]);
+        create("userns-user", &["path=secret/data/userns", "uid=1000", "gid=1000", "refresh=1s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mount = format!("{user_vol}:/run/secrets:ro");
     let before = bao.accessors();
@@ -89,6 +90,15 @@ fn a_userns_remapped_dockerd_gives_root_and_user_containers_their_secrets_on_one
     assert_eq!(
         dockerd.docker_ok(&["exec", &c, "stat", "-c", "%u %g", "/run/secrets/password"]),
         "1000 1000"
+    );
+    // A rewrite (the KV changed) keeps the container's owner.
+    bao.put_kv2("userns", json!({"password": "changed"}));
+    let read = || dockerd.docker_ok(&["exec", &c, "cat", "/run/secrets/password"]);
+    assert!(wait_until(Duration::from_secs(15), || read() == "changed"), "the change arrived");
+    assert_eq!(
+        dockerd.docker_ok(&["exec", &c, "stat", "-c", "%u %g", "/run/secrets/password"]),
+        "1000 1000",
+        "the rewritten file keeps the owner"
     );
     let host = plugin.mounts_left();
     assert_eq!(host.len(), 1, "one tmpfs on the host: {host:?}");
