@@ -37,8 +37,24 @@ fn a_userns_remapped_dockerd_gives_root_and_user_containers_their_secrets_on_one
         dockerd.docker_ok(&["info", "--format", "{{json .SecurityOptions}} {{.DockerRootDir}}"]);
     assert!(info.contains("name=userns"), "the dockerd remaps: {info}");
     let suffix = info.rsplit('/').next().unwrap();
-    let base: u32 = suffix.split('.').next().unwrap().parse().expect(&info);
-    assert!(base > 0, "{info}");
+    let (base, gid_base) = suffix.split_once('.').expect(&info);
+    let (base, gid_base): (u32, u32) = (base.parse().expect(&info), gid_base.parse().expect(&info));
+    assert!(base > 0 && gid_base > 0, "{info}");
+    // `check` says so.
+    let check = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&plugin.config)
+        .env("DOCKER_HOST", &dockerd.host)
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        said.contains(&format!("remaps user namespaces (container root is host {base}:{gid_base}")),
+        "{said}"
+    );
     let create = |prefix: &str, opts: &[&str]| {
         let name = unique(prefix);
         let mut args = vec!["volume", "create", "--driver", DRIVER];
@@ -104,7 +120,7 @@ fn a_userns_remapped_dockerd_gives_root_and_user_containers_their_secrets_on_one
     assert_eq!(host.len(), 1, "one tmpfs on the host: {host:?}");
     let meta = std::fs::metadata(Path::new(&host[0]).join("password")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!((meta.uid(), meta.gid()), (base + 1000, base + 1000), "host ids: base + 1000");
+    assert_eq!((meta.uid(), meta.gid()), (base + 1000, gid_base + 1000), "host ids: base + 1000");
     assert_eq!(bao.accessors().len(), before.len() + 1, "the mount has its own token");
 
     // Revoked at stop.

@@ -175,6 +175,25 @@ pub fn id_map(
     Ok(Some(IdMap { uids, gids }))
 }
 
+/// What `check` says of an engine's remapping, as [`super::Engine::id_map`] answered: nothing
+/// when it does not remap (or was not reached: said already).
+pub fn check_line(
+    engine: &str,
+    answer: Result<Option<IdMap>, super::EngineError>,
+) -> Option<String> {
+    match answer {
+        Ok(None) => None,
+        Ok(Some(map)) => Some(format!(
+            "engine {engine} remaps user namespaces ({map}): -o uid and -o gid are ids in the container"
+        )),
+        Err(e @ super::EngineError::Userns { .. }) => Some(format!(
+            "warning: engine {engine}: {} (unless [userns] is set, volumes cannot be created for it)",
+            crate::report::chain(&e)
+        )),
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +239,19 @@ mod tests {
         assert_eq!(to_host(&map, 66535), Some(300999));
         assert_eq!(to_host(&map, 66536), None);
         assert_eq!(range(&map), "0-66535");
+    }
+
+    #[test]
+    fn check_says_what_an_engine_remaps_or_why_it_cannot_tell() {
+        assert_eq!(check_line("/s", Ok(None)), None);
+        let line = check_line("/s", Ok(Some(IdMap::single(1, 1, 10)))).unwrap();
+        assert!(line.contains("remaps") && line.contains("uids 0-9"), "{line}");
+        let e = super::super::EngineError::Userns {
+            socket: "/s".into(),
+            source: UsernsError::NoRoot { root_dir: "/x".into() },
+        };
+        let line = check_line("/s", Err(e)).unwrap();
+        assert!(line.starts_with("warning: engine /s") && line.contains("[userns]"), "{line}");
     }
 
     #[test]
