@@ -471,25 +471,7 @@ impl Engine for DockerEngine {
     }
 
     async fn id_map(&self) -> Result<Option<userns::IdMap>, EngineError> {
-        if let Some(map) = self.id_map.get() {
-            return Ok(map.clone());
-        }
-        let docker = self.client().await?;
-        let info = self.bounded("/info", docker.info()).await?;
-        let options = info.security_options.unwrap_or_default();
-        let root_dir = info.docker_root_dir.unwrap_or_default();
-        let read = |file| std::fs::read_to_string(file).unwrap_or_default();
-        let (subuid, subgid) = if userns::remaps(&options) {
-            (read("/etc/subuid"), read("/etc/subgid"))
-        } else {
-            Default::default()
-        };
-        let map = userns::id_map(&options, &root_dir, &subuid, &subgid)
-            .map_err(|source| EngineError::Userns { socket: self.socket.clone(), source })?;
-        if let Some(map) = &map {
-            tracing::info!(engine = %self.name, %map, "the engine remaps user namespaces");
-        }
-        Ok(self.id_map.get_or_init(|| map).clone())
+        self.learn_id_map().await
     }
 
     async fn deaths(&self) -> Result<Deaths, EngineError> {

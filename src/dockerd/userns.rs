@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use super::{DockerEngine, EngineError};
+
 /// One run of ids: container ids `container..container+size` are host ids `host..host+size`
 /// (a line of `/proc/PID/uid_map`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,18 +177,40 @@ pub fn id_map(
     Ok(Some(IdMap { uids, gids }))
 }
 
+impl DockerEngine {
+    /// [`super::Engine::id_map`]: `/info`, then the subordinate id files; kept once learned.
+    pub(super) async fn learn_id_map(&self) -> Result<Option<IdMap>, EngineError> {
+        if let Some(map) = self.id_map.get() {
+            return Ok(map.clone());
+        }
+        let docker = self.client().await?;
+        let info = self.bounded("/info", docker.info()).await?;
+        let options = info.security_options.unwrap_or_default();
+        let root_dir = info.docker_root_dir.unwrap_or_default();
+        let read = |file| std::fs::read_to_string(file).unwrap_or_default();
+        let (subuid, subgid) = if remaps(&options) {
+            (read("/etc/subuid"), read("/etc/subgid"))
+        } else {
+            Default::default()
+        };
+        let map = id_map(&options, &root_dir, &subuid, &subgid)
+            .map_err(|source| EngineError::Userns { socket: self.socket.clone(), source })?;
+        if let Some(map) = &map {
+            tracing::info!(engine = %self.name, %map, "the engine remaps user namespaces");
+        }
+        Ok(self.id_map.get_or_init(|| map).clone())
+    }
+}
+
 /// What `check` says of an engine's remapping, as [`super::Engine::id_map`] answered: nothing
 /// when it does not remap (or was not reached: said already).
-pub fn check_line(
-    engine: &str,
-    answer: Result<Option<IdMap>, super::EngineError>,
-) -> Option<String> {
+pub fn check_line(engine: &str, answer: Result<Option<IdMap>, EngineError>) -> Option<String> {
     match answer {
         Ok(None) => None,
         Ok(Some(map)) => Some(format!(
             "engine {engine} remaps user namespaces ({map}): -o uid and -o gid are ids in the container"
         )),
-        Err(e @ super::EngineError::Userns { .. }) => Some(format!(
+        Err(e @ EngineError::Userns { .. }) => Some(format!(
             "warning: engine {engine}: {} (unless [userns] is set, volumes cannot be created for it)",
             crate::report::chain(&e)
         )),
