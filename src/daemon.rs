@@ -227,6 +227,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         engines: engines(&config),
         identity: slot.clone(),
         defaults: config.defaults.clone(),
+        userns: config.userns.clone(),
         mounts_root: dirs.mounts.clone(),
         files_root: dirs.files.clone(),
         driver_name: config.plugin.driver_name(),
@@ -362,6 +363,9 @@ pub async fn check_engines<G: Engine>(engines: &[Arc<G>], driver: &str) -> Vec<S
                     "engine {name} ({kind}) answers; {} of its containers use the plugin's volumes",
                     containers.len()
                 ));
+                if engine.kind() != EngineKind::Podman {
+                    report.extend(crate::dockerd::userns::check_line(name, engine.id_map().await));
+                }
             }
             Err(_) if engine.kind() == EngineKind::Podman && !Path::new(name).exists() => {
                 report.push(format!("no Podman API service at {name}: needed only if Podman uses the plugin (podman.socket, or `podman system service --time=0 unix://{name}`)"));
@@ -646,8 +650,12 @@ mod tests {
         podman.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
         let other = Arc::new(FakeEngine::named("/run/other.sock", EngineKind::Unknown));
         other.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
-        let report = check_engines(&[docker, podman, other], "vault-secrets").await;
+        let remapping = Arc::new(FakeEngine::named("/run/remap.sock", EngineKind::Docker));
+        *remapping.id_map.lock().unwrap() =
+            Some(crate::dockerd::userns::IdMap::single(100000, 100000, 65536));
+        let report = check_engines(&[docker, podman, other, remapping], "vault-secrets").await;
         assert_eq!(report[0], "engine /var/run/docker.sock (docker) answers; 1 of its containers use the plugin's volumes");
+        assert!(report[4].starts_with("engine /run/remap.sock remaps user namespaces (container root is host 100000:100000"), "{report:?}");
         assert!(
             report[1].starts_with("no Podman API service at /nonexistent/podman.sock"),
             "{report:?}"

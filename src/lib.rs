@@ -50,8 +50,11 @@
 //!
 //! - **Create** parses the options into a [`volume::VolumeSpec`] (errors name the option),
 //!   checks a `template`, unwraps a `wrapped-token` (after checking what made it), checks
-//!   `policies` against the identity's, and persists the definition — the options, never a
-//!   secret — in `state_dir`.
+//!   `policies` against the identity's, checks that `uid` and `gid` are ids a remapping engine
+//!   maps (`dockerd --userns-remap`: [`dockerd::userns`], or the configuration's `[userns]`;
+//!   under it they are the container's ids, and a Mount owns the tmpfs and files by the host
+//!   ids they map to), and persists the definition — the options, never a secret — in
+//!   `state_dir`.
 //! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
 //!   or an AppRole login), recorded at once in the private tmpfs; every source is read with it;
 //!   the files are rendered and written into a tmpfs (`nosuid,nodev,noexec,noswap`, size cap,

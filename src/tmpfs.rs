@@ -179,6 +179,9 @@ impl Mounter for FakeMounter {
             });
         }
         self.mounted.lock().unwrap().push((target.to_owned(), options.clone()));
+        // A tmpfs's root is owned by its `uid` and `gid`: so is the directory standing for it
+        // (where the tests may give it away: as root).
+        let _ = std::os::unix::fs::chown(target, Some(options.uid), Some(options.gid));
         Ok(())
     }
 

@@ -93,3 +93,4 @@ mod rootless;
 mod secrets;
 mod soak;
 mod upgrade;
+mod userns;

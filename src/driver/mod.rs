@@ -16,6 +16,7 @@ mod secrets;
 mod status;
 mod sweep;
 mod upkeep;
+mod userns;
 
 use mount::{fresh_timers, jitter, valid_mount_id, Active, Slot};
 
@@ -53,6 +54,14 @@ pub enum DriverError {
         #[source]
         source: OptionError,
     },
+    #[error("volume {volume}: cannot tell which host ids its container ids are")]
+    Userns {
+        volume: String,
+        #[source]
+        source: EngineError,
+    },
+    #[error("volume {volume}: the engines that could have made the mount map user ids differently ({engines}); list one of them in plugin.engines, or set [userns]")]
+    UsernsDiffer { volume: String, engines: String },
     #[error("volume {volume} already exists with different options; remove it first, or create it with the same options")]
     Exists { volume: String },
     #[error("no such volume: {volume}")]
@@ -174,6 +183,8 @@ pub struct Driver<E: Edges> {
     identity: Arc<IdentitySlot>,
     leases: Arc<LeaseManager>,
     defaults: Defaults,
+    /// `[userns]`: the Docker engines' user namespace remapping, when configured.
+    userns: Option<crate::dockerd::userns::IdMap>,
     /// Where the read-only binds handed to Docker live: `mounts_root/NAME/ID`.
     mounts_root: PathBuf,
     /// Where the tmpfs mounts themselves live (`files_root/NAME/ID`, mode 0700): only the
@@ -203,6 +214,8 @@ pub struct Parts<E: Edges> {
     pub engines: Vec<Arc<E::Engine>>,
     pub identity: Arc<IdentitySlot>,
     pub defaults: Defaults,
+    /// `[userns]` (see `userns`).
+    pub userns: Option<crate::dockerd::userns::IdMap>,
     pub mounts_root: PathBuf,
     pub files_root: PathBuf,
     pub driver_name: String,
@@ -224,6 +237,7 @@ impl<E: Edges> Driver<E> {
             identity: parts.identity,
             leases: Arc::new(LeaseManager::default()),
             defaults: parts.defaults,
+            userns: parts.userns,
             mounts_root: parts.mounts_root,
             files_root: parts.files_root,
             driver_name: parts.driver_name,
@@ -278,6 +292,7 @@ impl<E: Edges> Driver<E> {
         }
         let spec = VolumeSpec::parse(&options, &self.defaults)
             .map_err(|source| DriverError::Options { volume: name.to_owned(), source })?;
+        self.check_ids(name, &spec).await?;
         if let Some(template) = &spec.template {
             files::check_template(&self.templates_dir.join(template), &spec).map_err(|e| {
                 DriverError::Options {

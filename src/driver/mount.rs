@@ -240,7 +240,9 @@ impl<E: Edges> Driver<E> {
         // creates the token: the Vault round trips are most of a Mount's time, and the mount(2)
         // calls need nothing of them. (Nobody sees the empty bind: its parents are 0700, and
         // Docker learns its path only from the reply, once the files are written.)
-        let ready = self.make_tmpfs(volume, &files_dir, &mountpoint);
+        // Under a remapping engine, `uid` and `gid` are the container's (see `userns`).
+        let owner = self.host_owner(name, &volume.spec, id).await?;
+        let ready = self.make_tmpfs(volume, owner, &files_dir, &mountpoint);
         let (token, ready) = tokio::join!(self.issue_token(volume, id), ready);
         let ready = ready.unwrap_or_else(|panic| {
             Err(DriverError::Internal { volume: name.clone(), message: panic.to_string() })
@@ -281,7 +283,7 @@ impl<E: Edges> Driver<E> {
         let filled = match ready {
             Ok(device) => {
                 active.device = device;
-                AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await
+                AssertUnwindSafe(self.fill(volume, id, owner, &mut active)).catch_unwind().await
             }
             Err(e) => Ok(Err(e)),
         };
@@ -308,16 +310,16 @@ impl<E: Edges> Driver<E> {
 
     /// On a blocking thread: the two directories of a mount (empty, their parents 0700), the
     /// tmpfs mounted on the first and bound read-only on the second, where Docker finds it.
-    /// Returns the tmpfs's device (as the bind shows it).
+    /// Returns the tmpfs's device (as the bind shows it). `owner`: the host uid and gid.
     fn make_tmpfs(
         &self,
         volume: &Volume,
+        (uid, gid): (u32, u32),
         files_dir: &Path,
         mountpoint: &Path,
     ) -> tokio::task::JoinHandle<Result<Option<String>, DriverError>> {
         let spec = &volume.spec;
-        let options =
-            TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid: spec.uid, gid: spec.gid };
+        let options = TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid, gid };
         let (mounter, name) = (self.mounter.clone(), volume.record.name.clone());
         let (files_dir, mountpoint) = (files_dir.to_owned(), mountpoint.to_owned());
         tokio::task::spawn_blocking(move || {
@@ -331,12 +333,13 @@ impl<E: Edges> Driver<E> {
     }
 
     /// Reads every source with the mount's token and fills the tmpfs [`Driver::make_tmpfs`]
-    /// mounted. (The tmpfs is fresh and no container sees it yet: nothing in it can block, so
-    /// it is written here, on the runtime.)
+    /// mounted, its files owned by `owner` (host ids). (The tmpfs is fresh and no container
+    /// sees it yet: nothing in it can block, so it is written here, on the runtime.)
     pub(super) async fn fill(
         &self,
         volume: &Volume,
         id: &str,
+        (uid, gid): (u32, u32),
         active: &mut Active,
     ) -> Result<(), DriverError> {
         let name = &volume.record.name;
@@ -350,8 +353,9 @@ impl<E: Edges> Driver<E> {
         let rendered = files::render(spec, &secrets, &self.templates_dir)
             .map_err(|source| DriverError::Render { volume: name.clone(), source })?;
         let files_dir = self.files_dir(name, id);
-        active.digests = files::write_new(&files_dir, &rendered, Ownership::of(spec))
-            .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
+        active.digests =
+            files::write_new(&files_dir, &rendered, Ownership { uid, gid, ..Ownership::of(spec) })
+                .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = Some(secrets);

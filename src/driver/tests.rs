@@ -266,6 +266,7 @@ impl Edges for Fakes {
 mod blocking;
 mod certificates;
 mod containers;
+mod userns;
 
 struct Fixture {
     driver: Driver<Fakes>,
@@ -286,6 +287,7 @@ impl Fixture {
             engines: vec![self.engine.clone()],
             identity,
             defaults: Defaults::default(),
+            userns: None,
             mounts_root: self._dir.path().join("mounts"),
             files_root: self._dir.path().join("files"),
             driver_name: "vault-secrets".into(),
@@ -321,6 +323,7 @@ fn fixture_with(engines: Vec<Arc<FakeEngine>>) -> Fixture {
         engines: engines.clone(),
         identity,
         defaults,
+        userns: None,
         mounts_root: dir.path().join("mounts"),
         files_root: dir.path().join("files"),
         driver_name: "vault-secrets".into(),
@@ -980,6 +983,7 @@ async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying
             "node-two-token".into(),
         )))))),
         defaults: Defaults::default(),
+        userns: None,
         mounts_root: dir.path().join("mounts"),
         files_root: dir.path().join("files"),
         driver_name: "vault-secrets".into(),

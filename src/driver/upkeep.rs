@@ -249,10 +249,19 @@ impl<E: Edges> Driver<E> {
                 source: std::io::Error::other("the mount's tmpfs is gone; nothing is written"),
             }));
         }
-        let owner = Ownership::of(&volume.spec);
+        let spec_owner = Ownership::of(&volume.spec);
         let mut digests = std::mem::take(&mut active.digests);
         let (result, digests) = tokio::task::spawn_blocking(move || {
-            let result = files::write(&root, &rendered, owner, &mut digests);
+            // The files' owner is the tmpfs root's, which its Mount set (the host ids of the
+            // volume's `uid` and `gid`: see `userns`); no container can change it.
+            let result = std::fs::symlink_metadata(&root)
+                .map_err(|source| WriteError { path: root.clone(), source })
+                .and_then(|root_dir| {
+                    use std::os::unix::fs::MetadataExt;
+                    let owner =
+                        Ownership { uid: root_dir.uid(), gid: root_dir.gid(), ..spec_owner };
+                    files::write(&root, &rendered, owner, &mut digests)
+                });
             (result, digests)
         })
         .await

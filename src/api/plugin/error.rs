@@ -39,7 +39,9 @@ impl From<DriverError> for ApiError {
             | DriverError::Write { .. }
             | DriverError::Directory { .. }
             | DriverError::State { .. }
-            | DriverError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | DriverError::Internal { .. }
+            | DriverError::Userns { .. }
+            | DriverError::UsernsDiffer { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, message: chain(&e) }
     }

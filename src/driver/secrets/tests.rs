@@ -178,6 +178,7 @@ impl Fixture {
             engines: vec![engine.clone()],
             identity: Arc::new(IdentitySlot::new(Ok(Arc::new(identity)))),
             defaults: Defaults::default(),
+            userns: None,
             mounts_root: dir.path().join("mounts"),
             files_root: dir.path().join("files"),
             driver_name: "vault-secrets".into(),
