@@ -1,6 +1,6 @@
 //! The audit log: one JSON line per event — create, mount, unmount, remove, renew, rotate,
-//! revoke, error — with the volume, mount ID, container ID where known, token accessor and
-//! lease IDs. Never a value, never a token: accessors and lease IDs identify without granting.
+//! revoke, container, die, signal, secret, error — with the volume, mount ID, container ID
+//! where known, token accessor and lease IDs. Never a value, never a token: accessors and lease IDs identify without granting.
 //!
 //! Written to `audit_log` (appended, mode 0600) or, when it is not set, to stderr.
 //!

@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::volume::{Defaults, OptionError};
 
+mod plain_http;
+pub use plain_http::plain_http_warnings;
+mod userns;
+
 /// Where the configuration is read from when neither `--config` nor `VAULT_SECRETS_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vault-secrets/config.toml";
 
@@ -46,6 +50,7 @@ struct RawConfig {
     vault: RawVault,
     #[serde(default)]
     defaults: HashMap<String, toml::Value>,
+    userns: Option<userns::RawUserns>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +99,8 @@ pub struct Config {
     pub plugin: PluginConfig,
     pub vault: VaultConfig,
     pub defaults: Defaults,
+    /// `[userns]`: the Docker engines' user namespace remapping, where they do not tell it.
+    pub userns: Option<crate::dockerd::userns::IdMap>,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +254,7 @@ impl Config {
             plugin: validate_plugin(raw.plugin)?,
             vault: validate_vault(raw.vault, overrides)?,
             defaults: validate_defaults(&raw.defaults)?,
+            userns: raw.userns.map(userns::validate).transpose()?,
         })
     }
 }

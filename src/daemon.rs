@@ -15,7 +15,7 @@ use crate::driver::{Driver, Edges, Parts};
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
 use crate::vault::identity::{
-    client_certificate, read_jwt, read_secret_file, Identity, IdentitySlot,
+    load_client_certificate, load_jwt, load_secret_file, Identity, IdentitySlot,
 };
 use crate::vault::{HttpVault, Login, Vault};
 
@@ -232,6 +232,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store =
         Arc::new(DirStore::open_sized(&config.plugin.state_dir, &dirs.private, private_size())?);
     let vault = HttpVault::new(&config.vault)?;
+    for warning in crate::config::plain_http_warnings(&config.vault.address) {
+        tracing::warn!("{warning}");
+    }
     let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
     let driver = Arc::new(RealDriver::new(Parts {
         vault: Arc::new(vault.clone()),
@@ -240,6 +243,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         engines: engines(&config),
         identity: slot.clone(),
         defaults: config.defaults.clone(),
+        userns: config.userns.clone(),
         mounts_root: dirs.mounts.clone(),
         files_root: dirs.files.clone(),
         driver_name: config.plugin.driver_name(),
@@ -351,6 +355,7 @@ pub async fn check(config: &Config) -> anyhow::Result<Vec<String>> {
         .flatten();
     let mut report = check_with(config, &vault, kept).await?;
     report.extend(check_engines(&engines(config), &config.plugin.driver_name()).await);
+    report.extend(crate::swap::check_here());
     Ok(report)
 }
 
@@ -374,6 +379,9 @@ pub async fn check_engines<G: Engine>(engines: &[Arc<G>], driver: &str) -> Vec<S
                     "engine {name} ({kind}) answers; {} of its containers use the plugin's volumes",
                     containers.len()
                 ));
+                if engine.kind() != EngineKind::Podman {
+                    report.extend(crate::dockerd::userns::check_line(name, engine.id_map().await));
+                }
             }
             Err(_) if engine.kind() == EngineKind::Podman && !Path::new(name).exists() => {
                 report.push(format!("no Podman API service at {name}: needed only if Podman uses the plugin (podman.socket, or `podman system service --time=0 unix://{name}`)"));
@@ -407,6 +415,11 @@ pub async fn check_with<V: Vault>(
         report.push("warning: no listed node is active: a leader election, or the active node is not in vault.address (standbys forward to it)".into());
     }
     report.push(format!("vault at {} answers, unsealed", config.vault.address));
+    report.extend(
+        crate::config::plain_http_warnings(&config.vault.address)
+            .into_iter()
+            .map(|w| format!("warning: {w}")),
+    );
     let mut serve_uses = "the configured identity";
     if let Some(kept) = &kept {
         // What `serve` does: carry on with the kept token while it is valid, else log in anew.
@@ -428,7 +441,7 @@ pub async fn check_with<V: Vault>(
     // token expires, or after a reboot, depends on.
     match &config.vault.auth {
         AuthConfig::Token { token_file } => {
-            let token = read_secret_file("token", token_file)?;
+            let token = load_secret_file("token", token_file).await?;
             report.extend(exposed("token", token_file));
             let info = vault
                 .lookup_self(&token)
@@ -441,7 +454,7 @@ pub async fn check_with<V: Vault>(
             ));
         }
         AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
-            read_secret_file("role_id", role_id_file)?;
+            load_secret_file("role_id", role_id_file).await?;
             report.extend(exposed("role_id", role_id_file));
             let kept_secret_id = kept.as_ref().is_some_and(|k| k.secret_id.is_some());
             if *secret_id_wrapped && kept_secret_id && !secret_id_file.exists() {
@@ -452,8 +465,8 @@ pub async fn check_with<V: Vault>(
                 report.push(format!("serve would use {serve_uses}"));
                 return Ok(report);
             }
-            let role_id = read_secret_file("role_id", role_id_file)?;
-            let secret = read_secret_file("secret_id", secret_id_file)?;
+            let role_id = load_secret_file("role_id", role_id_file).await?;
+            let secret = load_secret_file("secret_id", secret_id_file).await?;
             report.extend(exposed("secret_id", secret_id_file));
             if *secret_id_wrapped {
                 vault.wrapping_creation_path(&secret).await.with_context(|| {
@@ -476,7 +489,7 @@ pub async fn check_with<V: Vault>(
             }
         }
         AuthConfig::Cert { client_cert, client_key, role, mount } => {
-            client_certificate(client_cert, client_key)?;
+            load_client_certificate(client_cert, client_key).await?;
             report.push(format!(
                 "the client certificate {} and its key {} parse and match",
                 client_cert.display(),
@@ -487,7 +500,7 @@ pub async fn check_with<V: Vault>(
             report.push(probe_login(vault, &login, "certificate").await?);
         }
         AuthConfig::Jwt { jwt_file, role, mount } => {
-            let jwt = read_jwt(jwt_file)?;
+            let jwt = load_jwt(jwt_file).await?;
             report.extend(exposed("JWT", jwt_file));
             let login = Login::Jwt { mount, role, jwt: &jwt };
             report.push(probe_login(vault, &login, "JWT").await?);
@@ -621,6 +634,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn check_warns_of_plain_http_off_loopback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "good-token").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let vault = FakeVault::default();
+        vault.knows("good-token", Duration::from_secs(600));
+        let report = check_with(&config(&file), &vault, None).await.unwrap();
+        assert!(!report.iter().any(|l| l.contains("warning")), "loopback is silent: {report:?}");
+        let mut remote = config(&file);
+        remote.vault.address =
+            crate::config::Addresses::parse("vault.address", &["http://10.0.0.1:8200"]).unwrap();
+        let report = check_with(&remote, &vault, None).await.unwrap();
+        assert!(
+            report.iter().any(|l| l
+                .starts_with("warning: vault address http://10.0.0.1:8200 is plain http")
+                && l.contains("unencrypted")),
+            "{report:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn check_says_which_engines_answer() {
         use crate::dockerd::FakeEngine;
         let docker = Arc::new(FakeEngine::named("/var/run/docker.sock", EngineKind::Docker));
@@ -630,8 +666,12 @@ mod tests {
         podman.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
         let other = Arc::new(FakeEngine::named("/run/other.sock", EngineKind::Unknown));
         other.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
-        let report = check_engines(&[docker, podman, other], "vault-secrets").await;
+        let remapping = Arc::new(FakeEngine::named("/run/remap.sock", EngineKind::Docker));
+        *remapping.id_map.lock().unwrap() =
+            Some(crate::dockerd::userns::IdMap::single(100000, 100000, 65536));
+        let report = check_engines(&[docker, podman, other, remapping], "vault-secrets").await;
         assert_eq!(report[0], "engine /var/run/docker.sock (docker) answers; 1 of its containers use the plugin's volumes");
+        assert!(report[4].starts_with("engine /run/remap.sock remaps user namespaces (container root is host 100000:100000"), "{report:?}");
         assert!(
             report[1].starts_with("no Podman API service at /nonexistent/podman.sock"),
             "{report:?}"

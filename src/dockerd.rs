@@ -10,7 +10,8 @@
 //! the engine's; bollard 0.21 in fact sends paths without a version prefix, which the engine
 //! answers in its own current version): a pinned version is refused once an engine raises its
 //! minimum (Docker 29 requires 1.44 and refuses 1.41), while the few fields read here — a container's `Id`,
-//! `State`, `State.Pid` and `Mounts[].{Type,Name,Destination,Driver}` — and the `kill` and
+//! `State`, `State.Pid` and `Mounts[].{Type,Name,Destination,Driver}`, `/info`'s
+//! `SecurityOptions` and `DockerRootDir` (user namespace remapping: [`userns`]) — and the `kill` and
 //! `events` endpoints have kept their shape since API 1.23. Replies are not bounded by the
 //! plugin: the engine is a root daemon of the host, trusted like the kernel.
 //!
@@ -20,6 +21,7 @@
 
 mod fake;
 pub mod mountinfo;
+pub mod userns;
 
 pub use fake::FakeEngine;
 
@@ -147,6 +149,12 @@ pub enum EngineError {
     InvalidContainerId { id: String },
     #[error("not a signal: {signal:?} (expected SIGNAME or a number from 1 to 64)")]
     InvalidSignal { signal: String },
+    #[error("the user namespace remapping of the docker engine at {socket} is unknown")]
+    Userns {
+        socket: PathBuf,
+        #[source]
+        source: userns::UsernsError,
+    },
     #[error("cannot read the mount table of container process {pid}")]
     ProcMounts {
         pid: u32,
@@ -206,6 +214,10 @@ pub trait Engine: Send + Sync + 'static {
     /// `died`, which its compatible API calls `die`), as a stream that ends, or yields an
     /// error, when the connection to the engine does.
     fn deaths(&self) -> impl Future<Output = Result<Deaths, EngineError>> + Send;
+
+    /// How the engine maps its containers' user ids to the host's (`dockerd
+    /// --userns-remap`): `None` when it does not remap. See [`userns`].
+    fn id_map(&self) -> impl Future<Output = Result<Option<userns::IdMap>, EngineError>> + Send;
 }
 
 /// How much of a container's mount table is read at most (about 30,000 mounts).
@@ -249,6 +261,8 @@ pub struct DockerEngine {
     client: tokio::sync::Mutex<Option<Docker>>,
     /// Told by the engine's `/version` at the first connection, or given.
     kind: OnceLock<EngineKind>,
+    /// Its user namespace remapping, once learned (see [`Engine::id_map`]).
+    id_map: OnceLock<Option<userns::IdMap>>,
 }
 
 impl DockerEngine {
@@ -260,6 +274,7 @@ impl DockerEngine {
             timeout,
             client: tokio::sync::Mutex::new(None),
             kind: OnceLock::new(),
+            id_map: OnceLock::new(),
         }
     }
 
@@ -453,6 +468,10 @@ impl Engine for DockerEngine {
             found.extend(self.tasks_among(chunk).await?);
         }
         Ok(found)
+    }
+
+    async fn id_map(&self) -> Result<Option<userns::IdMap>, EngineError> {
+        self.learn_id_map().await
     }
 
     async fn deaths(&self) -> Result<Deaths, EngineError> {

@@ -18,7 +18,8 @@
 //!                  records; restore: after a restart; revoke: revocations and their retries;
 //!                  upkeep: renew / replace / refresh; containers: which container a mount is
 //!                  for, signals, deaths; sweep: mounts whose containers are gone; status;
-//!                  identity: per-volume wrapped identities; secrets: swarm secrets)
+//!                  identity: per-volume wrapped identities; secrets: swarm secrets;
+//!                  certificates: PKI certificates revoked by serial)
 //!        ┌──────────┬───────────┬──────────┬─────────┼────────┬──────────┬──────────┐
 //!        ▼          ▼           ▼          ▼         ▼        ▼          ▼          ▼
 //!      lease      files       vault      state     tmpfs   dockerd    audit     metrics
@@ -27,7 +28,8 @@
 //!     deadlines) writes)    identity)   itions;   ro)     Docker,
 //!                                       tmpfs:            Podman;
 //!                                       tokens)           mountinfo)
-//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above
+//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above;
+//!      namespace (a Vault namespace path, checked) below them
 //! ```
 //!
 //! - [`api`]: the inbound adapters, each over a narrow trait of the driver
@@ -41,14 +43,18 @@
 //!   use fakes, the background loops (deaths, ties, the sweep) included. The plugin's own identity and
 //!   `check` go through the same [`vault::Vault`] trait.
 //! - [`daemon`]: start-up, the tasks, shutdown, `check`; the binary (`src/main.rs`)
-//!   only parses arguments.
+//!   only parses arguments. [`swap`]: whether mounts can be kept out of swap (`noswap`, refused
+//!   in a user namespace: rootless engines), for the mount's log line, `check` and a metric.
 //!
 //! # Lifecycles
 //!
 //! - **Create** parses the options into a [`volume::VolumeSpec`] (errors name the option),
 //!   checks a `template`, unwraps a `wrapped-token` (after checking what made it), checks
-//!   `policies` against the identity's, and persists the definition — the options, never a
-//!   secret — in `state_dir`.
+//!   `policies` against the identity's, checks that `uid` and `gid` are ids a remapping engine
+//!   maps (`dockerd --userns-remap`: [`dockerd::userns`], or the configuration's `[userns]`;
+//!   under it they are the container's ids, and a Mount owns the tmpfs and files by the host
+//!   ids they map to), and persists the definition — the options, never a secret — in
+//!   `state_dir`.
 //! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
 //!   or an AppRole login), recorded at once in the private tmpfs (a mount that cannot be
 //!   recorded fails there, its token revoked; users' records may take three quarters of it,
@@ -67,9 +73,11 @@
 //!   files and back off (for as long as the outage has lasted, jittered, so that a returning
 //!   Vault sees the held-up renewals spread); changed files send `signal` to the containers
 //!   using the mount.
-//! - **Unmount** on the last reference revokes the token (`revoke-self`: Vault revokes every
-//!   lease it made) and removes the tmpfs; a revocation that fails while Vault is out of reach
-//!   is kept and retried every 10 s. **Remove** refuses while mounted and revokes a volume's own
+//! - **Unmount** on the last reference revokes the certificates its PKI sources issued without
+//!   a lease (by serial, with the plugin's token: [`vault::pki`]; a replaced one goes once its
+//!   successor is written), then the token (`revoke-self`: Vault revokes every lease it made),
+//!   and removes the tmpfs; a revocation that fails while Vault is out of reach is kept and
+//!   retried every 10 s. **Remove** refuses while mounted and revokes a volume's own
 //!   token.
 //! - **Restart**: definitions come back from `state_dir`; mount records, the plugin's token and
 //!   volumes' own identities from the private tmpfs `runtime_dir/private`, which outlives the
@@ -115,13 +123,20 @@
 //! node that answered last first, and waits out an election for up to 30 s; a token goes only to
 //! a listed node, and a request that creates a token only to the active one, never twice.
 //!
+//! Namespaces ([`namespace`]): a volume's `namespace` goes with its tokens — a
+//! [`vault::Token`] carries the namespace it belongs to, kept in the records — and every
+//! request made with one names it in the `X-Vault-Namespace` header (never in a URL);
+//! `vault.namespace` for the rest.
+//!
 //! The plugin's identity ([`vault::identity`]) is a token file, an AppRole login (the
 //! secret_id optionally response-wrapped: unwrapped once, the file then deleted), a TLS client
 //! certificate (presented by the HTTP client, checked to match its key at start-up) or a JWT
 //! file (read at every login), renewed at two thirds of its TTL. At its max TTL, or when Vault
 //! no longer knows it — found at the renewal, or when a mount's child token is refused and
 //! `lookup-self` confirms it — the plugin logs in again, once for all who noticed. Until the
-//! first login succeeds, Get/List/Path work and Mount says why it cannot proceed.
+//! first login succeeds, Get/List/Path work and Mount says why it cannot proceed. The identity's
+//! files ([`vault::credentials`]) are read off the runtime, opened non-blocking, bounded, and
+//! refused unless regular files, so no file can stall a request, `status` or a signal.
 //!
 //! # Current limitations
 //!
@@ -145,8 +160,10 @@ pub mod driver;
 pub mod files;
 pub mod lease;
 pub mod metrics;
+pub mod namespace;
 pub mod report;
 pub mod state;
+pub mod swap;
 pub mod tmpfs;
 pub mod vault;
 pub mod volume;

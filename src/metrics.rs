@@ -222,6 +222,12 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
+        let name = "vault_secrets_tmpfs_noswap";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Whether mounts are kept out of swap (1), or may be swapped (0: a user namespace, or a kernel before 6.4).\n# TYPE {name} gauge\n{name} {}",
+            u8::from(crate::swap::NoSwap::cached().reason().is_none()),
+        );
         let counters = [
             ("vault_secrets_mounts_total", "Mounts served.", &self.mounts),
             ("vault_secrets_mount_failures_total", "Mounts that failed.", &self.mount_failures),
@@ -306,6 +312,8 @@ mod tests {
         let build = format!("vault_secrets_build_info{{version=\"{}\",", env!("CARGO_PKG_VERSION"));
         assert!(text.contains(&build), "{text}");
         assert!(text.contains("vault_secrets_mounts_total 1\n"));
+        let noswap = u8::from(crate::swap::NoSwap::here().reason().is_none());
+        assert!(text.contains(&format!("vault_secrets_tmpfs_noswap {noswap}\n")), "{text}");
         assert!(
             text.contains(
                 "vault_secrets_vault_request_duration_seconds_bucket{op=\"read\",le=\"0.005\"} 1\n"

@@ -52,10 +52,14 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::files::Digests;
+use crate::vault::pki::Issued;
 use crate::vault::Token;
 
 pub mod format;
 pub mod quota;
+mod tokens;
+
+use tokens::{opt_token_serde, token_serde, tokens_serde};
 
 use format::{encode, load, load_dir, save};
 use quota::Quota;
@@ -132,6 +136,9 @@ pub struct MountRecord {
     /// Its container died and its tokens were revoked: nothing of it is left to renew.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
+    /// The certificates its sources issued without a lease, revoked when it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Issued>,
 }
 
 /// A container, as the audit log and the mount records name it.
@@ -201,6 +208,22 @@ impl std::fmt::Debug for PendingRevocation {
     }
 }
 
+/// A certificate whose revocation failed while Vault was out of reach (or the plugin had no
+/// identity), kept in the private tmpfs and retried like a [`PendingRevocation`]; revoked
+/// with the plugin's token in `namespace`. Holds no secret: a serial and an API path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingCertificate {
+    /// Its name in the store.
+    pub key: String,
+    pub volume: String,
+    /// The mount ID it was issued for: for the audit log.
+    pub mount: String,
+    /// The volume's namespace, where the certificate was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub certificate: Issued,
+}
+
 /// A Swarm task's secret (`/SecretProvider.GetSecret`) as kept in the private tmpfs: the token
 /// it was read with and that token's leases, so that a restarted plugin still revokes them when
 /// the task ends. Never the value. `Debug` never shows the token.
@@ -254,48 +277,6 @@ pub struct VolumeIdentityRecord {
     pub wrapping: Token,
 }
 
-mod token_serde {
-    use super::Token;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &Token, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(t.expose())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Token, D::Error> {
-        String::deserialize(d).map(Token::new)
-    }
-}
-
-mod tokens_serde {
-    use super::Token;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &[Token], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(t.iter().map(Token::expose))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Token>, D::Error> {
-        Vec::<String>::deserialize(d).map(|v| v.into_iter().map(Token::new).collect())
-    }
-}
-
-mod opt_token_serde {
-    use super::Token;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &Option<Token>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_some(t.expose()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Token>, D::Error> {
-        Option::<String>::deserialize(d).map(|o| o.map(Token::new))
-    }
-}
-
 /// Persistence of volume definitions, mount records and the identity.
 pub trait Store: Send + Sync + 'static {
     fn load_volumes(&self) -> Vec<VolumeRecord>;
@@ -307,6 +288,9 @@ pub trait Store: Send + Sync + 'static {
     fn load_revocations(&self) -> Vec<PendingRevocation>;
     fn save_revocation(&self, record: &PendingRevocation) -> Result<(), StateError>;
     fn delete_revocation(&self, key: &str) -> Result<(), StateError>;
+    fn load_certificates(&self) -> Vec<PendingCertificate>;
+    fn save_certificate(&self, record: &PendingCertificate) -> Result<(), StateError>;
+    fn delete_certificate(&self, key: &str) -> Result<(), StateError>;
     fn load_identity(&self) -> Option<IdentityRecord>;
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError>;
     fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord>;
@@ -345,7 +329,8 @@ impl DirStore {
         let identities = private.join("identities");
         let revocations = private.join("revocations");
         let tasks = private.join("tasks");
-        for dir in [&volumes, &mounts, &identities, &revocations, &tasks] {
+        let certificates = private.join("certificates");
+        for dir in [&volumes, &mounts, &identities, &revocations, &tasks, &certificates] {
             create_private_dir(dir)?;
         }
         use format::{files_in, refuse_newer};
@@ -354,6 +339,7 @@ impl DirStore {
         refuse_newer::<VolumeIdentityRecord>(&files_in(&identities))?;
         refuse_newer::<PendingRevocation>(&files_in(&revocations))?;
         refuse_newer::<TaskRecord>(&files_in(&tasks))?;
+        refuse_newer::<PendingCertificate>(&files_in(&certificates))?;
         refuse_newer::<IdentityRecord>(&[private.join("identity.json")])?;
         let quota = Quota::new(quota::user_records(capacity), &[&mounts, &tasks]);
         Ok(DirStore { volumes, private: private.to_owned(), quota })
@@ -475,6 +461,19 @@ impl Store for DirStore {
         remove(&self.private.join("revocations").join(format!("{key}.json")))
     }
 
+    fn load_certificates(&self) -> Vec<PendingCertificate> {
+        load_dir(&self.private.join("certificates"))
+    }
+
+    fn save_certificate(&self, record: &PendingCertificate) -> Result<(), StateError> {
+        let path = self.private.join("certificates").join(format!("{}.json", record.key));
+        save(&path, record, false)
+    }
+
+    fn delete_certificate(&self, key: &str) -> Result<(), StateError> {
+        remove(&self.private.join("certificates").join(format!("{key}.json")))
+    }
+
     fn load_identity(&self) -> Option<IdentityRecord> {
         load(&self.private.join("identity.json"))
     }
@@ -520,6 +519,7 @@ pub struct MemoryStore {
     pub identity: Mutex<Option<IdentityRecord>>,
     pub volume_identities: Mutex<BTreeMap<String, VolumeIdentityRecord>>,
     pub revocations: Mutex<BTreeMap<String, PendingRevocation>>,
+    pub certificates: Mutex<BTreeMap<String, PendingCertificate>>,
     pub tasks: Mutex<BTreeMap<(String, String), TaskRecord>>,
     /// Refuses every mount record while set, as a full private tmpfs does.
     pub full: std::sync::atomic::AtomicBool,
@@ -569,6 +569,20 @@ impl Store for MemoryStore {
 
     fn delete_revocation(&self, key: &str) -> Result<(), StateError> {
         self.revocations.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    fn load_certificates(&self) -> Vec<PendingCertificate> {
+        self.certificates.lock().unwrap().values().cloned().collect()
+    }
+
+    fn save_certificate(&self, record: &PendingCertificate) -> Result<(), StateError> {
+        self.certificates.lock().unwrap().insert(record.key.clone(), record.clone());
+        Ok(())
+    }
+
+    fn delete_certificate(&self, key: &str) -> Result<(), StateError> {
+        self.certificates.lock().unwrap().remove(key);
         Ok(())
     }
 
@@ -655,6 +669,11 @@ mod tests {
             container: Some(Container { id: "c0ffee".into(), name: "web-1".into() }),
             engine: Some("/run/podman/podman.sock".into()),
             ended: true,
+            certificates: vec![crate::vault::pki::Issued {
+                revoke_path: "pki/revoke".into(),
+                serial: "7b:a2".into(),
+                not_stored: true,
+            }],
         };
         store.save_mount(&record).unwrap();
         let loaded = store.load_mounts();
@@ -662,6 +681,7 @@ mod tests {
         assert_eq!(loaded[0].token.expose(), "s.secret-token");
         assert_eq!(loaded[0].refs, 2);
         assert_eq!(loaded[0].retiring[0].expose(), "s.old-token");
+        assert_eq!(loaded[0].certificates, record.certificates);
         assert_eq!(loaded[0].expiring, record.expiring);
         assert_eq!(loaded[0].container, record.container);
         assert_eq!(loaded[0].engine, record.engine);

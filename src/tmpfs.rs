@@ -72,7 +72,8 @@ pub trait Mounter: Send + Sync + 'static {
 /// `mount(2)` and `umount2(2)`; needs `CAP_SYS_ADMIN`.
 #[derive(Debug)]
 pub struct LinuxMounter {
-    /// Cleared the first time the kernel refuses `noswap` (before Linux 6.4).
+    /// Cleared the first time the kernel refuses `noswap` (before Linux 6.4, or in a user
+    /// namespace: [`crate::swap`]).
     noswap: AtomicBool,
 }
 
@@ -104,7 +105,13 @@ impl Mounter for LinuxMounter {
         let mut result = attempt(self.noswap.load(Ordering::Relaxed));
         if result == Err(rustix::io::Errno::INVAL) && self.noswap.load(Ordering::Relaxed) {
             self.noswap.store(false, Ordering::Relaxed);
-            tracing::info!("this kernel's tmpfs has no noswap option; mounting without it");
+            // Refused in a user namespace (rootless engines), or unknown to an old kernel.
+            match crate::swap::NoSwap::here().reason() {
+                Some(reason) => tracing::warn!("{reason}; mounting without noswap"),
+                None => tracing::warn!(
+                    "the kernel refused tmpfs noswap: secrets may be swapped; mounting without it"
+                ),
+            }
             result = attempt(false);
         }
         result.map_err(|e| MountError::Mount { target: target.to_owned(), source: e.into() })
@@ -184,6 +191,9 @@ impl Mounter for FakeMounter {
             });
         }
         self.mounted.lock().unwrap().push((target.to_owned(), options.clone()));
+        // A tmpfs's root is owned by its `uid` and `gid`: so is the directory standing for it
+        // (where the tests may give it away: as root).
+        let _ = std::os::unix::fs::chown(target, Some(options.uid), Some(options.gid));
         Ok(())
     }
 

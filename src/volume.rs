@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::namespace::Namespace;
+
 pub mod bounds;
+mod token_paths;
 
 /// The largest tmpfs a volume may ask for: secrets are small, host memory is not free.
 pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
@@ -127,6 +130,11 @@ pub struct VolumeSpec {
     pub identity: IdentityKind,
     /// A template in `templates_dir` rendered into the one file `output_file()`.
     pub template: Option<String>,
+    /// The Vault namespace every request of the volume names (in place of `vault.namespace`).
+    pub namespace: Option<Namespace>,
+    /// Whether a certificate replaced ahead of its expiry is revoked once its successor is in
+    /// place (`revoke-replaced`).
+    pub revoke_replaced: bool,
 }
 
 /// Where a volume's mount tokens come from.
@@ -144,7 +152,7 @@ pub enum IdentityKind {
 pub const UNWRAPPED: &str = "unwrapped-at-create";
 
 const ACCEPTED: &str =
-    "path, path.NAME, field, file, format, template, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal, wrapped-token, role-id";
+    "path, path.NAME, field, file, format, template, param.KEY, uid, gid, mode, size, refresh, ttl, policies, signal, wrapped-token, role-id, namespace, revoke-replaced";
 
 /// The signals `signal` accepts: those applications use to reload.
 const SIGNALS: &[&str] = &[
@@ -170,6 +178,8 @@ impl VolumeSpec {
         let mut wrapped = false;
         let mut template = None;
         let mut role_id = None;
+        let mut namespace = None;
+        let mut revoke_replaced = true;
         for (key, value) in opts {
             match key.as_str() {
                 "path" => main_path = Some(parse_vault_path(key, value)?),
@@ -195,6 +205,14 @@ impl VolumeSpec {
                 "policies" => policies = Some(parse_policies(value)?),
                 "uid" | "gid" | "mode" | "size" | "refresh" | "ttl" => settings.set(key, value)?,
                 "signal" => signal = Some(parse_signal(value)?),
+                "namespace" => namespace = Some(Namespace::parse(value).map_err(|m| err(key, m))?),
+                "revoke-replaced" => {
+                    revoke_replaced = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(err(key, format!("`{value}` is not true or false"))),
+                    }
+                }
                 "wrapped-token" => {
                     if value.is_empty()
                         || value.len() > 1024
@@ -339,6 +357,8 @@ impl VolumeSpec {
             signal,
             identity,
             template,
+            namespace,
+            revoke_replaced,
         };
         bounds::check(&spec)?;
         Ok(spec)
@@ -371,10 +391,6 @@ fn valid_dir_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// The mounts of Vault's own API whose endpoints issue, show or wrap tokens: never a source.
-/// (`cubbyhole/response` holds response-wrapped replies.)
-const TOKEN_MOUNTS: &[&str] = &["auth", "sys", "cubbyhole"];
-
 fn parse_vault_path(key: &str, value: &str) -> Result<String, OptionError> {
     let path = value.trim_start_matches("/v1/").trim_matches('/');
     let segments: Vec<&str> = path.split('/').collect();
@@ -399,10 +415,15 @@ fn parse_vault_path(key: &str, value: &str) -> Result<String, OptionError> {
             format!("`{value}` starts like a URL (`:` in its first segment); give a Vault API path below /v1/, e.g. secret/data/app"),
         ));
     }
-    if let Some(first) = TOKEN_MOUNTS.iter().find(|m| segments[0] == **m) {
+    if let Some((mount, namespaced)) = token_paths::token_mount(&segments) {
+        let (shown, namespace) = if namespaced {
+            (format!("NAMESPACE/{mount}/…"), " (after a prefix, which vault reads as a namespace)")
+        } else {
+            (format!("{mount}/…"), "")
+        };
         return Err(err(
             key,
-            format!("`{first}/…` paths are refused as sources: they log in, show, wrap or unwrap tokens, and a mount's token must never reach a container; read secrets from a secrets engine (kv, database, pki, …)"),
+            format!("`{shown}` paths{namespace} are refused as sources: they log in, show, wrap or unwrap tokens, and a mount's token must never reach a container; read secrets from a secrets engine (kv, database, pki, …); a KV version 1 folder named `{mount}` reads the same, so keep such keys in KV version 2 (MOUNT/data/…)"),
         ));
     }
     Ok(path.to_owned())
@@ -740,6 +761,9 @@ mod tests {
             "sys/wrapping/wrap",
             "/v1/sys/wrapping/unwrap",
             "cubbyhole/response",
+            "team-a/auth/token/lookup-self",
+            "team-a/sys/wrapping/lookup",
+            "org/team-a/cubbyhole/response",
         ] {
             let e = parse(&[("path", path)]).unwrap_err();
             assert!(e.message.contains("refused as sources"), "{path}: {e}");
@@ -749,6 +773,9 @@ mod tests {
         // A colon further on is an ordinary character of Vault paths.
         assert!(parse(&[("path", "kv/app:v2")]).is_ok());
         assert!(parse(&[("path", "secret/data/auth")]).is_ok());
+        assert!(parse(&[("path", "secret/data/app/auth/db")]).is_ok());
+        let e = parse(&[("path", "team-a/auth/token/lookup-self")]).unwrap_err();
+        assert!(e.message.contains("`NAMESPACE/auth/…`") && e.message.contains("namespace"), "{e}");
         let e = parse(&[("path", "kv/a"), ("field", "pass\nword")]).unwrap_err();
         assert_eq!(e.option, "field");
     }

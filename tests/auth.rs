@@ -208,6 +208,51 @@ fn a_node_certificate_renewed_on_disk_is_presented_at_the_next_login_without_a_r
     assert!(plugin.mounts_left().is_empty(), "{:?}", plugin.mounts_left());
 }
 
+/// A FIFO at `jwt_file`, which the plugin reads at every login. It was opened with a blocking
+/// open on the runtime's one thread: `List`, `/status` and SIGTERM froze until something wrote
+/// to the FIFO. Now it is refused at once, named in the login's error, and the plugin keeps
+/// answering. (No Vault: the login fails at the file, before any request.)
+#[test]
+fn a_fifo_at_the_jwt_file_is_refused_and_freezes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token.jwt");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let vault = format!("http://127.0.0.1:{}", free_port());
+    let auth = format!(
+        "[vault.auth]\nmethod = \"jwt\"\njwt_file = \"{}\"\nrole = \"docker-hosts\"\n",
+        fifo.display()
+    );
+    let mut plugin = Plugin::configure(None, &vault, "unused", &auth);
+    plugin.restart(); // Activate answers
+    let refused = format!("{} is a FIFO (named pipe), not a regular file", fifo.display());
+    assert!(
+        wait_until(Duration::from_secs(10), || plugin.log().contains(&refused)),
+        "the login's error names the FIFO:\n{}",
+        plugin.log()
+    );
+    let timed = |what: &str, f: &mut dyn FnMut()| {
+        let started = std::time::Instant::now();
+        f();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+    };
+    timed("List", &mut || {
+        plugin.ok("/VolumeDriver.List", json!({}));
+    });
+    timed("status", &mut || {
+        crate::util::vault::status(&plugin);
+    });
+    plugin.create("fifo", json!({"path": "secret/data/app"}));
+    timed("Mount", &mut || {
+        let e = plugin.err("/VolumeDriver.Mount", json!({"Name": "fifo", "ID": mount_id()}));
+        assert!(e.contains("not logged in") && e.contains(&refused), "{e}");
+    });
+    let pid = plugin.pid();
+    timed("SIGTERM", &mut || plugin.stop(false));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the plugin ended");
+}
+
 #[test]
 fn a_jwt_identity_reads_its_file_at_every_login_and_logs_in_again_by_itself() {
     let bao = Bao::start();

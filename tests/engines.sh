@@ -11,13 +11,15 @@
 #            Debian's packages (Podman 5 needs glibc 2.38; Debian 12 has 2.36), in a mount
 #            namespace of its own (see podman5_engine below);
 #   registry Debian 12's docker-registry (distribution 2.8), unpacked (never installed: its
-#            package would start a registry listening on every address), for the registry test.
+#            package would start a registry listening on every address), for the registry test;
+#   rootless what rootless Docker needs (rootlesskit, uidmap, the user vst-rootless and its
+#            subordinate ids); the test starts that engine itself (tests/util/rootless.rs).
 # A Docker engine N is unpacked into /opt/vault-secrets-test/dockerN and run as a dockerd of its
 # own (data root /var/lib/vault-secrets-test/dockerN, exec root, pid file and socket
 # /run/vault-secrets-test/dockerN{,.pid,.sock}, log /var/log/vault-secrets-test/dockerN.log)
 # with Debian 12's runc (Debian 13's and unstable's runc need glibc 2.38; the rest needs 2.34).
 # Each engine gets the busybox test image from the rootfs tarball tests/env.sh made. Idempotent.
-#   bash tests/engines.sh [26|28|podman|podman5|registry]...   # all five when none is named
+#   bash tests/engines.sh [26|28|podman|podman5|registry|rootless]...   # all six when none is named
 # (after tests/env.sh; tests/run.sh runs both). VAULT_SECRETS_DOCKERD_FLAGS: more flags for the
 # Docker engines this run starts (the live-restore test restarts one with --live-restore, then
 # without).
@@ -220,14 +222,39 @@ registry() {
     echo "registry: $("$prefix/usr/bin/docker-registry" --version | awk '{print $3}')"
 }
 
+# rootless Docker (tests/rootless.rs, docs/rootless.md): Debian 12's rootlesskit and uidmap
+# (newuidmap, newgidmap) beside docker.io's dockerd-rootless.sh, and the user it runs as,
+# vst-rootless, with subordinate ids 200000-265535 (clear of dockremap's 100000-165535). The
+# test starts the engine itself, and ends it.
+rootless() {
+    local p missing=() user=vst-rootless
+    for p in rootlesskit uidmap; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "engines.sh: installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+            fail "apt-get install ${missing[*]}" "apt-get update, then run this again"
+    fi
+    [[ -x /usr/share/docker.io/contrib/dockerd-rootless.sh ]] ||
+        fail "no /usr/share/docker.io/contrib/dockerd-rootless.sh" "bash tests/env.sh (Debian 12's docker.io)"
+    id "$user" >/dev/null 2>&1 ||
+        useradd --system --create-home --home-dir "/var/lib/$user" --shell /usr/sbin/nologin "$user" ||
+        fail "useradd $user"
+    grep -q "^$user:" /etc/subuid || usermod --add-subuids 200000-265535 "$user" || fail "usermod --add-subuids $user"
+    grep -q "^$user:" /etc/subgid || usermod --add-subgids 200000-265535 "$user" || fail "usermod --add-subgids $user"
+    echo "rootless: rootlesskit $(rootlesskit --version | awk '{print $3}'), user $user ($(id -u "$user")), subuids $(grep "^$user:" /etc/subuid | cut -d: -f2-)"
+}
+
 command -v runc >/dev/null || fail "no runc on PATH (Debian 12's runc, which the unpacked engines use)" "apt-get install runc"
-(($#)) || set -- 26 28 podman podman5 registry
+(($#)) || set -- 26 28 podman podman5 registry rootless
 for what in "$@"; do
     case $what in
     26 | 28) engine "$what" ;;
     podman) podman_engine ;;
     podman5) podman5_engine ;;
     registry) registry ;;
-    *) fail "unknown engine '$what'" "name 26, 28, podman, podman5 or registry (none: all five)" ;;
+    rootless) rootless ;;
+    *) fail "unknown engine '$what'" "name 26, 28, podman, podman5, registry or rootless (none: all six)" ;;
     esac
 done

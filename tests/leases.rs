@@ -406,6 +406,17 @@ fn pki_certificate_verifies_against_its_ca_on_every_engine() {
         "serial_number"
     );
     eprintln!("certificate {subject}, serial {serial}, verified against issuing_ca and ca_chain");
+    // The role issues without a lease: revoking the mount's token would leave the certificate
+    // valid. It is revoked by its serial when the container stops.
+    let revoked = || {
+        let v = t.bao.api("GET", &format!("pki/cert/{serial}"), None);
+        v["data"]["revocation_time"].as_u64().unwrap_or(0) > 0
+    };
+    assert!(!revoked(), "valid while the container runs");
+    let stopped = std::time::Instant::now();
+    docker_ok(&["stop", "-t", "1", &c]);
+    assert!(wait_until(Duration::from_secs(10), revoked), "not revoked after docker stop");
+    eprintln!("certificate revoked {:?} after docker stop began", stopped.elapsed());
 }
 
 #[test]

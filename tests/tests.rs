@@ -18,6 +18,9 @@
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
 //! - `attack`: attacks on the host from inside a container and from hostile volume options;
+//! - `pki`: certificates revoked by serial when their mount ends, and when replaced;
+//! - `namespaces`: `vault.namespace` and a volume's `namespace` against OpenBao's namespaces,
+//!   each request's namespace read back from OpenBao's audit log;
 //! - `auth`: the plugin's node identities (TLS certificate and JWT auth against an OpenBao
 //!   with a TLS listener) and the single use of a volume's wrapped token across nodes;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
@@ -34,6 +37,9 @@
 //!   while a container runs — restarted on this build, or `docker plugin upgrade` — and this
 //!   build takes over its files, renewals, refresh and revocation; records of a newer format
 //!   (a downgrade) stop the start.
+//! - `rootless`: rootless Docker (`util::rootless`: dockerd-rootless.sh and rootlesskit as a
+//!   user of its own) and rootless Podman, with the plugin in the engine's namespaces, as
+//!   `docs/rootless.md` says.
 //!
 //! Run as root after `tests/env.sh`; the README's test command does both.
 //!
@@ -48,7 +54,7 @@
 //! |-----------------------|-----------------------------------------------|--------------------------|
 //! | `_on_every_engine`    | Docker: the core of what users do             | Engines 20.10, 26.1, 28.5 |
 //! | `_on_current_engines` | Docker: what Engine ≥ 26 does, or restarts of its engine | Engines 26.1, 28.5 |
-//! | `_on_one_engine`      | Docker (or its lock) where once is enough: three-node swarms, chaos, HA, 64 containers | Engine 28.5 |
+//! | `_on_one_engine`      | Docker (or its lock) where once is enough: three-node swarms, chaos, HA, 64 containers, rootless engines of a test's own | Engine 28.5 |
 //! | `_on_every_podman`    | Podman                                        | Podman 4.3, 5.4          |
 //! | anything else         | no engine: the plugin over its socket, OpenBao, PostgreSQL | once         |
 //!
@@ -78,10 +84,14 @@ mod hostile;
 mod hosts;
 mod leases;
 mod managed;
+mod namespaces;
 mod outage;
+mod pki;
 mod plugin;
 mod podman;
 mod props;
+mod rootless;
 mod secrets;
 mod soak;
 mod upgrade;
+mod userns;

@@ -158,12 +158,22 @@ pub fn render_table(status: &Value) -> String {
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        let busy: Vec<&str> = v["busy"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         out.push_str(&format!(
             "{}  ({}; {} active mount(s))\n",
             v["name"].as_str().unwrap_or("?"),
             sources.join(", "),
-            mounts.len()
+            mounts.len() + busy.len()
         ));
+        for id in busy {
+            out.push_str(&format!(
+                "  mount {}  busy (a Mount, Unmount or renewal under way); ask again\n",
+                id.get(..12).unwrap_or(id)
+            ));
+        }
         for m in mounts {
             out.push_str(&format!(
                 "  mount {}  refs {}  token {} expires in {}  last refresh {}\n",
@@ -189,6 +199,13 @@ pub fn render_table(status: &Value) -> String {
                     x["expiration"],
                     secs(&x["replace_in_secs"]),
                     x["state"].as_str().unwrap_or("?"),
+                ));
+            }
+            for c in m["certificates"].as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!(
+                    "    certificate {}  {}\n",
+                    c["serial"].as_str().unwrap_or("?"),
+                    c["at_stop"].as_str().unwrap_or("?"),
                 ));
             }
             if let Some(e) = m["last_error"].as_str() {
@@ -244,6 +261,7 @@ mod tests {
                 name: "app".into(),
                 sources: vec!["kv/app".into()],
                 mounts: vec![],
+                busy: vec![],
             }]
         }
 

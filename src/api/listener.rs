@@ -1,6 +1,6 @@
 //! Serving a [`Router`] on a Unix or TCP listener within bounds, and the file descriptors those
 //! bounds leave in reserve. The plugin socket, the admin socket and `metrics_listen` all go
-//! through [`serve`], each with its own [`Limits`] (defined beside its router: `docker::LIMITS`,
+//! through [`serve`], each with its own [`Limits`] (defined beside its router: `plugin::LIMITS`,
 //! `admin::LIMITS`, `metrics::LIMITS`).
 //!
 //! - **Connections**: at most `connections` at once (a semaphore). One more is accepted and

@@ -50,8 +50,8 @@ fn gauges(volumes: &[VolumeStatus], pending_revocations: usize) -> String {
     gauge(
         &mut out,
         "vault_secrets_mounts_active",
-        "Active container mounts.",
-        mounts.len().to_string(),
+        "Active container mounts (a mount busy at the scrape counts too).",
+        (mounts.len() + volumes.iter().map(|v| v.busy.len()).sum::<usize>()).to_string(),
     );
     gauge(
         &mut out,
@@ -62,7 +62,7 @@ fn gauges(volumes: &[VolumeStatus], pending_revocations: usize) -> String {
     gauge(
         &mut out,
         "vault_secrets_revocations_pending",
-        "Tokens whose revocation failed (Vault out of reach) and is retried every 10 s: each still valid in Vault.",
+        "Tokens and certificates whose revocation failed (Vault out of reach) and is retried every 10 s: each still valid in Vault.",
         pending_revocations.to_string(),
     );
     let _ = writeln!(out, "# HELP vault_secrets_leases Leases held, by state (renew: still renewable; replace: to be replaced by a fresh secret).\n# TYPE vault_secrets_leases gauge");
@@ -113,6 +113,7 @@ mod tests {
             token_expires_in_secs: Some(20),
             leases: vec![lease("renew"), lease("replace")],
             expiring: vec![],
+            certificates: vec![],
             next_action_in_secs: 5,
             last_refresh: None,
             last_error: None,
@@ -121,8 +122,12 @@ mod tests {
             engine: None,
         };
         let failing = MountStatus { last_error: Some("vault unreachable".into()), ..mount.clone() };
-        let volume =
-            VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![failing, mount] };
+        let volume = VolumeStatus {
+            name: "db".into(),
+            sources: vec![],
+            mounts: vec![failing, mount],
+            busy: vec![],
+        };
         let text = gauges(&[volume], 3);
         for line in [
             "vault_secrets_volumes 1\n",
@@ -149,6 +154,7 @@ mod tests {
             token_expires_in_secs: Some(20),
             leases: vec![],
             expiring: vec![],
+            certificates: vec![],
             next_action_in_secs: 5,
             last_refresh: None,
             last_error: None,
@@ -156,7 +162,8 @@ mod tests {
             container: None,
             engine: None,
         };
-        let volume = VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![mount] };
+        let volume =
+            VolumeStatus { name: "db".into(), sources: vec![], mounts: vec![mount], busy: vec![] };
         let exposed = gauges(&[volume], 0) + &METRICS.render();
         let families: Vec<&str> =
             exposed.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();

@@ -29,6 +29,8 @@ pub struct FakeEngine {
     pub tasks: Mutex<Vec<SwarmTask>>,
     /// How many times `deaths` was asked for (each a new connection).
     pub followed: std::sync::atomic::AtomicUsize,
+    /// What `id_map` answers (`None`: the engine does not remap).
+    pub id_map: Mutex<Option<super::userns::IdMap>>,
     /// `Some(ID)`: a death; `None`: the connection ends.
     deaths: tokio::sync::broadcast::Sender<Option<String>>,
 }
@@ -53,6 +55,7 @@ impl FakeEngine {
             tables: Mutex::default(),
             tasks: Mutex::default(),
             followed: Default::default(),
+            id_map: Mutex::default(),
             deaths: tokio::sync::broadcast::channel(64).0,
         }
     }
@@ -194,6 +197,11 @@ impl Engine for FakeEngine {
             }
         });
         Ok(stream.boxed())
+    }
+
+    async fn id_map(&self) -> Result<Option<super::userns::IdMap>, EngineError> {
+        self.reachable()?;
+        Ok(self.id_map.lock().unwrap().clone())
     }
 }
 

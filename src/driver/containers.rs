@@ -362,6 +362,8 @@ impl<E: Edges> Driver<E> {
         for (old, _) in std::mem::take(&mut active.retiring) {
             self.revoke_held(name, id, &old.token, &old.accessor, held).await;
         }
+        let certificates = std::mem::take(&mut active.certificates);
+        self.revoke_certificates(name, id, &certificates, held).await;
         self.revoke_held(name, id, &active.token.token, &active.token.accessor, held).await;
         active.timers.retiring.clear();
         self.update_record(volume, id, active);

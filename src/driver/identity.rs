@@ -6,7 +6,7 @@
 //! Before unwrapping, the wrapping token is looked up and refused unless a token create or an
 //! AppRole secret-id made it (a substituted token would hand its maker's identity to the
 //! volume). The identity lives in memory and the private tmpfs only (SPEC "Restart"); its
-//! token is renewed by the lease manager under the mount ID `""`.
+//! token is renewed by the lease manager as its own job ([`crate::lease::Job::Identity`]).
 
 use super::{jitter, Driver, DriverError, Edges, Volume};
 use crate::lease::plan;
@@ -120,7 +120,27 @@ fn wrapping_refused(volume: &str, e: VaultError, at: Refused) -> DriverError {
                 Refused::Unwrap => format!("the wrapping token was unwrapped by someone else between its lookup and its unwrap: used, a moment ago. {SINGLE_USE}. If no other node was given this token, it was intercepted: issue a new one and create the volume with it"),
             },
         ),
+        ref e if at == Refused::Lookup && mid_unwrap(e) => wrapped_err(
+            volume,
+            format!("the wrapping token was being unwrapped by someone else at its lookup (vault found no wrapping information left: used, this very moment). {SINGLE_USE}. If no other node was given this token, it was intercepted: issue a new one and create the volume with it"),
+        ),
         source => DriverError::Read { volume: volume.to_owned(), source },
+    }
+}
+
+/// What `sys/wrapping/lookup` answers for a token being unwrapped by someone else at that
+/// moment: the token still resolves, but its wrapping information is already gone — a reply
+/// without `creation_path`, or OpenBao's and Vault's internal error for the missing
+/// information. A sealed or unreachable Vault is none of these.
+fn mid_unwrap(e: &VaultError) -> bool {
+    match e {
+        VaultError::BadReply { path, .. } => path == "sys/wrapping/lookup",
+        VaultError::Status { path, status: 500, message } => {
+            path == "sys/wrapping/lookup"
+                && (message.contains("wrapping information")
+                    || message.contains("no information found"))
+        }
+        _ => false,
     }
 }
 
@@ -231,24 +251,32 @@ impl<E: Edges> Driver<E> {
     }
 
     /// Checks at create that `policies` are a subset of the identity's (a root token may grant
-    /// any), so the error comes at create and names the option.
+    /// any), so the error comes at create and names the option; and, for a volume of the
+    /// plugin's identity in a `namespace`, that the namespace exists (the lookup is made there).
     pub(super) async fn check_policies(
         &self,
         volume: &str,
         spec: &VolumeSpec,
         own: Option<&Own>,
     ) -> Result<(), DriverError> {
-        let Some(wanted) = &spec.policies else { return Ok(()) };
+        if spec.policies.is_none() && (spec.namespace.is_none() || own.is_some()) {
+            return Ok(());
+        }
+        let namespace = spec.namespace.as_ref();
         let looked_up = match own.map(|o| &o.identity) {
             Some(OwnIdentity::Token { issued, .. }) => self.vault.lookup_self(&issued.token).await,
             Some(OwnIdentity::AppRole { .. }) => return Ok(()),
             None => {
-                self.as_plugin(|token| async move { self.vault.lookup_self(&token).await }).await?
+                self.as_plugin(|token| async move {
+                    self.vault.lookup_self(&token.in_namespace(namespace)).await
+                })
+                .await?
             }
         };
         let have = looked_up
             .map_err(|source| DriverError::ChildToken { volume: volume.to_owned(), source })?
             .policies;
+        let Some(wanted) = &spec.policies else { return Ok(()) };
         if have.iter().any(|p| p == "root") {
             return Ok(());
         }
@@ -282,7 +310,10 @@ impl<E: Edges> Driver<E> {
         match (&volume.spec.identity, own.map(|o| o.identity)) {
             (IdentityKind::Plugin, _) => {
                 let request = &self.child_token_request(volume, id);
+                // In the volume's namespace: the child, and so every request made with it.
+                let namespace = volume.spec.namespace.as_ref();
                 self.as_plugin(|parent| async move {
+                    let parent = parent.in_namespace(namespace);
                     self.vault.create_child_token(&parent, request).await
                 })
                 .await?

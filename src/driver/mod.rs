@@ -6,6 +6,7 @@
 //! Vault calls of its Mount, Unmount or upkeep, so mounts of different containers proceed
 //! concurrently while a repeated ID is reference-counted, never mounted twice.
 
+mod certificates;
 mod containers;
 mod identity;
 mod mount;
@@ -16,6 +17,7 @@ mod secrets;
 mod status;
 mod sweep;
 mod upkeep;
+mod userns;
 
 use mount::{fresh_timers, jitter, valid_mount_id, Active, Slot};
 
@@ -53,6 +55,14 @@ pub enum DriverError {
         #[source]
         source: OptionError,
     },
+    #[error("volume {volume}: cannot tell which host ids its container ids are")]
+    Userns {
+        volume: String,
+        #[source]
+        source: EngineError,
+    },
+    #[error("volume {volume}: the engines that could have made the mount map user ids differently ({engines}); list one of them in plugin.engines, or set [userns]")]
+    UsernsDiffer { volume: String, engines: String },
     #[error("volume {volume} already exists with different options; remove it first, or create it with the same options")]
     Exists { volume: String },
     #[error("no such volume: {volume}")]
@@ -127,6 +137,7 @@ pub enum DriverError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
     pub name: String,
+    /// Always `None` from the driver: see [`Driver::path`].
     pub mountpoint: Option<PathBuf>,
     pub created_at: String,
     pub status: serde_json::Value,
@@ -179,6 +190,8 @@ pub struct Driver<E: Edges> {
     identity: Arc<IdentitySlot>,
     leases: Arc<LeaseManager>,
     defaults: Defaults,
+    /// `[userns]`: the Docker engines' user namespace remapping, when configured.
+    userns: Option<crate::dockerd::userns::IdMap>,
     /// Where the read-only binds handed to Docker live: `mounts_root/NAME/ID`.
     mounts_root: PathBuf,
     /// Where the tmpfs mounts themselves live (`files_root/NAME/ID`, mode 0700): only the
@@ -191,6 +204,8 @@ pub struct Driver<E: Edges> {
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
     /// Tokens whose revocation failed while Vault was out of reach; retried until it works.
     pending: Mutex<Vec<PendingRevocation>>,
+    /// Certificates whose revocation failed likewise (`certificates`).
+    pending_certificates: Mutex<Vec<crate::state::PendingCertificate>>,
     /// The swarm tasks holding a token of a swarm secret (`secrets`).
     tasks: secrets::Tasks,
     /// Notified by each new mount: its container is looked for shortly after.
@@ -206,6 +221,8 @@ pub struct Parts<E: Edges> {
     pub engines: Vec<Arc<E::Engine>>,
     pub identity: Arc<IdentitySlot>,
     pub defaults: Defaults,
+    /// `[userns]` (see `userns`).
+    pub userns: Option<crate::dockerd::userns::IdMap>,
     pub mounts_root: PathBuf,
     pub files_root: PathBuf,
     pub driver_name: String,
@@ -227,6 +244,7 @@ impl<E: Edges> Driver<E> {
             identity: parts.identity,
             leases: Arc::new(LeaseManager::default()),
             defaults: parts.defaults,
+            userns: parts.userns,
             mounts_root: parts.mounts_root,
             files_root: parts.files_root,
             driver_name: parts.driver_name,
@@ -234,6 +252,7 @@ impl<E: Edges> Driver<E> {
             audit: parts.audit,
             volumes: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
+            pending_certificates: Mutex::new(Vec::new()),
             tasks: secrets::Tasks::default(),
             untied: tokio::sync::Notify::new(),
         }
@@ -280,6 +299,7 @@ impl<E: Edges> Driver<E> {
         }
         let spec = VolumeSpec::parse(&options, &self.defaults)
             .map_err(|source| DriverError::Options { volume: name.to_owned(), source })?;
+        self.check_ids(name, &spec).await?;
         if let Some(template) = &spec.template {
             files::check_template(&self.templates_dir.join(template), &spec).map_err(|e| {
                 DriverError::Options {
@@ -293,7 +313,9 @@ impl<E: Edges> Driver<E> {
         }
         let wrapping = options
             .get_mut("wrapped-token")
-            .map(|v| Token::new(std::mem::replace(v, UNWRAPPED.into())));
+            .map(|v| Token::new(std::mem::replace(v, UNWRAPPED.into())))
+            // Unwrapped (and looked up) in the volume's namespace, where it was made.
+            .map(|w| w.in_namespace(spec.namespace.as_ref()));
         if wrapping.as_ref().is_some_and(|w| w.expose() == UNWRAPPED) {
             return Err(DriverError::Options {
                 volume: name.to_owned(),
@@ -409,27 +431,27 @@ impl<E: Edges> Driver<E> {
         volumes.iter().map(|v| self.info(v)).collect()
     }
 
-    /// The mount point of an active mount of the volume, if any.
+    /// Never a mount point: each mount is one container's, and Path names no container, so
+    /// any path would be some other container's. Docker takes a container's path from the
+    /// reply to its Mount; an empty Path (and Get's Mountpoint) is what its adapter expects of
+    /// a volume not mounted for the caller (moby `volume/drivers/adapter.go`).
     pub fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError> {
-        Ok(self.info(&*self.volume(name)?).mountpoint)
+        self.volume(name)?;
+        Ok(None)
     }
 
     fn info(&self, volume: &Volume) -> VolumeInfo {
         let mut active = 0;
-        let mut mountpoint = None;
         for (_, slot) in volume.slots() {
             // A slot locked by a Mount or an upkeep under way: skip it, never wait.
             if let Ok(guard) = slot.try_lock() {
-                if let Some(a) = guard.as_ref() {
-                    active += 1;
-                    mountpoint.get_or_insert_with(|| a.mountpoint.clone());
-                }
+                active += usize::from(guard.is_some());
             }
         }
         let spec = &volume.spec;
         VolumeInfo {
             name: volume.record.name.clone(),
-            mountpoint,
+            mountpoint: None,
             created_at: volume.record.created_at.clone(),
             status: json!({
                 "sources": spec.sources.iter().map(|s| match &s.dir {

@@ -47,6 +47,9 @@ pub(super) struct Active {
     pub(super) timers: Timers,
     /// Tokens of replaced generations, revoked when their grace is over.
     pub(super) retiring: Vec<(IssuedToken, Instant)>,
+    /// The certificates this generation's sources issued without a lease, revoked when the
+    /// mount ends (`certificates`).
+    pub(super) certificates: Vec<crate::vault::pki::Issued>,
     /// What was last written into the tmpfs, to tell what changed without reading it back.
     pub(super) digests: Digests,
     pub(super) last_refresh: Option<SystemTime>,
@@ -237,7 +240,9 @@ impl<E: Edges> Driver<E> {
         // creates the token: the Vault round trips are most of a Mount's time, and the mount(2)
         // calls need nothing of them. (Nobody sees the empty bind: its parents are 0700, and
         // Docker learns its path only from the reply, once the files are written.)
-        let ready = self.make_tmpfs(volume, &files_dir, &mountpoint);
+        // Under a remapping engine, `uid` and `gid` are the container's (see `userns`).
+        let owner = self.host_owner(name, &volume.spec, id).await?;
+        let ready = self.make_tmpfs(volume, owner, &files_dir, &mountpoint);
         let (token, ready) = tokio::join!(self.issue_token(volume, id), ready);
         let ready = ready.unwrap_or_else(|panic| {
             Err(DriverError::Internal { volume: name.clone(), message: panic.to_string() })
@@ -264,6 +269,7 @@ impl<E: Edges> Driver<E> {
             secrets: None,
             timers,
             retiring: Vec::new(),
+            certificates: Vec::new(),
             digests: Digests::default(),
             last_refresh: None,
             last_error: None,
@@ -280,7 +286,7 @@ impl<E: Edges> Driver<E> {
         let filled = match ready.and_then(|device| recorded.map(|()| device)) {
             Ok(device) => {
                 active.device = device;
-                AssertUnwindSafe(self.fill(volume, id, &mut active)).catch_unwind().await
+                AssertUnwindSafe(self.fill(volume, id, owner, &mut active)).catch_unwind().await
             }
             Err(e) => Ok(Err(e)),
         };
@@ -300,22 +306,23 @@ impl<E: Edges> Driver<E> {
                 DriverError::Internal { volume: volume.record.name.clone(), message }
             }
         };
-        self.release(&volume.record.name, id, Some(&active.token), &active.mountpoint, None).await;
+        let (token, certificates) = (Some(&active.token), &active.certificates);
+        self.release(&volume.record.name, id, token, certificates, &active.mountpoint, None).await;
         Err(error)
     }
 
     /// On a blocking thread: the two directories of a mount (empty, their parents 0700), the
     /// tmpfs mounted on the first and bound read-only on the second, where Docker finds it.
-    /// Returns the tmpfs's device (as the bind shows it).
+    /// Returns the tmpfs's device (as the bind shows it). `owner`: the host uid and gid.
     fn make_tmpfs(
         &self,
         volume: &Volume,
+        (uid, gid): (u32, u32),
         files_dir: &Path,
         mountpoint: &Path,
     ) -> tokio::task::JoinHandle<Result<Option<String>, DriverError>> {
         let spec = &volume.spec;
-        let options =
-            TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid: spec.uid, gid: spec.gid };
+        let options = TmpfsOptions { size: spec.size, mode: spec.dir_mode(), uid, gid };
         let (mounter, name) = (self.mounter.clone(), volume.record.name.clone());
         let (files_dir, mountpoint) = (files_dir.to_owned(), mountpoint.to_owned());
         tokio::task::spawn_blocking(move || {
@@ -329,16 +336,21 @@ impl<E: Edges> Driver<E> {
     }
 
     /// Reads every source with the mount's token and fills the tmpfs [`Driver::make_tmpfs`]
-    /// mounted, on a blocking thread.
+    /// mounted, its files owned by `owner` (host ids), on a blocking thread.
     pub(super) async fn fill(
         &self,
         volume: &Volume,
         id: &str,
+        (uid, gid): (u32, u32),
         active: &mut Active,
     ) -> Result<(), DriverError> {
         let name = &volume.record.name;
         let spec = &volume.spec;
         let secrets = self.read_all(volume, &active.token.token).await?;
+        // Recorded first: a failure from here on revokes them with the token.
+        active.certificates = self.certificates_of(spec, &secrets, &active.token.token).await;
+        self.save_record(volume, id, active)
+            .map_err(|source| DriverError::Record { volume: name.clone(), source })?;
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.expirations = secrets.iter().map(Secret::expiration).collect();
         // Rendering and writing take time in proportion to the data (megabytes, from a
@@ -346,10 +358,11 @@ impl<E: Edges> Driver<E> {
         let (spec_owned, templates) = (spec.clone(), self.templates_dir.clone());
         let (files_dir, volume_name) = (self.files_dir(name, id), name.clone());
         let (secrets, digests) = tokio::task::spawn_blocking(move || {
+            let owner = Ownership { uid, gid, ..Ownership::of(&spec_owned) };
             let digests = files::render(&spec_owned, &secrets, &templates)
                 .map_err(|source| DriverError::Render { volume: volume_name.clone(), source })
                 .and_then(|rendered| {
-                    files::write_new(&files_dir, &rendered, Ownership::of(&spec_owned))
+                    files::write_new(&files_dir, &rendered, owner)
                         .map_err(|source| DriverError::Write { volume: volume_name, source })
                 });
             (secrets, digests)
@@ -412,6 +425,7 @@ impl<E: Edges> Driver<E> {
             container: active.container.clone(),
             engine: active.engine.clone(),
             ended: active.ended,
+            certificates: active.certificates.clone(),
         };
         self.store.save_mount(&record)
     }
@@ -457,13 +471,13 @@ impl<E: Edges> Driver<E> {
             self.revoke_held(name, id, &old.token, &old.accessor, held).await;
         }
         let token = (!active.ended).then_some(&active.token);
-        self.release(name, id, token, &active.mountpoint, held).await;
+        self.release(name, id, token, &active.certificates, &active.mountpoint, held).await;
         volume.slots.lock().unwrap().remove(id);
     }
 
-    /// Revokes `token` (none when its container's death revoked it already), then unmounts and
-    /// removes `mountpoint` (the read-only bind) and the tmpfs behind it, and forgets the
-    /// record. `held` names the container in the audit line.
+    /// Revokes `certificates` and `token` (none when its container's death revoked them
+    /// already), then unmounts and removes `mountpoint` (the read-only bind) and the tmpfs
+    /// behind it, and forgets the record. `held` names the container in the audit line.
     ///
     /// The revocation comes first, so that the credential's life ends with the container's
     /// whatever the unmounts cost (and a tmpfs gone means its token is revoked, or kept for a
@@ -476,9 +490,11 @@ impl<E: Edges> Driver<E> {
         volume: &str,
         id: &str,
         token: Option<&IssuedToken>,
+        certificates: &[crate::vault::pki::Issued],
         mountpoint: &Path,
         held: Option<&Container>,
     ) {
+        self.revoke_certificates(volume, id, certificates, held).await;
         if let Some(token) = token {
             self.revoke_held(volume, id, &token.token, &token.accessor, held).await;
         }

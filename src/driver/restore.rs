@@ -78,6 +78,7 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         secrets: None,
         timers,
         retiring: Vec::new(),
+        certificates: record.certificates.clone(),
         digests: record.digests.clone(),
         last_refresh: None,
         last_error: None,
@@ -131,6 +132,7 @@ impl<E: Edges> Driver<E> {
             }
         }
         *self.pending.lock().unwrap() = self.store.load_revocations();
+        *self.pending_certificates.lock().unwrap() = self.store.load_certificates();
         self.retry_revocations().await;
         let mut adopted = 0;
         for record in self.store.load_mounts() {
@@ -166,6 +168,7 @@ impl<E: Edges> Driver<E> {
                         &record.volume,
                         &record.id,
                         (!record.ended).then_some(&token),
+                        &record.certificates,
                         &record.mountpoint,
                         record.container.as_ref(),
                     )

@@ -67,8 +67,10 @@ impl<E: Edges> Driver<E> {
         }
     }
 
-    /// Retries the revocations that failed; returns how many are still pending.
+    /// Retries the revocations that failed (certificates first: they need no token of the
+    /// mount); returns how many are still pending.
     pub async fn retry_revocations(&self) -> usize {
+        let certificates = self.retry_certificates().await;
         // Each stays listed while it is retried, so that the count never dips meanwhile.
         let pending = self.pending.lock().unwrap().clone();
         for record in pending {
@@ -77,13 +79,15 @@ impl<E: Edges> Driver<E> {
             self.pending.lock().unwrap().retain(|r| r.key != record.key);
             let _ = self.store.delete_revocation(&record.key);
         }
-        self.pending.lock().unwrap().len()
+        self.pending.lock().unwrap().len() + certificates
     }
 
-    /// How many tokens wait for their revocation to be retried (each counted once, however
-    /// many times it failed).
+    /// How many tokens and certificates wait for their revocation to be retried (each token
+    /// counted once, however many times it failed).
     pub fn pending_revocations(&self) -> usize {
         let pending = self.pending.lock().unwrap();
-        pending.iter().map(|r| &r.accessor).collect::<std::collections::BTreeSet<_>>().len()
+        let tokens =
+            pending.iter().map(|r| &r.accessor).collect::<std::collections::BTreeSet<_>>().len();
+        tokens + self.pending_certificates.lock().unwrap().len()
     }
 }

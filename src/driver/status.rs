@@ -16,7 +16,15 @@ pub struct VolumeStatus {
     pub name: String,
     pub sources: Vec<String>,
     pub mounts: Vec<MountStatus>,
+    /// The IDs of mounts still busy (a Mount, Unmount or renewal under way) when `status`
+    /// stopped waiting ([`STATUS_WAIT`]): they are there, their details are not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
 }
+
+/// How long `status` (and so each metrics scrape) waits for busy mounts: once, for all of them
+/// together, never one after another.
+pub const STATUS_WAIT: Duration = Duration::from_millis(500);
 
 /// One active mount as `status` shows it: never a token or a value, only accessors and lease IDs.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +37,9 @@ pub struct MountStatus {
     pub leases: Vec<LeaseStatus>,
     /// Sources that expire without a lease (certificates).
     pub expiring: Vec<ExpiryStatus>,
+    /// The certificates issued for it without a lease, and what becomes of them at its end.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
     pub next_action_in_secs: u64,
     pub last_refresh: Option<String>,
     pub last_error: Option<String>,
@@ -65,27 +76,41 @@ pub struct ExpiryStatus {
     pub state: &'static str,
 }
 
+/// A certificate issued for a mount without a lease.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateStatus {
+    pub serial: String,
+    /// `revoked at stop`, or why not (a `no_store` role's).
+    pub at_stop: &'static str,
+}
+
 impl<E: Edges> Driver<E> {
     /// Every volume with its active mounts, their tokens' and leases' remaining TTLs, last
-    /// refresh and last error.
+    /// refresh and last error. A mount busy with a Mount, Unmount or upkeep is waited for, all
+    /// of them at once, until one deadline ([`STATUS_WAIT`]); those still busy then are listed
+    /// in `busy`. Each slot is held only while its own status is taken.
     pub async fn status(&self) -> Vec<VolumeStatus> {
+        let deadline = Instant::now() + STATUS_WAIT;
         let volumes: Vec<Arc<Volume>> = self.volumes.lock().unwrap().values().cloned().collect();
-        let mut out = Vec::with_capacity(volumes.len());
-        for volume in volumes {
-            let mut mounts = Vec::new();
-            for (id, slot) in volume.slots() {
-                let Ok(guard) = tokio::time::timeout(Duration::from_secs(2), slot.lock()).await
-                else {
-                    continue;
-                };
-                if let Some(active) = guard.as_ref() {
-                    mounts.push(mount_status(&volume.spec, &id, active));
+        let looks = volumes.iter().map(|volume| async move {
+            let slots = volume.slots().into_iter().map(|(id, slot)| async move {
+                match tokio::time::timeout_at(deadline, slot.lock()).await {
+                    Ok(guard) => Ok(guard.as_ref().map(|a| mount_status(&volume.spec, &id, a))),
+                    Err(_) => Err(id),
+                }
+            });
+            let (mut mounts, mut busy) = (Vec::new(), Vec::new());
+            for look in futures_util::future::join_all(slots).await {
+                match look {
+                    Ok(Some(mount)) => mounts.push(mount),
+                    Ok(None) => {} // Unmounted meanwhile, or a Mount that failed.
+                    Err(id) => busy.push(id),
                 }
             }
             let sources = volume.spec.sources.iter().map(|s| s.path.clone()).collect();
-            out.push(VolumeStatus { name: volume.record.name.clone(), sources, mounts });
-        }
-        out
+            VolumeStatus { name: volume.record.name.clone(), sources, mounts, busy }
+        });
+        futures_util::future::join_all(looks).await
     }
 }
 
@@ -123,6 +148,14 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
         token_expires_in_secs: secs_until(active.timers.token.expires_at, now),
         leases,
         expiring,
+        certificates: active
+            .certificates
+            .iter()
+            .map(|c| CertificateStatus {
+                serial: c.serial.clone(),
+                at_stop: super::certificates::at_stop(c),
+            })
+            .collect(),
         next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
         last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: active.last_error.clone(),

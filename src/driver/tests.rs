@@ -34,10 +34,17 @@ struct FakeVault {
     down: std::sync::atomic::AtomicBool,
     /// Wrapping tokens: token → (creation path, what it holds).
     wrapped: Mutex<BTreeMap<String, (String, String)>>,
+    /// What the next lookup of a wrapping token meets: another node unwrapping it at that
+    /// very moment (the token is gone after it), as Vault answers then.
+    lookup_race: Mutex<Option<VaultError>>,
     /// The parent of each child token created, in order.
     parents: Mutex<Vec<String>>,
     /// Paths that issue a certificate without a lease (PKI's `generate_lease=false`).
     certified: Mutex<BTreeMap<String, Expiration>>,
+    /// The serials of the certificates revoked, in order.
+    certificates_revoked: Mutex<Vec<String>>,
+    /// PKI mounts whose certificates Vault keeps no record of (`no_store` roles).
+    not_stored: Mutex<Vec<String>>,
 }
 
 /// The `expiration` a fake certificate carries.
@@ -81,6 +88,14 @@ impl Vault for FakeVault {
 
     async fn read(&self, _token: &Token, source: &Source) -> Result<Secret, VaultError> {
         self.check_up(&source.path)?;
+        if let Some((mount, _serial)) = source.path.split_once("/cert/") {
+            // PKI's record of a certificate: none for a `no_store` role's.
+            if self.not_stored.lock().unwrap().iter().any(|m| m == mount) {
+                return Err(VaultError::NotFound { path: source.path.clone() });
+            }
+            let data = json!({"certificate": "kept"}).as_object().unwrap().clone();
+            return Ok(Secret { data, lease: None, kv_version: None });
+        }
         let n = self.reads.fetch_add(1, Ordering::SeqCst);
         let lease = self.leased.lock().unwrap().get(&source.path).map(|secs| crate::vault::Lease {
             id: format!("{}/{n}", source.path),
@@ -103,6 +118,7 @@ impl Vault for FakeVault {
                         Expiration::Raw(value) => value.clone(),
                     };
                     data.insert("certificate".into(), Value::String(format!("cert-{n}")));
+                    data.insert("serial_number".into(), Value::String(format!("{n:02x}")));
                     data.insert("expiration".into(), expiration);
                 }
                 Ok(Secret { data, lease, kv_version: None })
@@ -110,6 +126,23 @@ impl Vault for FakeVault {
             Some(_) => Err(VaultError::Denied { path: source.path.clone() }),
             None => Err(VaultError::NotFound { path: source.path.clone() }),
         }
+    }
+
+    async fn revoke_certificate(
+        &self,
+        _: &Token,
+        certificate: &crate::vault::pki::Issued,
+    ) -> Result<(), VaultError> {
+        self.check_up(&certificate.revoke_path)?;
+        if self.unreachable_revoke.load(Ordering::SeqCst) {
+            return Err(VaultError::Status {
+                path: certificate.revoke_path.clone(),
+                status: 503,
+                message: "sealed".into(),
+            });
+        }
+        self.certificates_revoked.lock().unwrap().push(certificate.serial.clone());
+        Ok(())
     }
 
     async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
@@ -167,7 +200,11 @@ impl Vault for FakeVault {
     }
 
     async fn wrapping_creation_path(&self, wrapping: &Token) -> Result<String, VaultError> {
-        let wrapped = self.wrapped.lock().unwrap();
+        let mut wrapped = self.wrapped.lock().unwrap();
+        if let Some(race) = self.lookup_race.lock().unwrap().take() {
+            wrapped.remove(wrapping.expose());
+            return Err(race);
+        }
         let bad = || VaultError::Status {
             path: "sys/wrapping/lookup".into(),
             status: 400,
@@ -226,8 +263,11 @@ impl Edges for Fakes {
     type Engine = FakeEngine;
 }
 
+mod blocking;
+mod certificates;
 mod containers;
 mod records;
+mod userns;
 
 struct Fixture {
     driver: Driver<Fakes>,
@@ -248,6 +288,7 @@ impl Fixture {
             engines: vec![self.engine.clone()],
             identity,
             defaults: Defaults::default(),
+            userns: None,
             mounts_root: self._dir.path().join("mounts"),
             files_root: self._dir.path().join("files"),
             driver_name: "vault-secrets".into(),
@@ -283,6 +324,7 @@ fn fixture_with(engines: Vec<Arc<FakeEngine>>) -> Fixture {
         engines: engines.clone(),
         identity,
         defaults,
+        userns: None,
         mounts_root: dir.path().join("mounts"),
         files_root: dir.path().join("files"),
         driver_name: "vault-secrets".into(),
@@ -308,7 +350,10 @@ async fn mount_writes_files_and_unmount_revokes() {
     assert_eq!(std::fs::read_to_string(path.join("password")).unwrap(), "pw");
     assert!(f.driver.mounter.is_mounted(&path));
     assert_eq!(f.store.load_mounts().len(), 1);
-    assert_eq!(f.driver.get("app").unwrap().mountpoint.as_deref(), Some(path.as_path()));
+    // Get and Path never show a mount's path: it is one container's, and they name none.
+    assert_eq!(f.driver.get("app").unwrap().mountpoint, None);
+    assert_eq!(f.driver.path("app").unwrap(), None);
+    assert_eq!(f.driver.get("app").unwrap().status["active_mounts"], 1);
     f.driver.unmount("app", ID).await.unwrap();
     assert!(!f.driver.mounter.is_mounted(&path));
     assert!(!path.exists());
@@ -457,7 +502,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
         vec!["child-1"],
         "the vanished mount's token is revoked"
     );
-    assert_eq!(restarted.get("app").unwrap().mountpoint.as_deref(), Some(live.as_path()));
+    assert_eq!(restarted.get("app").unwrap().status["active_mounts"], 1, "{live:?} restored");
     restarted.unmount("app", "live").await.unwrap();
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
     let e = crate::report::chain(&restarted.mount("app", ID).await.unwrap_err());
@@ -939,6 +984,7 @@ async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying
             "node-two-token".into(),
         )))))),
         defaults: Defaults::default(),
+        userns: None,
         mounts_root: dir.path().join("mounts"),
         files_root: dir.path().join("files"),
         driver_name: "vault-secrets".into(),

@@ -251,10 +251,21 @@ impl<E: Edges> Driver<E> {
         let mut digests = std::mem::take(&mut active.digests);
         let task_name = name.clone();
         let done = tokio::task::spawn_blocking(move || {
+            // The files' owner is the tmpfs root's, which its Mount set (the host ids of the
+            // volume's `uid` and `gid`: see `userns`); no container can change it.
             let result = files::render(&spec, &secrets, &templates)
                 .map_err(|source| DriverError::Render { volume: task_name.clone(), source })
                 .and_then(|rendered| {
-                    files::write(&root, &rendered, Ownership::of(&spec), &mut digests)
+                    let root_dir = std::fs::symlink_metadata(&root)
+                        .map_err(|source| WriteError { path: root.clone(), source })
+                        .map_err(|source| write_err(task_name.clone(), source))?;
+                    use std::os::unix::fs::MetadataExt;
+                    let owner = Ownership {
+                        uid: root_dir.uid(),
+                        gid: root_dir.gid(),
+                        ..Ownership::of(&spec)
+                    };
+                    files::write(&root, &rendered, owner, &mut digests)
                         .map_err(|source| write_err(task_name, source))
                 });
             (secrets, digests, result)
@@ -315,6 +326,8 @@ impl<E: Edges> Driver<E> {
         let grace = plan::grace(old_left);
         let old = std::mem::replace(&mut active.token, token);
         active.retiring.push((old.clone(), now + grace));
+        let certificates = self.certificates_of(&volume.spec, &secrets, &active.token.token).await;
+        let replaced = std::mem::replace(&mut active.certificates, certificates);
         active.leases = secrets.iter().map(|s| s.lease.clone()).collect();
         active.expirations = secrets.iter().map(Secret::expiration).collect();
         active.timers =
@@ -332,6 +345,16 @@ impl<E: Edges> Driver<E> {
         )));
         tracing::info!(why, accessor = %active.token.accessor, old_accessor = %old.accessor, ?grace, changed, "fresh generation");
         self.update_record(volume, id, active);
+        // Their successors are in place: the replaced certificates go now.
+        if volume.spec.revoke_replaced {
+            let held = active.container.as_ref();
+            self.revoke_certificates(name, id, &replaced, held).await;
+        } else if !replaced.is_empty() {
+            tracing::info!(
+                count = replaced.len(),
+                "revoke-replaced=false: the replaced certificates stay valid until they expire"
+            );
+        }
         if changed {
             self.signal(volume, id, active).await;
         }

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    atomic_write, IdentityRecord, MountRecord, PendingRevocation, StateError, TaskRecord,
-    VolumeIdentityRecord, VolumeRecord,
+    atomic_write, IdentityRecord, MountRecord, PendingCertificate, PendingRevocation, StateError,
+    TaskRecord, VolumeIdentityRecord, VolumeRecord,
 };
 
 /// A kind of record, with the format this build writes.
@@ -58,12 +58,24 @@ impl Record for IdentityRecord {
 
 impl Record for VolumeIdentityRecord {
     const KIND: &'static str = "volume identity";
-    const FORMAT: u32 = 1;
+    /// 1: 0.1.0. 2: 0.2.0, whose tokens of a volume's namespace are written with it
+    /// (`{"token", "namespace"}`): 0.1.0 could not read them.
+    const FORMAT: u32 = 2;
     const NEWER: &'static str = "start the newer build again, or remove the file and create the volume anew with a fresh wrapped-token";
 }
 
 impl Record for PendingRevocation {
     const KIND: &'static str = "pending revocation";
+    /// 1: 0.1.0. 2: 0.2.0, whose tokens of a volume's namespace are written with it
+    /// (`{"token", "namespace"}`): 0.1.0 could not read them.
+    const FORMAT: u32 = 2;
+    const NEWER: &'static str =
+        "start the newer build again and let it finish its revocations while Vault is reachable";
+}
+
+impl Record for PendingCertificate {
+    const KIND: &'static str = "pending certificate revocation";
+    /// 1: 0.2.0.
     const FORMAT: u32 = 1;
     const NEWER: &'static str =
         "start the newer build again and let it finish its revocations while Vault is reachable";
@@ -71,7 +83,9 @@ impl Record for PendingRevocation {
 
 impl Record for TaskRecord {
     const KIND: &'static str = "swarm task";
-    const FORMAT: u32 = 1;
+    /// 1: 0.1.0. 2: 0.2.0, whose tokens of a volume's namespace are written with it
+    /// (`{"token", "namespace"}`): 0.1.0 could not read them.
+    const FORMAT: u32 = 2;
     const NEWER: &'static str = "start the newer build again; to go back, first let the swarm tasks that use its secrets end while it runs";
 }
 

@@ -38,6 +38,9 @@ pub struct HttpVault {
     /// [`FAILOVER_BUDGET`]; shorter in unit tests.
     failover_budget: Duration,
     namespace: Option<String>,
+    /// A volume's namespace for the requests that carry no token of it (an AppRole login, a
+    /// wrapping lookup): see [`HttpVault::in_namespace`].
+    scope: Option<super::Namespace>,
     timeout: Duration,
     /// The CA certificates trusted beside the system's (`ca_cert`), for the login clients.
     roots: Arc<[reqwest::Certificate]>,
@@ -104,7 +107,13 @@ impl HttpVault {
         if let Some(path) = &config.ca_cert {
             let ca_err =
                 |message: String| VaultError::CaCert { path: path.display().to_string(), message };
-            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            // Bounded, and never a FIFO or a device: the start cannot hang on this file.
+            let pem = super::credentials::read_bounded(
+                "CA certificate",
+                path,
+                super::credentials::MAX_PEM,
+            )
+            .map_err(|e| ca_err(e.to_string()))?;
             roots =
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
             if roots.is_empty() {
@@ -138,6 +147,7 @@ impl HttpVault {
             active: Arc::new(AtomicUsize::new(0)),
             failover_budget: FAILOVER_BUDGET,
             namespace: config.namespace.clone(),
+            scope: None,
             timeout: config.timeout,
             roots: roots.into(),
             client_cert,
@@ -151,7 +161,7 @@ impl HttpVault {
         let Some((cert, key)) = &self.client_cert else {
             return self.call_auth(path, None, body).await;
         };
-        let identity = super::identity::client_certificate(cert, key)?;
+        let identity = super::credentials::load_client_certificate(cert, key).await?;
         let http = client(self.timeout, &self.roots).identity(identity);
         let http = http.build().map_err(VaultError::Client)?;
         let login =
@@ -159,6 +169,22 @@ impl HttpVault {
         let issued = login.call_auth(path, None, body).await?;
         *self.http.write().unwrap() = http;
         Ok(issued)
+    }
+
+    /// This client with every request in `namespace` (a volume's), for the requests whose
+    /// credential is not a [`Token`] of it; the clone shares the connections.
+    fn in_namespace(&self, namespace: Option<&super::Namespace>) -> HttpVault {
+        HttpVault { scope: namespace.cloned().or_else(|| self.scope.clone()), ..self.clone() }
+    }
+
+    /// The namespace a request names: its token's, else this client's scope, else
+    /// `vault.namespace`.
+    fn namespace_of<'a>(&'a self, token: Option<&'a Token>) -> Option<&'a str> {
+        token
+            .and_then(Token::namespace)
+            .or(self.scope.as_ref())
+            .map(super::Namespace::as_str)
+            .or(self.namespace.as_deref())
     }
 
     fn http(&self) -> reqwest::Client {
@@ -385,7 +411,8 @@ impl HttpVault {
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token.expose());
         }
-        if let Some(ns) = &self.namespace {
+        let namespace = self.namespace_of(token);
+        if let Some(ns) = namespace {
             request = request.header("X-Vault-Namespace", ns);
         }
         if let Some(body) = body {
@@ -433,6 +460,12 @@ impl HttpVault {
             // Sealed, or a standby without a leader to forward to (an election).
             StatusCode::SERVICE_UNAVAILABLE => {
                 Attempt::CannotServe { error: error(), location: None }
+            }
+            StatusCode::NOT_FOUND if crate::namespace::not_found(&error_messages(&body)) => {
+                Attempt::Answered(Err(VaultError::NoNamespace {
+                    namespace: namespace.unwrap_or_default().to_owned(),
+                    path: path.to_owned(),
+                }))
             }
             s => {
                 Attempt::Answered(parse_reply(path, s, &body).map_err(|e| e.unwrap_or_else(error)))
@@ -483,14 +516,18 @@ impl HttpVault {
         body: &Value,
     ) -> Result<IssuedToken, VaultError> {
         let reply = self.call(Method::POST, path, token, Some(body)).await?;
-        reply
+        let mut issued = reply
             .and_then(|r| r.auth)
             .filter(|a| !a.client_token.is_empty())
             .map(AuthReply::into_issued)
             .ok_or_else(|| VaultError::BadReply {
                 path: path.to_owned(),
                 message: "no auth.client_token in the reply".into(),
-            })
+            })?;
+        // A token made in a volume's namespace belongs there.
+        let namespace = token.and_then(Token::namespace).or(self.scope.as_ref());
+        issued.token = issued.token.in_namespace(namespace);
+        Ok(issued)
     }
 }
 
@@ -665,6 +702,14 @@ impl Vault for HttpVault {
         Ok(secret)
     }
 
+    async fn revoke_certificate(
+        &self,
+        token: &Token,
+        certificate: &super::pki::Issued,
+    ) -> Result<(), VaultError> {
+        self.revoke_serial(token, certificate).await
+    }
+
     async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
         self.call(Method::POST, "auth/token/revoke-self", Some(token), None).await.map(drop)
     }
@@ -748,7 +793,8 @@ impl Vault for HttpVault {
     async fn wrapping_creation_path(&self, wrapping: &Token) -> Result<String, VaultError> {
         let path = "sys/wrapping/lookup";
         let body = json!({ "token": wrapping.expose() });
-        let data = self.call(Method::POST, path, None, Some(&body)).await?.and_then(|r| r.data);
+        let scoped = self.in_namespace(wrapping.namespace());
+        let data = scoped.call(Method::POST, path, None, Some(&body)).await?.and_then(|r| r.data);
         data.as_ref()
             .and_then(|d| d.get("creation_path"))
             .and_then(Value::as_str)
@@ -766,11 +812,15 @@ impl Vault for HttpVault {
             |message: &str| VaultError::BadReply { path: path.into(), message: message.into() };
         let reply = reply.ok_or_else(|| bad("the reply is empty"))?;
         if let Some(auth) = reply.auth.filter(|a| !a.client_token.is_empty()) {
-            return Ok(Unwrapped::Token(auth.into_issued()));
+            let mut issued = auth.into_issued();
+            issued.token = issued.token.in_namespace(wrapping.namespace());
+            return Ok(Unwrapped::Token(issued));
         }
         let mut data = reply.data.ok_or_else(|| bad("it wrapped neither a token nor data"))?;
-        let secret_id =
-            data.get("secret_id").and_then(Value::as_str).map(|s| Token::new(s.to_owned()));
+        let secret_id = data
+            .get("secret_id")
+            .and_then(Value::as_str)
+            .map(|s| Token::new(s.to_owned()).in_namespace(wrapping.namespace()));
         super::wipe(&mut data);
         secret_id
             .map(Unwrapped::SecretId)
@@ -783,7 +833,8 @@ impl Vault for HttpVault {
         secret_id: &Token,
     ) -> Result<IssuedToken, VaultError> {
         let mut body = json!({ "role_id": role_id, "secret_id": secret_id.expose() });
-        let result = self.call_auth("auth/approle/login", None, &body).await;
+        let scoped = self.in_namespace(secret_id.namespace());
+        let result = scoped.call_auth("auth/approle/login", None, &body).await;
         super::wipe(&mut body);
         result
     }

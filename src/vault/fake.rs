@@ -65,6 +65,14 @@ impl Vault for FakeVault {
         Err(VaultError::NotFound { path: source.path.clone() })
     }
 
+    async fn revoke_certificate(
+        &self,
+        _: &Token,
+        _: &super::pki::Issued,
+    ) -> Result<(), VaultError> {
+        Ok(())
+    }
+
     async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
         self.tokens.lock().unwrap().remove(token.expose());
         Ok(())

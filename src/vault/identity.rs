@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use super::credentials::{client_certificate, read_jwt, read_secret_file, CredentialError};
+pub use super::credentials::{
+    client_certificate, load_client_certificate, load_jwt, load_secret_file, read_jwt,
+    read_secret_file, CredentialError,
+};
 use super::{IssuedToken, Login, Token, Unwrapped, Vault, VaultError};
 use crate::config::AuthConfig;
 use crate::state::{IdentityRecord, Store};
@@ -82,7 +85,7 @@ impl Relogin {
                 .await
                 .map_err(|source| IdentityError::Login { method: "certificate", source }),
             Relogin::Jwt { mount, role, jwt_file } => {
-                let jwt = read_jwt(jwt_file)?;
+                let jwt = load_jwt(jwt_file).await?;
                 vault
                     .login(&Login::Jwt { mount, role, jwt: &jwt })
                     .await
@@ -154,7 +157,7 @@ impl Identity {
                 let relogin = match auth {
                     AuthConfig::AppRole { role_id_file, .. } => match &saved.secret_id {
                         Some(secret_id) => Some(Relogin::AppRole {
-                            role_id: read_secret_file("role_id", role_id_file)?,
+                            role_id: load_secret_file("role_id", role_id_file).await?,
                             secret_id: secret_id.clone(),
                         }),
                         None => None,
@@ -166,18 +169,18 @@ impl Identity {
         }
         let identity = match auth {
             AuthConfig::Token { token_file } => {
-                let token = read_secret_file("token", token_file)?;
+                let token = load_secret_file("token", token_file).await?;
                 let info = vault.lookup_self(&token).await.map_err(|source| {
                     IdentityError::BadToken { path: token_file.clone(), source }
                 })?;
                 Identity::new(token, info.ttl, info.renewable, None)
             }
             AuthConfig::AppRole { role_id_file, secret_id_file, secret_id_wrapped } => {
-                let role_id = read_secret_file("role_id", role_id_file)?;
+                let role_id = load_secret_file("role_id", role_id_file).await?;
                 let secret_id = match (saved.and_then(|s| s.secret_id), secret_id_file.exists()) {
                     (Some(kept), false) => kept,
                     _ => {
-                        let file = read_secret_file("secret_id", secret_id_file)?;
+                        let file = load_secret_file("secret_id", secret_id_file).await?;
                         if *secret_id_wrapped {
                             let unwrapped =
                                 unwrap_secret_id(vault, &file).await.map_err(|source| {

@@ -10,6 +10,7 @@ pub mod credentials;
 #[cfg(test)]
 pub mod fake;
 pub mod identity;
+pub mod pki;
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,25 +21,46 @@ use zeroize::Zeroize;
 
 use crate::volume::Source;
 
+pub use crate::namespace::Namespace;
 pub use client::HttpVault;
 
-/// A Vault token. `Debug` prints `Token(***)`; the value is zeroed on drop.
+/// A Vault token, and the namespace it belongs to when that is a volume's
+/// ([`crate::namespace`]; `None`: `vault.namespace`, the plugin's). `Debug` prints `Token(***)` (and
+/// the namespace); the value is zeroed on drop.
 #[derive(Clone)]
-pub struct Token(SecretString);
+pub struct Token {
+    value: SecretString,
+    namespace: Option<Namespace>,
+}
 
 impl Token {
     pub fn new(value: String) -> Token {
-        Token(SecretString::from(value))
+        Token { value: SecretString::from(value), namespace: None }
     }
 
     pub fn expose(&self) -> &str {
-        self.0.expose_secret()
+        self.value.expose_secret()
+    }
+
+    /// The same token, used in `namespace` (every request made with it names it); `None`
+    /// keeps the token's own.
+    pub fn in_namespace(&self, namespace: Option<&Namespace>) -> Token {
+        let namespace = namespace.cloned().or_else(|| self.namespace.clone());
+        Token { value: self.value.clone(), namespace }
+    }
+
+    /// The volume's namespace the token belongs to; `None` for `vault.namespace`.
+    pub fn namespace(&self) -> Option<&Namespace> {
+        self.namespace.as_ref()
     }
 }
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(***)")
+        match &self.namespace {
+            None => f.write_str("Token(***)"),
+            Some(ns) => write!(f, "Token(***, namespace {ns})"),
+        }
     }
 }
 
@@ -166,6 +188,9 @@ pub enum VaultError {
     Denied { path: String },
     #[error("no secret at {path}")]
     NotFound { path: String },
+    /// The request's namespace (a volume's `namespace`, or `vault.namespace`) does not exist.
+    #[error("vault has no namespace {namespace:?} ({path}): create it, or give an existing one (the full path from the root namespace)")]
+    NoNamespace { namespace: String, path: String },
     #[error("vault answered {status} for {path}: {message}")]
     Status { path: String, status: u16, message: String },
     #[error("vault's reply for {path} is not what was expected: {message}")]
@@ -244,6 +269,13 @@ pub trait Vault: Send + Sync + 'static {
         &self,
         token: &Token,
     ) -> impl Future<Output = Result<TokenInfo, VaultError>> + Send;
+
+    /// `MOUNT/revoke` of a certificate a source issued, by its serial ([`pki`]).
+    fn revoke_certificate(
+        &self,
+        token: &Token,
+        certificate: &pki::Issued,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
 
     /// `sys/capabilities-self`: what `token` may do on `path` (`["update"]`, `["deny"]`, …).
     fn capabilities_self(

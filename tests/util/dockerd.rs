@@ -36,6 +36,8 @@ pub struct Dockerd {
     pidfile: PathBuf,
     /// The command dockerd is run through (empty: run directly).
     wrap: Vec<String>,
+    /// Flags of the test's own (`--userns-remap=default`).
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -46,9 +48,18 @@ impl Dockerd {
         Dockerd::start_in(tag, &[])
     }
 
+    /// [`Dockerd::start`] with more dockerd flags, such as `--userns-remap=default`.
+    pub fn start_with(tag: &str, flags: &[&str]) -> Dockerd {
+        Dockerd::start_wrapped(tag, &[], flags)
+    }
+
     /// [`Dockerd::start`], with dockerd run through `wrap` (a command that ends by exec'ing its
     /// arguments, such as `nsenter … --`: the pid it gets is dockerd's).
     pub fn start_in(tag: &str, wrap: &[String]) -> Dockerd {
+        Dockerd::start_wrapped(tag, wrap, &[])
+    }
+
+    fn start_wrapped(tag: &str, wrap: &[String], flags: &[&str]) -> Dockerd {
         super::tier::assert_docker_tier();
         // One private dockerd starts (and takes the test image) at a time, in this process:
         // two three-node clusters started together on Engine 26 saw `docker import` fail now and
@@ -70,6 +81,7 @@ impl Dockerd {
             data_root,
             exec_root,
             wrap: wrap.to_vec(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
             child: None,
         };
         d.spawn();
@@ -183,6 +195,7 @@ impl Dockerd {
             .arg(&self.host)
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
             .args(engine.dockerd_flags)
+            .args(&self.flags)
             .env("PATH", path)
             .envs(engine.dockerd_env.iter().copied())
             .stdin(Stdio::null())

@@ -224,10 +224,16 @@ impl Bao {
     }
 
     pub fn start_on(port: u16) -> Bao {
+        Bao::start_with(port, &[])
+    }
+
+    /// A dev server with more arguments (a `-config` file with an audit device).
+    pub fn start_with(port: u16, args: &[&str]) -> Bao {
         let token = "test-root".to_owned();
         let child = Command::new(bao_exe())
             .args(["server", "-dev", &format!("-dev-root-token-id={token}")])
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -624,6 +630,7 @@ pub fn unique(prefix: &str) -> String {
 }
 pub mod podman;
 pub mod raft;
+pub mod rootless;
 pub mod tier;
 pub mod tls;
 pub mod vault;

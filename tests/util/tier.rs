@@ -13,7 +13,8 @@ pub const EVERY_ENGINE: &str = "_on_every_engine";
 /// A test of what Engine ≥ 26 does (`volume-subpath`), or that restarts the engine it drives
 /// (only `tests/engines.sh`'s may be): run on the unpacked engines, 26.1 and 28.5.
 pub const CURRENT_ENGINES: &str = "_on_current_engines";
-/// A long test that drives Docker (three-node swarms, chaos, HA, 64 containers): run on one
+/// A long test that drives Docker (three-node swarms, chaos, HA, 64 containers), or an engine of
+/// its own whatever the pass's (rootless Docker and Podman, `tests/rootless.rs`): run on one
 /// engine, 28.5 (any engine can run it by hand).
 pub const ONE_ENGINE: &str = "_on_one_engine";
 

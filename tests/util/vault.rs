@@ -1,5 +1,5 @@
-//! Helpers for leased secrets: an OpenBao that survives a restart (file storage, initialised and
-//! unsealed by hand), PostgreSQL logins with credentials read from a mount, and the plugin's
+//! Helpers for leased secrets: an OpenBao that survives a restart (one-node raft storage,
+//! initialised and unsealed by hand), PostgreSQL logins with credentials read from a mount, and the plugin's
 //! admin commands (`status`, `rotate`).
 
 use std::ops::Deref;

@@ -40,7 +40,9 @@ impl From<DriverError> for ApiError {
             | DriverError::Directory { .. }
             | DriverError::State { .. }
             | DriverError::Record { .. }
-            | DriverError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | DriverError::Internal { .. }
+            | DriverError::Userns { .. }
+            | DriverError::UsernsDiffer { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, message: chain(&e) }
     }

@@ -5,11 +5,21 @@ use std::collections::BTreeMap;
 use crate::volume::{Defaults, OptionError, VolumeSpec, MAX_SIZE};
 
 /// Volume options that make no sense for one value that Docker writes itself.
-const VOLUME_ONLY: &[&str] =
-    &["file", "template", "uid", "gid", "mode", "size", "refresh", "signal", "role-id"];
+const VOLUME_ONLY: &[&str] = &[
+    "file",
+    "template",
+    "uid",
+    "gid",
+    "mode",
+    "size",
+    "refresh",
+    "signal",
+    "role-id",
+    "revoke-replaced",
+];
 
 /// The labels a secret accepts, for error messages.
-const ACCEPTED: &str = "path, field, format (json or env), param.KEY, ttl, policies";
+const ACCEPTED: &str = "path, field, format (json or env), param.KEY, ttl, policies, namespace";
 
 /// Whether `name` is a swarm secret name as Docker accepts it (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`,
 /// at most 64 characters).
@@ -36,7 +46,7 @@ pub fn parse_labels(
     let mut opts = BTreeMap::new();
     for (key, value) in labels {
         match key.as_str() {
-            "path" | "field" | "ttl" | "policies" => {}
+            "path" | "field" | "ttl" | "policies" | "namespace" => {}
             "format" if value == "files" => {
                 return Err(label(key, "`files` makes a file per key, and a swarm secret is one value: leave `format` out (the data as JSON, or the value of `field`) or give json or env"));
             }

@@ -357,6 +357,8 @@ impl<E: Edges> Driver<E> {
         let created = self
             .as_plugin(|parent| {
                 let child = &child;
+                // In the secret's `namespace`: the child, and every request made with it.
+                let parent = parent.in_namespace(spec.namespace.as_ref());
                 async move { self.vault.create_child_token(&parent, child).await }
             })
             .await

@@ -28,6 +28,15 @@ struct FakeVault {
     lease_renewals: AtomicUsize,
     /// Renewals fail as while Vault is sealed.
     down: std::sync::atomic::AtomicBool,
+    /// The namespace of each token a request was made with (`None`: vault.namespace), by path.
+    namespaces: Mutex<Vec<(&'static str, Option<String>)>>,
+}
+
+impl FakeVault {
+    fn saw(&self, path: &'static str, token: &Token) {
+        let ns = token.namespace().map(|n| n.as_str().to_owned());
+        self.namespaces.lock().unwrap().push((path, ns));
+    }
 }
 
 fn sealed(path: &str) -> VaultError {
@@ -45,21 +54,24 @@ impl Vault for FakeVault {
 
     async fn create_child_token(
         &self,
-        _: &Token,
+        parent: &Token,
         request: &ChildTokenRequest,
     ) -> Result<IssuedToken, VaultError> {
+        self.saw("create", parent);
         let mut created = self.created.lock().unwrap();
         created.push(request.clone());
         let n = created.len() - 1;
         Ok(IssuedToken {
-            token: Token::new(format!("task-token-{n}")),
+            // Made in the parent's namespace, as HttpVault tags it.
+            token: Token::new(format!("task-token-{n}")).in_namespace(parent.namespace()),
             accessor: format!("acc-{n}"),
             ttl: request.ttl,
             renewable: true,
         })
     }
 
-    async fn read(&self, _: &Token, source: &Source) -> Result<Secret, VaultError> {
+    async fn read(&self, token: &Token, source: &Source) -> Result<Secret, VaultError> {
+        self.saw("read", token);
         let n = self.reads.fetch_add(1, Ordering::SeqCst);
         let (data, lease) = match source.path.as_str() {
             "secret/data/app" => (json!({"password": "pw", "user": "app"}), None),
@@ -79,7 +91,16 @@ impl Vault for FakeVault {
     }
 
     async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
+        self.saw("revoke", token);
         self.revoked.lock().unwrap().push(token.expose().to_owned());
+        Ok(())
+    }
+
+    async fn revoke_certificate(
+        &self,
+        _: &Token,
+        _: &crate::vault::pki::Issued,
+    ) -> Result<(), VaultError> {
         Ok(())
     }
 
@@ -157,6 +178,7 @@ impl Fixture {
             engines: vec![engine.clone()],
             identity: Arc::new(IdentitySlot::new(Ok(Arc::new(identity)))),
             defaults: Defaults::default(),
+            userns: None,
             mounts_root: dir.path().join("mounts"),
             files_root: dir.path().join("files"),
             driver_name: "vault-secrets".into(),
@@ -449,4 +471,23 @@ async fn a_restarted_plugin_still_revokes_the_tokens_of_ended_tasks() {
     assert_eq!(again.driver.check_tasks().await, 1);
     assert_eq!(again.revoked(), ["task-token-0"]);
     assert_eq!(again.store.load_tasks().len(), 1);
+}
+
+#[tokio::test]
+async fn a_namespace_label_goes_with_the_task_s_token_through_a_restart() {
+    let f = Fixture::new();
+    f.task("task1", "running");
+    let ns = [("path", "secret/data/app"), ("field", "password"), ("namespace", "team-b")];
+    assert_eq!(f.get("task1", &ns).await.unwrap(), "pw");
+    let tasks = f.store.load_tasks();
+    let kept = tasks[0].token.namespace().map(|n| n.as_str().to_owned());
+    assert_eq!(kept.as_deref(), Some("team-b"), "recorded with its namespace");
+    // A restart: the record's token still names team-b when the task ends.
+    let again = Fixture::over(f.vault.clone(), f.store.clone(), f.engine.clone());
+    again.driver.restore_tasks();
+    again.engine.tasks.lock().unwrap().clear();
+    assert_eq!(again.driver.check_tasks().await, 1);
+    let seen = f.vault.namespaces.lock().unwrap().clone();
+    let b = Some("team-b".to_owned());
+    assert_eq!(seen, [("create", b.clone()), ("read", b.clone()), ("revoke", b)]);
 }
