@@ -17,7 +17,7 @@ pub struct VolumeStatus {
     pub sources: Vec<String>,
     pub mounts: Vec<MountStatus>,
     /// The IDs of mounts still busy (a Mount, Unmount or renewal under way) when `status`
-    /// stopped waiting ([`STATUS_WAIT`]): they are there, their details are not.
+    /// stopped waiting (`STATUS_WAIT`, 500 ms): they are there, their details are not.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub busy: Vec<String>,
 }
@@ -87,7 +87,7 @@ pub struct CertificateStatus {
 impl<E: Edges> Driver<E> {
     /// Every volume with its active mounts, their tokens' and leases' remaining TTLs, last
     /// refresh and last error. A mount busy with a Mount, Unmount or upkeep is waited for, all
-    /// of them at once, until one deadline ([`STATUS_WAIT`]); those still busy then are listed
+    /// of them at once, until one deadline (`STATUS_WAIT`, 500 ms); those still busy then are listed
     /// in `busy`. Each slot is held only while its own status is taken.
     pub async fn status(&self) -> Vec<VolumeStatus> {
         let deadline = Instant::now() + STATUS_WAIT;
