@@ -344,6 +344,10 @@ impl<E: Edges> Driver<E> {
         let files_dir = self.files_dir(name, id);
         active.digests = files::write_new(&files_dir, &rendered, Ownership::of(spec))
             .map_err(|source| DriverError::Write { volume: name.clone(), source })?;
+        // From now on no view of it, whatever its per-mount flags, can write.
+        self.mounter
+            .set_read_only(&files_dir, true)
+            .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = Some(secrets);
