@@ -81,6 +81,7 @@ mod outage;
 mod plugin;
 mod podman;
 mod props;
+mod readonly;
 mod secrets;
 mod soak;
 mod upgrade;
