@@ -89,9 +89,10 @@ pub trait Mounter: Send + Sync + 'static {
     /// without `MS_BIND`, keeping `nosuid,nodev,noexec`): what every view of it then is, whatever
     /// its own per-mount flags.
     fn set_read_only(&self, target: &Path, read_only: bool) -> Result<(), MountError>;
-    /// Makes every other view of the tmpfs mounted at `target`, in every mount namespace,
-    /// read-only per mount; returns how many. Blocking (it starts a thread per namespace).
-    fn seal_views(&self, target: &Path) -> Result<usize, MountError>;
+    /// Makes the other views of the tmpfs mounted at `target` that `which` picks, in every mount
+    /// namespace, `ro,nosuid,nodev,noexec` per mount; returns how many. Blocking (it starts a
+    /// thread per namespace that has one to seal).
+    fn seal_views(&self, target: &Path, which: seal::Which) -> Result<usize, MountError>;
 }
 
 /// `mount(2)` and `umount2(2)`; needs `CAP_SYS_ADMIN`.
@@ -190,8 +191,8 @@ impl Mounter for LinuxMounter {
         })
     }
 
-    fn seal_views(&self, target: &Path) -> Result<usize, MountError> {
-        seal::seal_views(target)
+    fn seal_views(&self, target: &Path, which: seal::Which) -> Result<usize, MountError> {
+        seal::seal_views(target, which)
             .map_err(|source| MountError::Seal { target: target.to_owned(), source })
     }
 }
@@ -290,7 +291,7 @@ impl Mounter for FakeMounter {
         Ok(())
     }
 
-    fn seal_views(&self, target: &Path) -> Result<usize, MountError> {
+    fn seal_views(&self, target: &Path, _which: seal::Which) -> Result<usize, MountError> {
         if self.fail_seal.load(Ordering::Relaxed) {
             return Err(MountError::Seal {
                 target: target.to_owned(),

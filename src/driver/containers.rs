@@ -215,7 +215,11 @@ impl<E: Edges> Driver<E> {
         // nodev). Off the runtime; a failure only loses that defence in depth, counted.
         let (mounter, files) = (self.mounter.clone(), self.files_dir(&volume.record.name, id));
         tokio::task::spawn_blocking(move || {
-            match crate::tmpfs::Mounter::seal_views(&*mounter, &files) {
+            match crate::tmpfs::Mounter::seal_views(
+                &*mounter,
+                &files,
+                crate::tmpfs::seal::Which::Incomplete,
+            ) {
                 Ok(sealed) => tracing::debug!(sealed, "the container's view is sealed read-only"),
                 Err(e) => {
                     crate::metrics::METRICS.seal_failures.inc();

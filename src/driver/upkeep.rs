@@ -24,6 +24,7 @@ use crate::lease::Job;
 use crate::lease::Worker;
 use crate::metrics::METRICS;
 use crate::report::chain;
+use crate::tmpfs::seal::Which;
 use crate::tmpfs::{MountError, Mounter};
 use crate::vault::Secret;
 use crate::vault::Vault;
@@ -393,7 +394,7 @@ fn write_sealed(
             result => return result.map_err(Sealed::Write),
         }
     }
-    let sealed = mounter.seal_views(root).map_err(Sealed::ReadOnly)?;
+    let sealed = mounter.seal_views(root, Which::Writable).map_err(Sealed::ReadOnly)?;
     tracing::debug!(sealed, "every view of the tmpfs is read-only; writing");
     mounter.set_read_only(root, false).map_err(Sealed::ReadOnly)?;
     let written = files::write(root, rendered, owner, digests);

@@ -47,12 +47,35 @@ fn fail(what: impl Into<String>) -> SealError {
 struct View {
     mount_id: u64,
     mount_point: PathBuf,
+    /// Its per-mount options, as mountinfo shows them.
+    options: String,
 }
 
-/// Seals, per mount, every view of the tmpfs mounted at `files_dir` (the plugin's own, writable
-/// mount, which is left as it is) in every mount namespace of the host. Returns how many views
-/// were sealed. Blocking: run it off the async runtime.
-pub fn seal_views(files_dir: &Path) -> Result<usize, SealError> {
+/// Which views are sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// Those that could write if the superblock were writable (per mount `rw`): what a
+    /// rewrite's window needs.
+    Writable,
+    /// Those lacking any of `ro,nosuid,nodev,noexec` per mount.
+    Incomplete,
+}
+
+impl View {
+    fn needs(&self, which: Which) -> bool {
+        let has = |flag: &str| self.options.split(',').any(|o| o == flag);
+        match which {
+            Which::Writable => !has("ro"),
+            Which::Incomplete => !["ro", "nosuid", "nodev", "noexec"].iter().all(|f| has(f)),
+        }
+    }
+}
+
+/// Seals, per mount, the views of the tmpfs mounted at `files_dir` (the plugin's own, writable
+/// mount, is left as it is) in every mount namespace the plugin sees that `which` picks; a view
+/// already sealed needs no namespace to be entered. Returns how many views were sealed.
+/// Blocking: run it off the async runtime.
+pub fn seal_views(files_dir: &Path, which: Which) -> Result<usize, SealError> {
     let own = rustix::fs::statx(CWD, files_dir, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)
         .map_err(|e| fail(format!("cannot stat {}: {e}", files_dir.display())))?;
     let device = format!("{}:{}", own.stx_dev_major, own.stx_dev_minor);
@@ -60,8 +83,10 @@ pub fn seal_views(files_dir: &Path) -> Result<usize, SealError> {
         .ok_or_else(|| fail("cannot read the plugin's own mount namespace"))?;
     let mut sealed = 0;
     for (ns, fd, views) in namespaces_viewing(&device)? {
-        let views: Vec<View> =
-            views.into_iter().filter(|v| !(ns == own_ns && v.mount_id == own.stx_mnt_id)).collect();
+        let views: Vec<View> = views
+            .into_iter()
+            .filter(|v| !(ns == own_ns && v.mount_id == own.stx_mnt_id) && v.needs(which))
+            .collect();
         if views.is_empty() {
             continue;
         }
@@ -107,7 +132,11 @@ fn namespaces_viewing(device: &str) -> Result<Vec<(u64, OwnedFd, Vec<View>)>, Se
         let views: Vec<View> = mountinfo::parse(&table)
             .into_iter()
             .filter(|m| m.device == device)
-            .map(|m| View { mount_id: m.id, mount_point: PathBuf::from(m.mount_point) })
+            .map(|m| View {
+                mount_id: m.id,
+                mount_point: PathBuf::from(m.mount_point),
+                options: m.options,
+            })
             .collect();
         if !views.is_empty() {
             found.push((ns, fd, views));
@@ -194,6 +223,20 @@ fn seal_one(fds: &OwnedFd, view: &View) -> Result<(), SealError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_is_sealed_when_it_could_write_or_lacks_a_flag() {
+        let view = |options: &str| View {
+            mount_id: 1,
+            mount_point: "/run/secrets".into(),
+            options: options.into(),
+        };
+        assert!(view("rw,nosuid,nodev,relatime").needs(Which::Writable));
+        assert!(!view("ro,relatime").needs(Which::Writable));
+        assert!(view("ro,relatime").needs(Which::Incomplete));
+        assert!(!view("ro,nosuid,nodev,noexec,relatime").needs(Which::Incomplete));
+        assert!(!view("ro,nosuid,nodev,noexec,relatime").needs(Which::Writable));
+    }
 
     #[test]
     fn only_plain_absolute_mount_points_are_taken() {
