@@ -109,8 +109,13 @@ impl Default for LinuxMounter {
 }
 
 impl Mounter for LinuxMounter {
+    /// Mounted read-only, then made writable at its superblock (and on `target` alone): the
+    /// copies that mount propagation made meanwhile in other namespaces (a managed plugin's
+    /// tmpfs in the host's, a host directory bound `rslave` into a container) stay read-only
+    /// per mount, so a rewrite's window needs no namespace entered for them.
     fn mount_tmpfs(&self, target: &Path, options: &TmpfsOptions) -> Result<(), MountError> {
-        let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        let flags =
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
         let attempt = |noswap: bool| {
             let data = std::ffi::CString::new(options.data(noswap)).expect("no NUL in mount data");
             rustix::mount::mount("vault-secrets", target, "tmpfs", flags, data.as_c_str())
@@ -121,7 +126,10 @@ impl Mounter for LinuxMounter {
             tracing::info!("this kernel's tmpfs has no noswap option; mounting without it");
             result = attempt(false);
         }
-        result.map_err(|e| MountError::Mount { target: target.to_owned(), source: e.into() })
+        result.map_err(|e| MountError::Mount { target: target.to_owned(), source: e.into() })?;
+        self.set_read_only(target, false).inspect_err(|_| {
+            let _ = rustix::mount::unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH);
+        })
     }
 
     fn bind_read_only(&self, from: &Path, target: &Path) -> Result<(), MountError> {
