@@ -129,6 +129,10 @@ fn prepare_runtime(
         create_private_dir(&dirs.private)?;
         let options = TmpfsOptions { size: PRIVATE_SIZE, mode: 0o700, uid: 0, gid: 0 };
         mounter.mount_tmpfs(&dirs.private, &options).context("the private tmpfs for tokens")?;
+    } else {
+        // A copy of it that mount propagation made while it was being mounted (a managed
+        // plugin enabled again sees the host's) is read-only per mount: made writable here.
+        mounter.set_read_only(&dirs.private, false).context("the private tmpfs for tokens")?;
     }
     Ok((dirs, [runtime_lock, state_lock]))
 }
