@@ -18,6 +18,9 @@
 //!   replies through the real HTTP client;
 //! - `soak`: 1,000 mount/unmount cycles and 64 containers at once;
 //! - `attack`: attacks on the host from inside a container and from hostile volume options;
+//! - `readonly`: a container's attacks on its own mount (create, overwrite, chmod, link, rename,
+//!   remove, write-then-run) with and without `:ro`, on Docker and Podman, before and after a
+//!   rewrite;
 //! - `auth`: the plugin's node identities (TLS certificate and JWT auth against an OpenBao
 //!   with a TLS listener) and the single use of a volume's wrapped token across nodes;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
