@@ -140,10 +140,16 @@ fn prepare_runtime(
         create_private_dir(&dirs.private)?;
         let options = TmpfsOptions { size: private_size(), mode: 0o700, uid: 0, gid: 0 };
         mounter.mount_tmpfs(&dirs.private, &options).context("the private tmpfs for tokens")?;
-    } else if let Err(e) = mounter.resize_tmpfs(&dirs.private, private_size()) {
-        // Left by an earlier run, perhaps of a build that mounted it smaller: what it holds
-        // stays, only its room is set; without it the quota is still kept, on less room.
-        tracing::warn!(error = %crate::report::chain(&e), "cannot set the size of the private tmpfs");
+    } else {
+        // A copy of it that mount propagation made while it was being mounted (a managed
+        // plugin enabled again sees the host's) is read-only per mount: made writable here.
+        mounter.set_read_only(&dirs.private, false).context("the private tmpfs for tokens")?;
+        if let Err(e) = mounter.resize_tmpfs(&dirs.private, private_size()) {
+            // Left by an earlier run, perhaps of a build that mounted it smaller: what it
+            // holds stays, only its room is set; without it the quota is still kept, on less
+            // room.
+            tracing::warn!(error = %crate::report::chain(&e), "cannot set the size of the private tmpfs");
+        }
     }
     Ok((dirs, [runtime_lock, state_lock]))
 }

@@ -63,7 +63,10 @@
 //!   owner and mode) at `runtime_dir/files/NAME/ID` (0700: only the plugin writes through it),
 //!   which a blocking thread mounted, with its read-only bind at `runtime_dir/mounts/NAME/ID`,
 //!   while Vault created the token; the bind is what Docker gets (from the reply, once the files
-//!   are written), so a container never has a writable view; the mount is handed to the
+//!   are written and the tmpfs's superblock made read-only), so no container view can write,
+//!   whatever per-mount flags its runtime sets (Podman's runc remounts a bind `rw` without
+//!   `:ro`); once its container is known its view is also sealed per mount
+//!   (`ro,nosuid,nodev,noexec`, [`tmpfs::seal`]); the mount is handed to the
 //!   [`lease::LeaseManager`]. Any failure (a panic included) unmounts and revokes. A repeated
 //!   ID is reference-counted.
 //! - **While mounted** ([`driver`]'s upkeep, driven by the lease manager): the token and
@@ -72,7 +75,9 @@
 //!   revoked after a short grace); KV sources are re-read every `refresh`; failures keep the
 //!   files and back off (for as long as the outage has lasted, jittered, so that a returning
 //!   Vault sees the held-up renewals spread); changed files send `signal` to the containers
-//!   using the mount.
+//!   using the mount. A change is written in a window: every view of the tmpfs in every mount
+//!   namespace sealed read-only per mount, then the superblock writable, the write, read-only
+//!   again; a view that cannot be sealed keeps the old files.
 //! - **Unmount** on the last reference revokes the certificates its PKI sources issued without
 //!   a lease (by serial, with the plugin's token: [`vault::pki`]; a replaced one goes once its
 //!   successor is written), then the token (`revoke-self`: Vault revokes every lease it made),

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub renewal_failures: Counter,
     pub rotations: Counter,
     pub rotation_failures: Counter,
+    /// Rewrites held back because a view of the tmpfs could not be made read-only.
+    pub seal_failures: Counter,
     pub revocations: Counter,
     pub revocation_failures: Counter,
     pub mount_latency: Histogram,
@@ -176,6 +178,7 @@ impl Metrics {
             renewal_failures: Counter::new(),
             rotations: Counter::new(),
             rotation_failures: Counter::new(),
+            seal_failures: Counter::new(),
             revocations: Counter::new(),
             revocation_failures: Counter::new(),
             mount_latency: Histogram::new(),
@@ -246,6 +249,12 @@ impl Metrics {
                 "vault_secrets_rotation_failures_total",
                 "Rotations that failed.",
                 &self.rotation_failures,
+            ),
+            (
+                "vault_secrets_seal_failures_total",
+                "Rewrites held back (the old files kept) because a container's view of the \
+                 tmpfs could not be made read-only first.",
+                &self.seal_failures,
             ),
             ("vault_secrets_revocations_total", "Tokens revoked.", &self.revocations),
             (

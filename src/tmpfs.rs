@@ -4,15 +4,20 @@
 //!
 //! Each container mount is two mounts of one tmpfs: the tmpfs itself, which only the plugin
 //! writes through (below `runtime_dir/files`, mode 0700), and a read-only bind of it
-//! (`nosuid,nodev,noexec`) that is what Docker is given, so a container gets a read-only view
-//! whatever `-v` says: runc binds it into the container as it is, and a bind of a read-only
-//! mount is read-only.
+//! (`nosuid,nodev,noexec`) that is what the engine is given. Once its files are written the
+//! tmpfs itself — its superblock — is made read-only ([`Mounter::set_read_only`]), so a
+//! container gets a read-only view whatever `-v` says and whatever per-mount flags its runtime
+//! sets on its bind (Podman 4.3 has runc remount it `rw` without `:ro`). A rewrite first seals
+//! every view of the tmpfs per mount ([`Mounter::seal_views`], in [`seal`]), and only then makes
+//! the superblock writable for the time of the write.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rustix::mount::{MountFlags, UnmountFlags};
+
+pub mod seal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -28,6 +33,19 @@ pub enum MountError {
         target: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot make the tmpfs at {target} {}", if *read_only { "read-only" } else { "writable" })]
+    Remount {
+        target: PathBuf,
+        read_only: bool,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make every view of the tmpfs at {target} read-only")]
+    Seal {
+        target: PathBuf,
+        #[source]
+        source: seal::SealError,
     },
     #[error("cannot unmount {target}")]
     Unmount {
@@ -67,6 +85,14 @@ pub trait Mounter: Send + Sync + 'static {
     /// The device (`major:minor`) of the filesystem at `target`: what identifies a tmpfs in
     /// the mount tables of the containers that hold it.
     fn device(&self, target: &Path) -> Option<String>;
+    /// Makes the tmpfs mounted at `target` read-only, or writable, at its superblock (a remount
+    /// without `MS_BIND`, keeping `nosuid,nodev,noexec`): what every view of it then is, whatever
+    /// its own per-mount flags.
+    fn set_read_only(&self, target: &Path, read_only: bool) -> Result<(), MountError>;
+    /// Makes the other views of the tmpfs mounted at `target` that `which` picks, in every mount
+    /// namespace, `ro,nosuid,nodev,noexec` per mount; returns how many. Blocking (it starts a
+    /// thread per namespace that has one to seal).
+    fn seal_views(&self, target: &Path, which: seal::Which) -> Result<usize, MountError>;
 }
 
 /// `mount(2)` and `umount2(2)`; needs `CAP_SYS_ADMIN`.
@@ -96,8 +122,13 @@ impl LinuxMounter {
 }
 
 impl Mounter for LinuxMounter {
+    /// Mounted read-only, then made writable at its superblock (and on `target` alone): the
+    /// copies that mount propagation made meanwhile in other namespaces (a managed plugin's
+    /// tmpfs in the host's, a host directory bound `rslave` into a container) stay read-only
+    /// per mount, so a rewrite's window needs no namespace entered for them.
     fn mount_tmpfs(&self, target: &Path, options: &TmpfsOptions) -> Result<(), MountError> {
-        let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        let flags =
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
         let attempt = |noswap: bool| {
             let data = std::ffi::CString::new(options.data(noswap)).expect("no NUL in mount data");
             rustix::mount::mount("vault-secrets", target, "tmpfs", flags, data.as_c_str())
@@ -114,7 +145,10 @@ impl Mounter for LinuxMounter {
             }
             result = attempt(false);
         }
-        result.map_err(|e| MountError::Mount { target: target.to_owned(), source: e.into() })
+        result.map_err(|e| MountError::Mount { target: target.to_owned(), source: e.into() })?;
+        self.set_read_only(target, false).inspect_err(|_| {
+            let _ = rustix::mount::unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH);
+        })
     }
 
     fn bind_read_only(&self, from: &Path, target: &Path) -> Result<(), MountError> {
@@ -169,17 +203,59 @@ impl Mounter for LinuxMounter {
         let dev = rustix::fs::stat(target).ok()?.st_dev;
         Some(format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev)))
     }
+
+    fn set_read_only(&self, target: &Path, read_only: bool) -> Result<(), MountError> {
+        let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        if read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        // No MS_BIND: the superblock's flags change (the tmpfs's size, owner, mode and noswap
+        // stay as they are), and with them this mount's.
+        rustix::mount::mount_remount(target, flags, c"").map_err(|e| MountError::Remount {
+            target: target.to_owned(),
+            read_only,
+            source: e.into(),
+        })
+    }
+
+    fn seal_views(&self, target: &Path, which: seal::Which) -> Result<usize, MountError> {
+        seal::seal_views(target, which)
+            .map_err(|source| MountError::Seal { target: target.to_owned(), source })
+    }
 }
 
 /// A fake that records what it was asked and keeps a set of "mounted" paths. Like a real
 /// unmount, its unmount makes what was written below the target vanish. A read-only bind is a
 /// symlink to what it binds, so that what is written through one path shows at the other.
+/// Sealing and the superblock's remounts go to [`FakeMounter::journal`], each `rw`/`ro` with
+/// what the tmpfs holds at that moment, so a test can tell what was written in between.
 #[derive(Debug, Default)]
 pub struct FakeMounter {
     pub mounted: Mutex<Vec<(PathBuf, TmpfsOptions)>>,
     /// Read-only binds: (target, what it binds).
     pub binds: Mutex<Vec<(PathBuf, PathBuf)>>,
     pub fail_mount: AtomicBool,
+    /// `seal_views` fails.
+    pub fail_seal: AtomicBool,
+    /// `seal TARGET`, `rw TARGET [FILE=CONTENTS …]`, `ro TARGET [FILE=CONTENTS …]`.
+    pub journal: Mutex<Vec<String>>,
+}
+
+impl FakeMounter {
+    /// `FILE=CONTENTS` for each file directly in `dir`, sorted.
+    fn contents(dir: &Path) -> String {
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                let contents = std::fs::read_to_string(e.path()).unwrap_or_default();
+                format!("{}={}", e.file_name().to_string_lossy(), contents.trim())
+            })
+            .collect();
+        files.sort();
+        files.join(" ")
+    }
 }
 
 impl Mounter for FakeMounter {
@@ -236,6 +312,24 @@ impl Mounter for FakeMounter {
 
     fn device(&self, target: &Path) -> Option<String> {
         self.is_mounted(target).then(|| format!("fake:{}", target.display()))
+    }
+
+    fn set_read_only(&self, target: &Path, read_only: bool) -> Result<(), MountError> {
+        let state = if read_only { "ro" } else { "rw" };
+        let line = format!("{state} {} {}", target.display(), Self::contents(target));
+        self.journal.lock().unwrap().push(line.trim_end().to_owned());
+        Ok(())
+    }
+
+    fn seal_views(&self, target: &Path, _which: seal::Which) -> Result<usize, MountError> {
+        if self.fail_seal.load(Ordering::Relaxed) {
+            return Err(MountError::Seal {
+                target: target.to_owned(),
+                source: seal::SealError { what: "fake seal failure".into() },
+            });
+        }
+        self.journal.lock().unwrap().push(format!("seal {}", target.display()));
+        Ok(1)
     }
 }
 

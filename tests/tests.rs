@@ -21,6 +21,9 @@
 //! - `pki`: certificates revoked by serial when their mount ends, and when replaced;
 //! - `namespaces`: `vault.namespace` and a volume's `namespace` against OpenBao's namespaces,
 //!   each request's namespace read back from OpenBao's audit log;
+//! - `readonly`: a container's attacks on its own mount (create, overwrite, chmod, link, rename,
+//!   remove, write-then-run) with and without `:ro`, on Docker and Podman, before and after a
+//!   rewrite;
 //! - `auth`: the plugin's node identities (TLS certificate and JWT auth against an OpenBao
 //!   with a TLS listener) and the single use of a volume's wrapped token across nodes;
 //! - `flood`: thousands of idle and half-header connections to `metrics_listen` and the plugin
@@ -90,6 +93,7 @@ mod pki;
 mod plugin;
 mod podman;
 mod props;
+mod readonly;
 mod rootless;
 mod secrets;
 mod soak;

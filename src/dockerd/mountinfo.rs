@@ -31,6 +31,8 @@ pub struct MountEntry {
     pub root: String,
     /// Where it is mounted, relative to the process's root, unescaped.
     pub mount_point: String,
+    /// The mount's own options (`ro,nosuid,…`: this mount's flags, not its superblock's).
+    pub options: String,
     pub fstype: String,
     pub source: String,
 }
@@ -56,10 +58,11 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     let device = left.next()?.to_owned();
     let root = unescape(left.next()?);
     let mount_point = unescape(left.next()?);
+    let options = left.next()?.to_owned();
     let mut right = right.split(' ');
     let fstype = right.next()?.to_owned();
     let source = unescape(right.next()?);
-    Some(MountEntry { id, parent, device, root, mount_point, fstype, source })
+    Some(MountEntry { id, parent, device, root, mount_point, options, fstype, source })
 }
 
 /// The kernel escapes space, tab, newline and backslash in paths as `\ooo` (octal).

@@ -210,6 +210,23 @@ impl<E: Edges> Driver<E> {
         active.container = Some(container);
         active.engine = Some(engine);
         self.update_record(volume, id, active);
+        // The container's view now exists: sealed per mount (read-only, nosuid, nodev, noexec),
+        // whatever flags its runtime set on it (runc's remount of a `:ro` bind drops nosuid and
+        // nodev). Off the runtime; a failure only loses that defence in depth, counted.
+        let (mounter, files) = (self.mounter.clone(), self.files_dir(&volume.record.name, id));
+        tokio::task::spawn_blocking(move || {
+            match crate::tmpfs::Mounter::seal_views(
+                &*mounter,
+                &files,
+                crate::tmpfs::seal::Which::Incomplete,
+            ) {
+                Ok(sealed) => tracing::debug!(sealed, "the container's view is sealed read-only"),
+                Err(e) => {
+                    crate::metrics::METRICS.seal_failures.inc();
+                    tracing::warn!(error = %crate::report::chain(&e), "cannot seal the container's view; its superblock keeps it read-only");
+                }
+            }
+        });
     }
 
     /// Waits for a new mount whose container is to be looked for.

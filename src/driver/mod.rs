@@ -105,6 +105,12 @@ pub enum DriverError {
         #[source]
         source: MountError,
     },
+    #[error("cannot keep the view of volume {volume} read-only while its files change; the old files stay")]
+    ReadOnly {
+        volume: String,
+        #[source]
+        source: MountError,
+    },
     #[error("cannot write the files of volume {volume}")]
     Write {
         volume: String,
@@ -490,3 +496,6 @@ pub fn named(name: &str) -> &str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_readonly;

@@ -370,6 +370,11 @@ impl<E: Edges> Driver<E> {
         .await
         .map_err(|e| DriverError::Internal { volume: name.clone(), message: e.to_string() })?;
         active.digests = digests?;
+        // From now on no view of it, whatever its per-mount flags, can write.
+        let files_dir = self.files_dir(name, id);
+        self.mounter
+            .set_read_only(&files_dir, true)
+            .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = super::retain::retained(spec, &active.timers, secrets);

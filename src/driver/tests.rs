@@ -19,11 +19,11 @@ use crate::vault::{ChildTokenRequest, IssuedToken, Secret, Unwrapped};
 use crate::volume::Source;
 
 #[derive(Default)]
-struct FakeVault {
+pub(super) struct FakeVault {
     created: AtomicUsize,
     revoked: Mutex<Vec<String>>,
     reads: AtomicUsize,
-    secrets: Mutex<BTreeMap<String, Value>>,
+    pub(super) secrets: Mutex<BTreeMap<String, Value>>,
     unreachable_revoke: std::sync::atomic::AtomicBool,
     /// Paths whose reads carry a lease of this many seconds.
     leased: Mutex<BTreeMap<String, u64>>,
@@ -254,7 +254,7 @@ impl Vault for FakeVault {
 }
 
 /// The fake edges of the unit tests.
-struct Fakes;
+pub(super) struct Fakes;
 
 impl Edges for Fakes {
     type Vault = FakeVault;
@@ -269,9 +269,9 @@ mod containers;
 mod records;
 mod userns;
 
-struct Fixture {
-    driver: Driver<Fakes>,
-    vault: Arc<FakeVault>,
+pub(super) struct Fixture {
+    pub(super) driver: Driver<Fakes>,
+    pub(super) vault: Arc<FakeVault>,
     store: Arc<MemoryStore>,
     /// The driver's (first) engine.
     engine: Arc<FakeEngine>,
@@ -298,7 +298,7 @@ impl Fixture {
     }
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(vec![Arc::new(FakeEngine::default())])
 }
 
@@ -335,11 +335,11 @@ fn fixture_with(engines: Vec<Arc<FakeEngine>>) -> Fixture {
     Fixture { driver, vault, store, engine, _dir: dir }
 }
 
-fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub(super) fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub(super) const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 #[tokio::test]
 async fn mount_writes_files_and_unmount_revokes() {
@@ -534,11 +534,11 @@ async fn restore_binds_again_a_tmpfs_whose_bind_is_gone() {
     assert!(restarted.mounter.binds.lock().unwrap().is_empty());
 }
 
-fn key(id: &str) -> Job {
+pub(super) fn key(id: &str) -> Job {
     Job::mount("db", id)
 }
 
-fn read(path: &std::path::Path, name: &str) -> String {
+pub(super) fn read(path: &std::path::Path, name: &str) -> String {
     std::fs::read_to_string(path.join(name)).unwrap()
 }
 

@@ -17,16 +17,18 @@
 
 use super::{fresh_timers, jitter, named, short, Active, Driver, DriverError, Edges, Volume};
 use crate::audit::Event;
-use crate::files::{self, Ownership, WriteError};
+use crate::files::{self, Digests, Ownership, WriteError};
 use crate::lease::plan::{self, Due};
 use crate::lease::plan::{Deadline, SourceTimer};
 use crate::lease::Job;
 use crate::lease::Worker;
 use crate::metrics::METRICS;
 use crate::report::chain;
-use crate::tmpfs::Mounter;
+use crate::tmpfs::seal::Which;
+use crate::tmpfs::{MountError, Mounter};
 use crate::vault::Secret;
 use crate::vault::Vault;
+use std::path::Path;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -233,6 +235,11 @@ impl<E: Edges> Driver<E> {
     /// user's sources, so rendering and writing run off the runtime (`spawn_blocking`):
     /// whatever is in it, no request of another mount waits on it. It is written only while it
     /// is still mounted: never onto the disk below a vanished tmpfs.
+    ///
+    /// The tmpfs is read-only at its superblock (what keeps every container's view read-only,
+    /// whatever its runtime made of the bind): a change first seals every view of it per mount
+    /// ([`Mounter::seal_views`]), and only then is the superblock writable, for the time of the
+    /// write. A view that cannot be sealed keeps the old files: the write is not attempted.
     async fn write_files(
         &self,
         volume: &Volume,
@@ -249,7 +256,7 @@ impl<E: Edges> Driver<E> {
         }
         let (spec, templates) = (volume.spec.clone(), self.templates_dir.clone());
         let mut digests = std::mem::take(&mut active.digests);
-        let task_name = name.clone();
+        let (task_name, mounter) = (name.clone(), self.mounter.clone());
         let done = tokio::task::spawn_blocking(move || {
             // The files' owner is the tmpfs root's, which its Mount set (the host ids of the
             // volume's `uid` and `gid`: see `userns`); no container can change it.
@@ -265,8 +272,15 @@ impl<E: Edges> Driver<E> {
                         gid: root_dir.gid(),
                         ..Ownership::of(&spec)
                     };
-                    files::write(&root, &rendered, owner, &mut digests)
-                        .map_err(|source| write_err(task_name, source))
+                    write_sealed(&*mounter, &root, &rendered, owner, &mut digests).map_err(|e| {
+                        match e {
+                            Sealed::Write(source) => write_err(task_name, source),
+                            Sealed::ReadOnly(source) => {
+                                METRICS.seal_failures.inc();
+                                DriverError::ReadOnly { volume: task_name, source }
+                            }
+                        }
+                    })
                 });
             (secrets, digests, result)
         })
@@ -385,4 +399,38 @@ impl<E: Edges> Driver<E> {
         }
         Ok(rotated)
     }
+}
+
+enum Sealed {
+    Write(WriteError),
+    ReadOnly(MountError),
+}
+
+/// Blocking: writes `rendered` into the read-only tmpfs at `root`. Unchanged files need no
+/// write (the superblock only made read-only again, for a tmpfs of an earlier release); a change
+/// is written in a window: every view sealed, the superblock writable, the write, read-only
+/// again.
+fn write_sealed(
+    mounter: &impl Mounter,
+    root: &Path,
+    rendered: &[files::File],
+    owner: Ownership,
+    digests: &mut Digests,
+) -> Result<bool, Sealed> {
+    mounter.set_read_only(root, true).map_err(Sealed::ReadOnly)?;
+    if digests.unchanged(rendered) {
+        match files::write(root, rendered, owner, digests) {
+            // Something to repair (only a tmpfs an earlier release left writable can need it).
+            Err(e) if e.source.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) => {}
+            result => return result.map_err(Sealed::Write),
+        }
+    }
+    let sealed = mounter.seal_views(root, Which::Writable).map_err(Sealed::ReadOnly)?;
+    tracing::debug!(sealed, "every view of the tmpfs is read-only; writing");
+    mounter.set_read_only(root, false).map_err(Sealed::ReadOnly)?;
+    let written = files::write(root, rendered, owner, digests);
+    let closed = mounter.set_read_only(root, true);
+    let changed = written.map_err(Sealed::Write)?;
+    closed.map_err(Sealed::ReadOnly)?;
+    Ok(changed)
 }

@@ -49,6 +49,13 @@ impl std::fmt::Debug for Digests {
 }
 
 impl Digests {
+    /// Whether `files` are exactly what was last written (the same paths, the same contents):
+    /// then a rewrite changes nothing.
+    pub fn unchanged(&self, files: &[File]) -> bool {
+        self.0.len() == files.len()
+            && files.iter().all(|f| self.0.get(&key(&f.path)) == Some(&Digests::of(&f.contents)))
+    }
+
     fn of(contents: &[u8]) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, contents);
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
@@ -210,8 +217,15 @@ fn open_dir(dir: BorrowedFd<'_>, name: &OsStr, owner: Ownership) -> io::Result<O
     for _ in 0..ATTEMPTS {
         match rustix::fs::openat(dir, name, DIR, Mode::empty()) {
             Ok(fd) => {
-                rustix::fs::fchown(&fd, Some(uid(owner)), Some(gid(owner)))?;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(owner.dir_mode))?;
+                // Only what differs is set: a directory as it should be needs no write (the
+                // tmpfs is read-only between rewrites).
+                let stat = rustix::fs::fstat(&fd)?;
+                if stat.st_uid != owner.uid || stat.st_gid != owner.gid {
+                    rustix::fs::fchown(&fd, Some(uid(owner)), Some(gid(owner)))?;
+                }
+                if stat.st_mode & 0o7777 != owner.dir_mode {
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(owner.dir_mode))?;
+                }
                 return Ok(fd);
             }
             Err(Errno::NOENT) => match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {

@@ -37,6 +37,7 @@ impl From<DriverError> for ApiError {
             | DriverError::Rotate { .. } => StatusCode::BAD_GATEWAY,
             DriverError::Mount { .. }
             | DriverError::Write { .. }
+            | DriverError::ReadOnly { .. }
             | DriverError::Directory { .. }
             | DriverError::State { .. }
             | DriverError::Record { .. }

@@ -1,0 +1,70 @@
+//! Driver unit tests of the read-only view (`upkeep::write_sealed`): the tmpfs read-only once
+//! filled; a change written only inside a window — every view sealed, then the superblock
+//! writable, the write, read-only again; a view that cannot be sealed keeps the old files.
+
+use std::sync::atomic::Ordering;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::tests::{fixture, key, opts, read, ID};
+use crate::lease::Worker;
+use crate::metrics::METRICS;
+
+#[tokio::test(start_paused = true)]
+async fn a_change_is_written_between_sealing_every_view_and_read_only_again() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    let files = f.driver.files_dir("db", ID);
+    let at = files.display().to_string();
+    let journal = || f.driver.mounter.journal.lock().unwrap().clone();
+    assert_eq!(journal(), vec![format!("ro {at} password=pw user=u")], "read-only once filled");
+
+    // Unchanged: no window (only the superblock made read-only again).
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert!(journal().iter().all(|l| !l.starts_with("rw")), "{:?}", journal());
+
+    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
+    tokio::time::sleep_until(next).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "password"), "new");
+    let journal = journal();
+    let rw = journal.iter().position(|l| l.starts_with("rw")).expect("a window");
+    assert_eq!(
+        journal[rw - 1..].to_vec(),
+        vec![
+            format!("seal {at}"),
+            format!("rw {at} password=pw user=u"),
+            format!("ro {at} password=new")
+        ],
+        "sealed, then writable with the old files, then read-only with the new"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_view_that_cannot_be_sealed_keeps_the_old_files_and_opens_no_window() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    f.driver.mounter.fail_seal.store(true, Ordering::SeqCst);
+    let failures = METRICS.seal_failures.get();
+    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "password"), "pw", "the old files stay");
+    let journal = f.driver.mounter.journal.lock().unwrap().clone();
+    assert!(journal.iter().all(|l| !l.starts_with("rw")), "never writable: {journal:?}");
+    assert!(METRICS.seal_failures.get() > failures, "counted");
+    let status = f.driver.status().await;
+    let error = status[0].mounts[0].last_error.clone().unwrap();
+    assert!(error.contains("read-only") && error.contains("fake seal failure"), "{error}");
+
+    f.driver.mounter.fail_seal.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "password"), "new", "written once every view is sealed");
+    assert_eq!(f.driver.status().await[0].mounts[0].last_error, None);
+}
