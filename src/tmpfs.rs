@@ -237,6 +237,8 @@ pub struct FakeMounter {
     pub fail_mount: AtomicBool,
     /// `seal_views` fails.
     pub fail_seal: AtomicBool,
+    /// A read-only `set_read_only` fails with `EBUSY` (a replaced file still open).
+    pub busy: AtomicBool,
     /// `seal TARGET`, `rw TARGET [FILE=CONTENTS …]`, `ro TARGET [FILE=CONTENTS …]`.
     pub journal: Mutex<Vec<String>>,
 }
@@ -315,6 +317,13 @@ impl Mounter for FakeMounter {
     }
 
     fn set_read_only(&self, target: &Path, read_only: bool) -> Result<(), MountError> {
+        if read_only && self.busy.load(Ordering::Relaxed) {
+            return Err(MountError::Remount {
+                target: target.to_owned(),
+                read_only,
+                source: std::io::Error::from_raw_os_error(rustix::io::Errno::BUSY.raw_os_error()),
+            });
+        }
         let state = if read_only { "ro" } else { "rw" };
         let line = format!("{state} {} {}", target.display(), Self::contents(target));
         self.journal.lock().unwrap().push(line.trim_end().to_owned());

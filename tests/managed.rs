@@ -328,6 +328,10 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry_on_every_engin
     assert!(!host.is_empty() && host.iter().all(|m| m.contains(&prefix)), "{host:?}");
     for m in &host {
         let opts = mount_options(Path::new(m)).unwrap();
+        // `ro` too: the bind is made while the plugin's own mount of the tmpfs is read-only,
+        // so the copies propagation makes here (what dockerd binds into containers) are.
+        let read_only = opts.split(',').any(|o| o == "ro");
+        assert!(read_only, "{m}: {opts}");
         assert!(["nosuid", "nodev", "noexec"].iter().all(|o| opts.contains(o)), "{m}: {opts}");
     }
     assert_eq!(mounts_below(&runtime.path().join("files")).len(), 1);

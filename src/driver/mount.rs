@@ -330,7 +330,13 @@ impl<E: Edges> Driver<E> {
             prepare_dir(&*mounter, &mountpoint)?;
             let err = |source| DriverError::Mount { volume: name.clone(), source };
             mounter.mount_tmpfs(&files_dir, &options).map_err(err)?;
+            // Bound while the plugin's own mount of the tmpfs is read-only: the copies that
+            // propagation makes of the bind (a managed plugin's, in the host's namespace, which
+            // dockerd binds into containers) take the flags of the mount bound, and the bind's
+            // own remount never reaches them. Then writable again, on this mount alone, to fill.
+            mounter.set_read_only(&files_dir, true).map_err(err)?;
             mounter.bind_read_only(&files_dir, &mountpoint).map_err(err)?;
+            mounter.set_read_only(&files_dir, false).map_err(err)?;
             Ok(mounter.device(&mountpoint))
         })
     }
@@ -357,24 +363,29 @@ impl<E: Edges> Driver<E> {
         // Docker user's sources): on a blocking thread, so that no other request waits on it.
         let (spec_owned, templates) = (spec.clone(), self.templates_dir.clone());
         let (files_dir, volume_name) = (self.files_dir(name, id), name.clone());
+        let mounter = self.mounter.clone();
         let (secrets, digests) = tokio::task::spawn_blocking(move || {
             let owner = Ownership { uid, gid, ..Ownership::of(&spec_owned) };
             let digests = files::render(&spec_owned, &secrets, &templates)
                 .map_err(|source| DriverError::Render { volume: volume_name.clone(), source })
                 .and_then(|rendered| {
-                    files::write_new(&files_dir, &rendered, owner)
-                        .map_err(|source| DriverError::Write { volume: volume_name, source })
+                    files::write_new(&files_dir, &rendered, owner).map_err(|source| {
+                        DriverError::Write { volume: volume_name.clone(), source }
+                    })
+                })
+                .and_then(|digests| {
+                    // From now on no view of it, whatever its per-mount flags, can write. (A
+                    // remount: a blocking call, kept on this thread.)
+                    mounter
+                        .set_read_only(&files_dir, true)
+                        .map_err(|source| DriverError::Mount { volume: volume_name, source })?;
+                    Ok(digests)
                 });
             (secrets, digests)
         })
         .await
         .map_err(|e| DriverError::Internal { volume: name.clone(), message: e.to_string() })?;
         active.digests = digests?;
-        // From now on no view of it, whatever its per-mount flags, can write.
-        let files_dir = self.files_dir(name, id);
-        self.mounter
-            .set_read_only(&files_dir, true)
-            .map_err(|source| DriverError::Mount { volume: name.clone(), source })?;
         active.timers =
             fresh_timers(spec, &active.token, &active.leases, &active.expirations, Instant::now());
         active.secrets = super::retain::retained(spec, &active.timers, secrets);

@@ -20,7 +20,12 @@ async fn a_change_is_written_between_sealing_every_view_and_read_only_again() {
     let files = f.driver.files_dir("db", ID);
     let at = files.display().to_string();
     let journal = || f.driver.mounter.journal.lock().unwrap().clone();
-    assert_eq!(journal(), vec![format!("ro {at} password=pw user=u")], "read-only once filled");
+    assert_eq!(
+        journal(),
+        vec![format!("ro {at}"), format!("rw {at}"), format!("ro {at} password=pw user=u")],
+        "bound while read-only, then filled, read-only once filled"
+    );
+    f.driver.mounter.journal.lock().unwrap().clear();
 
     // Unchanged: no window (only the superblock made read-only again).
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -49,6 +54,7 @@ async fn a_view_that_cannot_be_sealed_keeps_the_old_files_and_opens_no_window() 
     let f = fixture();
     f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).await.unwrap();
     let path = f.driver.mount("db", ID).await.unwrap();
+    f.driver.mounter.journal.lock().unwrap().clear();
     f.driver.mounter.fail_seal.store(true, Ordering::SeqCst);
     let failures = METRICS.seal_failures.get();
     f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
@@ -67,4 +73,27 @@ async fn a_view_that_cannot_be_sealed_keeps_the_old_files_and_opens_no_window() 
     f.driver.tick(&key(ID)).await.unwrap();
     assert_eq!(read(&path, "password"), "new", "written once every view is sealed");
     assert_eq!(f.driver.status().await[0].mounts[0].last_error, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_file_held_open_does_not_fail_the_write_that_replaced_it() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    let at = f.driver.files_dir("db", ID).display().to_string();
+    // The kernel refuses the read-only remount after the rename (the old inode still open).
+    f.driver.mounter.busy.store(true, Ordering::SeqCst);
+    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "password"), "new");
+    assert_eq!(f.driver.status().await[0].mounts[0].last_error, None, "written: no error");
+
+    // Closed: the next refresh makes it read-only again, nothing else changed.
+    f.driver.mounter.busy.store(false, Ordering::SeqCst);
+    f.driver.mounter.journal.lock().unwrap().clear();
+    tokio::time::sleep_until(next).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    let journal = f.driver.mounter.journal.lock().unwrap().clone();
+    assert_eq!(journal.first(), Some(&format!("ro {at} password=new")), "{journal:?}");
 }

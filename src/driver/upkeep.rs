@@ -410,6 +410,13 @@ enum Sealed {
 /// write (the superblock only made read-only again, for a tmpfs of an earlier release); a change
 /// is written in a window: every view sealed, the superblock writable, the write, read-only
 /// again.
+///
+/// The kernel refuses a read-only remount (`EBUSY`) while a file the rewrite replaced is still
+/// open (its inode unlinked, not yet freed: a container's process holding `password` open), so
+/// "read-only again" can fail after the files are written. That is not a failed write: the new
+/// files are in place (the caller signals, a new generation keeps its token), every view is
+/// sealed per mount, and the next call makes the superblock read-only once the file is closed.
+/// A panic of the write makes it read-only too ([`ReadOnlyAgain`]).
 fn write_sealed(
     mounter: &impl Mounter,
     root: &Path,
@@ -417,8 +424,14 @@ fn write_sealed(
     owner: Ownership,
     digests: &mut Digests,
 ) -> Result<bool, Sealed> {
-    mounter.set_read_only(root, true).map_err(Sealed::ReadOnly)?;
-    if digests.unchanged(rendered) {
+    let read_only = match mounter.set_read_only(root, true) {
+        Ok(()) => true,
+        // Left writable by the last window (a replaced file still open): sealed and written
+        // below like a change.
+        Err(e) if busy(&e) => false,
+        Err(e) => return Err(Sealed::ReadOnly(e)),
+    };
+    if read_only && digests.unchanged(rendered) {
         match files::write(root, rendered, owner, digests) {
             // Something to repair (only a tmpfs an earlier release left writable can need it).
             Err(e) if e.source.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) => {}
@@ -428,9 +441,43 @@ fn write_sealed(
     let sealed = mounter.seal_views(root, Which::Writable).map_err(Sealed::ReadOnly)?;
     tracing::debug!(sealed, "every view of the tmpfs is read-only; writing");
     mounter.set_read_only(root, false).map_err(Sealed::ReadOnly)?;
+    let window = ReadOnlyAgain { mounter, root, armed: true };
     let written = files::write(root, rendered, owner, digests);
-    let closed = mounter.set_read_only(root, true);
+    let closed = window.close();
     let changed = written.map_err(Sealed::Write)?;
-    closed.map_err(Sealed::ReadOnly)?;
+    if let Err(e) = closed {
+        // Written: reported as such. The views stay sealed per mount; the superblock is made
+        // read-only at the next call.
+        tracing::warn!(error = %chain(&e), "the files are written but the tmpfs stays writable until its replaced files are closed (every view of it is read-only per mount)");
+    }
     Ok(changed)
+}
+
+/// A read-only remount refused because an unlinked file of the tmpfs is still open.
+fn busy(e: &MountError) -> bool {
+    matches!(e, MountError::Remount { source, .. }
+        if source.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()))
+}
+
+/// The superblock made read-only again when the window ends, by [`ReadOnlyAgain::close`] or, on
+/// a panic of the write, by its drop.
+struct ReadOnlyAgain<'a, M: Mounter> {
+    mounter: &'a M,
+    root: &'a Path,
+    armed: bool,
+}
+
+impl<M: Mounter> ReadOnlyAgain<'_, M> {
+    fn close(mut self) -> Result<(), MountError> {
+        self.armed = false;
+        self.mounter.set_read_only(self.root, true)
+    }
+}
+
+impl<M: Mounter> Drop for ReadOnlyAgain<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.mounter.set_read_only(self.root, true);
+        }
+    }
 }

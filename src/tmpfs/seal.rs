@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, CWD};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags, CWD};
 use rustix::mount::MountFlags;
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
@@ -76,32 +76,73 @@ impl View {
 /// already sealed needs no namespace to be entered. Returns how many views were sealed.
 /// Blocking: run it off the async runtime.
 pub fn seal_views(files_dir: &Path, which: Which) -> Result<usize, SealError> {
-    let own = rustix::fs::statx(CWD, files_dir, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)
+    // Held open until the end: the tmpfs's superblock, and with it its device number, cannot
+    // go meanwhile (an Unmount racing a detached seal), so no other filesystem that would get
+    // the number again is taken for it. Only the root of a tmpfs mount is taken: never, after
+    // an unmount, the directory below it (the device of `runtime_dir`'s filesystem).
+    let pinned = rustix::fs::open(
+        files_dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(format!("cannot open {}: {e}", files_dir.display())))?;
+    let own = rustix::fs::statx(&pinned, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
         .map_err(|e| fail(format!("cannot stat {}: {e}", files_dir.display())))?;
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs by architecture
+    let is_tmpfs = rustix::fs::fstatfs(&pinned).is_ok_and(|s| s.f_type as i64 == TMPFS_MAGIC);
+    let mount_root = own.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        && own.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+    if !is_tmpfs || !mount_root {
+        return Err(fail(format!(
+            "{} is not the root of a tmpfs mount: refused",
+            files_dir.display()
+        )));
+    }
     let device = format!("{}:{}", own.stx_dev_major, own.stx_dev_minor);
     let own_ns = namespace_inode(Path::new("/proc/self/ns/mnt"))
         .ok_or_else(|| fail("cannot read the plugin's own mount namespace"))?;
     let mut sealed = 0;
-    for (ns, fd, views) in namespaces_viewing(&device)? {
-        let views: Vec<View> = views
-            .into_iter()
-            .filter(|v| !(ns == own_ns && v.mount_id == own.stx_mnt_id) && v.needs(which))
-            .collect();
-        if views.is_empty() {
-            continue;
+    for (ns, views) in namespaces_viewing(&device)? {
+        let own_mount = |v: &View| {
+            matches!(ns, Namespace::Open(n, _) if n == own_ns) && v.mount_id == own.stx_mnt_id
+        };
+        let views: Vec<View> =
+            views.into_iter().filter(|v| !own_mount(v) && v.needs(which)).collect();
+        let Some(first) = views.first() else { continue };
+        match ns {
+            Namespace::Open(_, fd) => sealed += seal_in_namespace(fd, views)?,
+            // A view to seal in a namespace the plugin may not enter (without CAP_SYS_PTRACE
+            // over that process): refused, never passed over.
+            Namespace::Closed { pid, error } => {
+                return Err(fail(format!(
+                    "a view of the tmpfs at {} ({}) is in the mount namespace of process {pid}, which cannot be opened: {error}",
+                    first.mount_point.display(),
+                    first.options
+                )))
+            }
         }
-        sealed += seal_in_namespace(fd, views)?;
     }
+    drop(pinned);
     Ok(sealed)
 }
+
+/// `TMPFS_MAGIC`, `statfs(2)`'s `f_type` of a tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 fn namespace_inode(link: &Path) -> Option<u64> {
     rustix::fs::stat(link).ok().map(|s| s.st_ino)
 }
 
-/// Every mount namespace (once, through one of its processes) that shows a mount of `device`,
-/// with an open descriptor of it and the views it shows.
-fn namespaces_viewing(device: &str) -> Result<Vec<(u64, OwnedFd, Vec<View>)>, SealError> {
+/// A mount namespace as a process shows it: open (its inode and a descriptor of it), or not
+/// (`/proc/PID/ns/mnt` refused, while its mountinfo is readable).
+enum Namespace {
+    Open(u64, OwnedFd),
+    Closed { pid: String, error: rustix::io::Errno },
+}
+
+/// Every mount namespace (once, through one of its processes, when it can be opened) that
+/// shows a mount of `device`, with the views it shows.
+fn namespaces_viewing(device: &str) -> Result<Vec<(Namespace, Vec<View>)>, SealError> {
     let proc_dir =
         std::fs::read_dir("/proc").map_err(|e| fail(format!("cannot list /proc: {e}")))?;
     let mut seen: HashSet<u64> = HashSet::new();
@@ -112,23 +153,29 @@ fn namespaces_viewing(device: &str) -> Result<Vec<(u64, OwnedFd, Vec<View>)>, Se
             continue;
         };
         let link = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
-        // The process may end at any point here: then it is simply not looked at.
-        let Ok(fd) = rustix::fs::open(&link, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        else {
-            continue;
+        // The process may end at any point here: then it is simply not looked at. Any other
+        // refusal (EACCES, EPERM: ptrace's rules) is kept, and its table read all the same.
+        let ns = match rustix::fs::open(&link, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+            Ok(fd) => {
+                let Ok(ns) = rustix::fs::fstat(&fd).map(|s| s.st_ino) else { continue };
+                if seen.contains(&ns) {
+                    continue;
+                }
+                Namespace::Open(ns, fd)
+            }
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::SRCH) => continue,
+            Err(error) => Namespace::Closed { pid: pid.to_owned(), error },
         };
-        let Ok(ns) = rustix::fs::fstat(&fd).map(|s| s.st_ino) else { continue };
-        if seen.contains(&ns) {
-            continue;
-        }
         let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
             continue;
         };
-        // The table is that namespace's only if the PID was not reused meanwhile.
-        if namespace_inode(&link) != Some(ns) {
-            continue;
+        if let Namespace::Open(ns, _) = &ns {
+            // The table is that namespace's only if the PID was not reused meanwhile.
+            if namespace_inode(&link) != Some(*ns) {
+                continue;
+            }
+            seen.insert(*ns);
         }
-        seen.insert(ns);
         let views: Vec<View> = mountinfo::parse(&table)
             .into_iter()
             .filter(|m| m.device == device)
@@ -139,7 +186,7 @@ fn namespaces_viewing(device: &str) -> Result<Vec<(u64, OwnedFd, Vec<View>)>, Se
             })
             .collect();
         if !views.is_empty() {
-            found.push((ns, fd, views));
+            found.push((ns, views));
         }
     }
     Ok(found)
