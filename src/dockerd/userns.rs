@@ -187,9 +187,13 @@ impl DockerEngine {
         let info = self.bounded("/info", docker.info()).await?;
         let options = info.security_options.unwrap_or_default();
         let root_dir = info.docker_root_dir.unwrap_or_default();
-        let read = |file| std::fs::read_to_string(file).unwrap_or_default();
         let (subuid, subgid) = if remaps(&options) {
-            (read("/etc/subuid"), read("/etc/subgid"))
+            // Off the runtime and bounded, like every file the plugin reads while it serves.
+            tokio::task::spawn_blocking(|| {
+                (read_ids_file("/etc/subuid"), read_ids_file("/etc/subgid"))
+            })
+            .await
+            .unwrap_or_default()
         } else {
             Default::default()
         };
@@ -200,6 +204,27 @@ impl DockerEngine {
         }
         Ok(self.id_map.get_or_init(|| map).clone())
     }
+}
+
+/// How much of `/etc/subuid` or `/etc/subgid` is read at most (a line per user: thousands).
+const IDS_FILE_LIMIT: u64 = 1 << 20;
+
+/// The subordinate id file at `path`, at most [`IDS_FILE_LIMIT`] bytes; empty when it cannot
+/// be read or is larger (then no range is found, and the error says which file to look at).
+/// Blocking.
+fn read_ids_file(path: &str) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(IDS_FILE_LIMIT + 1).read_to_string(&mut text));
+    if read.is_err() || text.len() as u64 > IDS_FILE_LIMIT {
+        tracing::warn!(
+            path,
+            "cannot read the subordinate ids (or larger than {IDS_FILE_LIMIT} bytes)"
+        );
+        return String::new();
+    }
+    text
 }
 
 /// What `check` says of an engine's remapping, as [`super::Engine::id_map`] answered: nothing
