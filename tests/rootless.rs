@@ -50,21 +50,7 @@ fn rootless_docker_with_the_plugin_in_its_namespaces_reads_and_revokes_on_one_en
     plugin.restart();
 
     let vol = unique("rootless");
-    d.docker_ok(&[
-        "volume",
-        "create",
-        "--driver",
-        DRIVER,
-        "-o",
-        "path=secret/data/rootless",
-        "-o",
-        "uid=1000",
-        "-o",
-        "gid=1000",
-        "-o",
-        "mode=0440",
-        &vol,
-    ]);
+    d.docker_ok(&volume_create(&vol));
     let before = bao.accessors();
     let mount = format!("{vol}:/run/secrets:ro");
     let image = test_image();
@@ -186,21 +172,7 @@ fn rootless_podman_with_the_plugin_in_podman_unshare_reads_and_revokes_on_one_en
     let _serve = EndAtDrop { pid: serve, program };
 
     let vol = unique("rootless");
-    podman_ok(&[
-        "volume",
-        "create",
-        "--driver",
-        DRIVER,
-        "-o",
-        "path=secret/data/rootless",
-        "-o",
-        "uid=1000",
-        "-o",
-        "gid=1000",
-        "-o",
-        "mode=0440",
-        &vol,
-    ]);
+    podman_ok(&volume_create(&vol));
     let before = bao.accessors();
     let mount = format!("{vol}:/run/secrets:ro");
     let run = |name: &str, user: &[&str]| {
@@ -294,4 +266,13 @@ fn argv0(pid: u32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let first = cmdline.split(|b| *b == 0).next()?;
     Some(String::from_utf8_lossy(first).into_owned())
+}
+
+/// `volume create` of the rootless tests' volume: the secret, readable by uid and gid 1000 only.
+fn volume_create(vol: &str) -> Vec<&str> {
+    let options = ["path=secret/data/rootless", "uid=1000", "gid=1000", "mode=0440"];
+    let mut args = vec!["volume", "create", "--driver", DRIVER];
+    args.extend(options.iter().flat_map(|o| ["-o", *o]));
+    args.push(vol);
+    args
 }
