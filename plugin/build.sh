@@ -93,7 +93,7 @@ cat >"$out/config.json" <<'JSON'
   },
   "network": { "type": "host" },
   "pidhost": true,
-  "linux": { "capabilities": ["CAP_SYS_ADMIN"] },
+  "linux": { "capabilities": ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"] },
   "propagatedMount": "/run/vault-secrets-mounts",
   "mounts": [
     {

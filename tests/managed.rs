@@ -60,7 +60,7 @@ pub(crate) fn build_plugin() -> tempfile::TempDir {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config["entrypoint"], json!(["/vault-secrets-plugin", "serve"]));
-    assert_eq!(config["linux"]["capabilities"], json!(["CAP_SYS_ADMIN"]));
+    assert_eq!(config["linux"]["capabilities"], json!(["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"]));
     dir
 }
 
@@ -596,6 +596,21 @@ fn a_managed_plugin_signals_answers_status_on_the_host_and_keeps_tokens_across_d
     let table = host_cli(build.path(), config.path(), &runtime, &["status"]);
     eprintln!("`vault-secrets-plugin status` on the host:\n{table}");
     assert!(table.contains(&vol) && table.contains(&accessor), "{table}");
+    // runc's remount of the `:ro` bind drops nosuid,nodev; the plugin seals the view again
+    // from inside the container's mount namespace (setns).
+    let view = || {
+        let table = docker_ok(&["exec", &c, "cat", "/proc/self/mountinfo"]);
+        let line = table.lines().find(|l| l.split(' ').nth(4) == Some("/run/secrets"));
+        line.and_then(|l| l.split(' ').nth(5)).unwrap_or_default().to_owned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let options = view();
+            ["ro", "nosuid", "nodev", "noexec"].iter().all(|f| options.split(',').any(|o| o == *f))
+        }),
+        "the container's view is {:?}, not ro,nosuid,nodev,noexec",
+        view()
+    );
 
     // The secret changes: the files follow and the container gets SIGHUP.
     put_kv2(&bao, "managed-signal", json!({"value": "v2"}));

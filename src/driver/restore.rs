@@ -196,6 +196,14 @@ impl<E: Edges> Driver<E> {
             return true;
         }
         let files = self.files_dir(&record.volume, &record.id);
+        // Bound from a read-only superblock, as a Mount binds: the copies propagation makes of
+        // the bind take the flags of the mount bound. An earlier build left it writable; it
+        // stays read-only (files are only written in a rewrite's window). Refused while a file
+        // an earlier rewrite replaced is still open (`EBUSY`): bound all the same, and every
+        // view is sealed at the next rewrite.
+        if let Err(error) = self.mounter.set_read_only(&files, true) {
+            tracing::warn!(volume = %record.volume, id = %short(&record.id), error = %crate::report::chain(&error), "the tmpfs cannot be made read-only before it is bound again");
+        }
         let bound = super::mount::prepare_dir(&*self.mounter, &record.mountpoint)
             .map_err(|e| crate::report::chain(&e))
             .and_then(|()| {

@@ -99,31 +99,51 @@ pub fn seal_views(files_dir: &Path, which: Which) -> Result<usize, SealError> {
         )));
     }
     let device = format!("{}:{}", own.stx_dev_major, own.stx_dev_minor);
-    let own_ns = namespace_inode(Path::new("/proc/self/ns/mnt"))
-        .ok_or_else(|| fail("cannot read the plugin's own mount namespace"))?;
     let mut sealed = 0;
-    for (ns, views) in namespaces_viewing(&device)? {
-        let own_mount = |v: &View| {
-            matches!(ns, Namespace::Open(n, _) if n == own_ns) && v.mount_id == own.stx_mnt_id
-        };
-        let views: Vec<View> =
-            views.into_iter().filter(|v| !own_mount(v) && v.needs(which)).collect();
-        let Some(first) = views.first() else { continue };
-        match ns {
-            Namespace::Open(_, fd) => sealed += seal_in_namespace(fd, views)?,
-            // A view to seal in a namespace the plugin may not enter (without CAP_SYS_PTRACE
-            // over that process): refused, never passed over.
-            Namespace::Closed { pid, error } => {
-                return Err(fail(format!(
-                    "a view of the tmpfs at {} ({}) is in the mount namespace of process {pid}, which cannot be opened: {error}",
-                    first.mount_point.display(),
-                    first.options
-                )))
-            }
-        }
+    for (ns, views) in to_seal(namespaces_viewing(&device)?, own.stx_mnt_id, which)? {
+        sealed += seal_in_namespace(ns, views)?;
     }
     drop(pinned);
     Ok(sealed)
+}
+
+/// Which views `which` picks, by the open namespace to seal them in. The plugin's own mount
+/// (`own_mount`) is left as it is. A mount's ID is the kernel's, unique across namespaces: a
+/// view that a process whose namespace cannot be opened shows (a host process of another user,
+/// when the plugin has no `CAP_SYS_PTRACE`) and an open namespace shows as well is that
+/// namespace's mount, sealed there. Any other view to seal in a closed namespace refuses the
+/// whole seal, before anything is sealed.
+fn to_seal(
+    found: Vec<(Namespace, Vec<View>)>,
+    own_mount: u64,
+    which: Which,
+) -> Result<Vec<(OwnedFd, Vec<View>)>, SealError> {
+    let reachable: HashSet<u64> = found
+        .iter()
+        .filter(|(ns, _)| matches!(ns, Namespace::Open(..)))
+        .flat_map(|(_, views)| views.iter().map(|v| v.mount_id))
+        .collect();
+    let mut open = Vec::new();
+    for (ns, views) in found {
+        let mut views: Vec<View> =
+            views.into_iter().filter(|v| v.mount_id != own_mount && v.needs(which)).collect();
+        match ns {
+            Namespace::Open(_, fd) if !views.is_empty() => open.push((fd, views)),
+            Namespace::Open(..) => {}
+            // Never passed over: refused.
+            Namespace::Closed { pid, error } => {
+                views.retain(|v| !reachable.contains(&v.mount_id));
+                if let Some(first) = views.first() {
+                    return Err(fail(format!(
+                        "a view of the tmpfs at {} ({}) is in the mount namespace of process {pid}, which cannot be opened: {error}",
+                        first.mount_point.display(),
+                        first.options
+                    )));
+                }
+            }
+        }
+    }
+    Ok(open)
 }
 
 /// `TMPFS_MAGIC`, `statfs(2)`'s `f_type` of a tmpfs.
@@ -283,6 +303,50 @@ mod tests {
         assert!(view("ro,relatime").needs(Which::Incomplete));
         assert!(!view("ro,nosuid,nodev,noexec,relatime").needs(Which::Incomplete));
         assert!(!view("ro,nosuid,nodev,noexec,relatime").needs(Which::Writable));
+    }
+
+    fn views(ids: &[u64], options: &str) -> Vec<View> {
+        ids.iter()
+            .map(|&mount_id| View {
+                mount_id,
+                mount_point: format!("/m/{mount_id}").into(),
+                options: options.into(),
+            })
+            .collect()
+    }
+
+    fn open() -> Namespace {
+        let fd = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
+        Namespace::Open(1, fd.unwrap())
+    }
+
+    fn closed() -> Namespace {
+        Namespace::Closed { pid: "42".into(), error: rustix::io::Errno::ACCESS }
+    }
+
+    #[test]
+    fn a_closed_namespace_showing_only_mounts_an_open_one_shows_is_passed_over() {
+        // The host's namespace, opened through a root process, and a process of another user
+        // in it (postgres): the same mounts, by their IDs.
+        let found = vec![(open(), views(&[7, 8], "rw")), (closed(), views(&[7, 8], "rw"))];
+        let plan = to_seal(found, 0, Which::Writable).unwrap();
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].1, views(&[7, 8], "rw"));
+        // In any order.
+        let found = vec![(closed(), views(&[7], "rw")), (open(), views(&[7], "rw"))];
+        assert_eq!(to_seal(found, 0, Which::Writable).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_view_to_seal_only_a_closed_namespace_shows_refuses_the_seal() {
+        let found = vec![(open(), views(&[7], "rw")), (closed(), views(&[7, 9], "rw"))];
+        let e = to_seal(found, 0, Which::Writable).unwrap_err();
+        assert!(e.what.contains("/m/9") && e.what.contains("process 42"), "{}", e.what);
+        // Unless it needs no sealing, or is the plugin's own mount.
+        let found = vec![(closed(), views(&[9], "ro,nosuid,nodev,noexec"))];
+        assert!(to_seal(found, 0, Which::Incomplete).unwrap().is_empty());
+        let found = vec![(closed(), views(&[9], "rw"))];
+        assert!(to_seal(found, 9, Which::Writable).unwrap().is_empty());
     }
 
     #[test]
