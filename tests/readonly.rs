@@ -39,13 +39,24 @@ echo END
 /// Runs the attacks through `exec` (`docker` or `podman`) in `container`; panics on any that
 /// worked, checks the password is still `password` and the mount `nosuid,nodev`.
 fn attack(exec: &dyn Fn(&[&str]) -> String, container: &str, password: &str, what: &str) {
+    attack_holding(exec, container, password, &["password"], what)
+}
+
+/// [`attack`] on a mount holding the files `names` (`ls -a` order), `password` among them.
+pub(crate) fn attack_holding(
+    exec: &dyn Fn(&[&str]) -> String,
+    container: &str,
+    password: &str,
+    names: &[&str],
+    what: &str,
+) {
     let out = exec(&["exec", container, "sh", "-c", ATTACKS]);
     assert!(out.ends_with("END"), "{what}: the attacks did not run: {out}");
     assert!(!out.contains("BROKE"), "{what}: the container wrote to its mount:\n{out}");
     assert_eq!(exec(&["exec", container, "cat", "/run/secrets/password"]), password, "{what}");
     let ls = exec(&["exec", container, "ls", "-a", "/run/secrets"]);
-    let names: Vec<&str> = ls.lines().filter(|l| *l != "." && *l != "..").collect();
-    assert_eq!(names, ["password"], "{what}: nothing new in the mount");
+    let listed: Vec<&str> = ls.lines().filter(|l| *l != "." && *l != "..").collect();
+    assert_eq!(listed, names, "{what}: nothing new in the mount");
     // The plugin seals the container's view once it knows the container (shortly after the
     // start): a runtime's remount of a `:ro` bind (runc's, on Docker) drops nosuid and nodev.
     let mut line = String::new();

@@ -3,11 +3,12 @@
 //! `docs/rootless.md` says: a root and a `--user 1000` container read their secrets, `docker
 //! stop` revokes, and the plugin says truthfully that the kernel refuses `noswap` there. The
 //! same with rootless Podman (Debian 12's 4.3, as that user) and the plugin run with `podman
-//! unshare`.
+//! unshare`, where the containers' views (with and without `:ro`) also withstand the attacks of
+//! `readonly`, before and after a rewrite made inside the user namespace.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -184,8 +185,53 @@ fn rootless_podman_with_the_plugin_in_podman_unshare_reads_and_revokes_on_one_en
     let (root, user_c) = (unique("rootless-root"), unique("rootless-user"));
     run(&root, &[]);
     run(&user_c, &["--user", "1000:1000"]);
-    for c in [&root, &user_c] {
+    // And one without `:ro` (the same mount: Podman shares it among the volume's containers).
+    let writable = unique("rootless-rw");
+    podman_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &writable,
+        "--network",
+        "none",
+        "-v",
+        &format!("{vol}:/run/secrets"),
+        &image,
+        "sleep",
+        "600",
+    ]);
+    for c in [&root, &user_c, &writable] {
         assert_eq!(podman_ok(&["exec", c, "cat", "/run/secrets/password"]), "from-vault");
+    }
+    // The read-only view (issue 20), as root in the containers, with and without `:ro`; then
+    // after a rewrite (refresh=1s) made inside the user namespace.
+    let exec = |args: &[&str]| String::from_utf8_lossy(&podman(args).stdout).trim().to_owned();
+    let files = ["password", "user"];
+    for (c, what) in [(&root, "rootless podman -v :ro"), (&writable, "rootless podman -v")] {
+        crate::readonly::attack_holding(&exec, c, "from-vault", &files, what);
+    }
+    bao.put_kv2("rootless", json!({"password": "rotated", "user": "app"}));
+    let changed = Instant::now();
+    for c in [&root, &user_c, &writable] {
+        assert!(
+            wait_until(Duration::from_secs(15), || exec(&[
+                "exec",
+                c,
+                "cat",
+                "/run/secrets/password"
+            ]) == "rotated"),
+            "the change did not reach {c}:\n{}",
+            plugin.log()
+        );
+    }
+    eprintln!(
+        "rootless podman: the change reached 3 containers in {} ms",
+        changed.elapsed().as_millis()
+    );
+    for (c, what) in
+        [(&root, "rootless podman -v :ro, rotated"), (&writable, "rootless podman -v, rotated")]
+    {
+        crate::readonly::attack_holding(&exec, c, "rotated", &files, what);
     }
     assert_eq!(
         podman_ok(&["exec", &user_c, "stat", "-c", "%u %g %a", "/run/secrets/user"]),
@@ -205,11 +251,13 @@ fn rootless_podman_with_the_plugin_in_podman_unshare_reads_and_revokes_on_one_en
     podman_ok(&["stop", "-t", "1", &root]);
     assert_eq!(bao.accessors().len(), before.len() + 1, "kept while a container uses it");
     podman_ok(&["stop", "-t", "1", &user_c]);
+    assert_eq!(bao.accessors().len(), before.len() + 1, "kept while a container uses it");
+    podman_ok(&["stop", "-t", "1", &writable]);
     assert!(
         wait_until(Duration::from_secs(10), || bao.accessors() == before),
         "podman stop of the last container revoked the mount's token"
     );
-    podman_ok(&["rm", &root, &user_c]);
+    podman_ok(&["rm", &root, &user_c, &writable]);
     podman_ok(&["volume", "rm", &vol]);
     drop(plugin);
     let _ = std::fs::remove_file(conf.join("containers.conf"));
@@ -270,7 +318,7 @@ fn argv0(pid: u32) -> Option<String> {
 
 /// `volume create` of the rootless tests' volume: the secret, readable by uid and gid 1000 only.
 fn volume_create(vol: &str) -> Vec<&str> {
-    let options = ["path=secret/data/rootless", "uid=1000", "gid=1000", "mode=0440"];
+    let options = ["path=secret/data/rootless", "uid=1000", "gid=1000", "mode=0440", "refresh=1s"];
     let mut args = vec!["volume", "create", "--driver", DRIVER];
     args.extend(options.iter().flat_map(|o| ["-o", *o]));
     args.push(vol);
