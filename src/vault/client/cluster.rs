@@ -18,6 +18,14 @@ use crate::vault::{NodeState, Token, VaultError};
 /// dockerd's two minutes for a Mount, above an election (a few seconds).
 pub const FAILOVER_BUDGET: Duration = Duration::from_secs(30);
 
+/// What one round over the nodes came to.
+enum Round {
+    /// A node's answer that settles the request: a success, or an error every node would give.
+    Settled(Result<Option<Reply>, VaultError>),
+    /// No node could serve it: each node's failure, with the node's index.
+    Unserved(Vec<(usize, VaultError)>),
+}
+
 impl HttpVault {
     /// Sends one request and returns the parsed reply (`None` for 204 No Content).
     ///
@@ -41,8 +49,8 @@ impl HttpVault {
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut failures = match self.round(&method, path, token, body).await {
-                Ok(result) => return result,
-                Err(failures) => failures,
+                Round::Settled(result) => return result,
+                Round::Unserved(failures) => failures,
             };
             if self.nodes.len() == 1 {
                 return Err(failures.pop().expect("one node tried").1);
@@ -79,16 +87,15 @@ impl HttpVault {
         std::iter::once(first).chain((0..self.nodes.len()).filter(|i| *i != first)).collect()
     }
 
-    /// One round over the nodes: `Ok` with the first node's answer that settles the request
-    /// (a success, or an error every node would give), `Err` with each node's failure when
-    /// none could serve it.
+    /// One round over the nodes: the first node's answer that settles the request, or each
+    /// node's failure when none could serve it.
     async fn round(
         &self,
         method: &Method,
         path: &str,
         token: Option<&Token>,
         body: Option<&Value>,
-    ) -> Result<Result<Option<Reply>, VaultError>, Vec<(usize, VaultError)>> {
+    ) -> Round {
         if self.nodes.len() > 1 && !replayable(path) {
             return self.round_on_active(method, path, token, body).await;
         }
@@ -98,11 +105,11 @@ impl HttpVault {
             match self.attempt(&self.nodes[i], method.clone(), path, token, body).await {
                 Attempt::Answered(result) => {
                     self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(result);
+                    return Round::Settled(result);
                 }
                 Attempt::NotSent(e) => failures.push((i, e)),
                 Attempt::Broken(e) if replayable(path) => failures.push((i, e)),
-                Attempt::Broken(e) => return Ok(Err(e)),
+                Attempt::Broken(e) => return Round::Settled(Err(e)),
                 Attempt::CannotServe { error, location } => {
                     if let Some(j) = location.and_then(|l| self.node_at(&l)) {
                         if let Some(k) = queue.iter().position(|q| *q == j) {
@@ -114,7 +121,7 @@ impl HttpVault {
                 }
             }
         }
-        Err(failures)
+        Round::Unserved(failures)
     }
 
     /// A round for a request that must not be sent twice ([`replayable`]): to the active node
@@ -127,26 +134,29 @@ impl HttpVault {
         path: &str,
         token: Option<&Token>,
         body: Option<&Value>,
-    ) -> Result<Result<Option<Reply>, VaultError>, Vec<(usize, VaultError)>> {
+    ) -> Round {
         let i = match self.active.load(Ordering::Relaxed) {
-            0 => self.find_active().await?,
+            0 => match self.find_active().await {
+                Ok(i) => i,
+                Err(failures) => return Round::Unserved(failures),
+            },
             known => known - 1,
         };
         match self.attempt(&self.nodes[i], method.clone(), path, token, body).await {
             Attempt::Answered(result) => {
                 self.preferred.store(i, Ordering::Relaxed);
-                Ok(result)
+                Round::Settled(result)
             }
             // It may have been served: not sent again; the next request looks for the active
             // node anew.
             Attempt::Broken(e) => {
                 self.active.store(0, Ordering::Relaxed);
-                Ok(Err(e))
+                Round::Settled(Err(e))
             }
             // It is gone, sealed or no longer active: the request did not go beyond it.
             Attempt::NotSent(e) | Attempt::CannotServe { error: e, .. } => {
                 self.active.store(0, Ordering::Relaxed);
-                Err(vec![(i, e)])
+                Round::Unserved(vec![(i, e)])
             }
         }
     }
