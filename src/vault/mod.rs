@@ -451,4 +451,10 @@ mod tests {
         assert_eq!(validity(10, now), Duration::ZERO, "past");
         assert_eq!(validity(u64::MAX, now), MAX_TTL, "bounded like a TTL");
     }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token::new("hvs.very-secret".into());
+        assert_eq!(format!("{t:?}"), "Token(***)");
+    }
 }
