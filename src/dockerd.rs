@@ -21,6 +21,7 @@
 
 mod fake;
 pub mod mountinfo;
+pub mod record;
 pub mod userns;
 
 pub use fake::FakeEngine;
@@ -155,6 +156,12 @@ pub enum EngineError {
         #[source]
         source: userns::UsernsError,
     },
+    #[error("cannot read the docker engine's record of container {id}")]
+    Record {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read the mount table of container process {pid}")]
     ProcMounts {
         pid: u32,
@@ -218,6 +225,13 @@ pub trait Engine: Send + Sync + 'static {
     /// How the engine maps its containers' user ids to the host's (`dockerd
     /// --userns-remap`): `None` when it does not remap. See [`userns`].
     fn id_map(&self) -> impl Future<Output = Result<Option<userns::IdMap>, EngineError>> + Send;
+
+    /// The container's `User` (`""`: none, root) as the engine recorded it, readable while the
+    /// engine starts the container (see [`record`]); Docker only.
+    fn user_of(
+        &self,
+        container_id: &str,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
 }
 
 /// How much of a container's mount table is read at most (about 30,000 mounts).
@@ -263,6 +277,8 @@ pub struct DockerEngine {
     kind: OnceLock<EngineKind>,
     /// Its user namespace remapping, once learned (see [`Engine::id_map`]).
     id_map: OnceLock<Option<userns::IdMap>>,
+    /// `/info`'s `DockerRootDir`, once asked (see [`Engine::user_of`]).
+    root_dir: OnceLock<String>,
 }
 
 impl DockerEngine {
@@ -275,6 +291,7 @@ impl DockerEngine {
             client: tokio::sync::Mutex::new(None),
             kind: OnceLock::new(),
             id_map: OnceLock::new(),
+            root_dir: OnceLock::new(),
         }
     }
 
@@ -472,6 +489,37 @@ impl Engine for DockerEngine {
 
     async fn id_map(&self) -> Result<Option<userns::IdMap>, EngineError> {
         self.learn_id_map().await
+    }
+
+    async fn user_of(&self, container_id: &str) -> Result<String, EngineError> {
+        check_container_id(container_id)?;
+        let record_error = |source| EngineError::Record { id: container_id.to_owned(), source };
+        if self.kind() == EngineKind::Podman {
+            let why = "Podman keeps its containers' configuration in its own database";
+            return Err(record_error(std::io::Error::other(why)));
+        }
+        let root_dir = match self.root_dir.get() {
+            Some(dir) => dir.clone(),
+            None => {
+                let docker = self.client().await?;
+                let info = self.bounded("/info", docker.info()).await?;
+                let dir = info.docker_root_dir.unwrap_or_default();
+                self.root_dir.get_or_init(|| dir).clone()
+            }
+        };
+        let (socket, id) = (self.socket.clone(), container_id.to_owned());
+        let read = tokio::task::spawn_blocking(move || {
+            let pid = record::server_pid(&socket)?;
+            record::read_user(pid, &root_dir, &id)
+        });
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(read)) => read.map_err(record_error),
+            Ok(Err(e)) => Err(record_error(std::io::Error::other(e.to_string()))),
+            Err(_) => Err(record_error(std::io::Error::other(format!(
+                "not read within {:?}",
+                self.timeout
+            )))),
+        }
     }
 
     async fn deaths(&self) -> Result<Deaths, EngineError> {

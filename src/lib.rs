@@ -53,7 +53,8 @@
 //!   `policies` against the identity's, checks that `uid` and `gid` are ids a remapping engine
 //!   maps (`dockerd --userns-remap`: [`dockerd::userns`], or the configuration's `[userns]`;
 //!   under it they are the container's ids, and a Mount owns the tmpfs and files by the host
-//!   ids they map to), and persists the definition — the options, never a secret — in
+//!   ids they map to; `uid=container` takes, at Mount, the numeric user dockerd recorded for
+//!   the container: [`dockerd::record`]), and persists the definition — the options, never a secret — in
 //!   `state_dir`.
 //! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
 //!   or an AppRole login), recorded at once in the private tmpfs (a mount that cannot be

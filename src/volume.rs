@@ -119,6 +119,9 @@ pub struct VolumeSpec {
     pub format: Format,
     pub uid: u32,
     pub gid: u32,
+    /// `uid=container`: the files' owner is the numeric `User` the engine recorded for the
+    /// container each Mount is for (its group too, when it names one; else `gid`).
+    pub uid_of_container: bool,
     pub mode: u32,
     pub size: u64,
     pub refresh: Duration,
@@ -180,6 +183,7 @@ impl VolumeSpec {
         let mut role_id = None;
         let mut namespace = None;
         let mut revoke_replaced = true;
+        let mut uid_of_container = false;
         for (key, value) in opts {
             match key.as_str() {
                 "path" => main_path = Some(parse_vault_path(key, value)?),
@@ -203,7 +207,11 @@ impl VolumeSpec {
                 }
                 "format" => format = parse_format(value)?,
                 "policies" => policies = Some(parse_policies(value)?),
-                "uid" | "gid" | "mode" | "size" | "refresh" | "ttl" => settings.set(key, value)?,
+                "uid" if value == "container" => uid_of_container = true,
+                "uid" => settings.set(key, value).map_err(|e| {
+                    err(key, format!("{}; or `container`: the container's numeric --user, read at each mount", e.message))
+                })?,
+                "gid" | "mode" | "size" | "refresh" | "ttl" => settings.set(key, value)?,
                 "signal" => signal = Some(parse_signal(value)?),
                 "namespace" => namespace = Some(Namespace::parse(value).map_err(|m| err(key, m))?),
                 "revoke-replaced" => {
@@ -349,6 +357,7 @@ impl VolumeSpec {
             format,
             uid: settings.uid,
             gid: settings.gid,
+            uid_of_container,
             mode: settings.mode,
             size: settings.size,
             refresh: settings.refresh,

@@ -350,6 +350,22 @@ fn a_managed_plugin_from_build_sh_serves_secrets_with_no_registry_on_every_engin
     docker_ok(&["rm", &c]);
     cleanup.containers.clear();
 
+    // -o uid=container: the managed plugin reads dockerd's record of the container through
+    // /proc/PID/root of dockerd (pidhost, CAP_SYS_PTRACE).
+    let follow = unique("managed-follow");
+    let opts = ["-o", "path=secret/data/managed", "-o", "uid=container"];
+    docker_ok(&[&["volume", "create", "--driver", &name][..], &opts, &[&follow]].concat());
+    cleanup.volumes.push(follow.clone());
+    let mount = format!("{follow}:/run/secrets");
+    let stat = "stat -c '%u %g' /run/secrets/password && cat /run/secrets/password";
+    let args = ["run", "--rm", "--user", "1000:1000", "--network", "none", "-v", &mount];
+    let seen = docker_ok(&[&args[..], &[image().as_str(), "sh", "-c", stat]].concat());
+    assert_eq!(seen, "1000 1000\nfrom-the-managed-plugin", "uid=container, managed");
+    assert!(
+        wait_until(Duration::from_secs(10), || bao.accessors() == before),
+        "the --rm container's token was not revoked"
+    );
+
     // While a volume exists dockerd holds a reference on its driver: a plain disable is refused,
     // `-f` disables it; the volume comes back with the plugin, from the plugin's state.
     let refused = docker(&["plugin", "disable", &name]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::docker::{docker, image, E2e, DRIVER};
+use crate::util::docker::{docker, docker_ok, image, E2e, DRIVER};
 use crate::util::dockerd::Dockerd;
 use crate::util::*;
 
@@ -136,7 +136,20 @@ fn a_userns_remapped_dockerd_gives_root_and_user_containers_their_secrets_on_one
         !out.status.success() && stderr.contains("uid") && stderr.contains("accepted: 0-65535"),
         "{stderr}"
     );
-    for v in [&root_vol, &user_vol] {
+
+    // -o uid=container: the --user of the container, as its id, owned by the host's base + it.
+    let (out, follow_vol) = create("userns-follow", &["path=secret/data/userns", "uid=container"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mount = format!("{follow_vol}:/run/secrets");
+    let args = ["run", "-d", "--user", "1000:1000", "--network", "none", "-v", &mount];
+    let c = dockerd.docker_ok(&[&args[..], &[image().as_str(), "sleep", "600"]].concat());
+    let stat = dockerd.docker_ok(&["exec", &c, "stat", "-c", "%u %g", "/run/secrets/password"]);
+    assert_eq!(stat, "1000 1000", "uid=container under userns-remap");
+    let host = plugin.mounts_left();
+    let meta = std::fs::metadata(Path::new(&host[0]).join("password")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (base + 1000, gid_base + 1000), "host ids: base + 1000");
+    dockerd.docker_ok(&["rm", "-f", &c]);
+    for v in [&root_vol, &user_vol, &follow_vol] {
         dockerd.docker_ok(&["volume", "rm", v]);
     }
 }
@@ -178,4 +191,59 @@ fn the_hardened_container_of_the_readme_reads_its_secret_on_every_engine() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("Permission denied"), "{stderr}");
     assert!(t.plugin.mounts_left().is_empty(), "both mounts ended with their containers");
+}
+
+/// `-o uid=container` (issue 20, Deliver 4): the files follow the numeric `--user` of the
+/// container each mount is for, read from dockerd's record of it (the API's inspect waits for
+/// the Mount); a user name is refused with the reason, and leaves nothing behind.
+#[test]
+fn uid_container_follows_each_containers_numeric_user_on_every_engine() {
+    let mut t = E2e::start();
+    t.bao.put_kv2("owner", json!({"password": "follows"}));
+    let vol = t.volume("owner", &["path=secret/data/owner", "uid=container"]);
+    let before = t.bao.accessors();
+    let run = |user: Option<&str>, command: &[&str]| {
+        let mount = format!("{vol}:/run/secrets");
+        let mut args = vec!["run", "--rm", "--network", "none", "--cap-drop", "ALL"];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        args.extend(["-v", mount.as_str(), "--read-only"]);
+        let image = image();
+        args.push(&image);
+        args.extend(command);
+        docker(&args)
+    };
+    let owner = ["sh", "-c", "stat -c '%u %g %a' /run/secrets/password; cat /run/secrets/password"];
+    for (user, expected) in [
+        (Some("1000:1000"), "1000 1000 400\nfollows"),
+        (Some("2000"), "2000 0 400\nfollows"),
+        (None, "0 0 400\nfollows"),
+    ] {
+        let out = run(user, &owner);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "--user {user:?}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected, "--user {user:?}");
+        eprintln!("--user {user:?}: {}", expected.lines().next().unwrap());
+    }
+    // A name would be looked up in the container's own /etc/passwd (which its image, and so
+    // whoever made it, controls): refused at the start, though the image has the user.
+    let named = format!("{}-passwd", unique("vault-secrets-test/owner"));
+    let maker = unique("owner-passwd");
+    let passwd = "mkdir -p /etc && echo 'app:x:1234:1234::/:/bin/sh' >> /etc/passwd";
+    docker_ok(&["run", "--name", &maker, "--network", "none", &image(), "sh", "-c", passwd]);
+    docker_ok(&["commit", &maker, &named]);
+    docker_ok(&["rm", &maker]);
+    let mount = format!("{vol}:/run/secrets");
+    let args = ["run", "--rm", "--network", "none", "--user", "app", "-v", &mount, &named, "true"];
+    let out = docker(&args);
+    let _ = docker(&["rmi", &named]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("its user `app` is not numeric"), "{stderr}");
+    eprintln!("--user app: {}", stderr.lines().next().unwrap_or_default());
+    assert!(t.plugin.mounts_left().is_empty(), "every mount ended with its container");
+    assert!(
+        wait_until(Duration::from_secs(5), || t.bao.accessors() == before),
+        "a token outlived its container"
+    );
 }

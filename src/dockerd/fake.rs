@@ -31,6 +31,8 @@ pub struct FakeEngine {
     pub followed: std::sync::atomic::AtomicUsize,
     /// What `id_map` answers (`None`: the engine does not remap).
     pub id_map: Mutex<Option<super::userns::IdMap>>,
+    /// What `user_of` answers, by container ID (absent: no record).
+    pub users: Mutex<HashMap<String, String>>,
     /// `Some(ID)`: a death; `None`: the connection ends.
     deaths: tokio::sync::broadcast::Sender<Option<String>>,
 }
@@ -56,6 +58,7 @@ impl FakeEngine {
             tasks: Mutex::default(),
             followed: Default::default(),
             id_map: Mutex::default(),
+            users: Mutex::default(),
             deaths: tokio::sync::broadcast::channel(64).0,
         }
     }
@@ -83,6 +86,20 @@ impl FakeEngine {
             source: PathBuf::new(),
         });
         self.shows(id, destination, device);
+    }
+
+    /// A container `id` that uses `volume` and is being started (its record says `user`).
+    pub fn starts(&self, id: &str, volume: &str, user: &str) {
+        self.mounts.lock().unwrap().push(ContainerMount {
+            container_id: id.into(),
+            container_name: format!("name-{id}"),
+            running: false,
+            starting: true,
+            volume: volume.into(),
+            destination: "/run/secrets".into(),
+            source: PathBuf::new(),
+        });
+        self.users.lock().unwrap().insert(id.into(), user.into());
     }
 
     /// Adds a mount of the plugin's tmpfs of `device` at `at` to container `id`'s mount
@@ -202,6 +219,15 @@ impl Engine for FakeEngine {
     async fn id_map(&self) -> Result<Option<super::userns::IdMap>, EngineError> {
         self.reachable()?;
         Ok(self.id_map.lock().unwrap().clone())
+    }
+
+    async fn user_of(&self, container_id: &str) -> Result<String, EngineError> {
+        check_container_id(container_id)?;
+        self.reachable()?;
+        self.users.lock().unwrap().get(container_id).cloned().ok_or_else(|| {
+            let source = std::io::Error::from(std::io::ErrorKind::NotFound);
+            EngineError::Record { id: container_id.to_owned(), source }
+        })
     }
 }
 

@@ -466,7 +466,11 @@ impl<E: Edges> Driver<E> {
                 }).collect::<Vec<_>>(),
                 "active_mounts": active,
                 "format": format!("{:?}", spec.format).to_lowercase(),
-                "owner": format!("{}:{}", spec.uid, spec.gid),
+                "owner": if spec.uid_of_container {
+                    format!("container (its --user; group {} unless it names one)", spec.gid)
+                } else {
+                    format!("{}:{}", spec.uid, spec.gid)
+                },
                 "mode": format!("{:04o}", spec.mode),
                 "token_ttl": crate::report::duration(spec.ttl),
                 "refresh": crate::report::duration(spec.refresh),

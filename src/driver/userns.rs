@@ -65,7 +65,7 @@ impl<E: Edges> Driver<E> {
     pub(super) async fn check_ids(&self, name: &str, spec: &VolumeSpec) -> Result<(), DriverError> {
         for (map, engines) in self.id_maps(name, For::Create).await? {
             if let Some(map) = map {
-                host_ids(name, spec, &map, &engines)?;
+                host_ids(name, (spec.uid, spec.gid), &map, &engines)?;
             }
         }
         Ok(())
@@ -78,10 +78,16 @@ impl<E: Edges> Driver<E> {
         spec: &VolumeSpec,
         id: &str,
     ) -> Result<(u32, u32), DriverError> {
+        let ids = if spec.uid_of_container {
+            let (uid, gid) = self.container_user(name, id).await?;
+            (uid, gid.unwrap_or(spec.gid))
+        } else {
+            (spec.uid, spec.gid)
+        };
         let maps = self.id_maps(name, For::Mount(id)).await?;
         match maps.as_slice() {
-            [] | [(None, _)] => Ok((spec.uid, spec.gid)),
-            [(Some(map), engines)] => host_ids(name, spec, map, engines),
+            [] | [(None, _)] => Ok(ids),
+            [(Some(map), engines)] => host_ids(name, ids, map, engines),
             several => Err(DriverError::UsernsDiffer {
                 volume: name.to_owned(),
                 engines: several
@@ -97,10 +103,89 @@ impl<E: Edges> Driver<E> {
     }
 }
 
-/// The host ids of the spec's container ids under `map`; an id outside it is refused.
+/// How many containers that do not run may use a `uid=container` volume: each is a candidate
+/// for a Mount, whose record is read.
+const CANDIDATES: usize = 16;
+
+impl<E: Edges> Driver<E> {
+    /// `uid=container`: the numeric user (and group, when it names one) the engine recorded for
+    /// the container Mount `id` is for. No engine says which container that is, so it is
+    /// fail-closed: every container that could be it — using the volume, on an engine that could
+    /// have made the mount, not running (a running container's mounts are made) — must have the
+    /// same user; none, more than [`CANDIDATES`], a name, or users that differ refuse the Mount,
+    /// naming them. Podman's one mount for all of a volume's containers is refused.
+    async fn container_user(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> Result<(u32, Option<u32>), DriverError> {
+        let refuse = |message: String| DriverError::Options {
+            volume: name.to_owned(),
+            source: OptionError {
+                option: "uid".into(),
+                message: format!("uid=container: {message}"),
+            },
+        };
+        if shared_mount(id) {
+            return Err(refuse("Podman mounts a volume once for all the containers using it, whose users may differ; give a numeric uid".into()));
+        }
+        let mut asked = Vec::new();
+        let mut users: Vec<(String, String)> = Vec::new();
+        for engine in self.engines.iter().filter(|e| e.kind().could_have_made(id)) {
+            asked.push(engine.name().to_owned());
+            let mounts = engine.volume_mounts(&self.driver_name).await.map_err(|e| {
+                refuse(format!(
+                    "cannot ask {} which container is starting: {}",
+                    engine.name(),
+                    crate::report::chain(&e)
+                ))
+            })?;
+            let mut candidates: Vec<(String, String)> = mounts
+                .into_iter()
+                .filter(|m| m.volume == name && !m.running)
+                .map(|m| (m.container_id, m.container_name))
+                .collect();
+            candidates.sort();
+            candidates.dedup();
+            if users.len() + candidates.len() > CANDIDATES {
+                return Err(refuse(format!("more than {CANDIDATES} containers that are not running use volume {name}: remove the stopped ones, or give a numeric uid")));
+            }
+            for (container, container_name) in candidates {
+                let user = engine.user_of(&container).await.map_err(|e| {
+                    refuse(format!(
+                        "cannot read the user of container {container_name}: {}",
+                        crate::report::chain(&e)
+                    ))
+                })?;
+                users.push((container_name, user));
+            }
+        }
+        let Some((first_name, first)) = users.first() else {
+            let engines = if asked.is_empty() {
+                "no engine ([plugin] engines)".to_owned()
+            } else {
+                asked.join(", ")
+            };
+            return Err(refuse(format!(
+                "no container using volume {name} is being started on {engines}"
+            )));
+        };
+        if users.iter().any(|(_, user)| user != first) {
+            let list: Vec<String> = users
+                .iter()
+                .map(|(c, u)| format!("{c} ({})", if u.is_empty() { "root" } else { u }))
+                .collect();
+            return Err(refuse(format!("the containers this mount may be for have different users: {}; give each its own volume, or a numeric uid", list.join(", "))));
+        }
+        crate::dockerd::record::numeric_user(first)
+            .map_err(|message| refuse(format!("container {first_name}: {message}")))
+    }
+}
+
+/// The host ids of the container ids `(uid, gid)` under `map`; an id outside it is refused.
 fn host_ids(
     name: &str,
-    spec: &VolumeSpec,
+    (uid, gid): (u32, u32),
     map: &IdMap,
     engines: &str,
 ) -> Result<(u32, u32), DriverError> {
@@ -115,7 +200,7 @@ fn host_ids(
         },
     }
     };
-    let uid = map.host_uid(spec.uid).ok_or_else(|| refuse("uid", spec.uid, map.uid_range()))?;
-    let gid = map.host_gid(spec.gid).ok_or_else(|| refuse("gid", spec.gid, map.gid_range()))?;
-    Ok((uid, gid))
+    let host_uid = map.host_uid(uid).ok_or_else(|| refuse("uid", uid, map.uid_range()))?;
+    let host_gid = map.host_gid(gid).ok_or_else(|| refuse("gid", gid, map.gid_range()))?;
+    Ok((host_uid, host_gid))
 }

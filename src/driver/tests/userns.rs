@@ -1,5 +1,5 @@
 //! Ids in the container under a remapping engine: the tmpfs and files owned by the host ids,
-//! ids outside the range refused at Create, `[userns]`, and engines that disagree.
+//! ids outside the range refused at Create, `[userns]`, and engines that disagree; `uid=container`.
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -149,4 +149,107 @@ async fn engines_that_map_differently_refuse_the_mount_naming_them() {
             && e.contains("/run/b.sock: no remapping"),
         "{e}"
     );
+}
+
+/// The Mount's error, as Docker shows it.
+async fn refused(f: &Fixture, volume: &str, id: &str) -> String {
+    crate::report::chain(&f.driver.mount(volume, id).await.unwrap_err())
+}
+
+#[tokio::test]
+async fn uid_container_takes_the_starting_containers_numeric_user() {
+    let f = fixture();
+    let o = opts(&[("path", "kv/app"), ("uid", "container"), ("gid", "7")]);
+    f.driver.create("app", o).await.unwrap();
+    // A running container of the volume is not the one being started.
+    f.engine.runs("c0", "app", "/run/secrets", "0:99");
+    f.engine.users.lock().unwrap().insert("c0".into(), "2000".into());
+    f.engine.starts("c1", "app", "1000:1001");
+    let path = f.driver.mount("app", ID).await.unwrap();
+    assert_eq!(tmpfs_owner(&f), (1000, 1001));
+    assert_eq!(std::fs::metadata(path.join("password")).unwrap().uid(), 1000);
+    // No group in --user: the volume's gid. No user: root.
+    f.driver
+        .create("b", opts(&[("path", "kv/app"), ("uid", "container"), ("gid", "7")]))
+        .await
+        .unwrap();
+    f.engine.starts("c2", "b", "1000");
+    f.driver.mount("b", "m2").await.unwrap();
+    assert_eq!(tmpfs_owner(&f), (1000, 7));
+    f.driver.create("c", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
+    f.engine.starts("c3", "c", "");
+    f.driver.mount("c", "m3").await.unwrap();
+    assert_eq!(tmpfs_owner(&f), (0, 0));
+}
+
+#[tokio::test]
+async fn uid_container_is_the_containers_id_under_a_remapping_engine() {
+    let f = fixture();
+    remapping(&f);
+    f.driver.create("app", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
+    f.engine.starts("c1", "app", "1000:1000");
+    f.driver.mount("app", ID).await.unwrap();
+    assert_eq!(tmpfs_owner(&f), (101000, 101000));
+    f.driver.create("far", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
+    f.engine.starts("c2", "far", "70000");
+    let e = refused(&f, "far", "m2").await;
+    assert!(e.contains("70000 is not an id in the container") && e.contains("0-65535"), "{e}");
+}
+
+#[tokio::test]
+async fn uid_container_refuses_what_it_cannot_tell_and_leaves_nothing() {
+    let f = fixture();
+    let created = || f.vault.created.load(std::sync::atomic::Ordering::Relaxed);
+    f.driver.create("app", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
+    // No container of the volume is starting.
+    let e = refused(&f, "app", ID).await;
+    assert!(
+        e.contains("uid=container: no container using volume app is being started on fake"),
+        "{e}"
+    );
+    // A user name: it would be looked up in the container's own /etc/passwd.
+    f.engine.starts("c1", "app", "app");
+    let e = refused(&f, "app", ID).await;
+    assert!(e.contains("container name-c1: its user `app` is not numeric"), "{e}");
+    // Two starting containers with different users: either could be this mount's.
+    f.driver.create("two", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
+    f.engine.starts("c2", "two", "1000");
+    f.engine.starts("c3", "two", "2000:2000");
+    let e = refused(&f, "two", ID).await;
+    assert!(e.contains("different users: name-c2 (1000), name-c3 (2000:2000)"), "{e}");
+    // The same user: no doubt.
+    f.engine.users.lock().unwrap().insert("c3".into(), "1000".into());
+    f.driver.mount("two", ID).await.unwrap();
+    f.driver.unmount("two", ID).await.unwrap();
+    let before = created();
+    // Podman's one mount for all of a volume's containers.
+    let e = refused(&f, "two", PODMAN_MOUNT_ID).await;
+    assert!(e.contains("Podman mounts a volume once"), "{e}");
+    // The engine out of reach.
+    f.engine.unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = refused(&f, "two", ID).await;
+    assert!(e.contains("cannot ask fake which container is starting"), "{e}");
+    // Nothing made by a refusal: no token, no tmpfs left.
+    assert_eq!(created(), before);
+    assert_eq!(f.driver.mounter.mounted.lock().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn uid_container_bounds_the_containers_it_reads() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
+    for n in 0..17 {
+        f.engine.starts(&format!("c{n}"), "app", "1000");
+    }
+    let e = refused(&f, "app", ID).await;
+    assert!(e.contains("more than 16 containers that are not running use volume app"), "{e}");
+}
+
+#[tokio::test]
+async fn uid_container_is_a_volume_option_and_named_in_the_error() {
+    let f = fixture();
+    let e =
+        f.driver.create("app", opts(&[("path", "kv/app"), ("uid", "nobody")])).await.unwrap_err();
+    let e = crate::report::chain(&e);
+    assert!(e.contains("`nobody` is not a numeric id") && e.contains("or `container`"), "{e}");
 }
