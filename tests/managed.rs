@@ -737,3 +737,74 @@ fn after_a_dockerd_crash_the_managed_plugin_revokes_the_gone_containers_token_an
     eprintln!("container {state}; released by {}", if swept { "the sweep" } else { "an Unmount" });
     drop(cleanup);
 }
+
+/// Issue 20, Deliver 2, the managed plugin on a dockerd of the test's own started with
+/// `--userns-remap=default`: the plugin (not remapped itself) serves a root container and a
+/// `--user 1000:1000` one (`-o uid=1000`, and `-o uid=container`) their files, owned by the
+/// remapped host ids, and `docker stop` revokes.
+#[test]
+fn a_managed_plugin_on_a_userns_remapped_dockerd_serves_root_and_user_containers_on_one_engine() {
+    let build = build_plugin();
+    let bao = Bao::start();
+    put_kv2(&bao, "managed-userns", json!({"password": "remapped"}));
+    let config = config_dir(&bao);
+    let runtime = RuntimeDir::new();
+    let dockerd =
+        crate::util::dockerd::Dockerd::start_with("managed-userns", &["--userns-remap=default"]);
+    let mut cleanup = Cleanup::new(&unique("vault-secrets-managed-userns"));
+    cleanup.host = Some(dockerd.host.clone());
+    cleanup.log = dockerd.log.clone();
+    install(&cleanup, build.path(), &settings(config.path(), &runtime, &dockerd.socket, None));
+    let root_dir = cleanup.docker_ok(&["info", "--format", "{{.DockerRootDir}}"]);
+    let (base, gid_base) = root_dir.rsplit('/').next().unwrap().split_once('.').expect(&root_dir);
+    let (base, gid_base): (u32, u32) = (base.parse().unwrap(), gid_base.parse().unwrap());
+
+    let name = cleanup.plugin.clone();
+    let before = bao.accessors();
+    for (opts, user, expected) in [
+        (vec!["path=secret/data/managed-userns"], None, (0, 0)),
+        (
+            vec!["path=secret/data/managed-userns", "uid=1000", "gid=1000"],
+            Some("1000:1000"),
+            (1000, 1000),
+        ),
+        (vec!["path=secret/data/managed-userns", "uid=container"], Some("1000:1000"), (1000, 1000)),
+    ] {
+        let vol = unique("managed-userns");
+        let mut create = vec!["volume", "create", "--driver", &name];
+        create.extend(opts.iter().flat_map(|o| ["-o", *o]));
+        create.push(&vol);
+        cleanup.docker_ok(&create);
+        cleanup.volumes.push(vol.clone());
+        let mount = format!("{vol}:/run/secrets");
+        let mut run = vec!["run", "-d", "--network", "none", "-v", &mount];
+        if let Some(user) = user {
+            run.extend(["--user", user]);
+        }
+        let image = image();
+        run.extend([image.as_str(), "sleep", "600"]);
+        let c = cleanup.docker_ok(&run);
+        cleanup.containers.push(c.clone());
+        let read = cleanup.docker(&["exec", &c, "cat", "/run/secrets/password"]);
+        assert!(read.status.success(), "{opts:?}: {}", String::from_utf8_lossy(&read.stderr));
+        assert_eq!(String::from_utf8_lossy(&read.stdout), "remapped", "{opts:?}");
+        let stat = cleanup.docker_ok(&["exec", &c, "stat", "-c", "%u %g", "/run/secrets/password"]);
+        assert_eq!(stat, format!("{} {}", expected.0, expected.1), "{opts:?}: in the container");
+        let files = mounts_below(&runtime.path().join("files"));
+        let meta = std::fs::metadata(Path::new(&files[0]).join("password")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let host = (base + expected.0, gid_base + expected.1);
+        assert_eq!((meta.uid(), meta.gid()), host, "{opts:?}: on the host");
+        eprintln!("managed plugin, userns-remap, {opts:?} --user {user:?}: host owner {host:?}");
+        cleanup.docker_ok(&["stop", "-t", "1", &c]);
+        assert!(
+            wait_until(Duration::from_secs(10), || bao.accessors() == before),
+            "{opts:?}: docker stop did not revoke"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || mounts_below(&runtime.path().join("files"))
+                .is_empty()),
+            "{opts:?}: the tmpfs is gone"
+        );
+    }
+}

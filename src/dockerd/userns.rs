@@ -188,9 +188,18 @@ impl DockerEngine {
         let options = info.security_options.unwrap_or_default();
         let root_dir = info.docker_root_dir.unwrap_or_default();
         let (subuid, subgid) = if remaps(&options) {
-            // Off the runtime and bounded, like every file the plugin reads while it serves.
-            tokio::task::spawn_blocking(|| {
-                (read_ids_file("/etc/subuid"), read_ids_file("/etc/subgid"))
+            // As dockerd reads them: through its root (a managed plugin's rootfs has none),
+            // found by the socket's peer; the plugin's own when that cannot be told. Off the
+            // runtime and bounded, like every file the plugin reads while it serves.
+            let socket = self.socket.clone();
+            tokio::task::spawn_blocking(move || {
+                let root = super::record::server_pid(&socket)
+                    .map(|pid| format!("/proc/{pid}/root"))
+                    .unwrap_or_default();
+                (
+                    read_ids_file(&format!("{root}/etc/subuid")),
+                    read_ids_file(&format!("{root}/etc/subgid")),
+                )
             })
             .await
             .unwrap_or_default()
