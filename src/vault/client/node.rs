@@ -98,6 +98,7 @@ impl HttpVault {
             Err(e @ VaultError::TooLarge { .. }) => return Attempt::Answered(Err(e)),
             Err(e) => return Attempt::Broken(e),
         };
+        let body_len = body.len();
         let error = || VaultError::Status {
             path: path.to_owned(),
             status: status.as_u16(),
@@ -123,11 +124,35 @@ impl HttpVault {
                 }))
             }
             s => {
-                Attempt::Answered(parse_reply(path, s, &body).map_err(|e| e.unwrap_or_else(error)))
+                let owned = path.to_owned();
+                let answer = move || {
+                    parse_reply(&owned, s, &body).map_err(|e| {
+                        e.unwrap_or_else(|| VaultError::Status {
+                            message: error_messages(&body),
+                            status: s.as_u16(),
+                            path: owned.clone(),
+                        })
+                    })
+                };
+                if body_len <= PARSED_ON_THE_RUNTIME {
+                    return Attempt::Answered(answer());
+                }
+                // A large reply (up to MAX_REPLY, a Vault a user's secret fills) is parsed off
+                // the runtime: no other request waits on it.
+                Attempt::Answered(tokio::task::spawn_blocking(answer).await.unwrap_or_else(|e| {
+                    Err(VaultError::BadReply {
+                        path: path.to_owned(),
+                        message: format!("parsing the reply failed: {e}"),
+                    })
+                }))
             }
         }
     }
 }
+
+/// The size of a reply parsed on the runtime; larger ones are parsed on a blocking thread (a
+/// 1 MiB reply takes milliseconds, and a mount may read 64).
+const PARSED_ON_THE_RUNTIME: usize = 64 << 10;
 
 /// What one node did with a request.
 pub(super) enum Attempt {
