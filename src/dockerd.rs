@@ -90,6 +90,9 @@ pub struct ContainerMount {
     /// The container's state is `created`: being started (its volumes mounted, its process
     /// not yet there), or created and never started.
     pub starting: bool,
+    /// The container's state is `restarting`: its restart policy starts it again (counted as
+    /// `running`, its mounts being made anew).
+    pub restarting: bool,
     /// The volume's name (`Mounts[].Name`).
     pub volume: String,
     /// Where the container has it (`Mounts[].Destination`), as the engine was asked for it.
@@ -438,6 +441,7 @@ impl Engine for DockerEngine {
                         container_name: container_name.clone(),
                         running,
                         starting: state == "created",
+                        restarting: state == "restarting",
                         volume: name,
                         destination: m.destination.unwrap_or_default(),
                         source: PathBuf::from(m.source.unwrap_or_default()),
@@ -696,6 +700,7 @@ mod tests {
             container_name: if id == "aaa" { "a".into() } else { String::new() },
             running,
             starting: false,
+            restarting: false,
             volume: volume.into(),
             destination: "/s".into(),
             source: source.into(),

@@ -83,6 +83,7 @@ fn volume_mounts_lists_running_and_stopped_containers_on_every_engine() {
         container_name: name.trim_start_matches('/').to_owned(),
         running,
         starting: false,
+        restarting: false,
         volume: volume.clone(),
         destination: "/data".into(),
         source: PathBuf::from(&mountpoint),

@@ -111,7 +111,8 @@ impl<E: Edges> Driver<E> {
     /// `uid=container`: the numeric user (and group, when it names one) the engine recorded for
     /// the container Mount `id` is for. No engine says which container that is, so it is
     /// fail-closed: every container that could be it — using the volume, on an engine that could
-    /// have made the mount, not running (a running container's mounts are made) — must have the
+    /// have made the mount, not running or paused (their mounts are made; one its restart policy
+    /// restarts is a candidate) — must have the
     /// same user; none, more than [`CANDIDATES`], a name, or users that differ refuse the Mount,
     /// naming them. Podman's one mount for all of a volume's containers is refused.
     async fn container_user(
@@ -142,7 +143,7 @@ impl<E: Edges> Driver<E> {
             })?;
             let mut candidates: Vec<(String, String)> = mounts
                 .into_iter()
-                .filter(|m| m.volume == name && !m.running)
+                .filter(|m| m.volume == name && (!m.running || m.restarting))
                 .map(|m| (m.container_id, m.container_name))
                 .collect();
             candidates.sort();

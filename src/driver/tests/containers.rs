@@ -160,6 +160,7 @@ async fn the_sweep_releases_what_no_running_container_was_given_whoever_sees_it(
         container_name: "web-2".into(),
         running: false,
         starting: true,
+        restarting: false,
         volume: "app".into(),
         destination: "/s".into(),
         source: Default::default(),

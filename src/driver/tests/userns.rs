@@ -253,3 +253,17 @@ async fn uid_container_is_a_volume_option_and_named_in_the_error() {
     let e = crate::report::chain(&e);
     assert!(e.contains("`nobody` is not a numeric id") && e.contains("or `container`"), "{e}");
 }
+
+#[tokio::test]
+async fn uid_container_counts_a_restarting_container_as_a_candidate() {
+    // A container its restart policy restarts is being started too: another user's container
+    // created on the volume meanwhile cannot take its files.
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
+    f.engine.starts("mine", "app", "1000");
+    f.engine.mounts.lock().unwrap()[0].running = true;
+    f.engine.mounts.lock().unwrap()[0].restarting = true;
+    f.engine.starts("theirs", "app", "0");
+    let e = refused(&f, "app", ID).await;
+    assert!(e.contains("different users: name-mine (1000), name-theirs (0)"), "{e}");
+}
