@@ -12,11 +12,10 @@ use crate::api::listener;
 use crate::config::{AuthConfig, Config};
 use crate::dockerd::{DockerEngine, Engine, EngineKind};
 use crate::driver::{Driver, Edges, Parts};
+use crate::identity::{Identity, IdentitySlot};
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
-use crate::vault::identity::{
-    load_client_certificate, load_jwt, load_secret_file, Identity, IdentitySlot,
-};
+use crate::vault::credentials::{load_client_certificate, load_jwt, load_secret_file};
 use crate::vault::{HttpVault, Login, Vault};
 
 /// The size of the private tmpfs that holds tokens (a few hundred bytes per mount; a quarter

@@ -12,24 +12,25 @@
 //!   /SecretProvider.GetSecret
 //!                              │ (Backend)                      │ (Operations)         │
 //!                              └──────── api::listener: one bounded accept loop ───────┘
-//!                                                   │
-//!                                                   ▼
+//!                                                 │
+//!                                                 ▼
 //!          driver (Driver<E: Edges>: volume lifecycle in mod.rs; mount: per-mount state and
 //!                  records; restore: after a restart; revoke: revocations and their retries;
 //!                  upkeep: renew / replace / refresh; containers: which container a mount is
 //!                  for, signals, deaths; sweep: mounts whose containers are gone; status;
 //!                  identity: per-volume wrapped identities; secrets: swarm secrets;
 //!                  certificates: PKI certificates revoked by serial)
-//!        ┌──────────┬───────────┬──────────┬─────────┼────────┬──────────┬──────────┐
-//!        ▼          ▼           ▼          ▼         ▼        ▼          ▼          ▼
-//!      lease      files       vault      state     tmpfs   dockerd    audit     metrics
-//!    (the one   (render,    (HTTP, the  (disk:    (mount, (engines'  (JSON     (counters,
-//!     task of    fd-only    plugin's    defin-    bind    API:       lines)    histograms)
-//!     deadlines) writes)    identity)   itions;   ro)     Docker,
-//!                                       tmpfs:            Podman;
-//!                                       tokens)           mountinfo)
-//!      volume (options → VolumeSpec), config (TOML → Config): read by the layers above;
-//!      namespace (a Vault namespace path, checked) below them
+//!        ┌─────────┬─────────┬──────────┬─────────┼─────────┬────────┬────────────┬────────┐
+//!        ▼         ▼         ▼          ▼         ▼         ▼        ▼            ▼        ▼
+//!      lease     files     identity   vault     state     tmpfs    dockerd      audit    metrics
+//!    (the one  (render,  (plugin's  (HTTP:    (disk:    (mount,  (engines'    (JSON    (counters,
+//!     task of   fd-only   token:     reads,    defin-    bind     API:         lines)   histo-
+//!     dead-     writes)   login,     tokens,   itions;   ro)      Docker,               grams)
+//!     lines)              renewal)   logins)   tmpfs:             Podman;
+//!                                              tokens)            mountinfo)
+//!      identity logs in through vault and keeps its token in state; volume (options →
+//!      VolumeSpec), config (TOML → Config): read by the layers above; namespace (a Vault
+//!      namespace path, checked) below them
 //! ```
 //!
 //! - [`api`]: the inbound adapters, each over a narrow trait of the driver
@@ -40,8 +41,9 @@
 //!   edge, each a trait with a real implementation and a fake: [`vault::Vault`]
 //!   ([`vault::HttpVault`]), [`tmpfs::Mounter`], [`state::Store`], [`dockerd::Engine`] (one
 //!   per configured engine, each made once). The daemon's `Host` is the real set; unit tests
-//!   use fakes, the background loops (deaths, ties, the sweep) included. The plugin's own identity and
-//!   `check` go through the same [`vault::Vault`] trait.
+//!   use fakes, the background loops (deaths, ties, the sweep) included. The plugin's own identity
+//!   ([`identity`]: over [`vault::Vault`] to log in and renew, over [`state::Store`] to keep its
+//!   token) and `check` go through the same [`vault::Vault`] trait.
 //! - [`daemon`]: start-up, the tasks, shutdown, `check`; the binary (`src/main.rs`)
 //!   only parses arguments. [`swap`]: whether mounts can be kept out of swap (`noswap`, refused
 //!   in a user namespace: rootless engines), for the mount's log line, `check` and a metric.
@@ -134,7 +136,7 @@
 //! request made with one names it in the `X-Vault-Namespace` header (never in a URL);
 //! `vault.namespace` for the rest.
 //!
-//! The plugin's identity ([`vault::identity`]) is a token file, an AppRole login (the
+//! The plugin's identity ([`identity`]) is a token file, an AppRole login (the
 //! secret_id optionally response-wrapped: unwrapped once, the file then deleted), a TLS client
 //! certificate (presented by the HTTP client, checked to match its key at start-up) or a JWT
 //! file (read at every login), renewed at two thirds of its TTL. At its max TTL, or when Vault
@@ -164,6 +166,7 @@ pub mod daemon;
 pub mod dockerd;
 pub mod driver;
 pub mod files;
+pub mod identity;
 pub mod lease;
 pub mod metrics;
 pub mod namespace;

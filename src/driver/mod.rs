@@ -31,10 +31,10 @@ use serde_json::json;
 use crate::audit::{Audit, Event};
 use crate::dockerd::{Engine, EngineError};
 use crate::files::{self, RenderError, WriteError};
+use crate::identity::IdentitySlot;
 use crate::lease::{Job, LeaseManager};
 use crate::state::{PendingRevocation, StateError, Store, VolumeRecord};
 use crate::tmpfs::{MountError, Mounter};
-use crate::vault::identity::IdentitySlot;
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
 

@@ -11,10 +11,10 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::dockerd::FakeEngine;
+use crate::identity::Identity;
 use crate::lease::{plan, Worker};
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
-use crate::vault::identity::Identity;
 use crate::vault::{ChildTokenRequest, IssuedToken, Secret, Unwrapped};
 use crate::volume::Source;
 

@@ -1,6 +1,7 @@
 //! Talking to Vault / OpenBao: the [`Vault`] trait the driver is generic over, its HTTP
-//! implementation ([`client::HttpVault`]), the plugin's own identity ([`identity`]) and the
-//! files it is made of ([`credentials`]), and the types that carry tokens and secrets.
+//! implementation ([`client::HttpVault`]), the files the plugin's own identity is made of
+//! ([`credentials`]; the identity itself, above this module: [`crate::identity`]), and the
+//! types that carry tokens and secrets.
 //!
 //! Tokens are [`Token`]s and secret data lives in [`Secret`]s: neither prints its value with
 //! `Debug` or `Display`, and both are zeroed when dropped.
@@ -9,7 +10,6 @@ pub mod client;
 pub mod credentials;
 #[cfg(test)]
 pub mod fake;
-pub mod identity;
 pub mod pki;
 
 use std::future::Future;

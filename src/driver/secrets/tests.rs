@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use super::*;
 use crate::dockerd::{FakeEngine, SwarmTask};
 use crate::driver::{Edges, Parts};
+use crate::identity::{Identity, IdentitySlot};
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
-use crate::vault::identity::{Identity, IdentitySlot};
 use crate::vault::{Secret, TokenInfo, Unwrapped};
 use crate::volume::{Defaults, Format, Source};
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::{certify, fixture, opts, Expiration, ID};
 use crate::driver::IdentitySlot;
+use crate::identity::Identity;
 use crate::lease::{Job, Worker};
 use crate::state::Store;
 use crate::tmpfs::FakeMounter;
-use crate::vault::identity::Identity;
 use crate::vault::Token;
 
 const WEB: [(&str, &str); 2] = [("path", "pki/issue/web"), ("param.common_name", "web")];

@@ -8,8 +8,8 @@ use super::{fixture, fixture_with, opts, Fakes, Fixture, ID};
 use crate::dockerd::userns::IdMap;
 use crate::dockerd::{EngineKind, FakeEngine, PODMAN_MOUNT_ID};
 use crate::driver::{Driver, DriverError, Parts};
+use crate::identity::{Identity, IdentitySlot};
 use crate::tmpfs::FakeMounter;
-use crate::vault::identity::{Identity, IdentitySlot};
 use crate::vault::Token;
 use crate::volume::Defaults;
 

@@ -81,7 +81,7 @@ impl HttpVault {
                 // Presented on every connection: OpenBao's cert auth method checks, at each
                 // renewal of the token a login gave, the certificate that logged in. Read
                 // again at every login.
-                let identity = super::identity::client_certificate(client_cert, client_key)?;
+                let identity = super::credentials::client_certificate(client_cert, client_key)?;
                 http = http.identity(identity);
                 Some((client_cert.clone(), client_key.clone()))
             }

@@ -1,7 +1,9 @@
-//! The plugin's own identity: logging in (a token file; AppRole with a secret_id that may be
-//! response-wrapped; a TLS client certificate; a JWT from a file), keeping the token renewed,
+//! The plugin's own Vault identity: logging in (a token file; AppRole with a secret_id that may
+//! be response-wrapped; a TLS client certificate; a JWT from a file), keeping the token renewed,
 //! logging in again when it must: at its max TTL, and when Vault no longer knows it (revoked,
 //! expired) — found at the next renewal, or at once when a mount's child token is refused.
+//! It sits above [`crate::vault`] (the calls, and the files the credentials are read from:
+//! [`crate::vault::credentials`]) and [`crate::state`] (where the token is kept).
 //!
 //! The current token is kept in memory and in the private tmpfs ([`IdentityRecord`]), so a
 //! restarted plugin carries on with the same token — whose child tokens are the running
@@ -13,13 +15,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use super::credentials::{
-    client_certificate, load_client_certificate, load_jwt, load_secret_file, read_jwt,
-    read_secret_file, CredentialError,
-};
-use super::{IssuedToken, Login, Token, Unwrapped, Vault, VaultError};
 use crate::config::AuthConfig;
 use crate::state::{IdentityRecord, Store};
+use crate::vault::credentials::{load_jwt, load_secret_file, CredentialError};
+use crate::vault::{IssuedToken, Login, Token, Unwrapped, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -365,6 +364,7 @@ async fn unwrap_secret_id<V: Vault>(vault: &V, wrapping: &Token) -> Result<Token
 mod tests {
     use super::*;
     use crate::state::MemoryStore;
+    use crate::vault::credentials::read_secret_file;
     use crate::vault::fake::{FakeVault, ROLE_ID, SECRET_ID};
     use std::path::Path;
     use std::sync::atomic::Ordering;
