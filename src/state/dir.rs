@@ -6,17 +6,20 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::format::{self, encode, load, load_dir, save};
+use super::format::{self, encode, load, load_dir};
 use super::quota::{self, Quota};
 use super::{
-    IdentityRecord, MountRecord, PendingCertificate, PendingRevocation, StateError, Store,
-    TaskRecord, VolumeIdentityRecord, VolumeRecord,
+    IdentityRecord, Keeps, Keyed, MountRecord, PendingCertificate, PendingRevocation, StateError,
+    Store, TaskRecord, VolumeIdentityRecord, VolumeRecord,
 };
+
+/// The plugin's identity, in the private tmpfs.
+const IDENTITY: &str = "identity.json";
 
 /// The real store: JSON files in `state_dir/volumes/` and in the private tmpfs.
 #[derive(Debug)]
 pub struct DirStore {
-    volumes: PathBuf,
+    state: PathBuf,
     private: PathBuf,
     /// What mount and task records (Docker users') take of the private tmpfs.
     quota: Quota,
@@ -36,12 +39,12 @@ impl DirStore {
         private: &Path,
         capacity: u64,
     ) -> Result<DirStore, StateError> {
-        let volumes = state_dir.join("volumes");
-        let mounts = private.join("mounts");
-        let identities = private.join("identities");
-        let revocations = private.join("revocations");
-        let tasks = private.join("tasks");
-        let certificates = private.join("certificates");
+        let volumes = dir::<VolumeRecord>(state_dir, private);
+        let mounts = dir::<MountRecord>(state_dir, private);
+        let identities = dir::<VolumeIdentityRecord>(state_dir, private);
+        let revocations = dir::<PendingRevocation>(state_dir, private);
+        let tasks = dir::<TaskRecord>(state_dir, private);
+        let certificates = dir::<PendingCertificate>(state_dir, private);
         for dir in [&volumes, &mounts, &identities, &revocations, &tasks, &certificates] {
             create_private_dir(dir)?;
         }
@@ -52,9 +55,18 @@ impl DirStore {
         refuse_newer::<PendingRevocation>(&files_in(&revocations))?;
         refuse_newer::<TaskRecord>(&files_in(&tasks))?;
         refuse_newer::<PendingCertificate>(&files_in(&certificates))?;
-        refuse_newer::<IdentityRecord>(&[private.join("identity.json")])?;
+        refuse_newer::<IdentityRecord>(&[private.join(IDENTITY)])?;
         let quota = Quota::new(quota::user_records(capacity), &[&mounts, &tasks]);
-        Ok(DirStore { volumes, private: private.to_owned(), quota })
+        Ok(DirStore { state: state_dir.to_owned(), private: private.to_owned(), quota })
+    }
+
+    /// The file of `T`'s record under `key`.
+    fn path<T>(&self, key: &T::Key) -> PathBuf
+    where
+        T: Keyed,
+        T::Key: FileName,
+    {
+        dir::<T>(&self.state, &self.private).join(key.file_name())
     }
 
     /// Writes a Docker user's record within the quota: refused, nothing written, when it
@@ -64,28 +76,36 @@ impl DirStore {
         let before = self.quota.charge(path, bytes.len() as u64)?;
         atomic_write(path, &bytes, false).inspect_err(|_| self.quota.restore(path, before))
     }
+}
 
-    fn remove_charged(&self, path: &Path) -> Result<(), StateError> {
-        remove(path)?;
-        self.quota.release(path);
-        Ok(())
+/// The directory of `T`'s records in a store over `state_dir` and `private`.
+fn dir<T: Keyed>(state_dir: &Path, private: &Path) -> PathBuf {
+    if T::PERSISTENT { state_dir } else { private }.join(T::DIR)
+}
+
+/// A record's key as the name of its file.
+trait FileName {
+    fn file_name(&self) -> String;
+}
+
+impl FileName for String {
+    fn file_name(&self) -> String {
+        format!("{self}.json")
     }
+}
 
-    fn mount_path(&self, volume: &str, id: &str) -> PathBuf {
-        // `@` is in neither a volume name nor a mount ID, so the pair maps to one name.
-        self.private.join("mounts").join(format!("{volume}@{id}.json"))
-    }
-
-    fn task_path(&self, task: &str, secret: &str) -> PathBuf {
-        // `@` is in neither a task ID nor a secret name.
-        self.private.join("tasks").join(format!("{task}@{secret}.json"))
+impl FileName for (String, String) {
+    fn file_name(&self) -> String {
+        // `@` is in none of a volume name, a mount ID, a task ID and a secret name, so a pair
+        // maps to one name.
+        format!("{}@{}.json", self.0, self.1)
     }
 }
 
 /// The identity record a running plugin keeps in its private tmpfs at `private`, read without
 /// creating anything (for `check`).
 pub fn peek_identity(private: &Path) -> Option<IdentityRecord> {
-    let path = private.join("identity.json");
+    let path = private.join(IDENTITY);
     path.exists().then(|| load(&path)).flatten()
 }
 
@@ -135,91 +155,41 @@ fn remove(path: &Path) -> Result<(), StateError> {
     }
 }
 
+impl<T> Keeps<T> for DirStore
+where
+    T: Keyed,
+    T::Key: FileName,
+{
+    fn load(&self) -> Vec<T> {
+        load_dir(&dir::<T>(&self.state, &self.private))
+    }
+
+    fn save(&self, record: &T) -> Result<(), StateError> {
+        let path = self.path::<T>(&record.key());
+        if T::CHARGED {
+            self.save_charged(&path, record)
+        } else {
+            format::save(&path, record, T::PERSISTENT)
+        }
+    }
+
+    fn delete(&self, key: T::Key) -> Result<(), StateError> {
+        let path = self.path::<T>(&key);
+        remove(&path)?;
+        if T::CHARGED {
+            self.quota.release(&path);
+        }
+        Ok(())
+    }
+}
+
 impl Store for DirStore {
-    fn load_volumes(&self) -> Vec<VolumeRecord> {
-        load_dir(&self.volumes)
-    }
-
-    fn save_volume(&self, record: &VolumeRecord) -> Result<(), StateError> {
-        save(&self.volumes.join(format!("{}.json", record.name)), record, true)
-    }
-
-    fn delete_volume(&self, name: &str) -> Result<(), StateError> {
-        remove(&self.volumes.join(format!("{name}.json")))
-    }
-
-    fn load_mounts(&self) -> Vec<MountRecord> {
-        load_dir(&self.private.join("mounts"))
-    }
-
-    fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
-        self.save_charged(&self.mount_path(&record.volume, &record.id), record)
-    }
-
-    fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
-        self.remove_charged(&self.mount_path(volume, id))
-    }
-
-    fn load_revocations(&self) -> Vec<PendingRevocation> {
-        load_dir(&self.private.join("revocations"))
-    }
-
-    fn save_revocation(&self, record: &PendingRevocation) -> Result<(), StateError> {
-        let path = self.private.join("revocations").join(format!("{}.json", record.key));
-        save(&path, record, false)
-    }
-
-    fn delete_revocation(&self, key: &str) -> Result<(), StateError> {
-        remove(&self.private.join("revocations").join(format!("{key}.json")))
-    }
-
-    fn load_certificates(&self) -> Vec<PendingCertificate> {
-        load_dir(&self.private.join("certificates"))
-    }
-
-    fn save_certificate(&self, record: &PendingCertificate) -> Result<(), StateError> {
-        let path = self.private.join("certificates").join(format!("{}.json", record.key));
-        save(&path, record, false)
-    }
-
-    fn delete_certificate(&self, key: &str) -> Result<(), StateError> {
-        remove(&self.private.join("certificates").join(format!("{key}.json")))
-    }
-
     fn load_identity(&self) -> Option<IdentityRecord> {
-        load(&self.private.join("identity.json"))
+        load(&self.private.join(IDENTITY))
     }
 
     fn save_identity(&self, record: &IdentityRecord) -> Result<(), StateError> {
-        save(&self.private.join("identity.json"), record, false)
-    }
-
-    fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord> {
-        load_dir(&self.private.join("identities"))
-    }
-
-    fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError> {
-        save(
-            &self.private.join("identities").join(format!("{}.json", record.volume)),
-            record,
-            false,
-        )
-    }
-
-    fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError> {
-        remove(&self.private.join("identities").join(format!("{volume}.json")))
-    }
-
-    fn load_tasks(&self) -> Vec<TaskRecord> {
-        load_dir(&self.private.join("tasks"))
-    }
-
-    fn save_task(&self, record: &TaskRecord) -> Result<(), StateError> {
-        self.save_charged(&self.task_path(&record.task, &record.secret), record)
-    }
-
-    fn delete_task(&self, task: &str, secret: &str) -> Result<(), StateError> {
-        self.remove_charged(&self.task_path(task, secret))
+        format::save(&self.private.join(IDENTITY), record, false)
     }
 }
 

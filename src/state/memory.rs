@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::{
-    IdentityRecord, MountRecord, PendingCertificate, PendingRevocation, StateError, Store,
-    TaskRecord, VolumeIdentityRecord, VolumeRecord,
+    IdentityRecord, Keeps, Keyed, MountRecord, PendingCertificate, PendingRevocation, StateError,
+    Store, TaskRecord, VolumeIdentityRecord, VolumeRecord,
 };
 
 /// An in-memory store for unit tests.
@@ -20,71 +21,72 @@ pub struct MemoryStore {
     pub revocations: Mutex<BTreeMap<String, PendingRevocation>>,
     pub certificates: Mutex<BTreeMap<String, PendingCertificate>>,
     pub tasks: Mutex<BTreeMap<(String, String), TaskRecord>>,
-    /// Refuses every mount record while set, as a full private tmpfs does.
-    pub full: std::sync::atomic::AtomicBool,
+    /// Refuses every Docker user's record (mounts, swarm tasks) while set, as a full private
+    /// tmpfs does.
+    pub full: AtomicBool,
+}
+
+/// The map of a [`MemoryStore`] that keeps a kind of record.
+trait Table: Keyed {
+    fn table(store: &MemoryStore) -> &Mutex<BTreeMap<Self::Key, Self>>;
+}
+
+impl Table for VolumeRecord {
+    fn table(store: &MemoryStore) -> &Mutex<BTreeMap<String, Self>> {
+        &store.volumes
+    }
+}
+
+impl Table for MountRecord {
+    fn table(store: &MemoryStore) -> &Mutex<BTreeMap<(String, String), Self>> {
+        &store.mounts
+    }
+}
+
+impl Table for PendingRevocation {
+    fn table(store: &MemoryStore) -> &Mutex<BTreeMap<String, Self>> {
+        &store.revocations
+    }
+}
+
+impl Table for PendingCertificate {
+    fn table(store: &MemoryStore) -> &Mutex<BTreeMap<String, Self>> {
+        &store.certificates
+    }
+}
+
+impl Table for VolumeIdentityRecord {
+    fn table(store: &MemoryStore) -> &Mutex<BTreeMap<String, Self>> {
+        &store.volume_identities
+    }
+}
+
+impl Table for TaskRecord {
+    fn table(store: &MemoryStore) -> &Mutex<BTreeMap<(String, String), Self>> {
+        &store.tasks
+    }
+}
+
+impl<T: Table> Keeps<T> for MemoryStore {
+    fn load(&self) -> Vec<T> {
+        T::table(self).lock().unwrap().values().cloned().collect()
+    }
+
+    fn save(&self, record: &T) -> Result<(), StateError> {
+        if T::CHARGED && self.full.load(Ordering::SeqCst) {
+            return Err(StateError::Full { path: PathBuf::from(T::DIR), used: 1, limit: 1 });
+        }
+        T::table(self).lock().unwrap().insert(record.key(), record.clone());
+        Ok(())
+    }
+
+    fn delete(&self, key: T::Key) -> Result<(), StateError> {
+        T::table(self).lock().unwrap().remove(&key);
+        Ok(())
+    }
 }
 
 impl Store for MemoryStore {
-    fn load_volumes(&self) -> Vec<VolumeRecord> {
-        self.volumes.lock().unwrap().values().cloned().collect()
-    }
-
-    fn save_volume(&self, record: &VolumeRecord) -> Result<(), StateError> {
-        self.volumes.lock().unwrap().insert(record.name.clone(), record.clone());
-        Ok(())
-    }
-
-    fn delete_volume(&self, name: &str) -> Result<(), StateError> {
-        self.volumes.lock().unwrap().remove(name);
-        Ok(())
-    }
-
-    fn load_mounts(&self) -> Vec<MountRecord> {
-        self.mounts.lock().unwrap().values().cloned().collect()
-    }
-
-    fn save_mount(&self, record: &MountRecord) -> Result<(), StateError> {
-        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StateError::Full { path: PathBuf::from("mounts"), used: 1, limit: 1 });
-        }
-        let key = (record.volume.clone(), record.id.clone());
-        self.mounts.lock().unwrap().insert(key, record.clone());
-        Ok(())
-    }
-
-    fn delete_mount(&self, volume: &str, id: &str) -> Result<(), StateError> {
-        self.mounts.lock().unwrap().remove(&(volume.to_owned(), id.to_owned()));
-        Ok(())
-    }
-
-    fn load_revocations(&self) -> Vec<PendingRevocation> {
-        self.revocations.lock().unwrap().values().cloned().collect()
-    }
-
-    fn save_revocation(&self, record: &PendingRevocation) -> Result<(), StateError> {
-        self.revocations.lock().unwrap().insert(record.key.clone(), record.clone());
-        Ok(())
-    }
-
-    fn delete_revocation(&self, key: &str) -> Result<(), StateError> {
-        self.revocations.lock().unwrap().remove(key);
-        Ok(())
-    }
-
-    fn load_certificates(&self) -> Vec<PendingCertificate> {
-        self.certificates.lock().unwrap().values().cloned().collect()
-    }
-
-    fn save_certificate(&self, record: &PendingCertificate) -> Result<(), StateError> {
-        self.certificates.lock().unwrap().insert(record.key.clone(), record.clone());
-        Ok(())
-    }
-
-    fn delete_certificate(&self, key: &str) -> Result<(), StateError> {
-        self.certificates.lock().unwrap().remove(key);
-        Ok(())
-    }
-
     fn load_identity(&self) -> Option<IdentityRecord> {
         self.identity.lock().unwrap().clone()
     }
@@ -93,33 +95,27 @@ impl Store for MemoryStore {
         *self.identity.lock().unwrap() = Some(record.clone());
         Ok(())
     }
+}
 
-    fn load_volume_identities(&self) -> Vec<VolumeIdentityRecord> {
-        self.volume_identities.lock().unwrap().values().cloned().collect()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn save_volume_identity(&self, record: &VolumeIdentityRecord) -> Result<(), StateError> {
-        self.volume_identities.lock().unwrap().insert(record.volume.clone(), record.clone());
-        Ok(())
-    }
-
-    fn delete_volume_identity(&self, volume: &str) -> Result<(), StateError> {
-        self.volume_identities.lock().unwrap().remove(volume);
-        Ok(())
-    }
-
-    fn load_tasks(&self) -> Vec<TaskRecord> {
-        self.tasks.lock().unwrap().values().cloned().collect()
-    }
-
-    fn save_task(&self, record: &TaskRecord) -> Result<(), StateError> {
-        let key = (record.task.clone(), record.secret.clone());
-        self.tasks.lock().unwrap().insert(key, record.clone());
-        Ok(())
-    }
-
-    fn delete_task(&self, task: &str, secret: &str) -> Result<(), StateError> {
-        self.tasks.lock().unwrap().remove(&(task.to_owned(), secret.to_owned()));
-        Ok(())
+    #[test]
+    fn a_full_fake_refuses_docker_users_records_only() {
+        let store = MemoryStore::default();
+        store.full.store(true, Ordering::SeqCst);
+        let mount = serde_json::from_value(serde_json::json!({"volume": "app", "id": "a",
+            "refs": 1, "mountpoint": "/m", "token": "t", "accessor": "a"}));
+        let task = serde_json::from_value(serde_json::json!({"task": "t", "secret": "s",
+            "token": "t", "accessor": "a", "ttl_secs": 60}));
+        let full = |e| matches!(e, Err(StateError::Full { .. }));
+        assert!(full(store.save_mount(&mount.unwrap())));
+        assert!(full(store.save_task(&task.unwrap())));
+        let revocation = serde_json::from_value(serde_json::json!({"key": "k", "volume": "app",
+            "mount": "a", "token": "t", "accessor": "a"}));
+        store.save_revocation(&revocation.unwrap()).unwrap();
+        assert!(store.load_mounts().is_empty() && store.load_tasks().is_empty());
+        assert_eq!(store.load_revocations().len(), 1);
     }
 }
