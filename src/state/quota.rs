@@ -33,7 +33,7 @@ pub fn user_records(capacity: u64) -> u64 {
 /// take a share of the store no container needs.
 pub const MAX_RECORD: u64 = 1024 * 1024;
 /// A tmpfs gives each file whole pages.
-const PAGE: u64 = 4096;
+pub(super) const PAGE: u64 = 4096;
 /// The share of the limit, in percent, at which a warning is logged (once, until it drops
 /// below [`CALM`] percent again).
 const WARN: u64 = 80;
@@ -167,42 +167,5 @@ mod tests {
         let e = quota.charge(Path::new("/p/a"), MAX_RECORD + 1).unwrap_err();
         assert!(e.to_string().contains("at most 1048576"), "{e}");
         assert_eq!(quota.used(), 0);
-    }
-}
-
-#[cfg(test)]
-mod store_tests {
-    use super::*;
-    use crate::state::{DirStore, MountRecord, Store};
-
-    fn record(id: &str) -> MountRecord {
-        serde_json::from_value(serde_json::json!({
-            "volume": "app", "id": id, "refs": 1, "mountpoint": "/m", "token": "t",
-            "accessor": "a",
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn the_store_charges_mount_records_and_counts_those_left_by_a_previous_run() {
-        let (state, private) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let store = DirStore::open(state.path(), private.path()).unwrap();
-        store.save_mount(&record("a")).unwrap();
-        store.save_mount(&record("a")).unwrap();
-        store.save_mount(&record("b")).unwrap();
-        assert_eq!(store.quota.used(), 2 * PAGE);
-        store.delete_mount("app", "b").unwrap();
-        let reopened = DirStore::open(state.path(), private.path()).unwrap();
-        assert_eq!(reopened.quota.used(), PAGE, "a restart counts what is there");
-        // The plugin's own records are not charged.
-        reopened
-            .save_revocation(
-                &serde_json::from_value(serde_json::json!({
-                    "key": "k", "token": "t", "accessor": "a", "volume": "app", "mount": "x"
-                }))
-                .unwrap(),
-            )
-            .unwrap();
-        assert_eq!(reopened.quota.used(), PAGE);
     }
 }
