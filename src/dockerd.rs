@@ -711,7 +711,10 @@ mod tests {
         vec![
             mount("aaa", true, "db", "/run/vs/mounts/db/1"),
             mount("bbb", false, "db", "/run/vs/mounts/db/2"),
-            mount("ddd", true, "api", "/run/vs/mounts/api/3"),
+            ContainerMount {
+                restarting: true,
+                ..mount("ddd", true, "api", "/run/vs/mounts/api/3")
+            },
         ]
     }
 
