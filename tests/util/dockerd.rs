@@ -210,7 +210,10 @@ impl Dockerd {
                     return true;
                 }
             }
-            self.docker(&["info", "--format", "{{.ID}}"]).status.success()
+            // Engine 26.1's CLI exits 0 with an empty ID when it cannot connect (a dockerd
+            // that takes 10 s to stop a killed one's containers is not listening yet).
+            let out = self.docker(&["info", "--format", "{{.ID}}"]);
+            out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty()
         });
         let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
         if exited.is_some() {
