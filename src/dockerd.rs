@@ -511,14 +511,15 @@ impl Engine for DockerEngine {
                 self.root_dir.get_or_init(|| dir).clone()
             }
         };
-        let (socket, id) = (self.socket.clone(), container_id.to_owned());
-        let read = tokio::task::spawn_blocking(move || {
-            let pid = record::server_pid(&socket)?;
-            record::read_user(pid, &root_dir, &id)
-        });
+        let id = container_id.to_owned();
+        let read = async {
+            let pid = record::server_pid(&self.socket).await?;
+            tokio::task::spawn_blocking(move || record::read_user(pid, &root_dir, &id))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+        };
         match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(read)) => read.map_err(record_error),
-            Ok(Err(e)) => Err(record_error(std::io::Error::other(e.to_string()))),
+            Ok(read) => read.map_err(record_error),
             Err(_) => Err(record_error(std::io::Error::other(format!(
                 "not read within {:?}",
                 self.timeout

@@ -12,7 +12,6 @@
 //! namespace. Bounded, non-blocking, a regular file only; off the runtime.
 
 use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
@@ -22,29 +21,78 @@ use serde::Deserialize;
 /// its mount points (a few KiB; its environment, labels and command can make it larger).
 const RECORD_LIMIT: u64 = 4 << 20;
 
-/// The pid of the process serving the engine's API socket (`SO_PEERCRED`): dockerd.
-pub fn server_pid(socket: &Path) -> std::io::Result<u32> {
-    let stream = UnixStream::connect(socket)?;
-    let cred = rustix::net::sockopt::socket_peercred(&stream)?;
-    u32::try_from(cred.pid.as_raw_nonzero().get())
-        .map_err(|_| std::io::Error::other("the peer's pid is not a pid"))
+/// The pid of the process serving the engine's API socket (`SO_PEERCRED`): dockerd, or the
+/// process that made the socket for it (systemd's `docker.socket`: pid 1, whose root is the
+/// host's too). Refused when the kernel gives none (a process outside the plugin's pid
+/// namespace).
+pub async fn server_pid(socket: &Path) -> std::io::Result<u32> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let pid = stream.peer_cred()?.pid().unwrap_or(0);
+    u32::try_from(pid).ok().filter(|pid| *pid > 0).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "the process serving {} is not in the plugin's pid namespace",
+            socket.display()
+        ))
+    })
 }
 
-/// Where dockerd keeps its record of container `id` (a checked container ID), relative to
-/// dockerd's root: `root_dir` is `/info`'s `DockerRootDir`, absolute.
+/// Blocking: the file at `path` (absolute) as process `pid` sees it: resolved in its root
+/// (`/proc/PID/root`, absolute symlinks too, never out of it), opened non-blocking, a regular
+/// file only, at most `limit` bytes.
+pub fn read_in_root(pid: u32, path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let failed = |e: rustix::io::Errno| {
+        std::io::Error::new(std::io::Error::from(e).kind(), format!("{}: {e}", path.display()))
+    };
+    let Ok(relative) = path.strip_prefix("/") else {
+        return Err(std::io::Error::other(format!("{} is not absolute", path.display())));
+    };
+    let root = rustix::fs::open(
+        format!("/proc/{pid}/root"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(failed)?;
+    let fd = rustix::fs::openat2(
+        &root,
+        relative,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(failed)?;
+    let stat = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::other(format!("{} is not a regular file", path.display())));
+    }
+    let mut text = Vec::new();
+    std::fs::File::from(fd).take(limit + 1).read_to_end(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than {} KiB",
+            path.display(),
+            limit >> 10
+        )));
+    }
+    Ok(text)
+}
+
+/// Where dockerd keeps its record of container `id` (a checked container ID): `root_dir` is
+/// `/info`'s `DockerRootDir`.
 fn record_path(root_dir: &str, id: &str) -> PathBuf {
-    Path::new(root_dir.trim_start_matches('/')).join("containers").join(id).join("config.v2.json")
+    Path::new(root_dir).join("containers").join(id).join("config.v2.json")
 }
 
+/// What is read of a record: dockerd always writes `Config.User` (`""` for none); a record
+/// without it is not taken for root.
 #[derive(Deserialize)]
 struct Record {
     #[serde(rename = "Config")]
-    config: Option<RecordConfig>,
+    config: RecordConfig,
 }
 
 #[derive(Deserialize)]
 struct RecordConfig {
-    #[serde(rename = "User", default)]
+    #[serde(rename = "User")]
     user: String,
 }
 
@@ -55,42 +103,18 @@ pub fn read_user(pid: u32, root_dir: &str, id: &str) -> std::io::Result<String> 
         return Err(std::io::Error::other(format!("DockerRootDir {root_dir:?} is not absolute")));
     }
     let path = record_path(root_dir, id);
-    let shown = Path::new(root_dir).join("containers").join(id).join("config.v2.json");
-    let failed = |e: rustix::io::Errno| {
-        std::io::Error::new(std::io::Error::from(e).kind(), format!("{}: {e}", shown.display()))
-    };
-    // Resolved in dockerd's root, its absolute symlinks too (a DockerRootDir moved elsewhere).
-    let root = rustix::fs::open(
-        format!("/proc/{pid}/root"),
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(failed)?;
-    let fd = rustix::fs::openat2(
-        &root,
-        &path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(failed)?;
-    let stat = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return Err(std::io::Error::other(format!("{} is not a regular file", shown.display())));
-    }
-    let mut text = Vec::new();
-    std::fs::File::from(fd).take(RECORD_LIMIT + 1).read_to_end(&mut text)?;
-    if text.len() as u64 > RECORD_LIMIT {
-        return Err(std::io::Error::other(format!(
-            "{} is larger than {} MiB",
-            shown.display(),
-            RECORD_LIMIT >> 20
-        )));
-    }
+    let text = read_in_root(pid, &path, RECORD_LIMIT)?;
     let record: Record = serde_json::from_slice(&text).map_err(|e| {
-        std::io::Error::other(format!("{} is not a container's record: {e}", shown.display()))
+        // Position and kind only: serde's text can quote a value (the environment).
+        std::io::Error::other(format!(
+            "{} is not a container's record ({:?} error at line {} column {})",
+            path.display(),
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
     })?;
-    Ok(record.config.map(|c| c.user).unwrap_or_default())
+    Ok(record.config.user)
 }
 
 /// A container's numeric user: `UID` or `UID:GID` (`""`: root, `0`). A name is refused with
@@ -138,10 +162,19 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_socket_s_server_is_found_by_its_peer_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s.sock");
+        let _listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        assert_eq!(server_pid(&socket).await.unwrap(), std::process::id());
+        assert!(server_pid(&dir.path().join("none.sock")).await.is_err());
+    }
+
     #[test]
     fn the_record_is_below_dockerds_root_dir() {
         let path = record_path("/var/lib/docker/100000.100000", "abc");
-        assert_eq!(path, Path::new("var/lib/docker/100000.100000/containers/abc/config.v2.json"));
+        assert_eq!(path, Path::new("/var/lib/docker/100000.100000/containers/abc/config.v2.json"));
     }
 
     #[test]
@@ -159,8 +192,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_user(pid, root, id).unwrap(), "1000:1000");
-        std::fs::write(&file, r#"{"Config":{"Env":[]}}"#).unwrap();
+        std::fs::write(&file, r#"{"Config":{"User":"","Env":[]}}"#).unwrap();
         assert_eq!(read_user(pid, root, id).unwrap(), "");
+        // A record without the user is not taken for root.
+        std::fs::write(&file, r#"{"Config":{"Env":[]}}"#).unwrap();
+        assert!(read_user(pid, root, id).is_err());
+        std::fs::write(&file, r#"{"ID":"x"}"#).unwrap();
+        assert!(read_user(pid, root, id).is_err());
         std::fs::write(&file, "not json").unwrap();
         assert!(read_user(pid, root, id)
             .unwrap_err()

@@ -191,15 +191,21 @@ impl DockerEngine {
             // As dockerd reads them: through its root (a managed plugin's rootfs has none),
             // found by the socket's peer; the plugin's own when that cannot be told. Off the
             // runtime and bounded, like every file the plugin reads while it serves.
-            let socket = self.socket.clone();
+            let server =
+                tokio::time::timeout(self.timeout, super::record::server_pid(&self.socket));
+            let pid = match server.await {
+                Ok(Ok(pid)) => pid,
+                Ok(Err(e)) => {
+                    tracing::warn!(engine = %self.name, error = %e, "cannot tell which process serves the engine: reading the plugin's own /etc/subuid and /etc/subgid");
+                    std::process::id()
+                }
+                Err(_) => {
+                    tracing::warn!(engine = %self.name, "the engine's socket did not answer: reading the plugin's own /etc/subuid and /etc/subgid");
+                    std::process::id()
+                }
+            };
             tokio::task::spawn_blocking(move || {
-                let root = super::record::server_pid(&socket)
-                    .map(|pid| format!("/proc/{pid}/root"))
-                    .unwrap_or_default();
-                (
-                    read_ids_file(&format!("{root}/etc/subuid")),
-                    read_ids_file(&format!("{root}/etc/subgid")),
-                )
+                (read_ids_file(pid, "/etc/subuid"), read_ids_file(pid, "/etc/subgid"))
             })
             .await
             .unwrap_or_default()
@@ -218,22 +224,18 @@ impl DockerEngine {
 /// How much of `/etc/subuid` or `/etc/subgid` is read at most (a line per user: thousands).
 const IDS_FILE_LIMIT: u64 = 1 << 20;
 
-/// The subordinate id file at `path`, at most [`IDS_FILE_LIMIT`] bytes; empty when it cannot
-/// be read or is larger (then no range is found, and the error says which file to look at).
+/// The subordinate id file at `path` as process `pid` (dockerd) sees it, at most
+/// [`IDS_FILE_LIMIT`] bytes, a regular file only ([`super::record::read_in_root`]); empty when
+/// it cannot be read (then no range is found, and the error says which file to look at).
 /// Blocking.
-fn read_ids_file(path: &str) -> String {
-    use std::io::Read;
-    let mut text = String::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(IDS_FILE_LIMIT + 1).read_to_string(&mut text));
-    if read.is_err() || text.len() as u64 > IDS_FILE_LIMIT {
-        tracing::warn!(
-            path,
-            "cannot read the subordinate ids (or larger than {IDS_FILE_LIMIT} bytes)"
-        );
-        return String::new();
+fn read_ids_file(pid: u32, path: &str) -> String {
+    match super::record::read_in_root(pid, std::path::Path::new(path), IDS_FILE_LIMIT) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(error) => {
+            tracing::warn!(path, %error, "cannot read the subordinate ids");
+            String::new()
+        }
     }
-    text
 }
 
 /// What `check` says of an engine's remapping, as [`super::Engine::id_map`] answered: nothing

@@ -141,6 +141,11 @@ impl<E: Edges> Driver<E> {
                     crate::report::chain(&e)
                 ))
             })?;
+            if !engine.kind().could_have_made(id) {
+                // Reached for the first time just now, and of a kind that did not make it.
+                asked.pop();
+                continue;
+            }
             let mut candidates: Vec<(String, String)> = mounts
                 .into_iter()
                 .filter(|m| m.volume == name && (!m.running || m.restarting))

@@ -118,29 +118,41 @@ fn to_seal(
     own_mount: u64,
     which: Which,
 ) -> Result<Vec<(OwnedFd, Vec<View>)>, SealError> {
-    let reachable: HashSet<u64> = found
+    // By ID and options: an ID freed and given to another mount while /proc was walked (the
+    // tables are read one after another) does not pass for the mount an open namespace showed.
+    let reachable: HashSet<(u64, &str)> = found
         .iter()
         .filter(|(ns, _)| matches!(ns, Namespace::Open(..)))
-        .flat_map(|(_, views)| views.iter().map(|v| v.mount_id))
+        .flat_map(|(_, views)| views.iter().map(|v| (v.mount_id, v.options.as_str())))
         .collect();
+    let mut refused = None;
+    for (ns, views) in &found {
+        if let Namespace::Closed { pid, error } = ns {
+            let first = views.iter().find(|v| {
+                v.mount_id != own_mount
+                    && v.needs(which)
+                    && !reachable.contains(&(v.mount_id, v.options.as_str()))
+            });
+            if let Some(first) = first {
+                refused = Some(fail(format!(
+                    "a view of the tmpfs at {} ({}) is in the mount namespace of process {pid}, which cannot be opened: {error}",
+                    first.mount_point.display(),
+                    first.options
+                )));
+                break;
+            }
+        }
+    }
+    if let Some(refused) = refused {
+        return Err(refused);
+    }
     let mut open = Vec::new();
     for (ns, views) in found {
-        let mut views: Vec<View> =
+        let views: Vec<View> =
             views.into_iter().filter(|v| v.mount_id != own_mount && v.needs(which)).collect();
-        match ns {
-            Namespace::Open(_, fd) if !views.is_empty() => open.push((fd, views)),
-            Namespace::Open(..) => {}
-            // Never passed over: refused.
-            Namespace::Closed { pid, error } => {
-                views.retain(|v| !reachable.contains(&v.mount_id));
-                if let Some(first) = views.first() {
-                    return Err(fail(format!(
-                        "a view of the tmpfs at {} ({}) is in the mount namespace of process {pid}, which cannot be opened: {error}",
-                        first.mount_point.display(),
-                        first.options
-                    )));
-                }
-            }
+        // A closed namespace's views were checked above: never passed over.
+        if let (Namespace::Open(_, fd), false) = (ns, views.is_empty()) {
+            open.push((fd, views));
         }
     }
     Ok(open)
@@ -342,6 +354,10 @@ mod tests {
         let found = vec![(open(), views(&[7], "rw")), (closed(), views(&[7, 9], "rw"))];
         let e = to_seal(found, 0, Which::Writable).unwrap_err();
         assert!(e.what.contains("/m/9") && e.what.contains("process 42"), "{}", e.what);
+        // An ID an open namespace showed, but with other options: another mount given the
+        // freed ID while /proc was walked.
+        let found = vec![(open(), views(&[7], "ro")), (closed(), views(&[7], "rw"))];
+        assert!(to_seal(found, 0, Which::Writable).is_err());
         // Unless it needs no sealing, or is the plugin's own mount.
         let found = vec![(closed(), views(&[9], "ro,nosuid,nodev,noexec"))];
         assert!(to_seal(found, 0, Which::Incomplete).unwrap().is_empty());

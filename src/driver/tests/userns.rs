@@ -200,6 +200,7 @@ async fn uid_container_is_the_containers_id_under_a_remapping_engine() {
 async fn uid_container_refuses_what_it_cannot_tell_and_leaves_nothing() {
     let f = fixture();
     let created = || f.vault.created.load(std::sync::atomic::Ordering::Relaxed);
+    let start = created();
     f.driver.create("app", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
     // No container of the volume is starting.
     let e = refused(&f, "app", ID).await;
@@ -229,8 +230,9 @@ async fn uid_container_refuses_what_it_cannot_tell_and_leaves_nothing() {
     f.engine.unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
     let e = refused(&f, "two", ID).await;
     assert!(e.contains("cannot ask fake which container is starting"), "{e}");
-    // Nothing made by a refusal: no token, no tmpfs left.
+    // Nothing made by a refusal: no token (one for the one mount that was served), no tmpfs.
     assert_eq!(created(), before);
+    assert_eq!(created(), start + 1);
     assert_eq!(f.driver.mounter.mounted.lock().unwrap().len(), 0);
 }
 
