@@ -12,7 +12,7 @@ use crate::api::listener;
 use crate::config::{AuthConfig, Config};
 use crate::dockerd::{DockerEngine, Engine, EngineKind};
 use crate::driver::{Driver, Edges, Parts};
-use crate::identity::{Identity, IdentitySlot};
+use crate::identity::IdentitySlot;
 use crate::state::{create_private_dir, DirStore, IdentityRecord};
 use crate::tmpfs::{LinuxMounter, Mounter, TmpfsOptions};
 use crate::vault::credentials::{load_client_certificate, load_jwt, load_secret_file};
@@ -195,40 +195,6 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     listener.with_context(|| format!("cannot listen on {}", path.display()))
 }
 
-/// Logs in, retrying with backoff while Vault is out of reach; the driver serves Get, List and
-/// Path meanwhile, and Mount says why it cannot proceed.
-async fn establish_identity(
-    vault: Arc<HttpVault>,
-    config: Config,
-    store: Arc<DirStore>,
-    slot: Arc<IdentitySlot>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        match Identity::login(&*vault, &config.vault.auth, &*store).await {
-            Ok(identity) => {
-                let identity = Arc::new(identity);
-                slot.set(Ok(identity.clone()));
-                tracing::info!("logged in to vault");
-                identity.keep_alive(vault, store, shutdown).await;
-                return;
-            }
-            Err(e) => {
-                let reason = crate::report::chain(&e);
-                tracing::error!(error = %reason, retry_in = ?backoff, "cannot log in to vault");
-                slot.set(Err(reason));
-            }
-        }
-        let mut shutdown = shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + Duration::from_millis(fastrand::u64(0..500))) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-}
-
 /// `serve`: runs until SIGTERM or SIGINT. Mounts are kept across a restart: running
 /// containers keep their files, and a restarted plugin still revokes at Unmount.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -240,13 +206,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for warning in crate::config::plain_http_warnings(&config.vault.address) {
         tracing::warn!("{warning}");
     }
-    let slot = Arc::new(IdentitySlot::new(Err("logging in".into())));
     let driver = Arc::new(RealDriver::new(Parts {
-        vault: Arc::new(vault.clone()),
+        vault: Arc::new(vault),
         mounter,
-        store: store.clone(),
+        store,
         engines: engines(&config),
-        identity: slot.clone(),
+        identity: Arc::new(IdentitySlot::new(Err("logging in".into()))),
         defaults: config.defaults.clone(),
         userns: config.userns.clone(),
         mounts_root: dirs.mounts.clone(),
@@ -264,13 +229,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(establish_identity(
-        Arc::new(vault),
-        config.clone(),
-        store,
-        slot,
-        shutdown_rx.clone(),
-    ));
+    tasks.spawn(driver.clone().log_in(config.vault.auth.clone(), shutdown_rx.clone()));
     tasks.spawn(driver.lease_manager().run(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(retry_revocations(driver.clone(), shutdown_rx.clone()));
     tasks.spawn(driver.clone().sweep_every(sweep_interval(), shutdown_rx.clone()));
@@ -325,8 +284,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn retry_revocations(
-    driver: Arc<RealDriver>,
+async fn retry_revocations<E: Edges>(
+    driver: Arc<Driver<E>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {

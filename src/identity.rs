@@ -2,6 +2,8 @@
 //! be response-wrapped; a TLS client certificate; a JWT from a file), keeping the token renewed,
 //! logging in again when it must: at its max TTL, and when Vault no longer knows it (revoked,
 //! expired) — found at the next renewal, or at once when a mount's child token is refused.
+//! The renewals are not a task of their own: the lease manager, which owns every deadline,
+//! calls [`Identity::upkeep`] when the token's comes ([`crate::lease::Job::Plugin`]).
 //! It sits above [`crate::vault`] (the calls, and the files the credentials are read from:
 //! [`crate::vault::credentials`]) and [`crate::state`] (where the token is kept).
 //!
@@ -12,10 +14,14 @@
 //! host's disk and survive a reboot, so a node logs in by itself after one.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::config::AuthConfig;
+use crate::lease::plan;
 use crate::state::{IdentityRecord, Store};
 use crate::vault::credentials::{load_jwt, load_secret_file, CredentialError};
 use crate::vault::{IssuedToken, Login, Token, Unwrapped, Vault, VaultError};
@@ -107,7 +113,9 @@ pub struct Identity {
     ttl: RwLock<Duration>,
     renewable: RwLock<bool>,
     relogin: Option<Relogin>,
-    /// Held across a login (a tokio mutex: across `.await`), so that the renewal task and the
+    /// Renewals that failed in a row (the backoff grows with them).
+    failures: AtomicU32,
+    /// Held across a login (a tokio mutex: across `.await`), so that the renewal job and the
     /// mounts refused at the same moment log in once, not once each.
     logging_in: tokio::sync::Mutex<()>,
 }
@@ -125,6 +133,7 @@ impl Identity {
             ttl: RwLock::new(ttl),
             renewable: RwLock::new(renewable),
             relogin,
+            failures: AtomicU32::new(0),
             logging_in: tokio::sync::Mutex::new(()),
         }
     }
@@ -219,35 +228,43 @@ impl Identity {
         Ok(())
     }
 
-    /// Keeps the token alive until `shutdown` fires: renews at two thirds of its TTL, logs in
-    /// again (AppRole, certificate, JWT) when renewal is refused or the TTL stops growing,
-    /// backs off while Vault is out of reach.
-    pub async fn keep_alive<V: Vault, S: Store>(
-        self: Arc<Self>,
-        vault: Arc<V>,
-        store: Arc<S>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            let ttl = self.ttl();
-            if ttl.is_zero() && !*self.renewable.read().unwrap() {
-                return; // A token without expiry (or not renewable) needs no care.
+    /// When the token is first due for renewal (two thirds of its TTL from `now`), or `None`
+    /// when it needs no care (no expiry, or neither renewable nor replaceable by a login).
+    pub fn first_renewal(&self, now: Instant) -> Option<Instant> {
+        self.needs_care().then(|| now + self.ttl() * 2 / 3)
+    }
+
+    fn needs_care(&self) -> bool {
+        !self.ttl().is_zero() || *self.renewable.read().unwrap()
+    }
+
+    /// One step of the token's upkeep, at the deadline the lease manager keeps for it
+    /// ([`crate::lease::Job::Plugin`]): renews it, or logs in again when renewal is refused or
+    /// the TTL stops growing. Returns the next deadline: two thirds of the TTL after a success,
+    /// the backoff of [`plan::backoff`] (never past a quarter of the TTL) while Vault is out of
+    /// reach; `None` when the token needs no care.
+    pub async fn upkeep<V: Vault, S: Store>(
+        &self,
+        vault: &V,
+        store: &S,
+        now: Instant,
+    ) -> Option<Instant> {
+        if !self.needs_care() {
+            return None;
+        }
+        let ttl = self.ttl();
+        match self.refresh(vault, store).await {
+            Ok(()) => {
+                self.failures.store(0, Ordering::Relaxed);
+                self.first_renewal(now)
             }
-            let wait = if backoff > Duration::from_secs(1) { backoff } else { ttl * 2 / 3 };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
-            }
-            match self.refresh(&*vault, &*store).await {
-                Ok(()) => backoff = Duration::from_secs(1),
-                Err(e) => {
-                    backoff = (backoff * 2)
-                        .min(Duration::from_secs(60))
-                        .min(ttl / 4)
-                        .max(Duration::from_secs(2));
-                    tracing::error!(error = %format!("{e:#}"), retry_in = ?backoff, "cannot keep the plugin's vault token alive");
-                }
+            Err(e) => {
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                let wait = plan::backoff(failures, fastrand::f64())
+                    .min(ttl / 4)
+                    .max(Duration::from_secs(1));
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "cannot keep the plugin's vault token alive");
+                Some(now + wait)
             }
         }
     }
@@ -272,7 +289,7 @@ impl Identity {
         }
     }
 
-    /// Logs in anew in place of `stale`, unless that was done meanwhile (by the renewal task
+    /// Logs in anew in place of `stale`, unless that was done meanwhile (by the renewal job
     /// or another mount refused at the same moment).
     async fn login_again<V: Vault, S: Store>(
         &self,
@@ -426,6 +443,34 @@ mod tests {
         assert_eq!(identity.token().expose(), "login-2");
     }
 
+    /// The token's upkeep step: renewed at two thirds of its TTL; while Vault cannot answer,
+    /// retried on the one backoff (1 s, then up to 2 s, 4 s …), then back to two thirds.
+    #[tokio::test(start_paused = true)]
+    async fn upkeep_renews_at_two_thirds_and_backs_off_while_vault_cannot_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = FakeVault::default();
+        let store = MemoryStore::default();
+        let identity = Identity::login(&vault, &approle(dir.path(), false), &store).await.unwrap();
+        let now = Instant::now();
+        assert_eq!(identity.first_renewal(now), Some(now + Duration::from_secs(40)));
+        assert_eq!(identity.upkeep(&vault, &store, now).await, Some(now + Duration::from_secs(40)));
+        vault.sealed.store(true, Ordering::SeqCst);
+        assert_eq!(identity.upkeep(&vault, &store, now).await, Some(now + Duration::from_secs(1)));
+        let second = identity.upkeep(&vault, &store, now).await.unwrap() - now;
+        assert!(second >= Duration::from_secs(1) && second <= Duration::from_secs(2), "{second:?}");
+        let third = identity.upkeep(&vault, &store, now).await.unwrap() - now;
+        assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4), "{third:?}");
+        vault.sealed.store(false, Ordering::SeqCst);
+        assert_eq!(identity.upkeep(&vault, &store, now).await, Some(now + Duration::from_secs(40)));
+        assert_eq!(identity.token().expose(), "login-0", "renewed, not replaced");
+        assert_eq!(
+            identity.upkeep(&vault, &store, now).await,
+            Some(now + Duration::from_secs(40)),
+            "the failures were forgotten: no backoff"
+        );
+        assert_eq!(Identity::fixed(Token::new("root".into())).first_renewal(now), None);
+    }
+
     #[tokio::test]
     async fn a_token_file_identity_carries_on_when_capped_and_fails_when_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -470,7 +515,7 @@ mod tests {
         // Still valid: the refusal was the policy's, and nothing is done.
         assert!(!identity.recover_from_refusal(&vault, &store, &first).await.unwrap());
         assert_eq!(vault.logins.load(Ordering::SeqCst), 1);
-        // Revoked: the mounts refused at the same moment and the renewal task log in once.
+        // Revoked: the mounts refused at the same moment and the renewal job log in once.
         vault.tokens.lock().unwrap().clear();
         let (a, b, c) = tokio::join!(
             identity.recover_from_refusal(&vault, &store, &first),

@@ -18,6 +18,7 @@
 //!                  records; restore: after a restart; revoke: revocations and their retries;
 //!                  upkeep: renew / replace / refresh; containers: which container a mount is
 //!                  for, signals, deaths; sweep: mounts whose containers are gone; status;
+//!                  login: the plugin's login, its token's renewal as a lease job;
 //!                  identity: per-volume wrapped identities; secrets: swarm secrets;
 //!                  certificates: PKI certificates revoked by serial)
 //!        ┌─────────┬─────────┬──────────┬─────────┼─────────┬────────┬────────────┬────────┐
@@ -41,7 +42,7 @@
 //!   edge, each a trait with a real implementation and a fake: [`vault::Vault`]
 //!   ([`vault::HttpVault`]), [`tmpfs::Mounter`], [`state::Store`], [`dockerd::Engine`] (one
 //!   per configured engine, each made once). The daemon's `Host` is the real set; unit tests
-//!   use fakes, the background loops (deaths, ties, the sweep) included. The plugin's own identity
+//!   use fakes, the background loops (login, deaths, ties, the sweep) included. The plugin's own identity
 //!   ([`identity`]: over [`vault::Vault`] to log in and renew, over [`state::Store`] to keep its
 //!   token) and `check` go through the same [`vault::Vault`] trait.
 //! - [`daemon`]: start-up, the tasks, shutdown, `check`; the binary (`src/main.rs`)
@@ -139,7 +140,9 @@
 //! The plugin's identity ([`identity`]) is a token file, an AppRole login (the
 //! secret_id optionally response-wrapped: unwrapped once, the file then deleted), a TLS client
 //! certificate (presented by the HTTP client, checked to match its key at start-up) or a JWT
-//! file (read at every login), renewed at two thirds of its TTL. At its max TTL, or when Vault
+//! file (read at every login), renewed at two thirds of its TTL — a job of the lease manager like
+//! every mount's (one owner of time; one backoff, [`lease::plan::backoff`], for the first login
+//! and for renewals while Vault fails). At its max TTL, or when Vault
 //! no longer knows it — found at the renewal, or when a mount's child token is refused and
 //! `lookup-self` confirms it — the plugin logs in again, once for all who noticed. Until the
 //! first login succeeds, Get/List/Path work and Mount says why it cannot proceed. The identity's

@@ -9,6 +9,7 @@
 mod certificates;
 mod containers;
 mod identity;
+mod login;
 mod mount;
 mod restore;
 mod retain;

@@ -266,6 +266,7 @@ impl Edges for Fakes {
 mod blocking;
 mod certificates;
 mod containers;
+mod login;
 mod records;
 mod userns;
 

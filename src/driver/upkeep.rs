@@ -38,6 +38,7 @@ impl<E: Edges> Worker for Driver<E> {
             Job::Mount { volume, id } => self.upkeep(volume, id).await,
             Job::Identity { volume } => self.renew_own(volume).await,
             Job::Task { task, secret } => self.task_upkeep(task, secret).await,
+            Job::Plugin => self.renew_plugin().await,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The one task that owns the upkeep schedule of every mount: token renewals, lease renewals
-//! and replacements, KV refreshes, revocation of replaced generations.
+//! and replacements, KV refreshes, revocation of replaced generations; and the renewals of the
+//! tokens the plugin itself holds (its own, volumes' and swarm tasks').
 //!
 //! The schedule holds one deadline per mount (the earliest of its [`plan::Timers`]); the task
 //! sleeps until the first or until woken by a change, and hands each due mount to the
@@ -24,6 +25,8 @@ pub enum Job {
     Identity { volume: String },
     /// The renewal of the token and leases a swarm task's secret was read with.
     Task { task: String, secret: String },
+    /// The renewal of the plugin's own token (or a login again when it cannot be renewed).
+    Plugin,
 }
 
 impl Job {
@@ -122,6 +125,11 @@ impl LeaseManager {
         self.schedule.lock().unwrap().remove(key);
     }
 
+    /// When `key` is due next, if it is scheduled.
+    pub fn deadline(&self, key: &Job) -> Option<Instant> {
+        self.schedule.lock().unwrap().at.get(key).copied()
+    }
+
     /// How many mounts are scheduled.
     pub fn len(&self) -> usize {
         self.schedule.lock().unwrap().at.len()
@@ -187,6 +195,7 @@ mod tests {
             Job::Mount { id, .. } => id.clone(),
             Job::Identity { volume } => volume.clone(),
             Job::Task { task, .. } => task.clone(),
+            Job::Plugin => "plugin".into(),
         }
     }
 

@@ -79,6 +79,7 @@ impl Vault for FakeVault {
     }
 
     async fn renew_self(&self, token: &Token, increment: Duration) -> Result<Duration, VaultError> {
+        self.health().await?;
         let mut tokens = self.tokens.lock().unwrap();
         let info = tokens.get_mut(token.expose()).ok_or_else(|| Self::denied("renew-self"))?;
         info.ttl = self.renew_cap.lock().unwrap().map_or(increment, |cap| increment.min(cap));
