@@ -44,9 +44,11 @@
 //!   per configured engine, each made once). The daemon's `Host` is the real set; unit tests
 //!   use fakes, the background loops (login, deaths, ties, the sweep) included. The plugin's own identity
 //!   ([`identity`]: over [`vault::Vault`] to log in and renew, over [`state::Store`] to keep its
-//!   token) and `check` go through the same [`vault::Vault`] trait.
-//! - [`daemon`]: start-up, the tasks, shutdown, `check`; the binary (`src/main.rs`)
-//!   only parses arguments. [`swap`]: whether mounts can be kept out of swap (`noswap`, refused
+//!   token) and [`check`] go through the same [`vault::Vault`] trait.
+//! - [`daemon`]: start-up, the tasks, shutdown; [`check`]: the `check` command, its report typed
+//!   ([`report::Finding`]: ok or warning); the binary (`src/main.rs`) parses arguments and
+//!   prints what the library returns (`check`'s findings, `status`'s table from
+//!   [`api::admin`]). [`swap`]: whether mounts can be kept out of swap (`noswap`, refused
 //!   in a user namespace: rootless engines), for the mount's log line, `check` and a metric.
 //!
 //! # Lifecycles
@@ -164,6 +166,7 @@ pub const VERSION: &str = env!("VAULT_SECRETS_VERSION");
 
 pub mod api;
 pub mod audit;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod dockerd;

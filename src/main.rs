@@ -106,12 +106,9 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Check { config } => {
-                for line in vault_secrets::daemon::check(&load(config)?).await? {
-                    // A warning is not a failure (exit 0), but it is not "ok" either.
-                    match line.strip_prefix("warning: ") {
-                        Some(warning) => println!("warning: {warning}"),
-                        None => println!("ok: {line}"),
-                    }
+                // A warning is not a failure (exit 0), but it is not "ok" either.
+                for finding in vault_secrets::check::check(&load(config)?).await? {
+                    println!("{finding}");
                 }
                 Ok(())
             }

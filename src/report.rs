@@ -1,8 +1,39 @@
 //! How errors and text from remote parties are reported: an error with its causes on one line
-//! ([`chain`]), a remote message made fit for one log line ([`one_line`]), and a duration for a
-//! reader ([`duration`]). The bottom of the house: every module may use it, it uses none.
+//! ([`chain`]), a remote message made fit for one log line ([`one_line`]), a duration for a
+//! reader ([`duration`]), and a line of `check`'s report ([`Finding`]). The bottom of the house: every module may use it, it uses none.
 
 use std::time::Duration;
+
+/// One line of `check`'s report: what was found to work, or a warning — something the operator
+/// should change, although the check passes (it exits 0 either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    Ok(String),
+    Warning(String),
+}
+
+impl Finding {
+    /// The line without its `ok:` or `warning:`.
+    pub fn text(&self) -> &str {
+        match self {
+            Finding::Ok(text) | Finding::Warning(text) => text,
+        }
+    }
+
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Finding::Warning(_))
+    }
+}
+
+/// As `check` prints it: `ok: …` or `warning: …`.
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::Ok(text) => write!(f, "ok: {text}"),
+            Finding::Warning(text) => write!(f, "warning: {text}"),
+        }
+    }
+}
 
 /// A duration for a reader: as `humantime` writes it below a day (`59m 58s`), in hours and
 /// minutes from a day on (`768h`, `36h 30m`), never in months or days whose length a reader

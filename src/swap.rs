@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use crate::report::Finding;
+
 /// Whether the tmpfs of a mount can be kept out of swap, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoSwap {
@@ -95,9 +97,9 @@ pub fn swap_areas(proc_swaps: &str) -> Vec<String> {
 
 /// What `check` says of swap: that mounts are kept out of it, or a warning that they are not,
 /// why, whether swap is on, and what the operator can do.
-pub fn check_report(noswap: &NoSwap, proc_swaps: &str) -> Vec<String> {
+pub fn check_report(noswap: &NoSwap, proc_swaps: &str) -> Finding {
     let Some(reason) = noswap.reason() else {
-        return vec!["tmpfs noswap: mounts are kept out of swap".into()];
+        return Finding::Ok("tmpfs noswap: mounts are kept out of swap".into());
     };
     let areas = swap_areas(proc_swaps);
     let now = if areas.is_empty() {
@@ -105,13 +107,13 @@ pub fn check_report(noswap: &NoSwap, proc_swaps: &str) -> Vec<String> {
     } else {
         format!("swap is on: {}", areas.join(", "))
     };
-    vec![format!(
-        "warning: {reason}; {now}: run the host without swap (swapoff -a, and none in /etc/fstab) or with encrypted swap only (dm-crypt with a random key at each boot: /etc/crypttab's swap option)"
-    )]
+    Finding::Warning(format!(
+        "{reason}; {now}: run the host without swap (swapoff -a, and none in /etc/fstab) or with encrypted swap only (dm-crypt with a random key at each boot: /etc/crypttab's swap option)"
+    ))
 }
 
 /// [`check_report`] for this process and host.
-pub fn check_here() -> Vec<String> {
+pub fn check_here() -> Finding {
     let swaps = std::fs::read_to_string(Path::new("/proc/swaps")).unwrap_or_default();
     check_report(&NoSwap::here(), &swaps)
 }
@@ -161,9 +163,9 @@ mod tests {
         let on = format!("{header}/dev/sda2 partition 1048572 0 -2\n");
         assert_eq!(
             check_report(&NoSwap::Available, &on),
-            ["tmpfs noswap: mounts are kept out of swap"]
+            Finding::Ok("tmpfs noswap: mounts are kept out of swap".into())
         );
-        let report = check_report(&NoSwap::UserNamespace, &on).join("\n");
+        let report = check_report(&NoSwap::UserNamespace, &on).to_string();
         assert!(
             report.starts_with("warning: tmpfs noswap is refused in a user namespace"),
             "{report}"
@@ -171,7 +173,7 @@ mod tests {
         assert!(report.contains("swap is on: /dev/sda2"), "{report}");
         assert!(report.contains("swapoff -a") && report.contains("encrypted swap"), "{report}");
         let report =
-            check_report(&NoSwap::OldKernel { release: "6.1.0".into() }, header).join("\n");
+            check_report(&NoSwap::OldKernel { release: "6.1.0".into() }, header).to_string();
         assert!(report.starts_with("warning: this kernel (6.1.0)"), "{report}");
         assert!(report.contains("no swap is on now"), "{report}");
     }

@@ -15,6 +15,7 @@
 use std::fmt;
 
 use super::{DockerEngine, EngineError};
+use crate::report::Finding;
 
 /// One run of ids: container ids `container..container+size` are host ids `host..host+size`
 /// (a line of `/proc/PID/uid_map`).
@@ -240,16 +241,16 @@ fn read_ids_file(pid: u32, path: &str) -> String {
 
 /// What `check` says of an engine's remapping, as [`super::Engine::id_map`] answered: nothing
 /// when it does not remap (or was not reached: said already).
-pub fn check_line(engine: &str, answer: Result<Option<IdMap>, EngineError>) -> Option<String> {
+pub fn check_line(engine: &str, answer: Result<Option<IdMap>, EngineError>) -> Option<Finding> {
     match answer {
         Ok(None) => None,
-        Ok(Some(map)) => Some(format!(
+        Ok(Some(map)) => Some(Finding::Ok(format!(
             "engine {engine} remaps user namespaces ({map}): -o uid and -o gid are ids in the container"
-        )),
-        Err(e @ EngineError::Userns { .. }) => Some(format!(
-            "warning: engine {engine}: {} (unless [userns] is set, volumes cannot be created for it)",
+        ))),
+        Err(e @ EngineError::Userns { .. }) => Some(Finding::Warning(format!(
+            "engine {engine}: {} (unless [userns] is set, volumes cannot be created for it)",
             crate::report::chain(&e)
-        )),
+        ))),
         Err(_) => None,
     }
 }
@@ -304,13 +305,13 @@ mod tests {
     #[test]
     fn check_says_what_an_engine_remaps_or_why_it_cannot_tell() {
         assert_eq!(check_line("/s", Ok(None)), None);
-        let line = check_line("/s", Ok(Some(IdMap::single(1, 1, 10)))).unwrap();
+        let line = check_line("/s", Ok(Some(IdMap::single(1, 1, 10)))).unwrap().to_string();
         assert!(line.contains("remaps") && line.contains("uids 0-9"), "{line}");
         let e = super::super::EngineError::Userns {
             socket: "/s".into(),
             source: UsernsError::NoRoot { root_dir: "/x".into() },
         };
-        let line = check_line("/s", Err(e)).unwrap();
+        let line = check_line("/s", Err(e)).unwrap().to_string();
         assert!(line.starts_with("warning: engine /s") && line.contains("[userns]"), "{line}");
     }
 
