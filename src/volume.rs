@@ -10,7 +10,10 @@ use std::time::Duration;
 use crate::namespace::Namespace;
 
 pub mod bounds;
+mod syntax;
 mod token_paths;
+
+use syntax::{parse_id, parse_mode, parse_refresh, parse_size, parse_ttl, Given};
 
 /// The largest tmpfs a volume may ask for: secrets are small, host memory is not free.
 pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
@@ -169,112 +172,24 @@ impl VolumeSpec {
         opts: &BTreeMap<String, String>,
         defaults: &Defaults,
     ) -> Result<VolumeSpec, OptionError> {
-        let mut settings = defaults.clone();
-        let mut main_path = None;
-        let mut named = Vec::new();
-        let mut params = BTreeMap::new();
-        let mut spec_field = None;
-        let mut spec_file = None;
-        let mut format = Format::Files;
-        let mut policies = None;
-        let mut signal = None;
-        let mut wrapped = false;
-        let mut template = None;
-        let mut role_id = None;
-        let mut namespace = None;
-        let mut revoke_replaced = true;
-        let mut uid_of_container = false;
-        for (key, value) in opts {
-            match key.as_str() {
-                "path" => main_path = Some(parse_vault_path(key, value)?),
-                "field" => {
-                    if !valid_file_name(value) || value.contains(char::is_control) {
-                        return Err(err(
-                            key,
-                            "must be one key of the secret: not empty, no `/`, no control characters",
-                        ));
-                    }
-                    spec_field = Some(value.clone());
-                }
-                "file" => {
-                    if !valid_file_name(value) || value.starts_with('.') {
-                        return Err(err(
-                            key,
-                            "must be a plain file name: not empty, no `/`, not starting with `.`",
-                        ));
-                    }
-                    spec_file = Some(value.clone());
-                }
-                "format" => format = parse_format(value)?,
-                "policies" => policies = Some(parse_policies(value)?),
-                "uid" if value == "container" => uid_of_container = true,
-                "uid" => settings.set(key, value).map_err(|e| {
-                    err(key, format!("{}; or `container`: the container's numeric --user, read at each mount", e.message))
-                })?,
-                "gid" | "mode" | "size" | "refresh" | "ttl" => settings.set(key, value)?,
-                "signal" => signal = Some(parse_signal(value)?),
-                "namespace" => namespace = Some(Namespace::parse(value).map_err(|m| err(key, m))?),
-                "revoke-replaced" => {
-                    revoke_replaced = match value.as_str() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(err(key, format!("`{value}` is not true or false"))),
-                    }
-                }
-                "wrapped-token" => {
-                    if value.is_empty()
-                        || value.len() > 1024
-                        || value.contains(|c: char| c.is_whitespace() || c.is_control())
-                    {
-                        return Err(err(
-                            key,
-                            "must be a response-wrapping token (from `-wrap-ttl`)",
-                        ));
-                    }
-                    wrapped = true;
-                }
-                "role-id" => {
-                    if value.is_empty()
-                        || value.len() > 256
-                        || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    {
-                        return Err(err(
-                            key,
-                            "must be an AppRole role_id (letters, digits, `-`, `_`, `.`)",
-                        ));
-                    }
-                    role_id = Some(value.clone());
-                }
-                "template" => {
-                    if !valid_dir_name(value) || value.starts_with('.') {
-                        return Err(err(key, "must be the file name of a template in templates_dir (letters, digits, `_`, `.`, `-`)"));
-                    }
-                    template = Some(value.clone());
-                }
-                _ => {
-                    if let Some(dir) = key.strip_prefix("path.") {
-                        if !valid_dir_name(dir) {
-                            return Err(err(
-                                key,
-                                "NAME in path.NAME must be letters, digits, `_`, `.` or `-` (not `.` or `..`)",
-                            ));
-                        }
-                        named.push(Source {
-                            dir: Some(dir.to_owned()),
-                            path: parse_vault_path(key, value)?,
-                            params: BTreeMap::new(),
-                        });
-                    } else if let Some(param) = key.strip_prefix("param.") {
-                        if param.is_empty() || param.contains(char::is_whitespace) {
-                            return Err(err(key, "KEY in param.KEY must be a non-empty name"));
-                        }
-                        params.insert(param.to_owned(), value.clone());
-                    } else {
-                        return Err(err(key, format!("unknown option; accepted: {ACCEPTED}")));
-                    }
-                }
-            }
-        }
+        let Given {
+            settings,
+            main_path,
+            named,
+            params,
+            field: spec_field,
+            file: spec_file,
+            format,
+            policies,
+            signal,
+            wrapped,
+            template,
+            role_id,
+            namespace,
+            revoke_replaced,
+            uid_of_container,
+            ttl_given,
+        } = Given::read(opts, defaults)?;
         let mut sources = Vec::with_capacity(1 + named.len());
         match main_path {
             Some(path) => sources.push(Source { dir: None, path, params }),
@@ -300,9 +215,7 @@ impl VolumeSpec {
             }
             (true, None) => IdentityKind::WrappedToken,
             (true, Some(role_id)) => {
-                for (option, given) in
-                    [("policies", policies.is_some()), ("ttl", opts.contains_key("ttl"))]
-                {
+                for (option, given) in [("policies", policies.is_some()), ("ttl", ttl_given)] {
                     if given {
                         return Err(err(option, "cannot go with `role-id`: each mount logs in with the AppRole, whose token_policies and token_ttl apply"));
                     }
@@ -311,17 +224,21 @@ impl VolumeSpec {
             }
         };
         let named: Vec<&str> = sources.iter().filter_map(|s| s.dir.as_deref()).collect();
-        let output = match (&spec_file, &template, &spec_field, format) {
-            (Some(f), _, _, _) => Some(f.as_str()),
-            (None, Some(t), _, _) => Some(t.as_str()),
-            (None, None, Some(f), _) => Some(f.as_str()),
-            (None, None, None, Format::Json) => Some("secrets.json"),
-            (None, None, None, Format::Env) => Some("secrets.env"),
-            (None, None, None, Format::Files) => None,
-        };
+        let output = output_file_of(
+            spec_file.as_deref(),
+            template.as_deref(),
+            spec_field.as_deref(),
+            format,
+        );
         if let Some(clash) = output.filter(|o| named.contains(o)) {
+            let by = match (&spec_file, &template, format) {
+                (Some(_), _, _) => "file",
+                (None, Some(_), _) => "template",
+                (None, None, Format::Json | Format::Env) => "format",
+                (None, None, Format::Files) => "field",
+            };
             return Err(err(
-                "file",
+                by,
                 format!("the output file `{clash}` would take the name of the sub-directory of `path.{clash}`"),
             ));
         }
@@ -373,19 +290,15 @@ impl VolumeSpec {
         Ok(spec)
     }
 
-    /// The name of the single output file for `format=json`/`env` or `field`, if there is one.
+    /// The name of the single output file for `format=json`/`env`, `field` or `template`, if
+    /// there is one.
     pub fn output_file(&self) -> Option<&str> {
-        if let (None, Some(template)) = (&self.file, &self.template) {
-            let stem = [".tmpl", ".j2", ".jinja"].iter().find_map(|x| template.strip_suffix(x));
-            return Some(stem.filter(|s| valid_file_name(s)).unwrap_or(template));
-        }
-        match (&self.file, &self.field, self.format) {
-            (Some(file), _, _) => Some(file),
-            (None, _, Format::Json) => Some("secrets.json"),
-            (None, _, Format::Env) => Some("secrets.env"),
-            (None, Some(field), Format::Files) => Some(field),
-            (None, None, Format::Files) => None,
-        }
+        output_file_of(
+            self.file.as_deref(),
+            self.template.as_deref(),
+            self.field.as_deref(),
+            self.format,
+        )
     }
 
     /// The mode of the volume's directories: the file mode with `x` wherever it has `r`.
@@ -394,165 +307,33 @@ impl VolumeSpec {
     }
 }
 
-fn valid_dir_name(name: &str) -> bool {
+/// The one output file a definition names, decided here only (parse's clash check and the
+/// writer ask the same): `file`; else a template's name without `.tmpl`, `.j2` or `.jinja`;
+/// else `secrets.json` / `secrets.env` for those formats; else `field`; else none (one file
+/// per key).
+fn output_file_of<'a>(
+    file: Option<&'a str>,
+    template: Option<&'a str>,
+    field: Option<&'a str>,
+    format: Format,
+) -> Option<&'a str> {
+    if let (None, Some(template)) = (file, template) {
+        let stem = [".tmpl", ".j2", ".jinja"].iter().find_map(|x| template.strip_suffix(x));
+        return Some(stem.filter(|s| valid_file_name(s)).unwrap_or(template));
+    }
+    match (file, field, format) {
+        (Some(file), _, _) => Some(file),
+        (None, _, Format::Json) => Some("secrets.json"),
+        (None, _, Format::Env) => Some("secrets.env"),
+        (None, Some(field), Format::Files) => Some(field),
+        (None, None, Format::Files) => None,
+    }
+}
+
+pub(crate) fn valid_dir_name(name: &str) -> bool {
     valid_file_name(name)
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-fn parse_vault_path(key: &str, value: &str) -> Result<String, OptionError> {
-    let path = value.trim_start_matches("/v1/").trim_matches('/');
-    let segments: Vec<&str> = path.split('/').collect();
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_.@:=+,~".contains(c);
-    if segments.len() < 2
-        || segments.iter().any(|s| s.is_empty() || *s == "." || *s == ".." || !s.chars().all(safe))
-    {
-        return Err(err(
-            key,
-            format!(
-                "`{value}` is not a Vault API path; expected segments of letters, digits and -_.@:=+,~ separated by `/`, e.g. secret/data/app, kv/app, database/creds/app"
-            ),
-        ));
-    }
-    if path.len() > 512 {
-        return Err(err(key, "is longer than 512 characters"));
-    }
-    if segments[0].contains(':') {
-        // `http:HOST:PORT/x` looks like a URL to a URL parser: refused, whatever builds the URL.
-        return Err(err(
-            key,
-            format!("`{value}` starts like a URL (`:` in its first segment); give a Vault API path below /v1/, e.g. secret/data/app"),
-        ));
-    }
-    if let Some((mount, namespaced)) = token_paths::token_mount(&segments) {
-        let (shown, namespace) = if namespaced {
-            (format!("NAMESPACE/{mount}/…"), " (after a prefix, which vault reads as a namespace)")
-        } else {
-            (format!("{mount}/…"), "")
-        };
-        return Err(err(
-            key,
-            format!("`{shown}` paths{namespace} are refused as sources: they log in, show, wrap or unwrap tokens, and a mount's token must never reach a container; read secrets from a secrets engine (kv, database, pki, …); a KV version 1 folder named `{mount}` reads the same, so keep such keys in KV version 2 (MOUNT/data/…)"),
-        ));
-    }
-    Ok(path.to_owned())
-}
-
-fn parse_format(value: &str) -> Result<Format, OptionError> {
-    match value {
-        "files" => Ok(Format::Files),
-        "json" => Ok(Format::Json),
-        "env" => Ok(Format::Env),
-        _ => Err(err("format", format!("`{value}` is not a format; accepted: files, json, env"))),
-    }
-}
-
-fn parse_signal(value: &str) -> Result<String, OptionError> {
-    let upper = value.trim().to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    if SIGNALS.contains(&name.as_str()) {
-        Ok(name)
-    } else {
-        Err(err(
-            "signal",
-            format!("`{value}` is not a signal it sends; accepted: {}", SIGNALS.join(", ")),
-        ))
-    }
-}
-
-fn parse_policies(value: &str) -> Result<Vec<String>, OptionError> {
-    let names: Vec<String> = value.split(',').map(|p| p.trim().to_owned()).collect();
-    let ok = |p: &String| {
-        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@/".contains(c))
-    };
-    if names.is_empty() || !names.iter().all(ok) {
-        return Err(err(
-            "policies",
-            format!("`{value}` is not a comma-separated list of policy names"),
-        ));
-    }
-    Ok(names)
-}
-
-fn parse_id(key: &str, value: &str) -> Result<u32, OptionError> {
-    value
-        .parse::<u32>()
-        .ok()
-        .filter(|id| *id < u32::MAX)
-        .ok_or_else(|| err(key, format!("`{value}` is not a numeric id (0 to 4294967294)")))
-}
-
-fn parse_mode(value: &str) -> Result<u32, OptionError> {
-    let digits = value.strip_prefix("0o").unwrap_or(value);
-    let octal = digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
-    match u32::from_str_radix(digits, 8).ok().filter(|_| octal) {
-        Some(mode) if (3..=4).contains(&digits.len()) && mode <= 0o777 && mode & 0o111 == 0 => {
-            if mode & 0o400 == 0 {
-                return Err(err(
-                    "mode",
-                    format!("`{value}` leaves the files unreadable by their owner (`uid`); accepted: octal read/write bits with the owner's read bit, e.g. 0400, 0440, 0644"),
-                ));
-            }
-            Ok(mode)
-        }
-        _ => Err(err(
-            "mode",
-            format!(
-                "`{value}` is not a file mode for secrets; expected octal read/write bits only (no execute, setuid or sticky bits), e.g. 0400, 0440, 0644"
-            ),
-        )),
-    }
-}
-
-/// Parses `64k`, `1m`, `1048576` into bytes, within 8k and 64m.
-fn parse_size(value: &str) -> Result<u64, OptionError> {
-    let lower = value.trim().to_ascii_lowercase();
-    let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => lower.split_at(i),
-        None => (lower.as_str(), ""),
-    };
-    let multiplier = match unit {
-        "" => 1,
-        "k" | "kb" | "ki" => 1024,
-        "m" | "mb" | "mi" => 1024 * 1024,
-        _ => 0,
-    };
-    match digits.parse::<u64>() {
-        Ok(n)
-            if multiplier > 0
-                && (MIN_SIZE..=MAX_SIZE).contains(&(n.saturating_mul(multiplier))) =>
-        {
-            Ok(n * multiplier)
-        }
-        _ => Err(err(
-            "size",
-            format!("`{value}` is not a size between 8k (one small file and its rewrite: a 4 KiB page each) and 64m; examples: 64k, 1m"),
-        )),
-    }
-}
-
-fn parse_duration(key: &str, value: &str) -> Result<Duration, OptionError> {
-    if value.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(value.trim())
-        .map_err(|_| err(key, format!("`{value}` is not a duration; examples: 30s, 5m, 1h")))
-}
-
-fn parse_refresh(value: &str) -> Result<Duration, OptionError> {
-    let d = parse_duration("refresh", value)?;
-    if !d.is_zero() && d < Duration::from_secs(1) {
-        return Err(err("refresh", "must be 0 (off) or at least 1s"));
-    }
-    Ok(d)
-}
-
-fn parse_ttl(value: &str) -> Result<Duration, OptionError> {
-    let d = parse_duration("ttl", value)?;
-    if d < Duration::from_secs(10) || d > Duration::from_secs(365 * 24 * 3600) {
-        return Err(err("ttl", format!("`{value}` must be between 10s and 8760h")));
-    }
-    Ok(d)
 }
 
 #[cfg(test)]
@@ -637,6 +418,24 @@ mod tests {
         // Without `path`, or without a template, `secret` is a name like any other.
         parse(&[("path.secret", "kv/b"), ("template", "t")]).unwrap();
         parse(&[("path", "kv/a"), ("path.secret", "kv/b")]).unwrap();
+    }
+
+    /// The output file is decided once: the clash check sees the name the writer will use
+    /// (a template's without `.tmpl`; `secrets.json` for format=json), and names the option
+    /// that chose it.
+    #[test]
+    fn an_output_file_may_not_take_a_sources_directory_name() {
+        let e = parse(&[("path", "kv/a"), ("path.app", "kv/b"), ("template", "app.tmpl")]);
+        let e = e.unwrap_err();
+        assert_eq!(e.option, "template");
+        assert!(e.message.contains("`app`") && e.message.contains("path.app"), "{e}");
+        let e = parse(&[("path", "kv/a"), ("path.secrets.json", "kv/b"), ("format", "json")]);
+        assert_eq!(e.unwrap_err().option, "format");
+        let e =
+            parse(&[("path", "kv/a"), ("path.out", "kv/b"), ("format", "env"), ("file", "out")]);
+        assert_eq!(e.unwrap_err().option, "file");
+        // A name that differs from every directory's is fine.
+        parse(&[("path", "kv/a"), ("path.app", "kv/b"), ("template", "app.conf.tmpl")]).unwrap();
     }
 
     #[test]
