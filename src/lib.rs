@@ -34,8 +34,8 @@
 //!      namespace path, checked) below them
 //! ```
 //!
-//! - [`api`]: the inbound adapters, each over a narrow trait of the driver
-//!   ([`api::plugin::Backend`], [`api::Operations`]); the three listeners share
+//! - [`api`]: the inbound adapters, each over a narrow trait the driver offers and implements
+//!   ([`driver::Backend`], [`driver::Operations`]); the three listeners share
 //!   [`api::listener::serve`], each with its own bounds on connections and time; their caps
 //!   leave file descriptors in reserve for Unmount and revocation.
 //! - [`driver`]: the core, generic over [`driver::Edges`] — one associated type per outbound

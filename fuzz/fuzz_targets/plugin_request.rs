@@ -17,8 +17,8 @@ use tower::ServiceExt;
 use vault_secrets::api::plugin::types::{
     CreateRequest, GetSecretRequest, MountRequest, NameRequest,
 };
-use vault_secrets::api::plugin::{self, router, Backend};
-use vault_secrets::driver::{parse_labels, DriverError, VolumeInfo};
+use vault_secrets::api::plugin::{self, router};
+use vault_secrets::driver::{parse_labels, Backend, DriverError, VolumeInfo};
 use vault_secrets::driver::{SecretError, SecretRequest, SecretValue};
 use vault_secrets::volume::{valid_volume_name, Defaults, VolumeSpec};
 

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::listener::Limits;
-use super::Operations;
 use crate::driver::DriverError;
+use crate::driver::Operations;
 use crate::report::chain;
 
 /// How long the CLI waits for a reply (a `rotate` of a volume with many mounts takes a while).

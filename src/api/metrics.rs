@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use super::listener::Limits;
-use super::Operations;
+use crate::driver::Operations;
 use crate::driver::VolumeStatus;
 use crate::metrics::METRICS;
 

@@ -11,6 +11,7 @@ mod containers;
 mod identity;
 mod login;
 mod mount;
+mod ports;
 mod restore;
 mod retain;
 mod revoke;
@@ -39,6 +40,7 @@ use crate::tmpfs::{MountError, Mounter};
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
 
+pub use ports::{Backend, Operations};
 pub use secrets::{
     parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseStatus, TaskStatus,
 };

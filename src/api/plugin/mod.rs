@@ -9,9 +9,7 @@
 pub mod error;
 pub mod types;
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +25,7 @@ pub use error::ApiError;
 use types::*;
 
 use crate::api::listener::Limits;
-use crate::driver::VolumeInfo;
-use crate::driver::{Driver, DriverError, Edges, SecretError, SecretRequest, SecretValue};
+use crate::driver::{Backend, SecretRequest, VolumeInfo};
 
 /// The largest request body accepted: a Create with its options is well below it.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -52,58 +49,6 @@ pub const LIMITS: Limits = Limits {
     header_read: Duration::from_secs(10),
     request: Duration::from_secs(120),
 };
-
-/// The operations behind the protocol. [`Driver`] is the real one.
-pub trait Backend: Send + Sync + 'static {
-    fn create(
-        &self,
-        name: &str,
-        opts: BTreeMap<String, String>,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send;
-    fn remove(&self, name: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
-    fn mount(
-        &self,
-        name: &str,
-        id: &str,
-    ) -> impl Future<Output = Result<PathBuf, DriverError>> + Send;
-    fn unmount(&self, name: &str, id: &str)
-        -> impl Future<Output = Result<(), DriverError>> + Send;
-    fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError>;
-    fn get(&self, name: &str) -> Result<VolumeInfo, DriverError>;
-    fn list(&self) -> Vec<VolumeInfo>;
-    /// A swarm secret's value for one task.
-    fn secret(
-        &self,
-        request: SecretRequest,
-    ) -> impl Future<Output = Result<SecretValue, SecretError>> + Send;
-}
-
-impl<E: Edges> Backend for Driver<E> {
-    async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<(), DriverError> {
-        Driver::create(self, name, opts).await
-    }
-    async fn remove(&self, name: &str) -> Result<(), DriverError> {
-        Driver::remove(self, name).await
-    }
-    async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, DriverError> {
-        Driver::mount(self, name, id).await
-    }
-    async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
-        Driver::unmount(self, name, id).await
-    }
-    fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError> {
-        Driver::path(self, name)
-    }
-    fn get(&self, name: &str) -> Result<VolumeInfo, DriverError> {
-        Driver::get(self, name)
-    }
-    fn list(&self) -> Vec<VolumeInfo> {
-        Driver::list(self)
-    }
-    async fn secret(&self, request: SecretRequest) -> Result<SecretValue, SecretError> {
-        Driver::get_secret(self, &request).await
-    }
-}
 
 /// The plugin's HTTP routes.
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {

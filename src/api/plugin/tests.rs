@@ -8,7 +8,11 @@ use axum::http::Request;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use super::*;
+use crate::driver::{DriverError, SecretError, SecretValue};
 
 #[derive(Default)]
 struct FakeBackend {
