@@ -8,13 +8,17 @@
 //! bounding) is below everything.
 //!
 //! ```text
+//!   daemon (serve: start-up, the tasks, shutdown) ─▶ api, driver      check (the `check`
+//!   command) ─▶ vault, identity's files, dockerd, swap: the top floor, used by main only
+//!
 //! dockerd ─/VolumeDriver.*,─▶ api::plugin   status/rotate ─▶ api::admin    scrape ─▶ api::metrics
 //!   /SecretProvider.GetSecret
 //!                              │ (Backend)                      │ (Operations)         │
 //!                              └──────── api::listener: one bounded accept loop ───────┘
 //!                                                 │
 //!                                                 ▼
-//!          driver (Driver<E: Edges>: volume lifecycle in mod.rs; mount: per-mount state and
+//!          driver (Driver<E: Edges>: volume lifecycle in mod.rs; ports: Backend, Operations,
+//!                  what the adapters call; mount: per-mount state and
 //!                  records; restore: after a restart; revoke: revocations and their retries;
 //!                  upkeep: renew / replace / refresh; containers: which container a mount is
 //!                  for, signals, deaths; sweep: mounts whose containers are gone; status;
@@ -29,9 +33,9 @@
 //!     dead-     writes)   login,     tokens,   itions;   ro)      Docker,               grams)
 //!     lines)              renewal)   logins)   tmpfs:             Podman;
 //!                                              tokens)            mountinfo)
-//!      identity logs in through vault and keeps its token in state; volume (options →
-//!      VolumeSpec), config (TOML → Config): read by the layers above; namespace (a Vault
-//!      namespace path, checked) below them
+//!      identity logs in through vault, keeps its token in state, its renewal step uses lease's
+//!      backoff; volume (options: syntax, then rules → VolumeSpec), config (TOML → Config):
+//!      read by the layers above; namespace (a Vault namespace path, checked) below them
 //! ```
 //!
 //! - [`api`]: the inbound adapters, each over a narrow trait the driver offers and implements
