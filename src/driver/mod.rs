@@ -33,7 +33,7 @@ use crate::dockerd::{Engine, EngineError};
 use crate::files::{self, RenderError, WriteError};
 use crate::identity::IdentitySlot;
 use crate::lease::{Job, LeaseManager};
-use crate::state::{PendingRevocation, StateError, Store, VolumeRecord};
+use crate::state::{Holder, PendingRevocation, StateError, Store, VolumeRecord};
 use crate::tmpfs::{MountError, Mounter};
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
@@ -351,7 +351,8 @@ impl<E: Edges> Driver<E> {
         if let (Err(_), Some(identity::OwnIdentity::Token { issued, .. })) =
             (&result, own.map(|o| o.identity))
         {
-            self.revoke(name, "create", &issued.token, &issued.accessor).await; // nothing is left half-done
+            self.revoke(name, &Holder::Create, &issued.token, &issued.accessor).await;
+            // nothing is left half-done
         }
         result
     }
@@ -418,7 +419,7 @@ impl<E: Edges> Driver<E> {
         self.leases.remove(&Job::identity(name));
         let own = volume.own.lock().unwrap().take();
         if let Some(identity::OwnIdentity::Token { issued, .. }) = own.map(|o| o.identity) {
-            self.revoke(name, "remove", &issued.token, &issued.accessor).await;
+            self.revoke(name, &Holder::Remove, &issued.token, &issued.accessor).await;
         }
         if let Err(e) = self.store.delete_volume_identity(name) {
             tracing::error!(error = %crate::report::chain(&e), "cannot delete the volume's identity record");

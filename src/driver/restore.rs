@@ -137,7 +137,7 @@ impl<E: Edges> Driver<E> {
         let mut adopted = 0;
         for record in self.store.load_mounts() {
             for old in &record.retiring {
-                self.revoke(&record.volume, &record.id, old, "").await;
+                self.revoke_held(&record.volume, &record.id, old, "", None).await;
             }
             let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
             match volume {

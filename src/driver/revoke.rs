@@ -4,25 +4,26 @@ use super::{Driver, Edges};
 use crate::audit::Event;
 use crate::metrics::METRICS;
 use crate::state::Store;
-use crate::state::{Container, PendingRevocation};
+use crate::state::{Container, Holder, PendingRevocation};
 use crate::vault::Token;
 use crate::vault::Vault;
 
 impl<E: Edges> Driver<E> {
-    /// Revokes `token`; true when nothing of it is left in Vault. A failure while Vault is out
-    /// of reach is kept and retried (as a record with no references).
+    /// Revokes `token`, issued in `volume` for `holder`; true when nothing of it is left in
+    /// Vault. A failure while Vault is out of reach is kept and retried (as a record with no
+    /// references).
     pub(super) async fn revoke(
         &self,
         volume: &str,
-        id: &str,
+        holder: &Holder,
         token: &Token,
         accessor: &str,
     ) -> bool {
-        self.revoke_held(volume, id, token, accessor, None).await
+        self.revoke_for(volume, holder, token, accessor, None).await
     }
 
-    /// [`Driver::revoke`] of a token of a mount that `held` (when known) holds, named in the
-    /// audit line.
+    /// [`Driver::revoke`] of a token of the mount `id` that `held` (when known) holds, named
+    /// in the audit line.
     pub(super) async fn revoke_held(
         &self,
         volume: &str,
@@ -31,7 +32,19 @@ impl<E: Edges> Driver<E> {
         accessor: &str,
         held: Option<&Container>,
     ) -> bool {
-        let event = |name| Event::new(name, volume).mount(id).accessor(accessor).held_by(held);
+        self.revoke_for(volume, &Holder::Mount(id.to_owned()), token, accessor, held).await
+    }
+
+    async fn revoke_for(
+        &self,
+        volume: &str,
+        holder: &Holder,
+        token: &Token,
+        accessor: &str,
+        held: Option<&Container>,
+    ) -> bool {
+        let id = holder.to_string();
+        let event = |name| Event::new(name, volume).mount(&id).accessor(accessor).held_by(held);
         match self.vault.revoke_self(token).await {
             Ok(()) => {
                 METRICS.revocations.inc();
@@ -54,7 +67,7 @@ impl<E: Edges> Driver<E> {
                 let record = PendingRevocation {
                     key: format!("{:016x}", fastrand::u64(..)),
                     volume: volume.to_owned(),
-                    mount: id.to_owned(),
+                    mount: holder.clone(),
                     token: token.clone(),
                     accessor: accessor.to_owned(),
                 };

@@ -13,7 +13,7 @@ use super::*;
 use crate::dockerd::FakeEngine;
 use crate::identity::Identity;
 use crate::lease::{plan, Worker};
-use crate::state::MemoryStore;
+use crate::state::{Holder, MemoryStore};
 use crate::tmpfs::FakeMounter;
 use crate::vault::{ChildTokenRequest, IssuedToken, Secret, Unwrapped};
 use crate::volume::Source;
@@ -468,7 +468,7 @@ async fn failed_revocations_are_kept_and_retried() {
     assert!(f.store.load_mounts().is_empty(), "the mount is gone");
     let pending = f.store.load_revocations();
     assert_eq!(pending.len(), 1, "the token is kept for a retry");
-    assert_eq!((pending[0].volume.as_str(), pending[0].mount.as_str()), ("app", ID));
+    assert_eq!((pending[0].volume.as_str(), &pending[0].mount), ("app", &Holder::Mount(ID.into())));
     assert!(!format!("{:?}", pending[0]).contains("child-0"), "Debug shows no token");
     assert_eq!(f.driver.retry_revocations().await, 1);
     // A restarted plugin retries what the store kept.

@@ -41,7 +41,7 @@ use crate::files::{self, RenderError};
 use crate::lease::plan::{self, Deadline};
 use crate::lease::Job;
 use crate::report::chain;
-use crate::state::{LeaseRecord, StateError, Store, TaskRecord};
+use crate::state::{Holder, LeaseRecord, StateError, Store, TaskRecord};
 use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Token, Vault, VaultError};
 use crate::volume::{OptionError, VolumeSpec};
 
@@ -419,7 +419,13 @@ impl<E: Edges> Driver<E> {
             }
             Err(e) => {
                 let token = &issued.token;
-                self.revoke(&key.secret, &key.task, &token.token, &token.accessor).await;
+                self.revoke(
+                    &key.secret,
+                    &Holder::Task(key.task.clone()),
+                    &token.token,
+                    &token.accessor,
+                )
+                .await;
                 let _ = self.store.delete_task(&key.task, &key.secret);
                 Err(e)
             }

@@ -14,7 +14,7 @@ use crate::driver::{Driver, Edges};
 use crate::lease::plan::Deadline;
 use crate::lease::Job;
 use crate::report::chain;
-use crate::state::Store;
+use crate::state::{Holder, Store};
 use crate::vault::{IssuedToken, Lease};
 
 pub(super) fn poll_interval() -> Duration {
@@ -78,7 +78,8 @@ impl<E: Edges> Driver<E> {
         let span = tracing::info_span!("task", secret = %key.secret, task = %key.task);
         let _enter = span.enter();
         let token = &issued.token;
-        self.revoke(&key.secret, &key.task, &token.token, &token.accessor).await;
+        self.revoke(&key.secret, &Holder::Task(key.task.clone()), &token.token, &token.accessor)
+            .await;
         if let Err(e) = self.store.delete_task(&key.task, &key.secret) {
             tracing::error!(error = %chain(&e), "cannot delete the task's record");
         }
