@@ -28,7 +28,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::audit::{Audit, Event};
+use crate::audit::{Audit, Event, Kind};
 use crate::dockerd::{Engine, EngineError};
 use crate::files::{self, RenderError, WriteError};
 use crate::identity::IdentitySlot;
@@ -384,7 +384,7 @@ impl<E: Edges> Driver<E> {
             _ => "",
         };
         self.audit.record(
-            Event::new("create", name)
+            Event::new(Kind::Create, name)
                 .accessor(accessor)
                 .detail(format!("identity: {:?}", spec.identity)),
         );
@@ -424,7 +424,7 @@ impl<E: Edges> Driver<E> {
         if let Err(e) = self.store.delete_volume_identity(name) {
             tracing::error!(error = %crate::report::chain(&e), "cannot delete the volume's identity record");
         }
-        self.audit.record(Event::new("remove", name));
+        self.audit.record(Event::new(Kind::Remove, name));
         tracing::info!("volume removed");
         Ok(())
     }

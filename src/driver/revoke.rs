@@ -1,7 +1,7 @@
 //! Revocation of tokens, and the retry of those that failed while Vault was out of reach.
 
 use super::{Driver, Edges};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::metrics::METRICS;
 use crate::state::Store;
 use crate::state::{Container, Holder, PendingRevocation};
@@ -48,7 +48,7 @@ impl<E: Edges> Driver<E> {
         match self.vault.revoke_self(token).await {
             Ok(()) => {
                 METRICS.revocations.inc();
-                self.audit.record(event("revoke"));
+                self.audit.record(event(Kind::Revoke));
                 true
             }
             // Expired or already revoked: nothing of it is left in Vault.
@@ -59,7 +59,7 @@ impl<E: Edges> Driver<E> {
             Err(e) => {
                 METRICS.revocation_failures.inc();
                 self.audit.record(
-                    event("error")
+                    event(Kind::Error)
                         .detail(format!("cannot revoke, will retry: {}", crate::report::chain(&e))),
                 );
                 tracing::error!(error = %crate::report::chain(&e), "cannot revoke a token; will retry");

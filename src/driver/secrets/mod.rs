@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 
 use super::mount::unix_at;
 use super::{jitter, Driver, DriverError, Edges};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::files::{self, RenderError};
 use crate::lease::plan::{self, Deadline};
 use crate::lease::Job;
@@ -284,7 +284,7 @@ impl<E: Edges> Driver<E> {
     pub async fn get_secret(&self, request: &SecretRequest) -> Result<SecretValue, SecretError> {
         let result = self.value_for(request).await;
         if let Err(e) = &result {
-            let event = Event::new("error", shown(&request.secret)).mount(shown(&request.task));
+            let event = Event::new(Kind::Error, shown(&request.secret)).mount(shown(&request.task));
             self.audit.record(event.detail(format!("secret failed: {}", chain(e))));
             tracing::warn!(error = %chain(e), "a swarm secret failed: the task does not get it");
         }
@@ -408,7 +408,7 @@ impl<E: Edges> Driver<E> {
                 self.save(key, &issued);
                 let leases = issued.leases.iter().map(|l| l.lease.id.as_str());
                 self.audit.record(
-                    Event::new("secret", &key.secret)
+                    Event::new(Kind::Secret, &key.secret)
                         .mount(&key.task)
                         .accessor(&issued.token.accessor)
                         .leases(leases)
