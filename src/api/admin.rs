@@ -275,7 +275,7 @@ mod tests {
                 leases: vec![crate::driver::TaskLeaseStatus {
                     lease_id: "database/creds/app/L1".into(),
                     expires_in_secs: Some(30),
-                    state: "renew",
+                    state: crate::driver::TaskLeaseState::Renew,
                 }],
             }]
         }

@@ -38,8 +38,10 @@ use crate::tmpfs::{MountError, Mounter};
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
 
+pub use crate::lease::plan::Action;
 pub use secrets::{
-    parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseStatus, TaskStatus,
+    parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseState, TaskLeaseStatus,
+    TaskStatus,
 };
 pub use status::{ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{Active, Driver, Edges, Volume};
+use crate::lease::plan::Action;
 use crate::volume::VolumeSpec;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ pub struct LeaseStatus {
     pub expires_in_secs: Option<u64>,
     pub renewable: bool,
     /// `renew` while it can be renewed, `replace` once a fresh secret must be fetched.
-    pub state: &'static str,
+    pub state: Action,
 }
 
 /// A source that expires without a lease (a certificate's `expiration`): replaced, never renewed.
@@ -73,7 +74,7 @@ pub struct ExpiryStatus {
     /// When a fresh one is fetched.
     pub replace_in_secs: u64,
     /// Always `replace`.
-    pub state: &'static str,
+    pub state: Action,
 }
 
 /// A certificate issued for a mount without a lease.
@@ -127,7 +128,7 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
             lease_id: lease.id.clone(),
             expires_in_secs: deadline.and_then(|d| secs_until(d.expires_at, now)),
             renewable: lease.renewable,
-            state: if deadline.is_some_and(|d| d.replace) { "replace" } else { "renew" },
+            state: deadline.map_or(Action::Renew, |d| d.action),
         })
         .collect();
     let expiring = active
@@ -137,7 +138,7 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
             expiration,
             expires_in_secs: secs_until(deadline.expires_at, now),
             replace_in_secs: deadline.act_at.saturating_duration_since(now).as_secs(),
-            state: "replace",
+            state: Action::Replace,
         })
         .collect();
     MountStatus {

@@ -877,7 +877,10 @@ async fn a_certificate_without_a_lease_is_replaced_at_two_thirds_of_its_validity
     assert_eq!(read(&path, "certificate"), "cert-0");
     let status = f.driver.status().await;
     let expiring = &status[0].mounts[0].expiring[0];
-    assert_eq!((expiring.source.as_str(), expiring.state), ("pki/issue/web", "replace"));
+    assert_eq!(
+        (expiring.source.as_str(), expiring.state),
+        ("pki/issue/web", plan::Action::Replace)
+    );
     assert!(expiring.expires_in_secs.is_some_and(|s| (59..=60).contains(&s)), "{expiring:?}");
     let record = &f.store.load_mounts()[0];
     assert_eq!(record.expiring.len(), 1, "the deadline is recorded for a restart");
@@ -957,7 +960,9 @@ async fn a_certificate_s_deadline_survives_a_restart() {
     let active = restore::restored(&spec, &record);
     let (_, expiration, deadline) = active.expiring().next().expect("carried over");
     assert_eq!(expiration, record.expiring[0].expires_at);
-    assert!(deadline.replace && deadline.act_at < deadline.expires_at.unwrap());
+    assert!(
+        deadline.action == plan::Action::Replace && deadline.act_at < deadline.expires_at.unwrap()
+    );
     let act = deadline.act_at - Instant::now();
     assert!(act >= Duration::from_secs(32) && act <= Duration::from_secs(41), "{act:?}");
     assert_eq!(read(&path, "certificate"), "cert-0");

@@ -38,7 +38,7 @@ use super::mount::unix_at;
 use super::{jitter, Driver, DriverError, Edges};
 use crate::audit::{Event, Kind};
 use crate::files::{self, RenderError};
-use crate::lease::plan::{self, Deadline};
+use crate::lease::plan::{self, Action, Deadline};
 use crate::lease::Job;
 use crate::report::chain;
 use crate::state::{Holder, LeaseRecord, StateError, Store, TaskRecord};
@@ -207,9 +207,17 @@ pub struct TaskStatus {
 pub struct TaskLeaseStatus {
     pub lease_id: String,
     pub expires_in_secs: Option<u64>,
-    /// `renew` while it is renewed, `ends` once it runs to its expiry (a swarm secret cannot
-    /// change under a running task).
-    pub state: &'static str,
+    pub state: TaskLeaseState,
+}
+
+/// What becomes of a task's lease, as `status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskLeaseState {
+    /// It is renewed.
+    Renew,
+    /// It runs to its expiry (a swarm secret cannot change under a running task).
+    Ends,
 }
 
 type TaskSlot = Arc<tokio::sync::Mutex<Option<Issued>>>;
@@ -270,7 +278,11 @@ impl<E: Edges> Driver<E> {
                             Some(d) => secs(d.remaining(now)),
                             None => None,
                         },
-                        state: if l.deadline.is_some() { "renew" } else { "ends" },
+                        state: if l.deadline.is_some() {
+                            TaskLeaseState::Renew
+                        } else {
+                            TaskLeaseState::Ends
+                        },
                     })
                     .collect(),
             });
@@ -518,7 +530,7 @@ impl<E: Edges> Driver<E> {
                 Ok(ttl) => {
                     renewed = true;
                     issued.deadline = Deadline::after_grant(now, ttl, issued.ttl, true, jitter());
-                    if issued.deadline.replace {
+                    if issued.deadline.action == Action::Replace {
                         tracing::warn!(ttl = %crate::report::duration(ttl), "the task's token reached its max TTL: it and its leases end then");
                         issued.deadline.act_at = issued.deadline.expires_at.unwrap_or(now);
                     }
@@ -541,10 +553,10 @@ impl<E: Edges> Driver<E> {
                 Ok(d) => {
                     renewed = true;
                     let next = Deadline::after_grant(now, d, asked, renewable, jitter());
-                    if next.replace {
+                    if next.action == Action::Replace {
                         tracing::warn!(lease = %id, left = %crate::report::duration(d), "a lease of the task's secret cannot be renewed further: the task's value stops working when it ends (a swarm secret cannot change under a running task; `docker service update --force` gives the tasks fresh ones)");
                     }
-                    (!next.replace).then_some(next)
+                    (next.action == Action::Renew).then_some(next)
                 }
                 Err(e) if e.is_transient() => {
                     failed = true;
@@ -570,7 +582,7 @@ impl<E: Edges> Driver<E> {
 
 fn task_lease(lease: Lease, now: Instant) -> TaskLease {
     let d = Deadline::after_grant(now, lease.duration, lease.duration, lease.renewable, jitter());
-    TaskLease { lease, deadline: (!d.replace).then_some(d) }
+    TaskLease { lease, deadline: (d.action == Action::Renew).then_some(d) }
 }
 
 /// A name as logged: itself, or `(invalid)` (no newline or escape from a request reaches a

@@ -11,7 +11,7 @@ use super::{jitter, valid_secret_name, valid_task_id, Issued, TaskKey, TaskLease
 use crate::dockerd::Engine;
 use crate::driver::restore::left_until;
 use crate::driver::{Driver, Edges};
-use crate::lease::plan::Deadline;
+use crate::lease::plan::{Action, Deadline};
 use crate::lease::Job;
 use crate::report::chain;
 use crate::state::{Holder, Store};
@@ -109,7 +109,7 @@ impl<E: Edges> Driver<E> {
                 // Renewed at two thirds of what is left (what was asked is not known here).
                 let left = l.expires_at.map(left_until).unwrap_or(lease.duration);
                 let d = Deadline::after_grant(now, left, left, lease.renewable, jitter());
-                TaskLease { lease, deadline: (!d.replace).then_some(d) }
+                TaskLease { lease, deadline: (d.action == Action::Renew).then_some(d) }
             });
             let issued = Issued {
                 service: record.service.clone(),
