@@ -17,15 +17,6 @@ pub(super) fn issued(spec: &VolumeSpec, secrets: &[Secret]) -> Vec<Issued> {
     spec.sources.iter().zip(secrets).filter_map(|(s, secret)| pki::issued(s, secret)).collect()
 }
 
-/// What `status` says of a mount's certificates at its end.
-pub(super) fn at_stop(certificate: &Issued) -> &'static str {
-    if certificate.not_stored {
-        "not revoked at stop: its role has no_store, vault keeps no record of it; valid until it expires"
-    } else {
-        "revoked at stop"
-    }
-}
-
 /// What became of one revocation.
 enum Outcome {
     Revoked,

@@ -43,7 +43,7 @@ pub use secrets::{
     parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseState, TaskLeaseStatus,
     TaskStatus,
 };
-pub use status::{ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
+pub use status::{AtStop, CertificateStatus, ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {

@@ -1,7 +1,8 @@
 //! What `status` (and the metrics' gauges) show of the volumes and their mounts: never a token
-//! or a value, only accessors, lease IDs and times.
+//! or a value, only accessors, lease IDs and times. The plugin writes these types to the admin
+//! socket and the CLI reads them back.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Active, Driver, Edges, Volume};
 use crate::lease::plan::Action;
@@ -12,14 +13,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// One volume as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeStatus {
     pub name: String,
     pub sources: Vec<String>,
     pub mounts: Vec<MountStatus>,
     /// The IDs of mounts still busy (a Mount, Unmount or renewal under way) when `status`
     /// stopped waiting (`STATUS_WAIT`, 500 ms): they are there, their details are not.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub busy: Vec<String>,
 }
 
@@ -28,7 +29,7 @@ pub struct VolumeStatus {
 pub const STATUS_WAIT: Duration = Duration::from_millis(500);
 
 /// One active mount as `status` shows it: never a token or a value, only accessors and lease IDs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountStatus {
     pub id: String,
     pub mountpoint: PathBuf,
@@ -39,7 +40,7 @@ pub struct MountStatus {
     /// Sources that expire without a lease (certificates).
     pub expiring: Vec<ExpiryStatus>,
     /// The certificates issued for it without a lease, and what becomes of them at its end.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateStatus>,
     pub next_action_in_secs: u64,
     pub last_refresh: Option<String>,
@@ -54,7 +55,7 @@ pub struct MountStatus {
     pub engine: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseStatus {
     pub source: String,
     pub lease_id: String,
@@ -65,7 +66,7 @@ pub struct LeaseStatus {
 }
 
 /// A source that expires without a lease (a certificate's `expiration`): replaced, never renewed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpiryStatus {
     pub source: String,
     /// Its `expiration` (seconds since the epoch).
@@ -78,11 +79,52 @@ pub struct ExpiryStatus {
 }
 
 /// A certificate issued for a mount without a lease.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateStatus {
     pub serial: String,
-    /// `revoked at stop`, or why not (a `no_store` role's).
-    pub at_stop: &'static str,
+    pub at_stop: AtStop,
+}
+
+/// What becomes of a certificate at its mount's end, shown as a sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
+pub enum AtStop {
+    Revoked,
+    /// Its role has `no_store`: Vault cannot revoke it by serial.
+    NotStored,
+}
+
+impl AtStop {
+    const ALL: [AtStop; 2] = [AtStop::Revoked, AtStop::NotStored];
+
+    pub(super) fn of(certificate: &crate::vault::pki::Issued) -> AtStop {
+        if certificate.not_stored {
+            AtStop::NotStored
+        } else {
+            AtStop::Revoked
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            AtStop::Revoked => "revoked at stop",
+            AtStop::NotStored => "not revoked at stop: its role has no_store, vault keeps no record of it; valid until it expires",
+        }
+    }
+}
+
+impl From<AtStop> for &'static str {
+    fn from(at_stop: AtStop) -> &'static str {
+        at_stop.text()
+    }
+}
+
+impl TryFrom<String> for AtStop {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<AtStop, String> {
+        AtStop::ALL.into_iter().find(|a| a.text() == text).ok_or(text)
+    }
 }
 
 impl<E: Edges> Driver<E> {
@@ -152,10 +194,7 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
         certificates: active
             .certificates
             .iter()
-            .map(|c| CertificateStatus {
-                serial: c.serial.clone(),
-                at_stop: super::certificates::at_stop(c),
-            })
+            .map(|c| CertificateStatus { serial: c.serial.clone(), at_stop: AtStop::of(c) })
             .collect(),
         next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
         last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),

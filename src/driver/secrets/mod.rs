@@ -193,7 +193,7 @@ impl Issued {
 
 /// One task's secret as `status` shows it: its token's accessor and its leases, never a token
 /// or a value.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskStatus {
     pub task: String,
     pub secret: String,
@@ -203,7 +203,7 @@ pub struct TaskStatus {
     pub leases: Vec<TaskLeaseStatus>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskLeaseStatus {
     pub lease_id: String,
     pub expires_in_secs: Option<u64>,
@@ -218,6 +218,16 @@ pub enum TaskLeaseState {
     Renew,
     /// It runs to its expiry (a swarm secret cannot change under a running task).
     Ends,
+}
+
+impl TaskLeaseState {
+    /// Its name in `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskLeaseState::Renew => "renew",
+            TaskLeaseState::Ends => "ends",
+        }
+    }
 }
 
 type TaskSlot = Arc<tokio::sync::Mutex<Option<Issued>>>;
