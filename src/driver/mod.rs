@@ -26,8 +26,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde_json::json;
-
 use crate::audit::{Audit, Event, Kind};
 use crate::dockerd::{Engine, EngineError};
 use crate::files::{self, RenderError, WriteError};
@@ -43,7 +41,9 @@ pub use secrets::{
     parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseState, TaskLeaseStatus,
     TaskStatus,
 };
-pub use status::{AtStop, CertificateStatus, ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
+pub use status::{
+    AtStop, CertificateStatus, ExpiryStatus, LeaseStatus, MountStatus, VolumeDetails, VolumeStatus,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -148,7 +148,7 @@ pub struct VolumeInfo {
     /// Always `None` from the driver: see [`Driver::path`].
     pub mountpoint: Option<PathBuf>,
     pub created_at: String,
-    pub status: serde_json::Value,
+    pub status: VolumeDetails,
 }
 
 struct Volume {
@@ -457,27 +457,11 @@ impl<E: Edges> Driver<E> {
                 active += usize::from(guard.is_some());
             }
         }
-        let spec = &volume.spec;
         VolumeInfo {
             name: volume.record.name.clone(),
             mountpoint: None,
             created_at: volume.record.created_at.clone(),
-            status: json!({
-                "sources": spec.sources.iter().map(|s| match &s.dir {
-                    Some(dir) => format!("{dir}: {}", s.path),
-                    None => s.path.clone(),
-                }).collect::<Vec<_>>(),
-                "active_mounts": active,
-                "format": format!("{:?}", spec.format).to_lowercase(),
-                "owner": if spec.uid_of_container {
-                    format!("container (its --user; group {} unless it names one)", spec.gid)
-                } else {
-                    format!("{}:{}", spec.uid, spec.gid)
-                },
-                "mode": format!("{:04o}", spec.mode),
-                "token_ttl": crate::report::duration(spec.ttl),
-                "refresh": crate::report::duration(spec.refresh),
-            }),
+            status: VolumeDetails::of(&volume.spec, active),
         }
     }
 }

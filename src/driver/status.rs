@@ -24,6 +24,48 @@ pub struct VolumeStatus {
     pub busy: Vec<String>,
 }
 
+/// A volume as the plugin protocol's Get and List show it (`docker volume inspect`'s Status):
+/// its definition in words, and how many mounts it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeDetails {
+    /// Each source's path, after its sub-directory (`DIR: PATH`) when it has one.
+    pub sources: Vec<String>,
+    pub active_mounts: usize,
+    pub format: crate::volume::Format,
+    /// `UID:GID`, or the container's `--user`.
+    pub owner: String,
+    /// Octal, four digits.
+    pub mode: String,
+    pub token_ttl: String,
+    pub refresh: String,
+}
+
+impl VolumeDetails {
+    pub(super) fn of(spec: &VolumeSpec, active_mounts: usize) -> VolumeDetails {
+        let duration = crate::report::duration;
+        VolumeDetails {
+            sources: spec
+                .sources
+                .iter()
+                .map(|s| match &s.dir {
+                    Some(dir) => format!("{dir}: {}", s.path),
+                    None => s.path.clone(),
+                })
+                .collect(),
+            active_mounts,
+            format: spec.format,
+            owner: if spec.uid_of_container {
+                format!("container (its --user; group {} unless it names one)", spec.gid)
+            } else {
+                format!("{}:{}", spec.uid, spec.gid)
+            },
+            mode: format!("{:04o}", spec.mode),
+            token_ttl: duration(spec.ttl),
+            refresh: duration(spec.refresh),
+        }
+    }
+}
+
 /// How long `status` (and so each metrics scrape) waits for busy mounts: once, for all of them
 /// together, never one after another.
 pub const STATUS_WAIT: Duration = Duration::from_millis(500);

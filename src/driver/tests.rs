@@ -353,7 +353,7 @@ async fn mount_writes_files_and_unmount_revokes() {
     // Get and Path never show a mount's path: it is one container's, and they name none.
     assert_eq!(f.driver.get("app").unwrap().mountpoint, None);
     assert_eq!(f.driver.path("app").unwrap(), None);
-    assert_eq!(f.driver.get("app").unwrap().status["active_mounts"], 1);
+    assert_eq!(f.driver.get("app").unwrap().status.active_mounts, 1);
     f.driver.unmount("app", ID).await.unwrap();
     assert!(!f.driver.mounter.is_mounted(&path));
     assert!(!path.exists());
@@ -502,7 +502,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
         vec!["child-1"],
         "the vanished mount's token is revoked"
     );
-    assert_eq!(restarted.get("app").unwrap().status["active_mounts"], 1, "{live:?} restored");
+    assert_eq!(restarted.get("app").unwrap().status.active_mounts, 1, "{live:?} restored");
     restarted.unmount("app", "live").await.unwrap();
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
     let e = crate::report::chain(&restarted.mount("app", ID).await.unwrap_err());
@@ -1002,4 +1002,36 @@ async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying
     assert!(!e.contains("wrap-svc"), "the wrapping token is not quoted: {e}");
     assert!(node_two.list().is_empty(), "nothing half-done on the second node");
     assert_eq!(f.driver.list().len(), 1, "the first node keeps its volume");
+}
+
+#[tokio::test]
+async fn a_volumes_details_are_written_as_they_were_built_with_json() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app"), ("format", "env")])).await.unwrap();
+    let both = opts(&[("path.db", "kv/db"), ("path.web", "kv/web"), ("uid", "container")]);
+    f.driver.create("two", both).await.unwrap();
+    for name in ["app", "two"] {
+        let details = f.driver.get(name).unwrap().status;
+        let spec = f.driver.volume(name).unwrap().spec.clone();
+        // What the Get reply's Status was built with before it had a type.
+        let before = serde_json::json!({
+            "sources": spec.sources.iter().map(|s| match &s.dir {
+                Some(dir) => format!("{dir}: {}", s.path),
+                None => s.path.clone(),
+            }).collect::<Vec<_>>(),
+            "active_mounts": 0,
+            "format": format!("{:?}", spec.format).to_lowercase(),
+            "owner": if spec.uid_of_container {
+                format!("container (its --user; group {} unless it names one)", spec.gid)
+            } else {
+                format!("{}:{}", spec.uid, spec.gid)
+            },
+            "mode": format!("{:04o}", spec.mode),
+            "token_ttl": crate::report::duration(spec.ttl),
+            "refresh": crate::report::duration(spec.refresh),
+        });
+        assert_eq!(serde_json::to_value(&details).unwrap().to_string(), before.to_string());
+    }
+    let two = f.driver.get("two").unwrap().status;
+    assert_eq!((two.sources[0].as_str(), &two.owner[..9]), ("db: kv/db", "container"));
 }
