@@ -38,10 +38,10 @@ impl Own {
     pub(super) fn record(&self, volume: &str) -> VolumeIdentityRecord {
         let (token, accessor, role_id, secret_id) = match &self.identity {
             OwnIdentity::Token { issued, .. } => {
-                (Some(issued.token.clone()), issued.accessor.clone(), None, None)
+                (Some(issued.token.clone()), Some(issued.accessor.clone()), None, None)
             }
             OwnIdentity::AppRole { role_id, secret_id } => {
-                (None, String::new(), Some(role_id.clone()), Some(secret_id.clone()))
+                (None, None, Some(role_id.clone()), Some(secret_id.clone()))
             }
         };
         VolumeIdentityRecord {
@@ -59,7 +59,7 @@ impl Own {
             (Some(token), _, _) => OwnIdentity::Token {
                 issued: IssuedToken {
                     token: token.clone(),
-                    accessor: record.accessor.clone(),
+                    accessor: record.accessor.clone().unwrap_or_default(),
                     ttl: Duration::ZERO,
                     renewable: true,
                 },

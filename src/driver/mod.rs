@@ -381,15 +381,11 @@ impl<E: Edges> Driver<E> {
             return Err(state_err(e));
         }
         tracing::info!(sources = spec.sources.len(), identity = ?spec.identity, "volume created");
-        let accessor = match own.as_ref().map(|o| &o.identity) {
-            Some(identity::OwnIdentity::Token { issued, .. }) => issued.accessor.as_str(),
-            _ => "",
-        };
-        self.audit.record(
-            Event::new(Kind::Create, name)
-                .accessor(accessor)
-                .detail(format!("identity: {:?}", spec.identity)),
-        );
+        let event = Event::new(Kind::Create, name).detail(format!("identity: {:?}", spec.identity));
+        self.audit.record(match own.as_ref().map(|o| &o.identity) {
+            Some(identity::OwnIdentity::Token { issued, .. }) => event.accessor(&issued.accessor),
+            _ => event,
+        });
         if let Some(identity::OwnIdentity::Token { renew_at, issued }) =
             own.as_ref().map(|o| &o.identity)
         {

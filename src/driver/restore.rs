@@ -4,8 +4,8 @@
 use super::{fresh_timers, identity, jitter, short, Active, Driver, Edges, Volume};
 use crate::lease::plan::{Action, Deadline, SourceTimer};
 use crate::lease::Job;
-use crate::state::MountRecord;
 use crate::state::Store;
+use crate::state::{Holder, MountRecord};
 use crate::tmpfs::Mounter;
 use crate::vault::{IssuedToken, Lease};
 use crate::volume::{IdentityKind, VolumeSpec};
@@ -138,7 +138,8 @@ impl<E: Edges> Driver<E> {
         let mut adopted = 0;
         for record in self.store.load_mounts() {
             for old in &record.retiring {
-                self.revoke_held(&record.volume, &record.id, old, "", None).await;
+                let holder = Holder::Mount(record.id.clone());
+                self.revoke_for(&record.volume, &holder, old, None, None).await;
             }
             let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
             match volume {

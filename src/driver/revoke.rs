@@ -19,7 +19,7 @@ impl<E: Edges> Driver<E> {
         token: &Token,
         accessor: &str,
     ) -> bool {
-        self.revoke_for(volume, holder, token, accessor, None).await
+        self.revoke_for(volume, holder, token, Some(accessor), None).await
     }
 
     /// [`Driver::revoke`] of a token of the mount `id` that `held` (when known) holds, named
@@ -32,19 +32,27 @@ impl<E: Edges> Driver<E> {
         accessor: &str,
         held: Option<&Container>,
     ) -> bool {
-        self.revoke_for(volume, &Holder::Mount(id.to_owned()), token, accessor, held).await
+        self.revoke_for(volume, &Holder::Mount(id.to_owned()), token, Some(accessor), held).await
     }
 
-    async fn revoke_for(
+    /// [`Driver::revoke`] of a token whose accessor may not be known, in an audit line that
+    /// names `held` when known.
+    pub(super) async fn revoke_for(
         &self,
         volume: &str,
         holder: &Holder,
         token: &Token,
-        accessor: &str,
+        accessor: Option<&str>,
         held: Option<&Container>,
     ) -> bool {
         let id = holder.to_string();
-        let event = |name| Event::new(name, volume).mount(&id).accessor(accessor).held_by(held);
+        let event = |name| {
+            let event = Event::new(name, volume).mount(&id).held_by(held);
+            match accessor {
+                Some(accessor) => event.accessor(accessor),
+                None => event,
+            }
+        };
         match self.vault.revoke_self(token).await {
             Ok(()) => {
                 METRICS.revocations.inc();
@@ -69,7 +77,7 @@ impl<E: Edges> Driver<E> {
                     volume: volume.to_owned(),
                     mount: holder.clone(),
                     token: token.clone(),
-                    accessor: accessor.to_owned(),
+                    accessor: accessor.map(str::to_owned),
                 };
                 if let Err(e) = self.store.save_revocation(&record) {
                     tracing::error!(error = %crate::report::chain(&e), "cannot record the pending revocation; it is retried while the plugin runs");
@@ -88,7 +96,8 @@ impl<E: Edges> Driver<E> {
         let pending = self.pending.lock().unwrap().clone();
         for record in pending {
             // A failed retry is recorded again, under a new name: this one goes either way.
-            self.revoke(&record.volume, &record.mount, &record.token, &record.accessor).await;
+            let accessor = record.accessor.as_deref();
+            self.revoke_for(&record.volume, &record.mount, &record.token, accessor, None).await;
             self.pending.lock().unwrap().retain(|r| r.key != record.key);
             let _ = self.store.delete_revocation(&record.key);
         }

@@ -11,6 +11,19 @@ use crate::files::Digests;
 use crate::vault::pki::Issued;
 use crate::vault::Token;
 
+/// An optional string written as every format so far wrote it: none as `""`.
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_deref().unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Some(String::deserialize(d)?).filter(|s| !s.is_empty()))
+    }
+}
+
 /// A volume definition as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
@@ -113,7 +126,10 @@ pub struct PendingRevocation {
     pub mount: Holder,
     #[serde(with = "token_serde")]
     pub token: Token,
-    pub accessor: String,
+    /// None for a token of a replaced generation carried over a restart (its record keeps
+    /// no accessor).
+    #[serde(with = "empty_is_none")]
+    pub accessor: Option<String>,
 }
 
 /// What a token being revoked was issued for, as the audit log names it (its `mount_id`).
@@ -227,8 +243,9 @@ pub struct VolumeIdentityRecord {
     /// The token a wrapped token held (its mounts get child tokens of it)…
     #[serde(default, with = "opt_token_serde")]
     pub token: Option<Token>,
-    #[serde(default)]
-    pub accessor: String,
+    /// The token's accessor (none with AppRole credentials).
+    #[serde(default, with = "empty_is_none")]
+    pub accessor: Option<String>,
     /// …or the AppRole credentials a wrapped secret_id gave (each mount logs in).
     #[serde(default)]
     pub role_id: Option<String>,
@@ -262,5 +279,24 @@ mod tests {
         }
         let read: Holder = serde_json::from_value("create".into()).unwrap();
         assert_eq!(read, Holder::Create);
+    }
+
+    #[test]
+    fn an_unknown_accessor_is_recorded_as_an_empty_string() {
+        let record = PendingRevocation {
+            key: "k".into(),
+            volume: "app".into(),
+            mount: Holder::Mount("m".into()),
+            token: Token::new("t".into()),
+            accessor: None,
+        };
+        let written = serde_json::to_value(&record).unwrap();
+        assert_eq!(written["accessor"], "");
+        let read: PendingRevocation = serde_json::from_value(written).unwrap();
+        assert_eq!(read.accessor, None);
+        let identity = serde_json::json!({"volume": "app", "role_id": "r", "wrapping": "w"});
+        let read: VolumeIdentityRecord = serde_json::from_value(identity).unwrap();
+        assert_eq!(read.accessor, None, "absent, as an AppRole identity's may be");
+        assert_eq!(serde_json::to_value(&read).unwrap()["accessor"], "");
     }
 }
