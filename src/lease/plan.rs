@@ -15,6 +15,10 @@ use tokio::time::Instant;
 /// application can pick up the new files. Never longer than what the old lease has left.
 pub const MAX_GRACE: Duration = Duration::from_secs(5);
 
+/// How far ahead a deadline with nothing to do (no TTL) is put. An instant, not a `None`: the
+/// schedule, a mount's next action and `status`'s `next_action_in_secs` all take one.
+const NOTHING_DUE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How far below the asked TTL a renewal may come back and still count as full (Vault rounds).
 const SLACK: Duration = Duration::from_secs(2);
 
@@ -64,11 +68,7 @@ impl Deadline {
             (granted.min(crate::vault::MAX_TTL), asked.min(crate::vault::MAX_TTL));
         if granted.is_zero() {
             // No TTL: nothing to renew (a root-derived or non-expiring secret).
-            return Deadline {
-                act_at: now + Duration::from_secs(365 * 24 * 3600),
-                expires_at: None,
-                action: Action::Renew,
-            };
+            return Deadline { act_at: now + NOTHING_DUE, expires_at: None, action: Action::Renew };
         }
         let capped = granted + SLACK < asked;
         Deadline {
