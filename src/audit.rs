@@ -1,6 +1,6 @@
-//! The audit log: one JSON line per event — create, mount, unmount, remove, renew, rotate,
-//! revoke, container, die, signal, secret, error — with the volume, mount ID, container ID
-//! where known, token accessor and lease IDs. Never a value, never a token: accessors and lease IDs identify without granting.
+//! The audit log: one JSON line per event, of twelve kinds ([`Kind`]) — create, mount,
+//! unmount, remove, renew, rotate, revoke, container, die, signal, secret, error — with the
+//! volume, mount ID, container ID where known, token accessor and lease IDs. Never a value, never a token: accessors and lease IDs identify without granting.
 //!
 //! Written to `audit_log` (appended, mode 0600) or, when it is not set, to stderr.
 //!
@@ -16,11 +16,59 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+/// What an event is, written as its `event` (the lowercase name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A volume created.
+    Create,
+    /// A mount made: its token issued and its secrets written.
+    Mount,
+    /// A mount ended at its Unmount (or found stale by the sweep).
+    Unmount,
+    /// A volume removed.
+    Remove,
+    /// A token or its leases renewed.
+    Renew,
+    /// A mount given a fresh token and fresh secrets.
+    Rotate,
+    /// A token or a certificate revoked.
+    Revoke,
+    /// The container a mount was made for, found.
+    Container,
+    /// A mount's container died: its tokens revoked at once.
+    Die,
+    /// A container signalled after its secrets changed.
+    Signal,
+    /// A swarm secret given to a task.
+    Secret,
+    /// Something failed (in `detail`).
+    Error,
+}
+
+impl Kind {
+    /// Every kind, in the order of the reference's list.
+    pub const ALL: [Kind; 12] = [
+        Kind::Create,
+        Kind::Mount,
+        Kind::Unmount,
+        Kind::Remove,
+        Kind::Renew,
+        Kind::Rotate,
+        Kind::Revoke,
+        Kind::Container,
+        Kind::Die,
+        Kind::Signal,
+        Kind::Secret,
+        Kind::Error,
+    ];
+}
+
 /// One event. Build it with [`Event::new`] and the setters; its time is taken when it is
 /// recorded.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    pub event: &'static str,
+    pub event: Kind,
     pub volume: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mount_id: Option<String>,
@@ -38,8 +86,17 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(event: &'static str, volume: &str) -> Event {
-        Event { event, volume: volume.to_owned(), ..Event::default() }
+    pub fn new(event: Kind, volume: &str) -> Event {
+        Event {
+            event,
+            volume: volume.to_owned(),
+            mount_id: None,
+            container_id: None,
+            container_name: None,
+            accessor: None,
+            lease_ids: Vec::new(),
+            detail: None,
+        }
     }
 
     pub fn mount(mut self, id: &str) -> Event {
@@ -174,9 +231,9 @@ mod tests {
         let path = dir.path().join("audit/audit.log");
         let audit = Audit::open(Some(&path)).unwrap();
         audit.record(
-            Event::new("mount", "app").mount("abc").accessor("acc1").leases(["db/creds/1"]),
+            Event::new(Kind::Mount, "app").mount("abc").accessor("acc1").leases(["db/creds/1"]),
         );
-        audit.record(Event::new("remove", "app"));
+        audit.record(Event::new(Kind::Remove, "app"));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> =
             text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -203,9 +260,9 @@ mod tests {
     #[test]
     fn an_event_built_first_but_recorded_last_is_timed_last() {
         let audit = Audit::memory();
-        let unmount = Event::new("unmount", "app").mount("m");
+        let unmount = Event::new(Kind::Unmount, "app").mount("m");
         std::thread::sleep(std::time::Duration::from_millis(5));
-        audit.record(Event::new("revoke", "app").mount("m"));
+        audit.record(Event::new(Kind::Revoke, "app").mount("m"));
         audit.record(unmount);
         let lines = parsed(&audit);
         assert_eq!(lines[0]["event"], "revoke");
@@ -223,7 +280,9 @@ mod tests {
                 let audit = audit.clone();
                 std::thread::spawn(move || {
                     for i in 0..200 {
-                        audit.record(Event::new("renew", &format!("v{t}")).mount(&i.to_string()));
+                        audit.record(
+                            Event::new(Kind::Renew, &format!("v{t}")).mount(&i.to_string()),
+                        );
                     }
                 })
             })
@@ -248,16 +307,45 @@ mod tests {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
         let ahead = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs() + 3600);
         audit.writer.lock().unwrap().last = ahead;
-        audit.record(Event::new("renew", "app"));
+        audit.record(Event::new(Kind::Renew, "app"));
         assert_eq!(time_of(&parsed(&audit)[0]), ahead);
+    }
+
+    #[test]
+    fn every_kind_is_written_as_its_name_and_named_in_the_reference() {
+        let names: Vec<String> =
+            Kind::ALL.iter().map(|k| serde_json::to_value(k).unwrap().to_string()).collect();
+        let expected = [
+            "create",
+            "mount",
+            "unmount",
+            "remove",
+            "renew",
+            "rotate",
+            "revoke",
+            "container",
+            "die",
+            "signal",
+            "secret",
+            "error",
+        ];
+        assert_eq!(names, expected.map(|n| format!("\"{n}\"")));
+        let reference = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md"),
+        )
+        .unwrap();
+        let (_, audit) = reference.split_once("## Audit log").unwrap();
+        for name in expected {
+            assert!(audit.contains(&format!("`{name}`")), "docs/reference.md: `{name}` unlisted");
+        }
     }
 
     #[test]
     fn the_container_is_named_when_known() {
         let audit = Audit::memory();
         let c = crate::state::Container { id: "c0ffee".into(), name: "web-1".into() };
-        audit.record(Event::new("container", "app").mount("m").held_by(Some(&c)));
-        audit.record(Event::new("renew", "app").mount("m").held_by(None));
+        audit.record(Event::new(Kind::Container, "app").mount("m").held_by(Some(&c)));
+        audit.record(Event::new(Kind::Renew, "app").mount("m").held_by(None));
         let lines = parsed(&audit);
         assert_eq!(
             (lines[0]["container_id"].as_str(), lines[0]["container_name"].as_str()),

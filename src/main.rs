@@ -92,6 +92,8 @@ fn main() -> ExitCode {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&status)?);
                 } else {
+                    let status: admin::Status = serde_json::from_value(status)
+                        .context("the plugin's status is not one this build reads")?;
                     print!("{}", admin::render_table(&status));
                 }
                 Ok(())

@@ -46,8 +46,9 @@ pub fn valid_file_name(key: &str) -> bool {
     !key.is_empty() && key != "." && key != ".." && key.len() <= 255 && !key.contains(['/', '\0'])
 }
 
-/// How a source's keys become files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a source's keys become files (named as its option's value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// One file per key.
     Files,

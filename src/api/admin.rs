@@ -16,12 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full, Limited};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::listener::Limits;
-use crate::driver::DriverError;
-use crate::driver::Operations;
+use crate::driver::{DriverError, Operations, TaskStatus, VolumeStatus};
 use crate::report::chain;
 
 /// How long the CLI waits for a reply (a `rotate` of a volume with many mounts takes a while).
@@ -59,8 +58,25 @@ pub fn router<O: Operations>(driver: Arc<O>) -> Router {
         .with_state(driver)
 }
 
+/// What `GET /status` answers, and what the CLI reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub volumes: Vec<VolumeStatus>,
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
+}
+
+impl Status {
+    /// The reply's JSON: through a [`Value`], whose objects keep their keys in name order, as
+    /// the reply always has.
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("status serializes")
+    }
+}
+
 async fn status<O: Operations>(State(d): State<Arc<O>>) -> Response {
-    Json(json!({ "volumes": d.status().await, "tasks": d.tasks().await })).into_response()
+    let status = Status { volumes: d.status().await, tasks: d.tasks().await };
+    Json(status.to_json()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -140,108 +156,91 @@ pub async fn request(
 }
 
 /// `status` as a table.
-pub fn render_table(status: &Value) -> String {
+pub fn render_table(status: &Status) -> String {
     let mut out = String::new();
-    let volumes = status["volumes"].as_array().cloned().unwrap_or_default();
-    let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
-    if volumes.is_empty() && tasks.is_empty() {
+    if status.volumes.is_empty() && status.tasks.is_empty() {
         return "no volumes\n".into();
     }
-    let secs = |v: &Value| {
-        v.as_u64()
-            .map(|s| crate::report::duration(Duration::from_secs(s)))
-            .unwrap_or_else(|| "-".into())
+    let secs = |s: Option<u64>| {
+        s.map(|s| crate::report::duration(Duration::from_secs(s))).unwrap_or_else(|| "-".into())
     };
-    for v in volumes {
-        let mounts = v["mounts"].as_array().cloned().unwrap_or_default();
-        let sources: Vec<&str> = v["sources"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let busy: Vec<&str> = v["busy"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+    for v in &status.volumes {
         out.push_str(&format!(
             "{}  ({}; {} active mount(s))\n",
-            v["name"].as_str().unwrap_or("?"),
-            sources.join(", "),
-            mounts.len() + busy.len()
+            v.name,
+            v.sources.join(", "),
+            v.mounts.len() + v.busy.len()
         ));
-        for id in busy {
+        for id in &v.busy {
             out.push_str(&format!(
                 "  mount {}  busy (a Mount, Unmount or renewal under way); ask again\n",
                 id.get(..12).unwrap_or(id)
             ));
         }
-        for m in mounts {
+        for m in &v.mounts {
             out.push_str(&format!(
                 "  mount {}  refs {}  token {} expires in {}  last refresh {}\n",
-                m["id"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
-                m["refs"],
-                m["accessor"].as_str().unwrap_or("?"),
-                secs(&m["token_expires_in_secs"]),
-                m["last_refresh"].as_str().unwrap_or("-"),
+                m.id.get(..12).unwrap_or("?"),
+                m.refs,
+                m.accessor,
+                secs(m.token_expires_in_secs),
+                m.last_refresh.as_deref().unwrap_or("-"),
             ));
-            for l in m["leases"].as_array().cloned().unwrap_or_default() {
+            for l in &m.leases {
                 out.push_str(&format!(
                     "    lease {}  expires in {}  ({})\n",
-                    l["lease_id"].as_str().unwrap_or("?"),
-                    secs(&l["expires_in_secs"]),
-                    l["state"].as_str().unwrap_or("?"),
+                    l.lease_id,
+                    secs(l.expires_in_secs),
+                    l.state.name(),
                 ));
             }
-            for x in m["expiring"].as_array().cloned().unwrap_or_default() {
+            for x in &m.expiring {
                 out.push_str(&format!(
                     "    {} expires in {} (expiration {})  replaced in {}  ({})\n",
-                    x["source"].as_str().unwrap_or("?"),
-                    secs(&x["expires_in_secs"]),
-                    x["expiration"],
-                    secs(&x["replace_in_secs"]),
-                    x["state"].as_str().unwrap_or("?"),
+                    x.source,
+                    secs(x.expires_in_secs),
+                    x.expiration,
+                    secs(Some(x.replace_in_secs)),
+                    x.state.name(),
                 ));
             }
-            for c in m["certificates"].as_array().cloned().unwrap_or_default() {
-                out.push_str(&format!(
-                    "    certificate {}  {}\n",
-                    c["serial"].as_str().unwrap_or("?"),
-                    c["at_stop"].as_str().unwrap_or("?"),
-                ));
+            for c in &m.certificates {
+                out.push_str(&format!("    certificate {}  {}\n", c.serial, c.at_stop.text()));
             }
-            if let Some(e) = m["last_error"].as_str() {
+            if let Some(e) = &m.last_error {
                 out.push_str(&format!("    last error: {e}\n"));
             }
-            if let Some(id) = m["container"]["id"].as_str() {
+            if let Some(c) = &m.container {
                 out.push_str(&format!(
                     "    container {} {} (engine {})\n",
-                    id.get(..12).unwrap_or(id),
-                    m["container"]["name"].as_str().unwrap_or(""),
-                    m["engine"].as_str().unwrap_or("?"),
+                    c.id.get(..12).unwrap_or(&c.id),
+                    c.name,
+                    m.engine.as_deref().unwrap_or("?"),
                 ));
             }
-            if m["container_died"] == true {
+            if m.container_died {
                 out.push_str("    its container died: token and leases revoked; the tmpfs waits for the Unmount\n");
             }
         }
     }
-    if !tasks.is_empty() {
-        out.push_str(&format!("swarm task secrets ({} task token(s))\n", tasks.len()));
+    if !status.tasks.is_empty() {
+        out.push_str(&format!("swarm task secrets ({} task token(s))\n", status.tasks.len()));
     }
-    for t in &tasks {
+    for t in &status.tasks {
         out.push_str(&format!(
             "  task {}  secret {}  service {}  token {} expires in {}\n",
-            t["task"].as_str().unwrap_or("?"),
-            t["secret"].as_str().unwrap_or("?"),
-            t["service"].as_str().unwrap_or("?"),
-            t["accessor"].as_str().unwrap_or("?"),
-            secs(&t["token_expires_in_secs"]),
+            t.task,
+            t.secret,
+            t.service,
+            t.accessor,
+            secs(t.token_expires_in_secs),
         ));
-        for l in t["leases"].as_array().cloned().unwrap_or_default() {
+        for l in &t.leases {
             out.push_str(&format!(
                 "    lease {}  expires in {}  ({})\n",
-                l["lease_id"].as_str().unwrap_or("?"),
-                secs(&l["expires_in_secs"]),
-                l["state"].as_str().unwrap_or("?"),
+                l.lease_id,
+                secs(l.expires_in_secs),
+                l.state.name(),
             ));
         }
     }
@@ -251,7 +250,6 @@ pub fn render_table(status: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::VolumeStatus;
 
     struct FakeOperations;
 
@@ -275,7 +273,7 @@ mod tests {
                 leases: vec![crate::driver::TaskLeaseStatus {
                     lease_id: "database/creds/app/L1".into(),
                     expires_in_secs: Some(30),
-                    state: "renew",
+                    state: crate::driver::TaskLeaseState::Renew,
                 }],
             }]
         }
@@ -295,13 +293,107 @@ mod tests {
     #[test]
     fn the_table_names_a_mounts_container_and_its_engine() {
         let mount = json!({"id": "0123456789abcdef", "refs": 1, "accessor": "acc",
+            "mountpoint": "/run/vault-secrets/mounts/db/0123456789abcdef",
             "token_expires_in_secs": 60, "leases": [], "expiring": [], "container_died": false,
-            "container": {"id": "9c1e0123456789ab", "name": "web-1"},
+            "next_action_in_secs": 40, "container": {"id": "9c1e0123456789ab", "name": "web-1"},
             "engine": "/var/run/docker.sock"});
         let status = json!({"volumes": [{"name": "db", "sources": ["kv/db"], "mounts": [mount]}]});
-        let table = render_table(&status);
+        let table = render_table(&serde_json::from_value(status).unwrap());
         let line = "    container 9c1e01234567 web-1 (engine /var/run/docker.sock)\n";
         assert!(table.contains(line), "{table}");
+    }
+
+    /// A status with every field set, each enum in each of its values.
+    fn full_status() -> Status {
+        use crate::driver::{
+            Action, AtStop, CertificateStatus, ExpiryStatus, LeaseStatus, MountStatus,
+            TaskLeaseState, TaskLeaseStatus,
+        };
+        let lease = |id: &str, state| LeaseStatus {
+            source: "database/creds/app".into(),
+            lease_id: id.into(),
+            expires_in_secs: Some(30),
+            renewable: true,
+            state,
+        };
+        let mount = MountStatus {
+            id: "0123456789abcdef".into(),
+            mountpoint: "/run/vault-secrets/mounts/db/0123456789abcdef".into(),
+            refs: 2,
+            accessor: "acc".into(),
+            token_expires_in_secs: Some(60),
+            leases: vec![lease("L1", Action::Renew), lease("L2", Action::Replace)],
+            expiring: vec![ExpiryStatus {
+                source: "pki/issue/web".into(),
+                expiration: 1_800_000_000,
+                expires_in_secs: None,
+                replace_in_secs: 3600,
+                state: Action::Replace,
+            }],
+            certificates: [("7b", AtStop::Revoked), ("7c", AtStop::NotStored)]
+                .map(|(serial, at_stop)| CertificateStatus { serial: serial.into(), at_stop })
+                .into(),
+            next_action_in_secs: 20,
+            last_refresh: Some("2026-12-07T05:00:00Z".into()),
+            last_error: Some("vault unreachable".into()),
+            container_died: true,
+            container: Some(crate::state::Container { id: "9c1e".into(), name: "web-1".into() }),
+            engine: Some("/var/run/docker.sock".into()),
+        };
+        let task_lease = |id: &str, state| TaskLeaseStatus {
+            lease_id: id.into(),
+            expires_in_secs: Some(30),
+            state,
+        };
+        Status {
+            volumes: vec![VolumeStatus {
+                name: "db".into(),
+                sources: vec!["database/creds/app".into(), "pki/issue/web".into()],
+                mounts: vec![mount],
+                busy: vec!["fedcba9876543210".into()],
+            }],
+            tasks: vec![TaskStatus {
+                task: "t0ask".into(),
+                secret: "s3cret".into(),
+                service: "web".into(),
+                accessor: "acc-task".into(),
+                token_expires_in_secs: None,
+                leases: vec![
+                    task_lease("T1", TaskLeaseState::Renew),
+                    task_lease("T2", TaskLeaseState::Ends),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_status_goes_through_its_json_unchanged() {
+        let status = full_status();
+        let json = status.to_json().to_string();
+        // The bytes the reply had when it was built with `json!` from the same values.
+        let before = json!({ "volumes": status.volumes, "tasks": status.tasks }).to_string();
+        assert_eq!(json, before);
+        for part in [
+            r#""state":"renew""#,
+            r#""state":"replace""#,
+            r#""state":"ends""#,
+            r#""at_stop":"revoked at stop""#,
+            r#""at_stop":"not revoked at stop: its role has no_store"#,
+        ] {
+            assert!(json.contains(part), "{part} in {json}");
+        }
+        let read: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, status);
+        let table = render_table(&read);
+        for line in [
+            "db  (database/creds/app, pki/issue/web; 2 active mount(s))\n",
+            "    lease L2  expires in 30s  (replace)\n",
+            "    pki/issue/web expires in - (expiration 1800000000)  replaced in 1h  (replace)\n",
+            "    certificate 7c  not revoked at stop: its role has no_store",
+            "    lease T2  expires in 30s  (ends)\n",
+        ] {
+            assert!(table.contains(line), "{line:?} in {table}");
+        }
     }
 
     #[tokio::test]
@@ -313,7 +405,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let status = request(&socket, "GET", "/status", None).await.unwrap();
         assert_eq!(status["volumes"][0]["name"], "app");
-        let table = render_table(&status);
+        let table = render_table(&serde_json::from_value(status).unwrap());
         assert!(table.starts_with("app  (kv/app; 0 active mount(s))"), "{table}");
         assert!(
             table.contains("swarm task secrets (1 task token(s))\n  task t0ask  secret s3cret  service web  token acc-task expires in 1m 30s\n    lease database/creds/app/L1  expires in 30s  (renew)\n"),

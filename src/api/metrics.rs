@@ -9,8 +9,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use super::listener::Limits;
-use crate::driver::Operations;
-use crate::driver::VolumeStatus;
+use crate::driver::{Action, Operations, VolumeStatus};
 use crate::metrics::METRICS;
 
 /// `metrics_listen`'s bounds. Any local user can reach it, so its cap is what keeps a flood of
@@ -66,9 +65,9 @@ fn gauges(volumes: &[VolumeStatus], pending_revocations: usize) -> String {
         pending_revocations.to_string(),
     );
     let _ = writeln!(out, "# HELP vault_secrets_leases Leases held, by state (renew: still renewable; replace: to be replaced by a fresh secret).\n# TYPE vault_secrets_leases gauge");
-    for state in ["renew", "replace"] {
+    for state in [Action::Renew, Action::Replace] {
         let n = leases.iter().filter(|l| l.state == state).count();
-        let _ = writeln!(out, "vault_secrets_leases{{state=\"{state}\"}} {n}");
+        let _ = writeln!(out, "vault_secrets_leases{{state=\"{}\"}} {n}", state.name());
     }
     let nearest = mounts
         .iter()
@@ -111,7 +110,7 @@ mod tests {
             refs: 1,
             accessor: "acc".into(),
             token_expires_in_secs: Some(20),
-            leases: vec![lease("renew"), lease("replace")],
+            leases: vec![lease(Action::Renew), lease(Action::Replace)],
             expiring: vec![],
             certificates: vec![],
             next_action_in_secs: 5,

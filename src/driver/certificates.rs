@@ -6,7 +6,7 @@
 //! mount's token may be gone by then, and a retry outlives it.
 
 use super::{Driver, Edges};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::state::{Container, PendingCertificate, Store};
 use crate::vault::pki::{self, Issued};
 use crate::vault::{Namespace, Secret, Vault};
@@ -15,15 +15,6 @@ use crate::volume::VolumeSpec;
 /// The certificates `secrets` (read for `spec`'s sources, index for index) hold.
 pub(super) fn issued(spec: &VolumeSpec, secrets: &[Secret]) -> Vec<Issued> {
     spec.sources.iter().zip(secrets).filter_map(|(s, secret)| pki::issued(s, secret)).collect()
-}
-
-/// What `status` says of a mount's certificates at its end.
-pub(super) fn at_stop(certificate: &Issued) -> &'static str {
-    if certificate.not_stored {
-        "not revoked at stop: its role has no_store, vault keeps no record of it; valid until it expires"
-    } else {
-        "revoked at stop"
-    }
 }
 
 /// What became of one revocation.
@@ -79,7 +70,8 @@ impl<E: Edges> Driver<E> {
                     "{what} is not revoked: its role has no_store; it stays valid until it expires"
                 );
                 tracing::info!(serial = %certificate.serial, "{detail}");
-                self.audit.record(Event::new("error", name).mount(id).held_by(held).detail(detail));
+                self.audit
+                    .record(Event::new(Kind::Error, name).mount(id).held_by(held).detail(detail));
                 continue;
             }
             if let Outcome::Later =
@@ -118,14 +110,14 @@ impl<E: Edges> Driver<E> {
             .await;
         let error = match result {
             Ok(Ok(())) => {
-                self.audit.record(event("revoke").detail(what));
+                self.audit.record(event(Kind::Revoke).detail(what));
                 tracing::info!(serial = %certificate.serial, "certificate revoked");
                 return Outcome::Revoked;
             }
             Ok(Err(e)) if pki::not_stored(&e) => {
                 let detail = format!("{what} cannot be revoked: vault keeps no record of it (its role has no_store); it stays valid until it expires");
                 tracing::warn!(serial = %certificate.serial, "{detail}");
-                self.audit.record(event("error").detail(detail));
+                self.audit.record(event(Kind::Error).detail(detail));
                 return Outcome::Refused;
             }
             Ok(Err(e)) if !e.is_transient() => {
@@ -135,15 +127,16 @@ impl<E: Edges> Driver<E> {
                     certificate.revoke_path
                 );
                 tracing::error!("{detail}");
-                self.audit.record(event("error").detail(detail));
+                self.audit.record(event(Kind::Error).detail(detail));
                 return Outcome::Refused;
             }
             Ok(Err(e)) => crate::report::chain(&e),
             Err(e) => crate::report::chain(&e),
         };
         tracing::error!(%error, serial = %certificate.serial, "cannot revoke a certificate; will retry");
-        self.audit
-            .record(event("error").detail(format!("cannot revoke {what}, will retry: {error}")));
+        self.audit.record(
+            event(Kind::Error).detail(format!("cannot revoke {what}, will retry: {error}")),
+        );
         Outcome::Later
     }
 

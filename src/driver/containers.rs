@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::{short, Active, Driver, Edges, Volume};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::dockerd::mountinfo::{claims, VolumeUse};
 use crate::dockerd::{shared_mount, Engine, EngineError, EngineKind};
 use crate::lease::Job;
@@ -203,7 +203,7 @@ impl<E: Edges> Driver<E> {
         container: Container,
     ) {
         tracing::info!(volume = %volume.record.name, id = %short(id), container = %short(&container.id), name = %container.name, engine, "the mount's container is known");
-        let event = Event::new("container", &volume.record.name).mount(id);
+        let event = Event::new(Kind::Container, &volume.record.name).mount(id);
         let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
         let event = event.accessor(&active.token.accessor).leases(leases);
         self.audit.record(event.held_by(Some(&container)).detail(format!("engine {engine}")));
@@ -305,7 +305,7 @@ impl<E: Edges> Driver<E> {
             let Some(engine) = self.engine_named(&engine) else { continue };
             match engine.signal(&container.id, signal).await {
                 Ok(()) => {
-                    let event = Event::new("signal", &volume.record.name).mount(id);
+                    let event = Event::new(Kind::Signal, &volume.record.name).mount(id);
                     let event = event.held_by(Some(&container));
                     self.audit
                         .record(event.accessor(&active.token.accessor).detail(signal.as_str()));
@@ -373,7 +373,7 @@ impl<E: Edges> Driver<E> {
         self.leases.remove(&Job::mount(name, id));
         let held = active.container.as_ref();
         let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
-        let event = Event::new("die", name).mount(id).held_by(held);
+        let event = Event::new(Kind::Die, name).mount(id).held_by(held);
         self.audit.record(event.accessor(&active.token.accessor).leases(leases));
         tracing::info!(volume = %name, id = %short(id), container = %short(container_id), "its container died: revoking now");
         for (old, _) in std::mem::take(&mut active.retiring) {

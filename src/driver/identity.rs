@@ -11,7 +11,7 @@
 use super::{jitter, Driver, DriverError, Edges, Volume};
 use crate::lease::plan;
 use crate::lease::plan::Deadline;
-use crate::state::VolumeIdentityRecord;
+use crate::state::{Holder, VolumeIdentityRecord};
 use crate::vault::Unwrapped;
 use crate::vault::Vault;
 use crate::vault::{IssuedToken, Token, VaultError};
@@ -38,10 +38,10 @@ impl Own {
     pub(super) fn record(&self, volume: &str) -> VolumeIdentityRecord {
         let (token, accessor, role_id, secret_id) = match &self.identity {
             OwnIdentity::Token { issued, .. } => {
-                (Some(issued.token.clone()), issued.accessor.clone(), None, None)
+                (Some(issued.token.clone()), Some(issued.accessor.clone()), None, None)
             }
             OwnIdentity::AppRole { role_id, secret_id } => {
-                (None, String::new(), Some(role_id.clone()), Some(secret_id.clone()))
+                (None, None, Some(role_id.clone()), Some(secret_id.clone()))
             }
         };
         VolumeIdentityRecord {
@@ -59,7 +59,7 @@ impl Own {
             (Some(token), _, _) => OwnIdentity::Token {
                 issued: IssuedToken {
                     token: token.clone(),
-                    accessor: record.accessor.clone(),
+                    accessor: record.accessor.clone().unwrap_or_default(),
                     ttl: Duration::ZERO,
                     renewable: true,
                 },
@@ -200,11 +200,11 @@ impl<E: Edges> Driver<E> {
                     self.vault.approle_login(role_id, &secret_id).await.map_err(|source| {
                         DriverError::ChildToken { volume: volume.to_owned(), source }
                     })?;
-                self.revoke(volume, "create", &probe.token, &probe.accessor).await;
+                self.revoke(volume, &Holder::Create, &probe.token, &probe.accessor).await;
                 OwnIdentity::AppRole { role_id: role_id.clone(), secret_id }
             }
             (_, Unwrapped::Token(issued)) => {
-                self.revoke(volume, "create", &issued.token, &issued.accessor).await;
+                self.revoke(volume, &Holder::Create, &issued.token, &issued.accessor).await;
                 return Err(wrapped_err(
                     volume,
                     "it held a token, but `role-id` asks for a wrapped secret_id",
@@ -240,7 +240,7 @@ impl<E: Edges> Driver<E> {
         if caps.iter().any(|c| matches!(c.as_str(), "update" | "sudo" | "root")) {
             return Ok(());
         }
-        self.revoke(volume, "create", &issued.token, &issued.accessor).await;
+        self.revoke(volume, &Holder::Create, &issued.token, &issued.accessor).await;
         Err(wrapped_err(
             volume,
             format!(

@@ -28,23 +28,25 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde_json::json;
-
-use crate::audit::{Audit, Event};
+use crate::audit::{Audit, Event, Kind};
 use crate::dockerd::{Engine, EngineError};
 use crate::files::{self, RenderError, WriteError};
 use crate::identity::IdentitySlot;
 use crate::lease::{Job, LeaseManager};
-use crate::state::{PendingRevocation, StateError, Store, VolumeRecord};
+use crate::state::{Holder, PendingRevocation, StateError, Store, VolumeRecord};
 use crate::tmpfs::{MountError, Mounter};
 use crate::vault::{Token, Vault, VaultError};
 use crate::volume::{valid_volume_name, Defaults, OptionError, VolumeSpec, UNWRAPPED};
 
+pub use crate::lease::plan::Action;
 pub use ports::{Backend, Operations};
 pub use secrets::{
-    parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseStatus, TaskStatus,
+    parse_labels, SecretError, SecretRequest, SecretValue, TaskLeaseState, TaskLeaseStatus,
+    TaskStatus,
 };
-pub use status::{ExpiryStatus, LeaseStatus, MountStatus, VolumeStatus};
+pub use status::{
+    AtStop, CertificateStatus, ExpiryStatus, LeaseStatus, MountStatus, VolumeDetails, VolumeStatus,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -149,7 +151,7 @@ pub struct VolumeInfo {
     /// Always `None` from the driver: see [`Driver::path`].
     pub mountpoint: Option<PathBuf>,
     pub created_at: String,
-    pub status: serde_json::Value,
+    pub status: VolumeDetails,
 }
 
 struct Volume {
@@ -354,7 +356,8 @@ impl<E: Edges> Driver<E> {
         if let (Err(_), Some(identity::OwnIdentity::Token { issued, .. })) =
             (&result, own.map(|o| o.identity))
         {
-            self.revoke(name, "create", &issued.token, &issued.accessor).await; // nothing is left half-done
+            self.revoke(name, &Holder::Create, &issued.token, &issued.accessor).await;
+            // nothing is left half-done
         }
         result
     }
@@ -381,15 +384,11 @@ impl<E: Edges> Driver<E> {
             return Err(state_err(e));
         }
         tracing::info!(sources = spec.sources.len(), identity = ?spec.identity, "volume created");
-        let accessor = match own.as_ref().map(|o| &o.identity) {
-            Some(identity::OwnIdentity::Token { issued, .. }) => issued.accessor.as_str(),
-            _ => "",
-        };
-        self.audit.record(
-            Event::new("create", name)
-                .accessor(accessor)
-                .detail(format!("identity: {:?}", spec.identity)),
-        );
+        let event = Event::new(Kind::Create, name).detail(format!("identity: {:?}", spec.identity));
+        self.audit.record(match own.as_ref().map(|o| &o.identity) {
+            Some(identity::OwnIdentity::Token { issued, .. }) => event.accessor(&issued.accessor),
+            _ => event,
+        });
         if let Some(identity::OwnIdentity::Token { renew_at, issued }) =
             own.as_ref().map(|o| &o.identity)
         {
@@ -421,12 +420,12 @@ impl<E: Edges> Driver<E> {
         self.leases.remove(&Job::identity(name));
         let own = volume.own.lock().unwrap().take();
         if let Some(identity::OwnIdentity::Token { issued, .. }) = own.map(|o| o.identity) {
-            self.revoke(name, "remove", &issued.token, &issued.accessor).await;
+            self.revoke(name, &Holder::Remove, &issued.token, &issued.accessor).await;
         }
         if let Err(e) = self.store.delete_volume_identity(name) {
             tracing::error!(error = %crate::report::chain(&e), "cannot delete the volume's identity record");
         }
-        self.audit.record(Event::new("remove", name));
+        self.audit.record(Event::new(Kind::Remove, name));
         tracing::info!("volume removed");
         Ok(())
     }
@@ -457,27 +456,11 @@ impl<E: Edges> Driver<E> {
                 active += usize::from(guard.is_some());
             }
         }
-        let spec = &volume.spec;
         VolumeInfo {
             name: volume.record.name.clone(),
             mountpoint: None,
             created_at: volume.record.created_at.clone(),
-            status: json!({
-                "sources": spec.sources.iter().map(|s| match &s.dir {
-                    Some(dir) => format!("{dir}: {}", s.path),
-                    None => s.path.clone(),
-                }).collect::<Vec<_>>(),
-                "active_mounts": active,
-                "format": format!("{:?}", spec.format).to_lowercase(),
-                "owner": if spec.uid_of_container {
-                    format!("container (its --user; group {} unless it names one)", spec.gid)
-                } else {
-                    format!("{}:{}", spec.uid, spec.gid)
-                },
-                "mode": format!("{:04o}", spec.mode),
-                "token_ttl": crate::report::duration(spec.ttl),
-                "refresh": crate::report::duration(spec.refresh),
-            }),
+            status: VolumeDetails::of(&volume.spec, active),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! holds.
 
 use super::{named, short, Driver, DriverError, Edges, Volume};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::files::{self, Digests, Ownership};
 use crate::lease::plan::{Deadline, SourceTimer, Timers};
 use crate::lease::Job;
@@ -175,7 +175,7 @@ impl<E: Edges> Driver<E> {
                 METRICS.mount_latency.observe(started.elapsed());
                 let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
                 self.audit.record(
-                    Event::new("mount", name)
+                    Event::new(Kind::Mount, name)
                         .mount(id)
                         .accessor(&active.token.accessor)
                         .leases(leases),
@@ -197,7 +197,7 @@ impl<E: Edges> Driver<E> {
                 drop(slots);
                 METRICS.mount_failures.inc();
                 self.audit.record(
-                    Event::new("error", name)
+                    Event::new(Kind::Error, name)
                         .mount(id)
                         .detail(format!("mount failed: {}", crate::report::chain(&e))),
                 );
@@ -470,7 +470,7 @@ impl<E: Edges> Driver<E> {
             return Ok(());
         }
         let active = guard.take().expect("checked above");
-        self.finish(&volume, id, active, Event::new("unmount", name).mount(id)).await;
+        self.finish(&volume, id, active, Event::new(Kind::Unmount, name).mount(id)).await;
         tracing::info!("unmounted and revoked");
         Ok(())
     }

@@ -2,10 +2,10 @@
 //! the private tmpfs; mounts still in place are adopted, the others released; strays removed.
 
 use super::{fresh_timers, identity, jitter, short, Active, Driver, Edges, Volume};
-use crate::lease::plan::{Deadline, SourceTimer};
+use crate::lease::plan::{Action, Deadline, SourceTimer};
 use crate::lease::Job;
-use crate::state::MountRecord;
 use crate::state::Store;
+use crate::state::{Holder, MountRecord};
 use crate::tmpfs::Mounter;
 use crate::vault::{IssuedToken, Lease};
 use crate::volume::{IdentityKind, VolumeSpec};
@@ -47,7 +47,7 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
             let mut deadline =
                 Deadline::after_grant(now, left, lease.duration, lease.renewable, jitter());
             if left.is_zero() {
-                deadline.replace = true;
+                deadline.action = Action::Replace;
                 deadline.act_at = now;
             }
             timers.sources[l.source] = SourceTimer::Leased(deadline);
@@ -59,7 +59,8 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         // Replaced when it was due to be (at once when that is past), never after it expires.
         let left = left_until(e.expires_at);
         let act = e.replace_at.map_or(left.mul_f64(2.0 / 3.0), left_until).min(left);
-        let deadline = Deadline { act_at: now + act, expires_at: Some(now + left), replace: true };
+        let deadline =
+            Deadline { act_at: now + act, expires_at: Some(now + left), action: Action::Replace };
         timers.sources[e.source] = SourceTimer::Leased(deadline);
         expirations[e.source] = Some(e.expires_at);
     }
@@ -137,7 +138,8 @@ impl<E: Edges> Driver<E> {
         let mut adopted = 0;
         for record in self.store.load_mounts() {
             for old in &record.retiring {
-                self.revoke(&record.volume, &record.id, old, "").await;
+                let holder = Holder::Mount(record.id.clone());
+                self.revoke_for(&record.volume, &holder, old, None, None).await;
             }
             let volume = self.volumes.lock().unwrap().get(&record.volume).cloned();
             match volume {

@@ -1,28 +1,29 @@
 //! Revocation of tokens, and the retry of those that failed while Vault was out of reach.
 
 use super::{Driver, Edges};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::metrics::METRICS;
 use crate::state::Store;
-use crate::state::{Container, PendingRevocation};
+use crate::state::{Container, Holder, PendingRevocation};
 use crate::vault::Token;
 use crate::vault::Vault;
 
 impl<E: Edges> Driver<E> {
-    /// Revokes `token`; true when nothing of it is left in Vault. A failure while Vault is out
-    /// of reach is kept and retried (as a record with no references).
+    /// Revokes `token`, issued in `volume` for `holder`; true when nothing of it is left in
+    /// Vault. A failure while Vault is out of reach is kept and retried (as a record with no
+    /// references).
     pub(super) async fn revoke(
         &self,
         volume: &str,
-        id: &str,
+        holder: &Holder,
         token: &Token,
         accessor: &str,
     ) -> bool {
-        self.revoke_held(volume, id, token, accessor, None).await
+        self.revoke_for(volume, holder, token, Some(accessor), None).await
     }
 
-    /// [`Driver::revoke`] of a token of a mount that `held` (when known) holds, named in the
-    /// audit line.
+    /// [`Driver::revoke`] of a token of the mount `id` that `held` (when known) holds, named
+    /// in the audit line.
     pub(super) async fn revoke_held(
         &self,
         volume: &str,
@@ -31,11 +32,31 @@ impl<E: Edges> Driver<E> {
         accessor: &str,
         held: Option<&Container>,
     ) -> bool {
-        let event = |name| Event::new(name, volume).mount(id).accessor(accessor).held_by(held);
+        self.revoke_for(volume, &Holder::Mount(id.to_owned()), token, Some(accessor), held).await
+    }
+
+    /// [`Driver::revoke`] of a token whose accessor may not be known, in an audit line that
+    /// names `held` when known.
+    pub(super) async fn revoke_for(
+        &self,
+        volume: &str,
+        holder: &Holder,
+        token: &Token,
+        accessor: Option<&str>,
+        held: Option<&Container>,
+    ) -> bool {
+        let id = holder.to_string();
+        let event = |name| {
+            let event = Event::new(name, volume).mount(&id).held_by(held);
+            match accessor {
+                Some(accessor) => event.accessor(accessor),
+                None => event,
+            }
+        };
         match self.vault.revoke_self(token).await {
             Ok(()) => {
                 METRICS.revocations.inc();
-                self.audit.record(event("revoke"));
+                self.audit.record(event(Kind::Revoke));
                 true
             }
             // Expired or already revoked: nothing of it is left in Vault.
@@ -46,7 +67,7 @@ impl<E: Edges> Driver<E> {
             Err(e) => {
                 METRICS.revocation_failures.inc();
                 self.audit.record(
-                    event("error")
+                    event(Kind::Error)
                         .detail(format!("cannot revoke, will retry: {}", crate::report::chain(&e))),
                 );
                 tracing::error!(error = %crate::report::chain(&e), "cannot revoke a token; will retry");
@@ -54,9 +75,9 @@ impl<E: Edges> Driver<E> {
                 let record = PendingRevocation {
                     key: format!("{:016x}", fastrand::u64(..)),
                     volume: volume.to_owned(),
-                    mount: id.to_owned(),
+                    mount: holder.clone(),
                     token: token.clone(),
-                    accessor: accessor.to_owned(),
+                    accessor: accessor.map(str::to_owned),
                 };
                 if let Err(e) = self.store.save_revocation(&record) {
                     tracing::error!(error = %crate::report::chain(&e), "cannot record the pending revocation; it is retried while the plugin runs");
@@ -75,7 +96,8 @@ impl<E: Edges> Driver<E> {
         let pending = self.pending.lock().unwrap().clone();
         for record in pending {
             // A failed retry is recorded again, under a new name: this one goes either way.
-            self.revoke(&record.volume, &record.mount, &record.token, &record.accessor).await;
+            let accessor = record.accessor.as_deref();
+            self.revoke_for(&record.volume, &record.mount, &record.token, accessor, None).await;
             self.pending.lock().unwrap().retain(|r| r.key != record.key);
             let _ = self.store.delete_revocation(&record.key);
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::containers::Census;
 use super::{short, Active, Driver, Edges, Volume};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::dockerd::EngineKind;
 
 /// How long a container still being started (`created`) that uses a volume keeps that
@@ -42,7 +42,7 @@ impl<E: Edges> Driver<E> {
                 }
                 let active = guard.take().expect("checked");
                 tracing::warn!(volume = %name, id = %short(&id), "no running container uses this mount any more: releasing it");
-                let event = Event::new("unmount", name).mount(&id);
+                let event = Event::new(Kind::Unmount, name).mount(&id);
                 let event = event.detail("no running container uses it any more (no Unmount came)");
                 self.finish(&volume, &id, active, event).await;
                 released += 1;

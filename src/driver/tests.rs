@@ -13,7 +13,7 @@ use super::*;
 use crate::dockerd::FakeEngine;
 use crate::identity::Identity;
 use crate::lease::{plan, Worker};
-use crate::state::MemoryStore;
+use crate::state::{Holder, MemoryStore};
 use crate::tmpfs::FakeMounter;
 use crate::vault::{ChildTokenRequest, IssuedToken, Secret, Unwrapped};
 use crate::volume::Source;
@@ -354,7 +354,7 @@ async fn mount_writes_files_and_unmount_revokes() {
     // Get and Path never show a mount's path: it is one container's, and they name none.
     assert_eq!(f.driver.get("app").unwrap().mountpoint, None);
     assert_eq!(f.driver.path("app").unwrap(), None);
-    assert_eq!(f.driver.get("app").unwrap().status["active_mounts"], 1);
+    assert_eq!(f.driver.get("app").unwrap().status.active_mounts, 1);
     f.driver.unmount("app", ID).await.unwrap();
     assert!(!f.driver.mounter.is_mounted(&path));
     assert!(!path.exists());
@@ -469,7 +469,7 @@ async fn failed_revocations_are_kept_and_retried() {
     assert!(f.store.load_mounts().is_empty(), "the mount is gone");
     let pending = f.store.load_revocations();
     assert_eq!(pending.len(), 1, "the token is kept for a retry");
-    assert_eq!((pending[0].volume.as_str(), pending[0].mount.as_str()), ("app", ID));
+    assert_eq!((pending[0].volume.as_str(), &pending[0].mount), ("app", &Holder::Mount(ID.into())));
     assert!(!format!("{:?}", pending[0]).contains("child-0"), "Debug shows no token");
     assert_eq!(f.driver.retry_revocations().await, 1);
     // A restarted plugin retries what the store kept.
@@ -503,7 +503,7 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
         vec!["child-1"],
         "the vanished mount's token is revoked"
     );
-    assert_eq!(restarted.get("app").unwrap().status["active_mounts"], 1, "{live:?} restored");
+    assert_eq!(restarted.get("app").unwrap().status.active_mounts, 1, "{live:?} restored");
     restarted.unmount("app", "live").await.unwrap();
     assert_eq!(f.vault.revoked.lock().unwrap().len(), 2);
     let e = crate::report::chain(&restarted.mount("app", ID).await.unwrap_err());
@@ -878,7 +878,10 @@ async fn a_certificate_without_a_lease_is_replaced_at_two_thirds_of_its_validity
     assert_eq!(read(&path, "certificate"), "cert-0");
     let status = f.driver.status().await;
     let expiring = &status[0].mounts[0].expiring[0];
-    assert_eq!((expiring.source.as_str(), expiring.state), ("pki/issue/web", "replace"));
+    assert_eq!(
+        (expiring.source.as_str(), expiring.state),
+        ("pki/issue/web", plan::Action::Replace)
+    );
     assert!(expiring.expires_in_secs.is_some_and(|s| (59..=60).contains(&s)), "{expiring:?}");
     let record = &f.store.load_mounts()[0];
     assert_eq!(record.expiring.len(), 1, "the deadline is recorded for a restart");
@@ -958,7 +961,9 @@ async fn a_certificate_s_deadline_survives_a_restart() {
     let active = restore::restored(&spec, &record);
     let (_, expiration, deadline) = active.expiring().next().expect("carried over");
     assert_eq!(expiration, record.expiring[0].expires_at);
-    assert!(deadline.replace && deadline.act_at < deadline.expires_at.unwrap());
+    assert!(
+        deadline.action == plan::Action::Replace && deadline.act_at < deadline.expires_at.unwrap()
+    );
     let act = deadline.act_at - Instant::now();
     assert!(act >= Duration::from_secs(32) && act <= Duration::from_secs(41), "{act:?}");
     assert_eq!(read(&path, "certificate"), "cert-0");
@@ -998,4 +1003,36 @@ async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying
     assert!(!e.contains("wrap-svc"), "the wrapping token is not quoted: {e}");
     assert!(node_two.list().is_empty(), "nothing half-done on the second node");
     assert_eq!(f.driver.list().len(), 1, "the first node keeps its volume");
+}
+
+#[tokio::test]
+async fn a_volumes_details_are_written_as_they_were_built_with_json() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app"), ("format", "env")])).await.unwrap();
+    let both = opts(&[("path.db", "kv/db"), ("path.web", "kv/web"), ("uid", "container")]);
+    f.driver.create("two", both).await.unwrap();
+    for name in ["app", "two"] {
+        let details = f.driver.get(name).unwrap().status;
+        let spec = f.driver.volume(name).unwrap().spec.clone();
+        // What the Get reply's Status was built with before it had a type.
+        let before = serde_json::json!({
+            "sources": spec.sources.iter().map(|s| match &s.dir {
+                Some(dir) => format!("{dir}: {}", s.path),
+                None => s.path.clone(),
+            }).collect::<Vec<_>>(),
+            "active_mounts": 0,
+            "format": format!("{:?}", spec.format).to_lowercase(),
+            "owner": if spec.uid_of_container {
+                format!("container (its --user; group {} unless it names one)", spec.gid)
+            } else {
+                format!("{}:{}", spec.uid, spec.gid)
+            },
+            "mode": format!("{:04o}", spec.mode),
+            "token_ttl": crate::report::duration(spec.ttl),
+            "refresh": crate::report::duration(spec.refresh),
+        });
+        assert_eq!(serde_json::to_value(&details).unwrap().to_string(), before.to_string());
+    }
+    let two = f.driver.get("two").unwrap().status;
+    assert_eq!((two.sources[0].as_str(), &two.owner[..9]), ("db: kv/db", "container"));
 }

@@ -16,7 +16,7 @@
 //!   sees the retries spread); the error shows in `status`.
 
 use super::{fresh_timers, jitter, named, short, Active, Driver, DriverError, Edges, Volume};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::files::{self, Digests, Ownership, WriteError};
 use crate::lease::plan::{self, Due};
 use crate::lease::plan::{Deadline, SourceTimer};
@@ -77,7 +77,7 @@ impl<E: Edges> Driver<E> {
             }
             Err(e) => {
                 let message = chain(&e);
-                let event = Event::new("error", &volume.record.name).mount(id);
+                let event = Event::new(Kind::Error, &volume.record.name).mount(id);
                 let event = event.held_by(active.container.as_ref());
                 self.audit.record(event.accessor(&active.token.accessor).detail(&message));
                 active.timers.failed(now, self.leases.upkeep_failed(now), jitter());
@@ -119,7 +119,7 @@ impl<E: Edges> Driver<E> {
                 Ok(ttl) => {
                     METRICS.renewals.inc();
                     self.audit.record(
-                        Event::new("renew", name)
+                        Event::new(Kind::Renew, name)
                             .mount(id)
                             .held_by(active.container.as_ref())
                             .accessor(&active.token.accessor)
@@ -143,7 +143,7 @@ impl<E: Edges> Driver<E> {
                 Ok(granted) => {
                     METRICS.renewals.inc();
                     self.audit.record(
-                        Event::new("renew", name)
+                        Event::new(Kind::Renew, name)
                             .mount(id)
                             .held_by(active.container.as_ref())
                             .accessor(&active.token.accessor)
@@ -352,7 +352,7 @@ impl<E: Edges> Driver<E> {
         active.last_refresh = Some(SystemTime::now());
         METRICS.rotations.inc();
         let leases = active.leases.iter().flatten().map(|l| l.id.as_str());
-        let event = Event::new("rotate", name).mount(id).held_by(active.container.as_ref());
+        let event = Event::new(Kind::Rotate, name).mount(id).held_by(active.container.as_ref());
         let event = event.accessor(&active.token.accessor).leases(leases);
         self.audit.record(event.detail(format!(
             "{why}; the previous token {} is revoked after {grace:?}",

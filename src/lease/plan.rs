@@ -8,24 +8,49 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// Grace before a replaced generation's token is revoked (and with it the old leases), so the
 /// application can pick up the new files. Never longer than what the old lease has left.
 pub const MAX_GRACE: Duration = Duration::from_secs(5);
 
+/// How far ahead a deadline with nothing to do (no TTL) is put. An instant, not a `None`: the
+/// schedule, a mount's next action and `status`'s `next_action_in_secs` all take one.
+const NOTHING_DUE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How far below the asked TTL a renewal may come back and still count as full (Vault rounds).
 const SLACK: Duration = Duration::from_secs(2);
+
+/// What to do with an expiring thing when its time comes (`status` and the metrics show it by
+/// its lowercase name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Renew it.
+    Renew,
+    /// It cannot be renewed any further: fetch a fresh one.
+    Replace,
+}
+
+impl Action {
+    /// Its name in `status` and in the metrics' labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Renew => "renew",
+            Action::Replace => "replace",
+        }
+    }
+}
 
 /// One expiring thing and when to act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
-    /// When to renew it, or (with `replace`) to replace it.
+    /// When to do `action`.
     pub act_at: Instant,
     /// When it expires; `None` when it does not.
     pub expires_at: Option<Instant>,
-    /// It cannot be renewed any further: replace it at `act_at`.
-    pub replace: bool,
+    pub action: Action,
 }
 
 impl Deadline {
@@ -43,17 +68,13 @@ impl Deadline {
             (granted.min(crate::vault::MAX_TTL), asked.min(crate::vault::MAX_TTL));
         if granted.is_zero() {
             // No TTL: nothing to renew (a root-derived or non-expiring secret).
-            return Deadline {
-                act_at: now + Duration::from_secs(365 * 24 * 3600),
-                expires_at: None,
-                replace: false,
-            };
+            return Deadline { act_at: now + NOTHING_DUE, expires_at: None, action: Action::Renew };
         }
         let capped = granted + SLACK < asked;
         Deadline {
             act_at: now + granted.mul_f64(2.0 / 3.0 - 0.1 * jitter.clamp(0.0, 1.0)),
             expires_at: Some(now + granted),
-            replace: !renewable || capped,
+            action: if !renewable || capped { Action::Replace } else { Action::Renew },
         }
     }
 
@@ -71,7 +92,7 @@ impl Deadline {
     ) -> Deadline {
         let d = Deadline::after_grant(now, granted, asked, renewable, 0.0);
         match d.expires_at {
-            Some(expires) if renewable && !d.replace => {
+            Some(expires) if renewable && d.action == Action::Renew => {
                 let ttl = expires - now;
                 Deadline { act_at: now + ttl.mul_f64((1.0 + jitter.clamp(0.0, 1.0)) / 3.0), ..d }
             }
@@ -158,7 +179,7 @@ impl Timers {
     pub fn due(&self, now: Instant) -> Due {
         let mut due = Due { retire: self.retiring.iter().any(|at| *at <= now), ..Due::default() };
         let token_due = self.token.act_at <= now;
-        if token_due && (self.token.replace || self.token.expired(now)) {
+        if token_due && (self.token.action == Action::Replace || self.token.expired(now)) {
             due.replace = true;
         } else {
             due.renew_token = token_due;
@@ -169,7 +190,7 @@ impl Timers {
                     due.refresh |= refresh_at.is_some_and(|at| at <= now);
                 }
                 SourceTimer::Leased(d) if d.act_at <= now => {
-                    if d.replace || d.expired(now) {
+                    if d.action == Action::Replace || d.expired(now) {
                         due.replace = true;
                     } else {
                         due.renew_leases.push(i);
@@ -278,6 +299,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_action_is_shown_by_its_name() {
+        for (action, name) in [(Action::Renew, "renew"), (Action::Replace, "replace")] {
+            assert_eq!(action.name(), name);
+            assert_eq!(serde_json::to_value(action).unwrap(), name);
+            assert_eq!(serde_json::from_value::<Action>(name.into()).unwrap(), action);
+        }
+    }
+
+    #[test]
     fn a_hostile_ttl_cannot_overflow_a_deadline() {
         let now = Instant::now();
         let d = Deadline::after_grant(now, Duration::MAX, Duration::MAX, true, 0.5);
@@ -296,17 +326,17 @@ mod tests {
         let now = Instant::now();
         let d = Deadline::after_grant(now, S(60), S(60), true, 0.0);
         assert_eq!(d.act_at, now + S(40));
-        assert!(!d.replace);
+        assert_eq!(d.action, Action::Renew);
         let d = Deadline::after_grant(now, S(60), S(60), true, 0.999);
         assert!(d.act_at > now + S(33) && d.act_at < now + S(40));
         let capped = Deadline::after_grant(now, S(3), S(4), true, 0.0);
-        assert!(!capped.replace, "within the slack");
+        assert_eq!(capped.action, Action::Renew, "within the slack");
         let capped = Deadline::after_grant(now, S(1), S(4), true, 0.0);
-        assert!(capped.replace && capped.expires_at == Some(now + S(1)));
-        assert!(Deadline::after_grant(now, S(4), S(4), false, 0.0).replace);
+        assert!(capped.action == Action::Replace && capped.expires_at == Some(now + S(1)));
+        assert_eq!(Deadline::after_grant(now, S(4), S(4), false, 0.0).action, Action::Replace);
         let never = Deadline::after_grant(now, Duration::ZERO, S(4), false, 0.0);
         assert_eq!(never.expires_at, None);
-        assert!(!never.replace);
+        assert_eq!(never.action, Action::Renew);
     }
 
     #[test]
@@ -323,9 +353,9 @@ mod tests {
         // What is replaced rather than renewed keeps its two thirds (less jitter): replacing
         // early costs a fresh secret, not a renewal.
         let capped = Deadline::after_issue(now, S(30), S(60), true, 0.0);
-        assert!(capped.replace && capped.act_at == now + S(20));
+        assert!(capped.action == Action::Replace && capped.act_at == now + S(20));
         let fixed = Deadline::after_issue(now, S(60), S(60), false, 0.0);
-        assert!(fixed.replace && fixed.act_at == now + S(40));
+        assert!(fixed.action == Action::Replace && fixed.act_at == now + S(40));
         let never = Deadline::after_issue(now, Duration::ZERO, S(60), true, 0.3);
         assert_eq!(never.expires_at, None);
     }
@@ -358,7 +388,7 @@ mod tests {
         assert_eq!(t.next(), start + S(2));
         tokio::time::advance(S(2)).await;
         assert_eq!(t.due(Instant::now()), Due { refresh: true, ..Due::default() });
-        t.token.replace = true;
+        t.token.action = Action::Replace;
         tokio::time::advance(S(10)).await;
         assert_eq!(t.due(Instant::now()), Due { replace: true, ..Due::default() });
         t.retiring.push(start + S(1));

@@ -57,7 +57,7 @@ mod tokens;
 pub use dir::{atomic_write, create_private_dir, peek_identity, DirStore};
 pub use memory::MemoryStore;
 pub use records::{
-    Container, ExpiryRecord, IdentityRecord, LeaseRecord, MountRecord, PendingCertificate,
+    Container, ExpiryRecord, Holder, IdentityRecord, LeaseRecord, MountRecord, PendingCertificate,
     PendingRevocation, TaskRecord, VolumeIdentityRecord, VolumeRecord,
 };
 

@@ -11,6 +11,19 @@ use crate::files::Digests;
 use crate::vault::pki::Issued;
 use crate::vault::Token;
 
+/// An optional string written as every format so far wrote it: none as `""`.
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_deref().unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Some(String::deserialize(d)?).filter(|s| !s.is_empty()))
+    }
+}
+
 /// A volume definition as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
@@ -109,12 +122,58 @@ pub struct PendingRevocation {
     /// Its name in the store.
     pub key: String,
     pub volume: String,
-    /// The mount ID it was issued for, or what it was (`create`, `remove` for a volume's own
-    /// identity): for the audit log.
-    pub mount: String,
+    /// What it was issued for: for the audit log.
+    pub mount: Holder,
     #[serde(with = "token_serde")]
     pub token: Token,
-    pub accessor: String,
+    /// None for a token of a replaced generation carried over a restart (its record keeps
+    /// no accessor).
+    #[serde(with = "empty_is_none")]
+    pub accessor: Option<String>,
+}
+
+/// What a token being revoked was issued for, as the audit log names it (its `mount_id`).
+///
+/// Recorded as one string: the mount's or the task's ID, or `create` / `remove`. A string
+/// read back that is neither of the two words is taken for a mount's ID, a task's included:
+/// the record has nothing else to tell them apart, and both are audited the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Holder {
+    /// A mount, by the ID Docker gave it.
+    Mount(String),
+    /// A volume's own identity, at its create (a probe, or a create undone).
+    Create,
+    /// A volume's own identity, at its remove.
+    Remove,
+    /// A swarm task, by its ID (its secret is the revocation's volume).
+    Task(String),
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Mount(id) | Holder::Task(id) => f.write_str(id),
+            Holder::Create => f.write_str("create"),
+            Holder::Remove => f.write_str("remove"),
+        }
+    }
+}
+
+impl From<Holder> for String {
+    fn from(holder: Holder) -> String {
+        holder.to_string()
+    }
+}
+
+impl From<String> for Holder {
+    fn from(recorded: String) -> Holder {
+        match recorded.as_str() {
+            "create" => Holder::Create,
+            "remove" => Holder::Remove,
+            _ => Holder::Mount(recorded),
+        }
+    }
 }
 
 impl std::fmt::Debug for PendingRevocation {
@@ -184,8 +243,9 @@ pub struct VolumeIdentityRecord {
     /// The token a wrapped token held (its mounts get child tokens of it)…
     #[serde(default, with = "opt_token_serde")]
     pub token: Option<Token>,
-    #[serde(default)]
-    pub accessor: String,
+    /// The token's accessor (none with AppRole credentials).
+    #[serde(default, with = "empty_is_none")]
+    pub accessor: Option<String>,
     /// …or the AppRole credentials a wrapped secret_id gave (each mount logs in).
     #[serde(default)]
     pub role_id: Option<String>,
@@ -194,4 +254,49 @@ pub struct VolumeIdentityRecord {
     /// The wrapping token used at create, to recognise a repeated Create.
     #[serde(with = "token_serde")]
     pub wrapping: Token,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_is_recorded_as_the_string_it_always_was() {
+        let id = "0f5e3c9d2b7a";
+        let holders = [
+            (Holder::Mount(id.into()), id),
+            (Holder::Task("x7ytask".into()), "x7ytask"),
+            (Holder::Create, "create"),
+            (Holder::Remove, "remove"),
+        ];
+        for (holder, recorded) in holders {
+            assert_eq!(serde_json::to_value(&holder).unwrap(), recorded);
+            assert_eq!(holder.to_string(), recorded);
+        }
+        for word in ["create", "remove", id] {
+            let read: Holder = serde_json::from_value(word.into()).unwrap();
+            assert_eq!(serde_json::to_value(&read).unwrap(), word);
+        }
+        let read: Holder = serde_json::from_value("create".into()).unwrap();
+        assert_eq!(read, Holder::Create);
+    }
+
+    #[test]
+    fn an_unknown_accessor_is_recorded_as_an_empty_string() {
+        let record = PendingRevocation {
+            key: "k".into(),
+            volume: "app".into(),
+            mount: Holder::Mount("m".into()),
+            token: Token::new("t".into()),
+            accessor: None,
+        };
+        let written = serde_json::to_value(&record).unwrap();
+        assert_eq!(written["accessor"], "");
+        let read: PendingRevocation = serde_json::from_value(written).unwrap();
+        assert_eq!(read.accessor, None);
+        let identity = serde_json::json!({"volume": "app", "role_id": "r", "wrapping": "w"});
+        let read: VolumeIdentityRecord = serde_json::from_value(identity).unwrap();
+        assert_eq!(read.accessor, None, "absent, as an AppRole identity's may be");
+        assert_eq!(serde_json::to_value(&read).unwrap()["accessor"], "");
+    }
 }

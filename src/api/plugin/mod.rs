@@ -101,7 +101,9 @@ fn wire(info: VolumeInfo, with_status: bool) -> WireVolume {
         name: info.name,
         mountpoint: display(info.mountpoint.as_deref()),
         created_at: info.created_at,
-        status: with_status.then_some(info.status),
+        // Through a `Value`, whose objects keep their keys in name order, as the reply always has.
+        status: with_status
+            .then(|| serde_json::to_value(info.status).expect("a volume's details serialize")),
     }
 }
 

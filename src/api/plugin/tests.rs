@@ -54,7 +54,15 @@ impl Backend for FakeBackend {
             name: name.into(),
             mountpoint: None,
             created_at: "2026-11-28T00:00:00Z".into(),
-            status: json!({"active_mounts": 0}),
+            status: crate::driver::VolumeDetails {
+                sources: vec!["kv/app".into()],
+                active_mounts: 0,
+                format: crate::volume::Format::Files,
+                owner: "0:0".into(),
+                mode: "0400".into(),
+                token_ttl: "1h".into(),
+                refresh: "5m".into(),
+            },
         })
     }
     fn list(&self) -> Vec<VolumeInfo> {

@@ -36,12 +36,12 @@ use zeroize::Zeroizing;
 
 use super::mount::unix_at;
 use super::{jitter, Driver, DriverError, Edges};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::files::{self, RenderError};
-use crate::lease::plan::{self, Deadline};
+use crate::lease::plan::{self, Action, Deadline};
 use crate::lease::Job;
 use crate::report::chain;
-use crate::state::{LeaseRecord, StateError, Store, TaskRecord};
+use crate::state::{Holder, LeaseRecord, StateError, Store, TaskRecord};
 use crate::vault::{ChildTokenRequest, IssuedToken, Lease, Token, Vault, VaultError};
 use crate::volume::{OptionError, VolumeSpec};
 
@@ -193,7 +193,7 @@ impl Issued {
 
 /// One task's secret as `status` shows it: its token's accessor and its leases, never a token
 /// or a value.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskStatus {
     pub task: String,
     pub secret: String,
@@ -203,13 +203,31 @@ pub struct TaskStatus {
     pub leases: Vec<TaskLeaseStatus>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskLeaseStatus {
     pub lease_id: String,
     pub expires_in_secs: Option<u64>,
-    /// `renew` while it is renewed, `ends` once it runs to its expiry (a swarm secret cannot
-    /// change under a running task).
-    pub state: &'static str,
+    pub state: TaskLeaseState,
+}
+
+/// What becomes of a task's lease, as `status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskLeaseState {
+    /// It is renewed.
+    Renew,
+    /// It runs to its expiry (a swarm secret cannot change under a running task).
+    Ends,
+}
+
+impl TaskLeaseState {
+    /// Its name in `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskLeaseState::Renew => "renew",
+            TaskLeaseState::Ends => "ends",
+        }
+    }
 }
 
 type TaskSlot = Arc<tokio::sync::Mutex<Option<Issued>>>;
@@ -270,7 +288,11 @@ impl<E: Edges> Driver<E> {
                             Some(d) => secs(d.remaining(now)),
                             None => None,
                         },
-                        state: if l.deadline.is_some() { "renew" } else { "ends" },
+                        state: if l.deadline.is_some() {
+                            TaskLeaseState::Renew
+                        } else {
+                            TaskLeaseState::Ends
+                        },
                     })
                     .collect(),
             });
@@ -284,7 +306,7 @@ impl<E: Edges> Driver<E> {
     pub async fn get_secret(&self, request: &SecretRequest) -> Result<SecretValue, SecretError> {
         let result = self.value_for(request).await;
         if let Err(e) = &result {
-            let event = Event::new("error", shown(&request.secret)).mount(shown(&request.task));
+            let event = Event::new(Kind::Error, shown(&request.secret)).mount(shown(&request.task));
             self.audit.record(event.detail(format!("secret failed: {}", chain(e))));
             tracing::warn!(error = %chain(e), "a swarm secret failed: the task does not get it");
         }
@@ -408,7 +430,7 @@ impl<E: Edges> Driver<E> {
                 self.save(key, &issued);
                 let leases = issued.leases.iter().map(|l| l.lease.id.as_str());
                 self.audit.record(
-                    Event::new("secret", &key.secret)
+                    Event::new(Kind::Secret, &key.secret)
                         .mount(&key.task)
                         .accessor(&issued.token.accessor)
                         .leases(leases)
@@ -419,7 +441,13 @@ impl<E: Edges> Driver<E> {
             }
             Err(e) => {
                 let token = &issued.token;
-                self.revoke(&key.secret, &key.task, &token.token, &token.accessor).await;
+                self.revoke(
+                    &key.secret,
+                    &Holder::Task(key.task.clone()),
+                    &token.token,
+                    &token.accessor,
+                )
+                .await;
                 let _ = self.store.delete_task(&key.task, &key.secret);
                 Err(e)
             }
@@ -512,7 +540,7 @@ impl<E: Edges> Driver<E> {
                 Ok(ttl) => {
                     renewed = true;
                     issued.deadline = Deadline::after_grant(now, ttl, issued.ttl, true, jitter());
-                    if issued.deadline.replace {
+                    if issued.deadline.action == Action::Replace {
                         tracing::warn!(ttl = %crate::report::duration(ttl), "the task's token reached its max TTL: it and its leases end then");
                         issued.deadline.act_at = issued.deadline.expires_at.unwrap_or(now);
                     }
@@ -535,10 +563,10 @@ impl<E: Edges> Driver<E> {
                 Ok(d) => {
                     renewed = true;
                     let next = Deadline::after_grant(now, d, asked, renewable, jitter());
-                    if next.replace {
+                    if next.action == Action::Replace {
                         tracing::warn!(lease = %id, left = %crate::report::duration(d), "a lease of the task's secret cannot be renewed further: the task's value stops working when it ends (a swarm secret cannot change under a running task; `docker service update --force` gives the tasks fresh ones)");
                     }
-                    (!next.replace).then_some(next)
+                    (next.action == Action::Renew).then_some(next)
                 }
                 Err(e) if e.is_transient() => {
                     failed = true;
@@ -564,7 +592,7 @@ impl<E: Edges> Driver<E> {
 
 fn task_lease(lease: Lease, now: Instant) -> TaskLease {
     let d = Deadline::after_grant(now, lease.duration, lease.duration, lease.renewable, jitter());
-    TaskLease { lease, deadline: (!d.replace).then_some(d) }
+    TaskLease { lease, deadline: (d.action == Action::Renew).then_some(d) }
 }
 
 /// A name as logged: itself, or `(invalid)` (no newline or escape from a request reaches a

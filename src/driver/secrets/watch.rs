@@ -11,10 +11,10 @@ use super::{jitter, valid_secret_name, valid_task_id, Issued, TaskKey, TaskLease
 use crate::dockerd::Engine;
 use crate::driver::restore::left_until;
 use crate::driver::{Driver, Edges};
-use crate::lease::plan::Deadline;
+use crate::lease::plan::{Action, Deadline};
 use crate::lease::Job;
 use crate::report::chain;
-use crate::state::Store;
+use crate::state::{Holder, Store};
 use crate::vault::{IssuedToken, Lease};
 
 pub(super) fn poll_interval() -> Duration {
@@ -78,7 +78,8 @@ impl<E: Edges> Driver<E> {
         let span = tracing::info_span!("task", secret = %key.secret, task = %key.task);
         let _enter = span.enter();
         let token = &issued.token;
-        self.revoke(&key.secret, &key.task, &token.token, &token.accessor).await;
+        self.revoke(&key.secret, &Holder::Task(key.task.clone()), &token.token, &token.accessor)
+            .await;
         if let Err(e) = self.store.delete_task(&key.task, &key.secret) {
             tracing::error!(error = %chain(&e), "cannot delete the task's record");
         }
@@ -108,7 +109,7 @@ impl<E: Edges> Driver<E> {
                 // Renewed at two thirds of what is left (what was asked is not known here).
                 let left = l.expires_at.map(left_until).unwrap_or(lease.duration);
                 let d = Deadline::after_grant(now, left, left, lease.renewable, jitter());
-                TaskLease { lease, deadline: (!d.replace).then_some(d) }
+                TaskLease { lease, deadline: (d.action == Action::Renew).then_some(d) }
             });
             let issued = Issued {
                 service: record.service.clone(),

@@ -81,7 +81,7 @@ async fn a_no_store_role_s_certificate_is_said_to_stay_valid_and_not_revoked() {
     let status = f.driver.status().await;
     let certificates = &status[0].mounts[0].certificates;
     assert_eq!(certificates.len(), 1);
-    assert!(certificates[0].at_stop.contains("no_store"), "{certificates:?}");
+    assert!(certificates[0].at_stop.text().contains("no_store"), "{certificates:?}");
     f.driver.unmount("web", ID).await.unwrap();
     assert!(f.vault.certificates_revoked.lock().unwrap().is_empty());
     assert!(f.store.load_certificates().is_empty(), "nothing to retry");

@@ -135,12 +135,13 @@ impl HttpVault {
         token: Option<&Token>,
         body: Option<&Value>,
     ) -> Round {
-        let i = match self.active.load(Ordering::Relaxed) {
-            0 => match self.find_active().await {
+        let known = *self.active.lock().unwrap();
+        let i = match known {
+            Some(i) => i,
+            None => match self.find_active().await {
                 Ok(i) => i,
                 Err(failures) => return Round::Unserved(failures),
             },
-            known => known - 1,
         };
         match self.attempt(&self.nodes[i], method.clone(), path, token, body).await {
             Attempt::Answered(result) => {
@@ -150,12 +151,12 @@ impl HttpVault {
             // It may have been served: not sent again; the next request looks for the active
             // node anew.
             Attempt::Broken(e) => {
-                self.active.store(0, Ordering::Relaxed);
+                *self.active.lock().unwrap() = None;
                 Round::Settled(Err(e))
             }
             // It is gone, sealed or no longer active: the request did not go beyond it.
             Attempt::NotSent(e) | Attempt::CannotServe { error: e, .. } => {
-                self.active.store(0, Ordering::Relaxed);
+                *self.active.lock().unwrap() = None;
                 Round::Unserved(vec![(i, e)])
             }
         }
@@ -166,7 +167,7 @@ impl HttpVault {
         let probes = self.nodes.iter().map(|node| self.probe(node));
         let answers = futures_util::future::join_all(probes).await;
         if let Some(i) = answers.iter().position(|a| matches!(a, Ok(200))) {
-            self.active.store(i + 1, Ordering::Relaxed);
+            *self.active.lock().unwrap() = Some(i);
             return Ok(i);
         }
         Err(answers

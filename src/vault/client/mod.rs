@@ -34,9 +34,9 @@ pub struct HttpVault {
     nodes: Arc<[Node]>,
     /// The index of the node that answered last: tried first. Shared by every clone.
     preferred: Arc<AtomicUsize>,
-    /// One more than the index of the node last found active (0: not known), for the requests
-    /// that go to the active node only.
-    active: Arc<AtomicUsize>,
+    /// The index of the node last found active, for the requests that go to the active node
+    /// only. Shared by every clone; a std mutex, never held across an await.
+    active: Arc<std::sync::Mutex<Option<usize>>>,
     /// [`FAILOVER_BUDGET`]; shorter in unit tests.
     failover_budget: Duration,
     namespace: Option<String>,
@@ -99,7 +99,7 @@ impl HttpVault {
             http: Arc::new(std::sync::RwLock::new(http.build().map_err(VaultError::Client)?)),
             nodes,
             preferred: Arc::new(AtomicUsize::new(0)),
-            active: Arc::new(AtomicUsize::new(0)),
+            active: Arc::default(),
             failover_budget: FAILOVER_BUDGET,
             namespace: config.namespace.clone(),
             scope: None,
