@@ -93,7 +93,7 @@ fn main() -> ExitCode {
                     println!("{}", serde_json::to_string_pretty(&status)?);
                 } else {
                     let status: admin::Status = serde_json::from_value(status)
-                        .context("the plugin's status is not one this build reads")?;
+                        .context("the plugin's status is not one this build reads (a plugin of another version?); `status --json` prints it as it came")?;
                     print!("{}", admin::render_table(&status));
                 }
                 Ok(())
