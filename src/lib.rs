@@ -23,7 +23,7 @@
 //!                  upkeep: renew / replace / refresh; containers: which container a mount is
 //!                  for, signals, deaths; sweep: mounts whose containers are gone; status;
 //!                  login: the plugin's login, its token's renewal as a lease job;
-//!                  identity: per-volume wrapped identities; secrets: swarm secrets;
+//!                  volume_identity: per-volume wrapped identities; secrets: swarm secrets;
 //!                  certificates: PKI certificates revoked by serial)
 //!        ┌─────────┬─────────┬──────────┬─────────┼─────────┬────────┬────────────┬────────┐
 //!        ▼         ▼         ▼          ▼         ▼         ▼        ▼            ▼        ▼

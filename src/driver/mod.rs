@@ -8,7 +8,6 @@
 
 mod certificates;
 mod containers;
-mod identity;
 mod login;
 mod mount;
 mod ports;
@@ -20,6 +19,7 @@ mod status;
 mod sweep;
 mod upkeep;
 mod userns;
+mod volume_identity;
 
 use mount::{fresh_timers, jitter, valid_mount_id, Active, Slot};
 
@@ -160,11 +160,11 @@ struct Volume {
     /// One slot per mount ID: present while a Mount is under way or the mount is active.
     slots: Mutex<BTreeMap<String, Slot>>,
     /// The volume's own identity (from `wrapped-token`), if it has one and it is known.
-    own: Mutex<Option<identity::Own>>,
+    own: Mutex<Option<volume_identity::Own>>,
 }
 
 impl Volume {
-    fn new(record: VolumeRecord, spec: VolumeSpec, own: Option<identity::Own>) -> Volume {
+    fn new(record: VolumeRecord, spec: VolumeSpec, own: Option<volume_identity::Own>) -> Volume {
         Volume { record, spec, slots: Mutex::default(), own: Mutex::new(own) }
     }
 }
@@ -353,7 +353,7 @@ impl<E: Edges> Driver<E> {
             None => None,
         };
         let result = self.persist_new(name, options, spec, own.clone()).await;
-        if let (Err(_), Some(identity::OwnIdentity::Token { issued, .. })) =
+        if let (Err(_), Some(volume_identity::OwnIdentity::Token { issued, .. })) =
             (&result, own.map(|o| o.identity))
         {
             self.revoke(name, &Holder::Create, &issued.token, &issued.accessor).await;
@@ -367,7 +367,7 @@ impl<E: Edges> Driver<E> {
         name: &str,
         options: BTreeMap<String, String>,
         spec: VolumeSpec,
-        own: Option<identity::Own>,
+        own: Option<volume_identity::Own>,
     ) -> Result<(), DriverError> {
         let state_err = |source| DriverError::State { volume: name.to_owned(), source };
         self.check_policies(name, &spec, own.as_ref()).await?;
@@ -386,10 +386,12 @@ impl<E: Edges> Driver<E> {
         tracing::info!(sources = spec.sources.len(), identity = ?spec.identity, "volume created");
         let event = Event::new(Kind::Create, name).detail(format!("identity: {:?}", spec.identity));
         self.audit.record(match own.as_ref().map(|o| &o.identity) {
-            Some(identity::OwnIdentity::Token { issued, .. }) => event.accessor(&issued.accessor),
+            Some(volume_identity::OwnIdentity::Token { issued, .. }) => {
+                event.accessor(&issued.accessor)
+            }
             _ => event,
         });
-        if let Some(identity::OwnIdentity::Token { renew_at, issued }) =
+        if let Some(volume_identity::OwnIdentity::Token { renew_at, issued }) =
             own.as_ref().map(|o| &o.identity)
         {
             if !issued.ttl.is_zero() {
@@ -419,7 +421,7 @@ impl<E: Edges> Driver<E> {
         };
         self.leases.remove(&Job::identity(name));
         let own = volume.own.lock().unwrap().take();
-        if let Some(identity::OwnIdentity::Token { issued, .. }) = own.map(|o| o.identity) {
+        if let Some(volume_identity::OwnIdentity::Token { issued, .. }) = own.map(|o| o.identity) {
             self.revoke(name, &Holder::Remove, &issued.token, &issued.accessor).await;
         }
         if let Err(e) = self.store.delete_volume_identity(name) {

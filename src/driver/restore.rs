@@ -1,7 +1,8 @@
 //! Recovery after a restart: definitions from `state_dir`, mount records and identities from
 //! the private tmpfs; mounts still in place are adopted, the others released; strays removed.
 
-use super::{fresh_timers, identity, jitter, short, Active, Driver, Edges, Volume};
+use super::volume_identity;
+use super::{fresh_timers, jitter, short, Active, Driver, Edges, Volume};
 use crate::lease::plan::{Action, Deadline, SourceTimer};
 use crate::lease::Job;
 use crate::state::Store;
@@ -102,9 +103,9 @@ impl<E: Edges> Driver<E> {
     /// place are served (and kept up) again; the others (the tmpfs gone, or a revocation
     /// pending) are revoked and cleaned up. Stray mount directories are removed.
     pub async fn restore(&self) {
-        let mut identities: BTreeMap<String, identity::Own> = BTreeMap::new();
+        let mut identities: BTreeMap<String, volume_identity::Own> = BTreeMap::new();
         for record in self.store.load_volume_identities() {
-            if let Some(own) = identity::Own::from_record(&record) {
+            if let Some(own) = volume_identity::Own::from_record(&record) {
                 identities.insert(record.volume.clone(), own);
             }
         }
@@ -117,7 +118,7 @@ impl<E: Edges> Driver<E> {
                     }
                     if matches!(
                         own.as_ref().map(|o| &o.identity),
-                        Some(identity::OwnIdentity::Token { .. })
+                        Some(volume_identity::OwnIdentity::Token { .. })
                     ) {
                         self.leases.set(Job::identity(&record.name), Instant::now());
                     }

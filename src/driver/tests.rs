@@ -998,7 +998,7 @@ async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying
         audit: Arc::new(crate::audit::Audit::memory()),
     });
     let e = crate::report::chain(&node_two.create("svc", definition).await.unwrap_err());
-    assert!(e.contains(identity::SINGLE_USE), "{e}");
+    assert!(e.contains(volume_identity::SINGLE_USE), "{e}");
     assert!(e.starts_with("volume svc: option `wrapped-token`"), "{e}");
     assert!(!e.contains("wrap-svc"), "the wrapping token is not quoted: {e}");
     assert!(node_two.list().is_empty(), "nothing half-done on the second node");

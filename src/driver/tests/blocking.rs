@@ -68,7 +68,7 @@ async fn a_wrapped_token_met_mid_unwrap_at_its_lookup_says_it_is_single_use() {
                 .await
                 .unwrap_err(),
         );
-        assert!(e.contains(crate::driver::identity::SINGLE_USE), "{e}");
+        assert!(e.contains(crate::driver::volume_identity::SINGLE_USE), "{e}");
         assert!(!e.contains("not what was expected") && !e.contains("wrap-1"), "{e}");
         assert!(f.store.load_volumes().is_empty(), "nothing half-made");
     }
@@ -90,5 +90,5 @@ async fn a_wrapped_token_met_mid_unwrap_at_its_lookup_says_it_is_single_use() {
             .await
             .unwrap_err(),
     );
-    assert!(!e.contains(crate::driver::identity::SINGLE_USE) && e.contains("sealed"), "{e}");
+    assert!(!e.contains(crate::driver::volume_identity::SINGLE_USE) && e.contains("sealed"), "{e}");
 }
