@@ -6,8 +6,8 @@
 //! all these tests share one driver name and run one at a time (a process-wide lock, and a
 //! machine-wide one for other test runs).
 
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
 use super::*;
@@ -42,6 +42,90 @@ pub fn docker_lock() -> DockerLock {
 
 /// The test image ([`test_image`]).
 pub use super::test_image as image;
+
+/// How the docker CLI reaches one engine: which `docker` binary, which socket (`DOCKER_HOST`)
+/// and which client configuration (`DOCKER_CONFIG`). Every helper that runs `docker` runs it
+/// through one of these: the engine under test's ([`DockerCli::engine`]), a private dockerd's
+/// ([`DockerCli::at`]), the rootless engine's ([`DockerCli::debian`]).
+#[derive(Clone, Debug)]
+pub struct DockerCli {
+    /// The docker CLI: the engine under test's (26 and 28: the one in its prefix), or `docker`
+    /// from PATH (Debian 12's 20.10).
+    pub program: PathBuf,
+    /// `DOCKER_HOST`: `unix://…`.
+    pub host: String,
+    /// `DOCKER_CONFIG` (26 and 28: where `docker compose` is found); `None`: removed from the
+    /// environment, so the CLI's default.
+    pub config: Option<PathBuf>,
+    /// Which engine this is, for failures: `Engine 28`, `private dockerd`, `rootless`.
+    pub what: String,
+}
+
+impl DockerCli {
+    /// The CLI of the engine under test ([`test_engine`]), against it.
+    pub fn engine() -> DockerCli {
+        DockerCli::of(test_engine())
+    }
+
+    /// The CLI of `engine`, against it.
+    pub fn of(engine: &TestEngine) -> DockerCli {
+        DockerCli {
+            program: engine.docker.clone(),
+            host: engine.host(),
+            config: engine.docker_config.clone(),
+            what: format!("Engine {}", engine.name),
+        }
+    }
+
+    /// This CLI against another dockerd of its version, at `host` (a private one,
+    /// [`super::dockerd::Dockerd`]).
+    pub fn at(&self, host: &str) -> DockerCli {
+        DockerCli { host: host.to_owned(), what: "private dockerd".into(), ..self.clone() }
+    }
+
+    /// Debian 12's CLI (`docker` from PATH, its default configuration), against `host`: for an
+    /// engine of Debian 12's 20.10 whatever the engine under test (rootless Docker).
+    pub fn debian(host: &str, what: &str) -> DockerCli {
+        DockerCli {
+            program: "docker".into(),
+            host: host.to_owned(),
+            config: None,
+            what: what.into(),
+        }
+    }
+
+    /// The command `docker ARGS` against this engine.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(args).env("DOCKER_HOST", &self.host);
+        match &self.config {
+            Some(d) => c.env("DOCKER_CONFIG", d),
+            None => c.env_remove("DOCKER_CONFIG"),
+        };
+        c
+    }
+
+    /// Runs `docker ARGS` against this engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("docker CLI")
+    }
+
+    /// Runs `docker ARGS` and returns its trimmed stdout; panics with the command, the engine,
+    /// its exit status and its stderr on failure.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {} ({}, {}) failed, {}: {}",
+            args.join(" "),
+            self.what,
+            self.host,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
 
 /// Runs the docker CLI against the engine under test (`VAULT_SECRETS_TEST_ENGINE`).
 pub fn docker(args: &[&str]) -> Output {
@@ -117,4 +201,51 @@ impl Drop for E2e {
             let _ = docker(&["volume", "rm", "-f", v]);
         }
     }
+}
+
+/// A command's environment changes, program and arguments, as a shell would show them
+/// (`-VAR`: removed), to compare.
+fn command_line(c: &Command) -> String {
+    let mut words: Vec<String> = c
+        .get_envs()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{}={}", k.to_string_lossy(), v.to_string_lossy()),
+            None => format!("-{}", k.to_string_lossy()),
+        })
+        .collect();
+    words.push(c.get_program().to_string_lossy().into_owned());
+    words.extend(c.get_args().map(|a| a.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
+/// Each engine's `docker` command line is the one its helpers ran before [`DockerCli`]: no
+/// engine is run.
+#[test]
+fn docker_cli_command_lines() {
+    let args = ["info", "--format", "{{.ID}}"];
+    let line = |cli: &DockerCli| command_line(&cli.command(&args));
+    let unpacked = TestEngine {
+        name: "28",
+        socket: "/run/vault-secrets-test/docker28.sock".into(),
+        docker: "/opt/vault-secrets-test/docker28/usr/bin/docker".into(),
+        docker_config: Some("/opt/vault-secrets-test/docker28/docker-config".into()),
+        compose: vec![],
+        log: "/var/log/vault-secrets-test/docker28.log".into(),
+        prefix: None,
+        pidfile: None,
+        dockerd_env: &[],
+        dockerd_flags: &[],
+    };
+    let private = "unix:///run/vst-dockerd/x/docker.sock";
+    for engine in [test_engine(), &unpacked] {
+        assert_eq!(line(&DockerCli::of(engine)), command_line(engine.docker_command().args(args)));
+        let mut old = engine.docker_command();
+        old.env("DOCKER_HOST", private);
+        assert_eq!(line(&DockerCli::of(engine).at(private)), command_line(old.args(args)));
+    }
+    assert_eq!(line(&DockerCli::engine()), line(&DockerCli::of(test_engine())));
+    let rootless = "unix:///run/user/1000/docker.sock";
+    let mut old = Command::new("docker");
+    old.args(args).env("DOCKER_HOST", rootless).env_remove("DOCKER_CONFIG");
+    assert_eq!(line(&DockerCli::debian(rootless, "rootless")), command_line(&old));
 }
