@@ -129,18 +129,13 @@ impl DockerCli {
 
 /// Runs the docker CLI against the engine under test (`VAULT_SECRETS_TEST_ENGINE`).
 pub fn docker(args: &[&str]) -> Output {
-    test_engine().docker_command().args(args).output().expect("docker CLI")
+    DockerCli::engine().docker(args)
 }
 
-/// Runs docker and returns its stdout; panics with its stderr on failure.
+/// Runs docker against the engine under test and returns its trimmed stdout
+/// ([`DockerCli::docker_ok`]).
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    DockerCli::engine().docker_ok(args)
 }
 
 /// The shared driver's plugin against a fresh OpenBao, with the Docker lock held.

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use super::docker::DockerCli;
 use super::{test_engine, unique, wait_until};
 
 static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -29,6 +30,8 @@ pub struct Dockerd {
     pub host: String,
     /// Its API socket.
     pub socket: PathBuf,
+    /// The docker CLI against it (the engine under test's).
+    pub cli: DockerCli,
     /// Its log (dockerd's and its managed plugins' output), kept after the drop.
     pub log: PathBuf,
     data_root: PathBuf,
@@ -73,9 +76,11 @@ impl Dockerd {
         for d in [&exec_root, &data_root] {
             std::fs::create_dir_all(d).expect("dockerd directories");
         }
+        let host = format!("unix://{}", exec_root.join("docker.sock").display());
         let mut d = Dockerd {
             socket: exec_root.join("docker.sock"),
-            host: format!("unix://{}", exec_root.join("docker.sock").display()),
+            cli: DockerCli::engine().at(&host),
+            host,
             log: PathBuf::from("/var/log/vault-secrets-test").join(format!("dockerd-{name}.log")),
             pidfile: exec_root.join("docker.pid"),
             data_root,
@@ -100,29 +105,15 @@ impl Dockerd {
         d
     }
 
-    /// The docker CLI against this dockerd.
-    pub fn docker_command(&self) -> Command {
-        let mut c = test_engine().docker_command();
-        c.env("DOCKER_HOST", &self.host);
-        c
-    }
-
     /// Runs the docker CLI against this dockerd.
     pub fn docker(&self, args: &[&str]) -> Output {
-        self.docker_command().args(args).output().expect("docker CLI")
+        self.cli.docker(args)
     }
 
-    /// Runs docker and returns its trimmed stdout; panics with its stderr on failure.
+    /// Runs docker against this dockerd and returns its trimmed stdout
+    /// ([`DockerCli::docker_ok`]).
     pub fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {} (private dockerd {}): {}",
-            args.join(" "),
-            self.host,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.cli.docker_ok(args)
     }
 
     /// dockerd's pid, while it runs.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use super::docker::DockerCli;
 use super::{test_image, wait_until};
 
 /// The user the rootless engine runs as (`tests/engines.sh` creates it).
@@ -32,6 +33,8 @@ pub struct RootlessDockerd {
     pub host: String,
     /// rootlesskit's and dockerd's output.
     pub log: PathBuf,
+    /// The docker CLI against it: Debian 12's, the engine's own version.
+    pub cli: DockerCli,
     home: PathBuf,
     /// rootlesskit (the parent: setpriv and the script exec into it).
     child: Option<Child>,
@@ -83,10 +86,12 @@ impl RootlessDockerd {
             .stderr(out)
             .spawn()
             .expect("start dockerd-rootless.sh");
+        let host = format!("unix://{}", socket.display());
         let mut d = RootlessDockerd {
             uid,
             gid,
-            host: format!("unix://{}", socket.display()),
+            cli: DockerCli::debian(&host, "rootless"),
+            host,
             log,
             home,
             child: Some(child),
@@ -117,10 +122,8 @@ impl RootlessDockerd {
     }
 
     fn answers(host: &str) -> bool {
-        Command::new("docker")
-            .args(["info", "--format", "{{.ID}}"])
-            .env("DOCKER_HOST", host)
-            .env_remove("DOCKER_CONFIG")
+        DockerCli::debian(host, "rootless")
+            .command(&["info", "--format", "{{.ID}}"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -152,25 +155,13 @@ impl RootlessDockerd {
 
     /// Runs the docker CLI against this engine.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", &self.host)
-            .env_remove("DOCKER_CONFIG")
-            .output()
-            .expect("docker CLI")
+        self.cli.docker(args)
     }
 
-    /// Runs docker and returns its trimmed stdout; panics with its stderr on failure.
+    /// Runs docker against this engine and returns its trimmed stdout
+    /// ([`DockerCli::docker_ok`]).
     pub fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {} (rootless, {}): {}",
-            args.join(" "),
-            self.host,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.cli.docker_ok(args)
     }
 }
 
