@@ -213,34 +213,52 @@ fn command_line(c: &Command) -> String {
     words.join(" ")
 }
 
-/// Each engine's `docker` command line is the one its helpers ran before [`DockerCli`]: no
-/// engine is run.
+/// The `docker` command line for each kind of engine, as the helpers ran it before
+/// [`DockerCli`] (whatever engine this run tests; no engine is run).
 #[test]
 fn docker_cli_command_lines() {
     let args = ["info", "--format", "{{.ID}}"];
     let line = |cli: &DockerCli| command_line(&cli.command(&args));
-    let unpacked = TestEngine {
+    let debian12 = DockerCli::of(&TestEngine::debian12());
+    let unpacked = DockerCli::of(&TestEngine {
         name: "28",
         socket: "/run/vault-secrets-test/docker28.sock".into(),
         docker: "/opt/vault-secrets-test/docker28/usr/bin/docker".into(),
         docker_config: Some("/opt/vault-secrets-test/docker28/docker-config".into()),
-        compose: vec![],
-        log: "/var/log/vault-secrets-test/docker28.log".into(),
-        prefix: None,
-        pidfile: None,
-        dockerd_env: &[],
-        dockerd_flags: &[],
-    };
+        ..TestEngine::debian12()
+    });
     let private = "unix:///run/vst-dockerd/x/docker.sock";
-    for engine in [test_engine(), &unpacked] {
-        assert_eq!(line(&DockerCli::of(engine)), command_line(engine.docker_command().args(args)));
-        let mut old = engine.docker_command();
-        old.env("DOCKER_HOST", private);
-        assert_eq!(line(&DockerCli::of(engine).at(private)), command_line(old.args(args)));
+    let rootless = "unix:///run/user/1000/docker.sock";
+    let expected = [
+        (
+            debian12.clone(),
+            "-DOCKER_CONFIG DOCKER_HOST=unix:///var/run/docker.sock docker info --format {{.ID}}",
+        ),
+        (
+            debian12.at(private),
+            "-DOCKER_CONFIG DOCKER_HOST=unix:///run/vst-dockerd/x/docker.sock \
+             docker info --format {{.ID}}",
+        ),
+        (
+            unpacked.clone(),
+            "DOCKER_CONFIG=/opt/vault-secrets-test/docker28/docker-config \
+             DOCKER_HOST=unix:///run/vault-secrets-test/docker28.sock \
+             /opt/vault-secrets-test/docker28/usr/bin/docker info --format {{.ID}}",
+        ),
+        (
+            unpacked.at(private),
+            "DOCKER_CONFIG=/opt/vault-secrets-test/docker28/docker-config \
+             DOCKER_HOST=unix:///run/vst-dockerd/x/docker.sock \
+             /opt/vault-secrets-test/docker28/usr/bin/docker info --format {{.ID}}",
+        ),
+        (
+            DockerCli::debian(rootless, "rootless"),
+            "-DOCKER_CONFIG DOCKER_HOST=unix:///run/user/1000/docker.sock \
+             docker info --format {{.ID}}",
+        ),
+    ];
+    for (cli, want) in expected {
+        assert_eq!(line(&cli), want, "{cli:?}");
     }
     assert_eq!(line(&DockerCli::engine()), line(&DockerCli::of(test_engine())));
-    let rootless = "unix:///run/user/1000/docker.sock";
-    let mut old = Command::new("docker");
-    old.args(args).env("DOCKER_HOST", rootless).env_remove("DOCKER_CONFIG");
-    assert_eq!(line(&DockerCli::debian(rootless, "rootless")), command_line(&old));
 }
