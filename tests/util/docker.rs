@@ -1,6 +1,7 @@
-//! The Docker harness of the end-to-end tests: the docker CLI against the engine under test
-//! ([`super::test_engine`]), the Docker lock, the test image and [`E2e`] (the shared driver's
-//! plugin against a fresh OpenBao).
+//! The Docker harness of the end-to-end tests: [`DockerCli`], how the docker CLI reaches an
+//! engine (the engine under test, [`super::test_engine`]; a private dockerd; the rootless one),
+//! with [`docker`] and [`docker_ok`] against the engine under test; the Docker lock, the test
+//! image and [`E2e`] (the shared driver's plugin against a fresh OpenBao).
 //!
 //! dockerd remembers every legacy driver it has talked to, and retries dead ones on lookups, so
 //! all these tests share one driver name and run one at a time (a process-wide lock, and a
@@ -103,6 +104,18 @@ impl DockerCli {
             None => c.env_remove("DOCKER_CONFIG"),
         };
         c
+    }
+
+    /// Imports the test image ([`test_image`]) from the rootfs tarball `tests/env.sh` built,
+    /// unless the engine has it: for an engine of a test's own.
+    pub fn import_test_image(&self) {
+        let image = test_image();
+        if !self.docker(&["image", "inspect", &image]).status.success() {
+            let rootfs = Path::new(paths::ROOTFS);
+            assert!(rootfs.exists(), "no {}: run tests/env.sh", rootfs.display());
+            let rootfs = rootfs.display().to_string();
+            self.docker_ok(&["import", "--change", "CMD [\"sh\"]", &rootfs, &image]);
+        }
     }
 
     /// Runs `docker ARGS` against this engine.

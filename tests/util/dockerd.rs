@@ -90,18 +90,7 @@ impl Dockerd {
             child: None,
         };
         d.spawn();
-        let image = super::test_image();
-        if !d.docker(&["image", "inspect", &image]).status.success() {
-            let rootfs = Path::new(super::paths::ROOTFS);
-            assert!(rootfs.exists(), "no {}: run tests/env.sh", rootfs.display());
-            d.docker_ok(&[
-                "import",
-                "--change",
-                "CMD [\"sh\"]",
-                &rootfs.display().to_string(),
-                &image,
-            ]);
-        }
+        d.cli.import_test_image();
         d
     }
 
@@ -306,7 +295,8 @@ fn pid_file_alive(file: &Path) -> bool {
     })
 }
 
-fn tail(file: &Path, lines: usize) -> String {
+/// The last `lines` lines of a dockerd's log, without gRPC's connection chatter.
+pub fn tail(file: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     // gRPC's connection chatter hides the cause.
     let all: Vec<&str> = text.lines().filter(|l| !l.contains("module=grpc")).collect();

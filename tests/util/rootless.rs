@@ -17,7 +17,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::docker::DockerCli;
-use super::{test_image, wait_until};
+use super::dockerd::tail;
+use super::wait_until;
 
 /// The user the rootless engine runs as (`tests/engines.sh` creates it).
 pub const USER: &str = "vst-rootless";
@@ -111,13 +112,7 @@ impl RootlessDockerd {
         );
         let info = d.docker_ok(&["info", "--format", "{{.SecurityOptions}}"]);
         assert!(info.contains("rootless"), "not a rootless engine: {info}");
-        let image = test_image();
-        if !d.docker(&["image", "inspect", &image]).status.success() {
-            let rootfs = Path::new(super::paths::ROOTFS);
-            assert!(rootfs.exists(), "no {}: run tests/env.sh", rootfs.display());
-            let rootfs = rootfs.display().to_string();
-            d.docker_ok(&["import", "--change", "CMD [\"sh\"]", &rootfs, &image]);
-        }
+        d.cli.import_test_image();
         d
     }
 
@@ -249,10 +244,4 @@ pub fn user() -> (u32, u32, PathBuf) {
         .unwrap_or_else(|| panic!("no user {USER}: run tests/engines.sh"))
         .to_vec();
     (fields[2].parse().unwrap(), fields[3].parse().unwrap(), PathBuf::from(fields[5]))
-}
-
-fn tail(file: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let all: Vec<&str> = text.lines().filter(|l| !l.contains("module=grpc")).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
