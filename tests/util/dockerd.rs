@@ -184,28 +184,39 @@ impl Dockerd {
             .spawn()
             .expect("start dockerd");
         self.child = Some(child);
-        let ready = wait_until(Duration::from_secs(60), || {
-            if let Some(c) = self.child.as_mut() {
-                if c.try_wait().ok().flatten().is_some() {
-                    return true;
-                }
-            }
+        let cli = &self.cli;
+        let answers = || {
             // Engine 26.1's CLI exits 0 with an empty ID when it cannot connect (a dockerd
             // that takes 10 s to stop a killed one's containers is not listening yet).
-            let out = self.docker(&["info", "--format", "{{.ID}}"]);
+            let out = cli.docker(&["info", "--format", "{{.ID}}"]);
             out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-        });
-        let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        if exited.is_some() {
-            self.child = None; // reaped: nothing of it to stop any more
-        }
-        assert!(
-            ready && exited.is_none(),
-            "private dockerd on {} did not come up ({exited:?}); its log:\n{}",
-            self.host,
-            tail(&self.log, 30)
-        );
+        };
+        let what = format!("private dockerd on {}", self.host);
+        wait_up(&mut self.child, answers, &what, &self.log);
     }
+}
+
+/// Waits up to 60 s until a dockerd just started as `child` `answers`, or ends; panics with
+/// the tail of its `log` if it did not come up (`child` is then `None` if it ended: reaped,
+/// nothing of it to stop any more).
+pub fn wait_up(
+    child: &mut Option<Child>,
+    mut answers: impl FnMut() -> bool,
+    what: &str,
+    log: &Path,
+) {
+    let up = wait_until(Duration::from_secs(60), || {
+        child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) || answers()
+    });
+    let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+    if exited.is_some() {
+        *child = None;
+    }
+    assert!(
+        up && exited.is_none(),
+        "{what} did not come up ({exited:?}); its log:\n{}",
+        tail(log, 30)
+    );
 }
 
 impl Drop for Dockerd {

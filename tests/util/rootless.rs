@@ -17,8 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::docker::DockerCli;
-use super::dockerd::tail;
-use super::wait_until;
+use super::dockerd::wait_up;
 
 /// The user the rootless engine runs as (`tests/engines.sh` creates it).
 pub const USER: &str = "vst-rootless";
@@ -97,19 +96,8 @@ impl RootlessDockerd {
             home,
             child: Some(child),
         };
-        let up = wait_until(Duration::from_secs(60), || {
-            d.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
-                || Self::answers(&d.host)
-        });
-        let exited = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        if exited.is_some() {
-            d.child = None;
-        }
-        assert!(
-            up && exited.is_none(),
-            "rootless dockerd did not come up ({exited:?}); its log:\n{}",
-            tail(&d.log, 30)
-        );
+        let host = d.host.clone();
+        wait_up(&mut d.child, || Self::answers(&host), "rootless dockerd", &d.log);
         let info = d.docker_ok(&["info", "--format", "{{.SecurityOptions}}"]);
         assert!(info.contains("rootless"), "not a rootless engine: {info}");
         d.cli.import_test_image();
