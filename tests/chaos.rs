@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use crate::outage::put_kv2_when_ready;
+use crate::util::docker::DockerCli;
 use crate::util::dockerd::Dockerd;
 use crate::util::vault::*;
 use crate::util::*;
@@ -298,8 +299,8 @@ struct Running {
 
 /// What the workload threads share.
 struct Soak {
-    /// `DOCKER_HOST` of the private dockerd.
-    host: String,
+    /// The docker CLI against the private dockerd.
+    cli: DockerCli,
     kv: String,
     db: String,
     pg: Arc<Postgres>,
@@ -313,8 +314,7 @@ struct Soak {
 
 impl Soak {
     fn docker(&self, args: &[&str]) -> Output {
-        let mut c = test_engine().docker_command();
-        c.env("DOCKER_HOST", &self.host).args(args).output().expect("docker CLI")
+        self.cli.docker(args)
     }
 
     /// Whether a container started at `started` was lost to a later dockerd restart.
@@ -632,7 +632,7 @@ fn chaos_soak_leaves_nothing_behind_and_no_credential_fails_outside_the_faults_o
     }
 
     let soak = Arc::new(Soak {
-        host: dockerd.host.clone(),
+        cli: dockerd.cli.clone(),
         kv: kv.clone(),
         db: db.clone(),
         pg: pg.clone(),

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use crate::util::docker::DockerCli;
 use crate::util::hosts::{Host, Hosts, Identity, DRIVER};
 use crate::util::tls::{bao_cli, Pki, TlsBao};
 use crate::util::vault::{pg_login, Creds};
@@ -173,11 +174,7 @@ impl Service {
 impl Drop for Service {
     /// The tasks' containers go with the hosts' teardown.
     fn drop(&mut self) {
-        let _ = test_engine()
-            .docker_command()
-            .env("DOCKER_HOST", &self.manager)
-            .args(["service", "rm", &self.name])
-            .output();
+        let _ = DockerCli::engine().at(&self.manager).docker(&["service", "rm", &self.name]);
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::docker::{docker, docker_ok, image};
+use crate::util::docker::{docker, docker_ok, image, DockerCli};
 use crate::util::vault::status_mounts;
 use crate::util::*;
 
@@ -70,8 +70,8 @@ pub(crate) struct Cleanup {
     pub(crate) plugin: String,
     pub(crate) volumes: Vec<String>,
     pub(crate) containers: Vec<String>,
-    /// The dockerd: `None` for the engine under test, else a private one's `DOCKER_HOST`.
-    host: Option<String>,
+    /// The docker CLI against the dockerd: the engine under test's, or a private one's.
+    cli: DockerCli,
     /// That dockerd's log, where its managed plugins' output goes.
     log: PathBuf,
 }
@@ -82,28 +82,18 @@ impl Cleanup {
             plugin: plugin.to_owned(),
             volumes: Vec::new(),
             containers: Vec::new(),
-            host: None,
+            cli: DockerCli::engine(),
             log: test_engine().log.clone(),
         }
     }
 
     /// The docker CLI against this test's dockerd.
     fn docker(&self, args: &[&str]) -> std::process::Output {
-        let mut c = test_engine().docker_command();
-        if let Some(host) = &self.host {
-            c.env("DOCKER_HOST", host);
-        }
-        c.args(args).output().expect("docker CLI")
+        self.cli.docker(args)
     }
 
     pub(crate) fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        self.cli.docker_ok(args)
     }
 }
 
@@ -684,7 +674,7 @@ fn after_a_dockerd_crash_the_managed_plugin_revokes_the_gone_containers_token_an
     let runtime = RuntimeDir::new();
     let mut dockerd = crate::util::dockerd::Dockerd::start("managed-kill");
     let mut cleanup = Cleanup::new(&unique("vault-secrets-managed-crash"));
-    cleanup.host = Some(dockerd.host.clone());
+    cleanup.cli = dockerd.cli.clone();
     cleanup.log = dockerd.log.clone();
     // A sweep every 5 s: the gone container's mount is released soon after dockerd is back.
     install(&cleanup, build.path(), &settings(config.path(), &runtime, &dockerd.socket, Some(5)));
@@ -752,7 +742,7 @@ fn a_managed_plugin_on_a_userns_remapped_dockerd_serves_root_and_user_containers
     let dockerd =
         crate::util::dockerd::Dockerd::start_with("managed-userns", &["--userns-remap=default"]);
     let mut cleanup = Cleanup::new(&unique("vault-secrets-managed-userns"));
-    cleanup.host = Some(dockerd.host.clone());
+    cleanup.cli = dockerd.cli.clone();
     cleanup.log = dockerd.log.clone();
     install(&cleanup, build.path(), &settings(config.path(), &runtime, &dockerd.socket, None));
     let root_dir = cleanup.docker_ok(&["info", "--format", "{{.DockerRootDir}}"]);

@@ -1,13 +1,14 @@
-//! The Docker harness of the end-to-end tests: the docker CLI against the engine under test
-//! ([`super::test_engine`]), the Docker lock, the test image and [`E2e`] (the shared driver's
-//! plugin against a fresh OpenBao).
+//! The Docker harness of the end-to-end tests: [`DockerCli`], how the docker CLI reaches an
+//! engine (the engine under test, [`super::test_engine`]; a private dockerd; the rootless one),
+//! with [`docker`] and [`docker_ok`] against the engine under test; the Docker lock, the test
+//! image and [`E2e`] (the shared driver's plugin against a fresh OpenBao).
 //!
 //! dockerd remembers every legacy driver it has talked to, and retries dead ones on lookups, so
 //! all these tests share one driver name and run one at a time (a process-wide lock, and a
 //! machine-wide one for other test runs).
 
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
 use super::*;
@@ -43,20 +44,111 @@ pub fn docker_lock() -> DockerLock {
 /// The test image ([`test_image`]).
 pub use super::test_image as image;
 
-/// Runs the docker CLI against the engine under test (`VAULT_SECRETS_TEST_ENGINE`).
-pub fn docker(args: &[&str]) -> Output {
-    test_engine().docker_command().args(args).output().expect("docker CLI")
+/// How the docker CLI reaches one engine: which `docker` binary, which socket (`DOCKER_HOST`)
+/// and which client configuration (`DOCKER_CONFIG`). Every helper that runs `docker` runs it
+/// through one of these: the engine under test's ([`DockerCli::engine`]), a private dockerd's
+/// ([`DockerCli::at`]), the rootless engine's ([`DockerCli::debian`]).
+#[derive(Clone, Debug)]
+pub struct DockerCli {
+    /// The docker CLI: the engine under test's (26 and 28: the one in its prefix), or `docker`
+    /// from PATH (Debian 12's 20.10).
+    pub program: PathBuf,
+    /// `DOCKER_HOST`: `unix://…`.
+    pub host: String,
+    /// `DOCKER_CONFIG` (26 and 28: where `docker compose` is found); `None`: removed from the
+    /// environment, so the CLI's default.
+    pub config: Option<PathBuf>,
+    /// Which engine this is, for failures: `Engine 28`, `private dockerd`, `rootless`.
+    pub what: String,
 }
 
-/// Runs docker and returns its stdout; panics with its stderr on failure.
+impl DockerCli {
+    /// The CLI of the engine under test ([`test_engine`]), against it.
+    pub fn engine() -> DockerCli {
+        DockerCli::of(test_engine())
+    }
+
+    /// The CLI of `engine`, against it.
+    pub fn of(engine: &TestEngine) -> DockerCli {
+        DockerCli {
+            program: engine.docker.clone(),
+            host: engine.host(),
+            config: engine.docker_config.clone(),
+            what: format!("Engine {}", engine.name),
+        }
+    }
+
+    /// This CLI against another dockerd of its version, at `host` (a private one,
+    /// [`super::dockerd::Dockerd`]).
+    pub fn at(&self, host: &str) -> DockerCli {
+        DockerCli { host: host.to_owned(), what: "private dockerd".into(), ..self.clone() }
+    }
+
+    /// Debian 12's CLI (`docker` from PATH, its default configuration), against `host`: for an
+    /// engine of Debian 12's 20.10 whatever the engine under test (rootless Docker).
+    pub fn debian(host: &str, what: &str) -> DockerCli {
+        DockerCli {
+            program: "docker".into(),
+            host: host.to_owned(),
+            config: None,
+            what: what.into(),
+        }
+    }
+
+    /// The command `docker ARGS` against this engine.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(args).env("DOCKER_HOST", &self.host);
+        match &self.config {
+            Some(d) => c.env("DOCKER_CONFIG", d),
+            None => c.env_remove("DOCKER_CONFIG"),
+        };
+        c
+    }
+
+    /// Imports the test image ([`test_image`]) from the rootfs tarball `tests/env.sh` built,
+    /// unless the engine has it: for an engine of a test's own.
+    pub fn import_test_image(&self) {
+        let image = test_image();
+        if !self.docker(&["image", "inspect", &image]).status.success() {
+            let rootfs = Path::new(paths::ROOTFS);
+            assert!(rootfs.exists(), "no {}: run tests/env.sh", rootfs.display());
+            let rootfs = rootfs.display().to_string();
+            self.docker_ok(&["import", "--change", "CMD [\"sh\"]", &rootfs, &image]);
+        }
+    }
+
+    /// Runs `docker ARGS` against this engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("docker CLI")
+    }
+
+    /// Runs `docker ARGS` and returns its trimmed stdout; panics with the command, the engine,
+    /// its exit status and its stderr on failure.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {} ({}, {}) failed, {}: {}",
+            args.join(" "),
+            self.what,
+            self.host,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// Runs the docker CLI against the engine under test (`VAULT_SECRETS_TEST_ENGINE`).
+pub fn docker(args: &[&str]) -> Output {
+    DockerCli::engine().docker(args)
+}
+
+/// Runs docker against the engine under test and returns its trimmed stdout
+/// ([`DockerCli::docker_ok`]).
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    DockerCli::engine().docker_ok(args)
 }
 
 /// The shared driver's plugin against a fresh OpenBao, with the Docker lock held.
@@ -117,4 +209,69 @@ impl Drop for E2e {
             let _ = docker(&["volume", "rm", "-f", v]);
         }
     }
+}
+
+/// A command's environment changes, program and arguments, as a shell would show them
+/// (`-VAR`: removed), to compare.
+fn command_line(c: &Command) -> String {
+    let mut words: Vec<String> = c
+        .get_envs()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{}={}", k.to_string_lossy(), v.to_string_lossy()),
+            None => format!("-{}", k.to_string_lossy()),
+        })
+        .collect();
+    words.push(c.get_program().to_string_lossy().into_owned());
+    words.extend(c.get_args().map(|a| a.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
+/// The `docker` command line for each kind of engine, as the helpers ran it before
+/// [`DockerCli`] (whatever engine this run tests; no engine is run).
+#[test]
+fn docker_cli_command_lines() {
+    let args = ["info", "--format", "{{.ID}}"];
+    let line = |cli: &DockerCli| command_line(&cli.command(&args));
+    let debian12 = DockerCli::of(&TestEngine::debian12());
+    let unpacked = DockerCli::of(&TestEngine {
+        name: "28",
+        socket: "/run/vault-secrets-test/docker28.sock".into(),
+        docker: "/opt/vault-secrets-test/docker28/usr/bin/docker".into(),
+        docker_config: Some("/opt/vault-secrets-test/docker28/docker-config".into()),
+        ..TestEngine::debian12()
+    });
+    let private = "unix:///run/vst-dockerd/x/docker.sock";
+    let rootless = "unix:///run/user/1000/docker.sock";
+    let expected = [
+        (
+            debian12.clone(),
+            "-DOCKER_CONFIG DOCKER_HOST=unix:///var/run/docker.sock docker info --format {{.ID}}",
+        ),
+        (
+            debian12.at(private),
+            "-DOCKER_CONFIG DOCKER_HOST=unix:///run/vst-dockerd/x/docker.sock \
+             docker info --format {{.ID}}",
+        ),
+        (
+            unpacked.clone(),
+            "DOCKER_CONFIG=/opt/vault-secrets-test/docker28/docker-config \
+             DOCKER_HOST=unix:///run/vault-secrets-test/docker28.sock \
+             /opt/vault-secrets-test/docker28/usr/bin/docker info --format {{.ID}}",
+        ),
+        (
+            unpacked.at(private),
+            "DOCKER_CONFIG=/opt/vault-secrets-test/docker28/docker-config \
+             DOCKER_HOST=unix:///run/vst-dockerd/x/docker.sock \
+             /opt/vault-secrets-test/docker28/usr/bin/docker info --format {{.ID}}",
+        ),
+        (
+            DockerCli::debian(rootless, "rootless"),
+            "-DOCKER_CONFIG DOCKER_HOST=unix:///run/user/1000/docker.sock \
+             docker info --format {{.ID}}",
+        ),
+    ];
+    for (cli, want) in expected {
+        assert_eq!(line(&cli), want, "{cli:?}");
+    }
+    assert_eq!(line(&DockerCli::engine()), line(&DockerCli::of(test_engine())));
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use super::docker::DockerCli;
 use super::{test_engine, unique, wait_until};
 
 static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -29,6 +30,8 @@ pub struct Dockerd {
     pub host: String,
     /// Its API socket.
     pub socket: PathBuf,
+    /// The docker CLI against it (the engine under test's).
+    pub cli: DockerCli,
     /// Its log (dockerd's and its managed plugins' output), kept after the drop.
     pub log: PathBuf,
     data_root: PathBuf,
@@ -73,9 +76,11 @@ impl Dockerd {
         for d in [&exec_root, &data_root] {
             std::fs::create_dir_all(d).expect("dockerd directories");
         }
+        let host = format!("unix://{}", exec_root.join("docker.sock").display());
         let mut d = Dockerd {
             socket: exec_root.join("docker.sock"),
-            host: format!("unix://{}", exec_root.join("docker.sock").display()),
+            cli: DockerCli::engine().at(&host),
+            host,
             log: PathBuf::from("/var/log/vault-secrets-test").join(format!("dockerd-{name}.log")),
             pidfile: exec_root.join("docker.pid"),
             data_root,
@@ -85,44 +90,19 @@ impl Dockerd {
             child: None,
         };
         d.spawn();
-        let image = super::test_image();
-        if !d.docker(&["image", "inspect", &image]).status.success() {
-            let rootfs = Path::new(super::paths::ROOTFS);
-            assert!(rootfs.exists(), "no {}: run tests/env.sh", rootfs.display());
-            d.docker_ok(&[
-                "import",
-                "--change",
-                "CMD [\"sh\"]",
-                &rootfs.display().to_string(),
-                &image,
-            ]);
-        }
+        d.cli.import_test_image();
         d
-    }
-
-    /// The docker CLI against this dockerd.
-    pub fn docker_command(&self) -> Command {
-        let mut c = test_engine().docker_command();
-        c.env("DOCKER_HOST", &self.host);
-        c
     }
 
     /// Runs the docker CLI against this dockerd.
     pub fn docker(&self, args: &[&str]) -> Output {
-        self.docker_command().args(args).output().expect("docker CLI")
+        self.cli.docker(args)
     }
 
-    /// Runs docker and returns its trimmed stdout; panics with its stderr on failure.
+    /// Runs docker against this dockerd and returns its trimmed stdout
+    /// ([`DockerCli::docker_ok`]).
     pub fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {} (private dockerd {}): {}",
-            args.join(" "),
-            self.host,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.cli.docker_ok(args)
     }
 
     /// dockerd's pid, while it runs.
@@ -204,28 +184,39 @@ impl Dockerd {
             .spawn()
             .expect("start dockerd");
         self.child = Some(child);
-        let ready = wait_until(Duration::from_secs(60), || {
-            if let Some(c) = self.child.as_mut() {
-                if c.try_wait().ok().flatten().is_some() {
-                    return true;
-                }
-            }
+        let cli = &self.cli;
+        let answers = || {
             // Engine 26.1's CLI exits 0 with an empty ID when it cannot connect (a dockerd
             // that takes 10 s to stop a killed one's containers is not listening yet).
-            let out = self.docker(&["info", "--format", "{{.ID}}"]);
+            let out = cli.docker(&["info", "--format", "{{.ID}}"]);
             out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-        });
-        let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        if exited.is_some() {
-            self.child = None; // reaped: nothing of it to stop any more
-        }
-        assert!(
-            ready && exited.is_none(),
-            "private dockerd on {} did not come up ({exited:?}); its log:\n{}",
-            self.host,
-            tail(&self.log, 30)
-        );
+        };
+        let what = format!("private dockerd on {}", self.host);
+        wait_up(&mut self.child, answers, &what, &self.log);
     }
+}
+
+/// Waits up to 60 s until a dockerd just started as `child` `answers`, or ends; panics with
+/// the tail of its `log` if it did not come up (`child` is then `None` if it ended: reaped,
+/// nothing of it to stop any more).
+pub fn wait_up(
+    child: &mut Option<Child>,
+    mut answers: impl FnMut() -> bool,
+    what: &str,
+    log: &Path,
+) {
+    let up = wait_until(Duration::from_secs(60), || {
+        child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) || answers()
+    });
+    let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+    if exited.is_some() {
+        *child = None;
+    }
+    assert!(
+        up && exited.is_none(),
+        "{what} did not come up ({exited:?}); its log:\n{}",
+        tail(log, 30)
+    );
 }
 
 impl Drop for Dockerd {
@@ -315,7 +306,8 @@ fn pid_file_alive(file: &Path) -> bool {
     })
 }
 
-fn tail(file: &Path, lines: usize) -> String {
+/// The last `lines` lines of a dockerd's log, without gRPC's connection chatter.
+pub fn tail(file: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     // gRPC's connection chatter hides the cause.
     let all: Vec<&str> = text.lines().filter(|l| !l.contains("module=grpc")).collect();

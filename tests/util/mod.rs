@@ -87,13 +87,6 @@ impl TestEngine {
         self.name.parse().expect("an engine's name is its major version")
     }
 
-    /// A command for the docker CLI against this engine.
-    pub fn docker_command(&self) -> Command {
-        let mut c = Command::new(&self.docker);
-        self.env(&mut c);
-        c
-    }
-
     /// A command for compose against this engine.
     pub fn compose_command(&self) -> Command {
         let mut c = Command::new(&self.compose[0]);
@@ -124,6 +117,22 @@ impl TestEngine {
                 format!("{}:{}:{path}", p.join("usr/bin").display(), p.join("usr/sbin").display()),
             ),
             None => ("dockerd".into(), path),
+        }
+    }
+
+    /// Debian 12's engine, 20.10, the one `tests/env.sh` runs.
+    fn debian12() -> TestEngine {
+        TestEngine {
+            name: "20",
+            socket: "/var/run/docker.sock".into(),
+            docker: "docker".into(),
+            docker_config: None,
+            compose: vec!["docker-compose".into()],
+            log: "/var/log/dockerd.log".into(),
+            prefix: None,
+            pidfile: None,
+            dockerd_env: &[],
+            dockerd_flags: &[],
         }
     }
 
@@ -160,18 +169,7 @@ impl TestEngine {
 pub fn test_engine() -> &'static TestEngine {
     static ENGINE: std::sync::OnceLock<TestEngine> = std::sync::OnceLock::new();
     ENGINE.get_or_init(|| match std::env::var("VAULT_SECRETS_TEST_ENGINE").as_deref() {
-        Ok("") | Ok("20") | Err(_) => TestEngine {
-            name: "20",
-            socket: "/var/run/docker.sock".into(),
-            docker: "docker".into(),
-            docker_config: None,
-            compose: vec!["docker-compose".into()],
-            log: "/var/log/dockerd.log".into(),
-            prefix: None,
-            pidfile: None,
-            dockerd_env: &[],
-            dockerd_flags: &[],
-        },
+        Ok("") | Ok("20") | Err(_) => TestEngine::debian12(),
         Ok("26") => TestEngine::unpacked("26"),
         Ok("28") => TestEngine::unpacked("28"),
         Ok(other) => panic!("VAULT_SECRETS_TEST_ENGINE={other}: expected 20, 26 or 28"),

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use super::{test_image, wait_until};
+use super::docker::DockerCli;
+use super::dockerd::wait_up;
 
 /// The user the rootless engine runs as (`tests/engines.sh` creates it).
 pub const USER: &str = "vst-rootless";
@@ -32,6 +33,8 @@ pub struct RootlessDockerd {
     pub host: String,
     /// rootlesskit's and dockerd's output.
     pub log: PathBuf,
+    /// The docker CLI against it: Debian 12's, the engine's own version.
+    pub cli: DockerCli,
     home: PathBuf,
     /// rootlesskit (the parent: setpriv and the script exec into it).
     child: Option<Child>,
@@ -83,44 +86,27 @@ impl RootlessDockerd {
             .stderr(out)
             .spawn()
             .expect("start dockerd-rootless.sh");
+        let host = format!("unix://{}", socket.display());
         let mut d = RootlessDockerd {
             uid,
             gid,
-            host: format!("unix://{}", socket.display()),
+            cli: DockerCli::debian(&host, "rootless"),
+            host,
             log,
             home,
             child: Some(child),
         };
-        let up = wait_until(Duration::from_secs(60), || {
-            d.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
-                || Self::answers(&d.host)
-        });
-        let exited = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        if exited.is_some() {
-            d.child = None;
-        }
-        assert!(
-            up && exited.is_none(),
-            "rootless dockerd did not come up ({exited:?}); its log:\n{}",
-            tail(&d.log, 30)
-        );
+        let host = d.host.clone();
+        wait_up(&mut d.child, || Self::answers(&host), "rootless dockerd", &d.log);
         let info = d.docker_ok(&["info", "--format", "{{.SecurityOptions}}"]);
         assert!(info.contains("rootless"), "not a rootless engine: {info}");
-        let image = test_image();
-        if !d.docker(&["image", "inspect", &image]).status.success() {
-            let rootfs = Path::new(super::paths::ROOTFS);
-            assert!(rootfs.exists(), "no {}: run tests/env.sh", rootfs.display());
-            let rootfs = rootfs.display().to_string();
-            d.docker_ok(&["import", "--change", "CMD [\"sh\"]", &rootfs, &image]);
-        }
+        d.cli.import_test_image();
         d
     }
 
     fn answers(host: &str) -> bool {
-        Command::new("docker")
-            .args(["info", "--format", "{{.ID}}"])
-            .env("DOCKER_HOST", host)
-            .env_remove("DOCKER_CONFIG")
+        DockerCli::debian(host, "rootless")
+            .command(&["info", "--format", "{{.ID}}"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -152,25 +138,13 @@ impl RootlessDockerd {
 
     /// Runs the docker CLI against this engine.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", &self.host)
-            .env_remove("DOCKER_CONFIG")
-            .output()
-            .expect("docker CLI")
+        self.cli.docker(args)
     }
 
-    /// Runs docker and returns its trimmed stdout; panics with its stderr on failure.
+    /// Runs docker against this engine and returns its trimmed stdout
+    /// ([`DockerCli::docker_ok`]).
     pub fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {} (rootless, {}): {}",
-            args.join(" "),
-            self.host,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.cli.docker_ok(args)
     }
 }
 
@@ -258,10 +232,4 @@ pub fn user() -> (u32, u32, PathBuf) {
         .unwrap_or_else(|| panic!("no user {USER}: run tests/engines.sh"))
         .to_vec();
     (fields[2].parse().unwrap(), fields[3].parse().unwrap(), PathBuf::from(fields[5]))
-}
-
-fn tail(file: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let all: Vec<&str> = text.lines().filter(|l| !l.contains("module=grpc")).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
