@@ -27,6 +27,7 @@
 //! the HTTP layer (its errors are [`super::client`]'s, tested there).
 
 mod secrets;
+mod tests;
 mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet};
