@@ -14,7 +14,7 @@ use crate::identity::Identity;
 use crate::lease::{plan, Worker};
 use crate::state::{Holder, MemoryStore};
 use crate::tmpfs::FakeMounter;
-use crate::vault::fake::{Expiration, FakeVault};
+use crate::vault::fake::FakeVault;
 use crate::vault::TokenInfo;
 
 /// The fake edges of the unit tests.
@@ -33,6 +33,7 @@ mod containers;
 mod login;
 mod records;
 mod userns;
+mod wrapping;
 
 pub(super) struct Fixture {
     pub(super) driver: Driver<Fakes>,
@@ -403,109 +404,6 @@ async fn rotate_fetches_a_fresh_generation_for_every_mount() {
 }
 
 #[tokio::test]
-async fn a_wrapped_token_becomes_the_volume_identity_once() {
-    let f = fixture();
-    f.vault.wraps_token("wrap-1", "auth/token/create", "own-token");
-    f.driver
-        .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
-        .await
-        .unwrap();
-    // Docker may repeat the Create with the same (now used) wrapping token.
-    f.driver
-        .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
-        .await
-        .unwrap();
-    let stored = &f.store.load_volumes()[0];
-    assert_eq!(
-        stored.options["wrapped-token"],
-        crate::volume::UNWRAPPED,
-        "the wrapping token never reaches the disk"
-    );
-    assert_eq!(f.store.load_volume_identities()[0].token.as_ref().unwrap().expose(), "own-token");
-    f.driver.mount("team", ID).await.unwrap();
-    assert_eq!(
-        f.vault.parents(),
-        vec!["own-token"],
-        "mounts get child tokens of the volume's token"
-    );
-    f.driver.unmount("team", ID).await.unwrap();
-    // A used wrapping token cannot make another volume.
-    let e = crate::report::chain(
-        &f.driver
-            .create("other", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
-            .await
-            .unwrap_err(),
-    );
-    assert!(e.contains("used, expired or unknown") && e.contains("intercepted"), "{e}");
-    f.driver.remove("team").await.unwrap();
-    assert!(
-        f.vault.revoked.lock().unwrap().contains(&"own-token".to_string()),
-        "remove revokes the volume's identity"
-    );
-    assert!(f.store.load_volume_identities().is_empty());
-}
-
-#[tokio::test]
-async fn a_wrapped_token_that_cannot_create_child_tokens_is_refused_at_create() {
-    let f = fixture();
-    f.vault.wraps_token("wrap-n", "auth/token/create", "no-create-token");
-    f.vault.no_child_tokens.lock().unwrap().insert("no-create-token".into());
-    let e = crate::report::chain(
-        &f.driver
-            .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-n")]))
-            .await
-            .unwrap_err(),
-    );
-    assert!(
-        e.contains("option `wrapped-token`")
-            && e.contains("may not create its mounts' child tokens")
-            && e.contains("deny"),
-        "{e}"
-    );
-    assert!(!e.contains("no-create-token"), "never the token: {e}");
-    assert!(f.vault.revoked.lock().unwrap().contains(&"no-create-token".to_string()));
-    assert!(f.store.load_volumes().is_empty() && f.store.load_volume_identities().is_empty());
-}
-
-#[tokio::test]
-async fn a_substituted_wrapping_token_is_refused_unused() {
-    let f = fixture();
-    f.vault.wraps_token("wrap-x", "sys/wrapping/wrap", "attacker-token");
-    let e = crate::report::chain(
-        &f.driver
-            .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-x")]))
-            .await
-            .unwrap_err(),
-    );
-    assert!(e.contains("`sys/wrapping/wrap`") && e.contains("refusing"), "{e}");
-    assert!(f.vault.wrapped.lock().unwrap().contains_key("wrap-x"), "not unwrapped");
-    assert!(f.store.load_volumes().is_empty());
-}
-
-#[tokio::test]
-async fn a_wrapped_secret_id_logs_each_mount_in() {
-    let f = fixture();
-    f.vault.wraps_secret_id("wrap-s", "auth/approle/role/web/secret-id", "secret-id:abc");
-    f.driver
-        .create(
-            "web",
-            opts(&[("path", "kv/app"), ("wrapped-token", "wrap-s"), ("role-id", "role-1")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        *f.vault.revoked.lock().unwrap(),
-        vec!["login-0"],
-        "the probe login at create is revoked"
-    );
-    let path = f.driver.mount("web", ID).await.unwrap();
-    assert_eq!(read(&path, "password"), "pw");
-    assert!(f.vault.parents().is_empty(), "no child tokens: a login per mount");
-    f.driver.unmount("web", ID).await.unwrap();
-    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["login-0", "login-1"]);
-}
-
-#[tokio::test]
 async fn policies_must_be_a_subset_of_the_identity_s() {
     let f = fixture();
     f.driver.create("ok", opts(&[("path", "kv/app"), ("policies", "app")])).await.unwrap();
@@ -519,22 +417,6 @@ async fn policies_must_be_a_subset_of_the_identity_s() {
         e.contains("option `policies`") && e.contains("`admin`") && e.contains("default, app"),
         "{e}"
     );
-}
-
-#[tokio::test]
-async fn a_volume_whose_identity_did_not_survive_a_reboot_says_so() {
-    let f = fixture();
-    f.vault.wraps_token("wrap-1", "auth/token/create", "own-token");
-    f.driver
-        .create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-1")]))
-        .await
-        .unwrap();
-    f.store.volume_identities.lock().unwrap().clear(); // the private tmpfs is gone
-    let restarted =
-        f.restarted(FakeMounter::default(), Arc::new(IdentitySlot::new(Err("no".into()))));
-    restarted.restore().await;
-    let e = crate::report::chain(&restarted.mount("team", ID).await.unwrap_err());
-    assert!(e.contains("did not survive a reboot") && e.contains("fresh wrapped-token"), "{e}");
 }
 
 #[tokio::test]
@@ -623,46 +505,6 @@ async fn docker_gets_a_read_only_bind_and_unmount_ids_are_checked_like_mount_ids
     assert!(!files.exists() && !path.exists(), "both directories are removed");
 }
 
-fn certify(f: &Fixture, path: &str, expiration: Expiration) {
-    f.vault.secrets.lock().unwrap().insert(path.into(), json!({"private_key": "key"}));
-    f.vault.certified.lock().unwrap().insert(path.into(), expiration);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_certificate_without_a_lease_is_replaced_at_two_thirds_of_its_validity_not_at_refresh() {
-    let f = fixture();
-    certify(&f, "pki/issue/web", Expiration::In(60));
-    let options = [("path", "pki/issue/web"), ("param.common_name", "web"), ("refresh", "10s")];
-    f.driver.create("db", opts(&options)).await.unwrap();
-    let start = Instant::now();
-    let path = f.driver.mount("db", ID).await.unwrap();
-    assert_eq!(read(&path, "certificate"), "cert-0");
-    let status = f.driver.status().await;
-    let expiring = &status[0].mounts[0].expiring[0];
-    assert_eq!(
-        (expiring.source.as_str(), expiring.state),
-        ("pki/issue/web", plan::Action::Replace)
-    );
-    assert!(expiring.expires_in_secs.is_some_and(|s| (59..=60).contains(&s)), "{expiring:?}");
-    let record = &f.store.load_mounts()[0];
-    assert_eq!(record.expiring.len(), 1, "the deadline is recorded for a restart");
-    assert!(record.expiring[0].replace_at.is_some_and(|at| at < record.expiring[0].expires_at));
-    // `refresh` comes round: nothing is issued again.
-    tokio::time::advance(Duration::from_secs(11)).await;
-    let next = f.driver.tick(&key(ID)).await.unwrap();
-    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 1, "not re-issued on refresh");
-    let at = next - start;
-    assert!(at > Duration::from_secs(33) && at <= Duration::from_secs(40), "{at:?}");
-    // At about two thirds of its validity: a fresh generation with a new certificate.
-    tokio::time::sleep_until(next).await;
-    let next = f.driver.tick(&key(ID)).await.unwrap();
-    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 2);
-    assert_eq!(f.vault.created(), 2, "a new token for the new generation");
-    assert_eq!(read(&path, "certificate"), "cert-1");
-    assert!(next - Instant::now() > Duration::from_secs(4), "the old token's grace comes first");
-    assert_eq!(f.driver.status().await[0].mounts[0].expiring.len(), 1);
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_source_with_parameters_is_read_once_per_generation() {
     let f = fixture();
@@ -677,89 +519,6 @@ async fn a_source_with_parameters_is_read_once_per_generation() {
     assert!(f.driver.status().await[0].mounts[0].expiring.is_empty());
     f.driver.rotate("db").await.unwrap();
     assert_eq!(f.vault.reads.load(Ordering::SeqCst), 2, "read again for a fresh generation");
-}
-
-#[tokio::test(start_paused = true)]
-async fn hostile_expirations_neither_panic_nor_spin() {
-    let f = fixture();
-    let hostile =
-        [json!(-5), json!(0), json!(-1e300), json!(1e300), json!(u64::MAX), json!("soon")];
-    for (i, value) in hostile.iter().enumerate() {
-        let path = format!("pki/issue/h{i}");
-        certify(&f, &path, Expiration::Raw(value.clone()));
-        let name = format!("h{i}");
-        let options = [("path", path.as_str()), ("param.common_name", "x"), ("refresh", "1s")];
-        f.driver.create(&name, opts(&options)).await.unwrap();
-        f.driver.mount(&name, ID).await.unwrap();
-    }
-    assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len());
-    tokio::time::advance(Duration::from_secs(5)).await;
-    for (i, value) in hostile.iter().enumerate() {
-        let next = f.driver.tick(&Job::mount(&format!("h{i}"), ID)).await.unwrap();
-        assert!(next > Instant::now() + Duration::from_secs(60), "{value}: {next:?}");
-    }
-    assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len(), "none is read again");
-    for volume in f.driver.status().await {
-        let expiring = &volume.mounts[0].expiring;
-        let far = |e: &ExpiryStatus| {
-            e.expires_in_secs.is_some_and(|s| s <= crate::vault::MAX_TTL.as_secs())
-        };
-        match volume.name.as_str() {
-            "h3" | "h4" => assert!(expiring.len() == 1 && far(&expiring[0]), "{expiring:?}"),
-            name => assert!(expiring.is_empty(), "{name}: a past or bad expiration is ignored"),
-        }
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_certificate_s_deadline_survives_a_restart() {
-    let f = fixture();
-    certify(&f, "pki/issue/web", Expiration::In(60));
-    f.driver.create("db", opts(&[("path", "pki/issue/web"), ("param.cn", "w")])).await.unwrap();
-    let path = f.driver.mount("db", ID).await.unwrap();
-    let record = f.store.load_mounts().remove(0);
-    let spec = f.driver.volume("db").unwrap().spec.clone();
-    let active = restore::restored(&spec, &record);
-    let (_, expiration, deadline) = active.expiring().next().expect("carried over");
-    assert_eq!(expiration, record.expiring[0].expires_at);
-    assert!(
-        deadline.action == plan::Action::Replace && deadline.act_at < deadline.expires_at.unwrap()
-    );
-    let act = deadline.act_at - Instant::now();
-    assert!(act >= Duration::from_secs(32) && act <= Duration::from_secs(41), "{act:?}");
-    assert_eq!(read(&path, "certificate"), "cert-0");
-}
-
-#[tokio::test]
-async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying_why() {
-    let f = fixture();
-    f.vault.wraps_token("wrap-svc", "auth/token/create", "own-token");
-    let definition = opts(&[("path", "kv/app"), ("wrapped-token", "wrap-svc")]);
-    f.driver.create("svc", definition.clone()).await.unwrap();
-    // A second node: its own plugin and state, the same Vault, the same volume definition.
-    let dir = tempfile::tempdir().unwrap();
-    let node_two = Driver::<Fakes>::new(Parts {
-        vault: f.vault.clone(),
-        mounter: FakeMounter::default(),
-        store: Arc::new(MemoryStore::default()),
-        engines: vec![Arc::new(FakeEngine::default())],
-        identity: Arc::new(IdentitySlot::new(Ok(Arc::new(Identity::fixed(Token::new(
-            "node-two-token".into(),
-        )))))),
-        defaults: Defaults::default(),
-        userns: None,
-        mounts_root: dir.path().join("mounts"),
-        files_root: dir.path().join("files"),
-        driver_name: "vault-secrets".into(),
-        templates_dir: PathBuf::from("/nonexistent"),
-        audit: Arc::new(crate::audit::Audit::memory()),
-    });
-    let e = crate::report::chain(&node_two.create("svc", definition).await.unwrap_err());
-    assert!(e.contains(volume_identity::SINGLE_USE), "{e}");
-    assert!(e.starts_with("volume svc: option `wrapped-token`"), "{e}");
-    assert!(!e.contains("wrap-svc"), "the wrapping token is not quoted: {e}");
-    assert!(node_two.list().is_empty(), "nothing half-done on the second node");
-    assert_eq!(f.driver.list().len(), 1, "the first node keeps its volume");
 }
 
 #[tokio::test]
