@@ -400,11 +400,7 @@ mod tests {
     async fn a_wrapped_secret_id_is_unwrapped_once_then_kept_and_the_file_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let vault = FakeVault::default();
-        vault
-            .wrapped
-            .lock()
-            .unwrap()
-            .insert("wrap-1".into(), "auth/approle/role/r/secret-id".into());
+        vault.wraps_secret_id("wrap-1", "auth/approle/role/r/secret-id", SECRET_ID);
         let store = MemoryStore::default();
         let auth = approle(dir.path(), true);
         let identity = Identity::login(&vault, &auth, &store).await.unwrap();
@@ -432,12 +428,12 @@ mod tests {
         assert_eq!(identity.token().expose(), "login-0", "renewed in full: the same token");
         assert_eq!(identity.ttl(), Duration::from_secs(60));
         // The max TTL is near: Vault grants 10 s of the 60 asked. Log in again, and keep it.
-        *vault.renew_cap.lock().unwrap() = Some(Duration::from_secs(10));
+        *vault.token_renew_cap.lock().unwrap() = Some(Duration::from_secs(10));
         identity.refresh(&vault, &store).await.unwrap();
         assert_eq!(identity.token().expose(), "login-1");
         assert_eq!(store.load_identity().unwrap().token.expose(), "login-1");
         // A token Vault no longer knows (revoked): log in again too.
-        *vault.renew_cap.lock().unwrap() = None;
+        *vault.token_renew_cap.lock().unwrap() = None;
         vault.tokens.lock().unwrap().clear();
         identity.refresh(&vault, &store).await.unwrap();
         assert_eq!(identity.token().expose(), "login-2");
@@ -482,7 +478,7 @@ mod tests {
         assert!(e.contains("was refused by vault") && e.contains("token"), "{e}");
         vault.knows("plugin-token", Duration::from_secs(100));
         let identity = Identity::login(&vault, &auth, &store).await.unwrap();
-        *vault.renew_cap.lock().unwrap() = Some(Duration::from_secs(10));
+        *vault.token_renew_cap.lock().unwrap() = Some(Duration::from_secs(10));
         identity.refresh(&vault, &store).await.unwrap();
         assert_eq!(identity.ttl(), Duration::from_secs(10), "no AppRole: it carries on");
         vault.tokens.lock().unwrap().clear();

@@ -230,7 +230,8 @@ impl VaultError {
     }
 }
 
-/// The Vault operations the plugin uses. [`HttpVault`] is the real one; unit tests use fakes.
+/// The Vault operations the plugin uses. [`HttpVault`] is the real one; unit tests use the one
+/// fake, `fake::FakeVault` (test builds only).
 pub trait Vault: Send + Sync + 'static {
     /// `auth/token/create` as `parent`: a child token, revoked with its parent.
     fn create_child_token(

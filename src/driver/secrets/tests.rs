@@ -2,8 +2,8 @@
 //! tokens, a repeated request, a restart.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -14,136 +14,8 @@ use crate::driver::{Edges, Parts};
 use crate::identity::{Identity, IdentitySlot};
 use crate::state::MemoryStore;
 use crate::tmpfs::FakeMounter;
-use crate::vault::{Secret, TokenInfo, Unwrapped};
-use crate::volume::{Defaults, Format, Source};
-
-/// Vault as far as swarm secrets use it: child tokens, reads (a `database/` path gives a new
-/// user per read, with a lease), revocations, renewals.
-#[derive(Default)]
-struct FakeVault {
-    created: Mutex<Vec<ChildTokenRequest>>,
-    reads: AtomicUsize,
-    revoked: Mutex<Vec<String>>,
-    token_renewals: AtomicUsize,
-    lease_renewals: AtomicUsize,
-    /// Renewals fail as while Vault is sealed.
-    down: std::sync::atomic::AtomicBool,
-    /// The namespace of each token a request was made with (`None`: vault.namespace), by path.
-    namespaces: Mutex<Vec<(&'static str, Option<String>)>>,
-}
-
-impl FakeVault {
-    fn saw(&self, path: &'static str, token: &Token) {
-        let ns = token.namespace().map(|n| n.as_str().to_owned());
-        self.namespaces.lock().unwrap().push((path, ns));
-    }
-}
-
-fn sealed(path: &str) -> VaultError {
-    VaultError::Status { path: path.into(), status: 503, message: "sealed".into() }
-}
-
-fn denied(path: &str) -> VaultError {
-    VaultError::Denied { path: path.into() }
-}
-
-impl Vault for FakeVault {
-    async fn login(&self, l: &crate::vault::Login<'_>) -> Result<IssuedToken, VaultError> {
-        Err(denied(&l.path()))
-    }
-
-    async fn create_child_token(
-        &self,
-        parent: &Token,
-        request: &ChildTokenRequest,
-    ) -> Result<IssuedToken, VaultError> {
-        self.saw("create", parent);
-        let mut created = self.created.lock().unwrap();
-        created.push(request.clone());
-        let n = created.len() - 1;
-        Ok(IssuedToken {
-            // Made in the parent's namespace, as HttpVault tags it.
-            token: Token::new(format!("task-token-{n}")).in_namespace(parent.namespace()),
-            accessor: format!("acc-{n}"),
-            ttl: request.ttl,
-            renewable: true,
-        })
-    }
-
-    async fn read(&self, token: &Token, source: &Source) -> Result<Secret, VaultError> {
-        self.saw("read", token);
-        let n = self.reads.fetch_add(1, Ordering::SeqCst);
-        let (data, lease) = match source.path.as_str() {
-            "secret/data/app" => (json!({"password": "pw", "user": "app"}), None),
-            "secret/data/big" => (json!({"blob": "x".repeat(MAX_VALUE + 1)}), None),
-            "database/creds/app" => (
-                json!({"username": format!("v-user-{n}"), "password": format!("pw-{n}")}),
-                Some(Lease {
-                    id: format!("database/creds/app/{n}"),
-                    duration: Duration::from_secs(60),
-                    renewable: true,
-                }),
-            ),
-            path => return Err(denied(path)),
-        };
-        let Value::Object(data) = data else { unreachable!() };
-        Ok(Secret { data, lease, kv_version: None })
-    }
-
-    async fn revoke_self(&self, token: &Token) -> Result<(), VaultError> {
-        self.saw("revoke", token);
-        self.revoked.lock().unwrap().push(token.expose().to_owned());
-        Ok(())
-    }
-
-    async fn revoke_certificate(
-        &self,
-        _: &Token,
-        _: &crate::vault::pki::Issued,
-    ) -> Result<(), VaultError> {
-        Ok(())
-    }
-
-    async fn renew_self(&self, _: &Token, increment: Duration) -> Result<Duration, VaultError> {
-        self.token_renewals.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            return Err(sealed("auth/token/renew-self"));
-        }
-        Ok(increment)
-    }
-
-    async fn renew_lease(&self, _: &Token, _: &str, d: Duration) -> Result<Duration, VaultError> {
-        self.lease_renewals.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            return Err(sealed("sys/leases/renew"));
-        }
-        Ok(d)
-    }
-
-    async fn lookup_self(&self, _: &Token) -> Result<TokenInfo, VaultError> {
-        Err(denied("auth/token/lookup-self"))
-    }
-
-    async fn capabilities_self(&self, _: &Token, _: &str) -> Result<Vec<String>, VaultError> {
-        Ok(vec!["update".into()])
-    }
-
-    async fn health(&self) -> Result<(), VaultError> {
-        Ok(())
-    }
-
-    async fn wrapping_creation_path(&self, _: &Token) -> Result<String, VaultError> {
-        Err(denied("sys/wrapping/lookup"))
-    }
-
-    async fn unwrap(&self, _: &Token) -> Result<Unwrapped, VaultError> {
-        Err(denied("sys/wrapping/unwrap"))
-    }
-
-    async fn approle_login(&self, _: &str, _: &Token) -> Result<IssuedToken, VaultError> {
-        Err(denied("auth/approle/login"))
-    }
-}
+use crate::vault::fake::FakeVault;
+use crate::volume::{Defaults, Format};
 
 struct Fakes;
 
@@ -152,6 +24,23 @@ impl Edges for Fakes {
     type Mounter = FakeMounter;
     type Store = MemoryStore;
     type Engine = FakeEngine;
+}
+
+/// Vault as far as swarm secrets use it: the plugin's token, a KV secret, one too large, and
+/// a database role giving a new user per read, with a lease; `database/creds/nope` is denied.
+fn vault() -> FakeVault {
+    let vault = FakeVault::default();
+    vault.knows("plugin-token", Duration::from_secs(3600));
+    for (path, data) in [
+        ("secret/data/app", json!({"password": "pw", "user": "app"})),
+        ("secret/data/big", json!({"blob": "x".repeat(MAX_VALUE + 1)})),
+        ("database/creds/app", json!({"username": "v-user-{n}", "password": "pw-{n}"})),
+        ("database/creds/nope", json!("denied")),
+    ] {
+        vault.secrets.lock().unwrap().insert(path.into(), data);
+    }
+    vault.leased.lock().unwrap().insert("database/creds/app".into(), 60);
+    vault
 }
 
 struct Fixture {
@@ -164,7 +53,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture::over(Arc::default(), Arc::default(), Arc::default())
+        Fixture::over(Arc::new(vault()), Arc::default(), Arc::default())
     }
 
     /// A driver over these edges (the same ones again: as after a restart).
@@ -300,7 +189,8 @@ async fn every_task_gets_its_own_token_and_value_and_its_end_revokes_it() {
     let b = f.get("task2", DB).await.unwrap();
     assert_ne!(a, b);
     assert!(a.starts_with("v-user-"), "the field's value as it is: {a}");
-    let created = f.vault.created.lock().unwrap().clone();
+    let created: Vec<_> =
+        f.vault.children.lock().unwrap().iter().map(|c| c.request.clone()).collect();
     assert_eq!(created.len(), 2, "a token per task");
     assert!(created[0].meta.contains(&("task_id".into(), "task1".into())));
     assert!(created[0].meta.contains(&("service".into(), "web".into())));
@@ -314,10 +204,10 @@ async fn every_task_gets_its_own_token_and_value_and_its_end_revokes_it() {
     assert!(f.revoked().is_empty());
     f.task("task2", "shutdown");
     assert_eq!(f.driver.check_tasks().await, 1);
-    assert_eq!(f.revoked(), ["task-token-1"]);
+    assert_eq!(f.revoked(), ["child-1"]);
     f.engine.tasks.lock().unwrap().clear(); // `docker service rm`: the task is gone
     assert_eq!(f.driver.check_tasks().await, 1);
-    assert_eq!(f.revoked(), ["task-token-1", "task-token-0"]);
+    assert_eq!(f.revoked(), ["child-1", "child-0"]);
     assert!(f.store.load_tasks().is_empty());
     assert_eq!(f.driver.task_tokens(), 0);
     assert_eq!(f.driver.check_tasks().await, 0);
@@ -361,7 +251,7 @@ async fn a_failure_revokes_the_token_and_keeps_nothing() {
     assert!(matches!(e, SecretError::Read { .. }), "{e:?}");
     let e = crate::report::chain(&e);
     assert!(e.contains("permission denied on database/creds/nope") && e.contains("task1"), "{e}");
-    assert_eq!(f.revoked(), ["task-token-0"]);
+    assert_eq!(f.revoked(), ["child-0"]);
     let e = f.get("task1", &[("path", "secret/data/app"), ("field", "nope")]).await.unwrap_err();
     assert!(crate::report::chain(&e).contains("field \"nope\" is not in the secret"), "{e}");
     let e = f.get("task1", &[("path", "secret/data/big")]).await.unwrap_err();
@@ -376,7 +266,7 @@ async fn a_failure_revokes_the_token_and_keeps_nothing() {
     assert_eq!(crate::report::chain(&e), e.to_string(), "the label's error is said once");
     let request = SecretRequest { secret: "db".into(), task: "a/b".into(), ..Default::default() };
     assert!(matches!(f.driver.get_secret(&request).await, Err(SecretError::InvalidTask { .. })));
-    assert_eq!(f.vault.created.lock().unwrap().len(), 3);
+    assert_eq!(f.vault.created(), 3);
 }
 
 #[tokio::test]
@@ -386,11 +276,11 @@ async fn the_same_task_asking_again_is_read_again_with_its_token() {
     let a = f.get("task1", DB).await.unwrap();
     let b = f.get("task1", DB).await.unwrap();
     assert_ne!(a, b, "a fresh read");
-    assert_eq!(f.vault.created.lock().unwrap().len(), 1, "with the task's one token");
+    assert_eq!(f.vault.created(), 1, "with the task's one token");
     assert_eq!(f.store.load_tasks()[0].leases.len(), 2, "both leases are followed");
     f.task("task1", "complete");
     assert_eq!(f.driver.check_tasks().await, 1);
-    assert_eq!(f.revoked(), ["task-token-0"], "one revocation ends both");
+    assert_eq!(f.revoked(), ["child-0"], "one revocation ends both");
 }
 
 #[tokio::test(start_paused = true)]
@@ -427,7 +317,7 @@ async fn a_task_s_failing_renewal_backs_off_with_its_time_failing_until_vault_an
         .unwrap();
     tokio::time::advance(Duration::from_secs(7 * 60)).await;
     f.driver.check_tasks().await;
-    f.vault.down.store(true, Ordering::SeqCst);
+    f.vault.sealed.store(true, Ordering::SeqCst);
     let start = tokio::time::Instant::now();
     // The token, renewed for 10 m at 7 m, has 3 m left when Vault starts failing.
     let expiry = start + Duration::from_secs(3 * 60);
@@ -449,7 +339,7 @@ async fn a_task_s_failing_renewal_backs_off_with_its_time_failing_until_vault_an
     assert!(waits[1..5].windows(2).all(|w| w[1] >= w[0]), "growing: {waits:?}");
     let renewals = f.vault.token_renewals.load(Ordering::SeqCst);
     assert!(renewals < 20, "{renewals} renewals in 150 s of failures: {waits:?}");
-    f.vault.down.store(false, Ordering::SeqCst);
+    f.vault.sealed.store(false, Ordering::SeqCst);
     tokio::time::advance(due.saturating_duration_since(tokio::time::Instant::now())).await;
     f.driver.check_tasks().await;
     let next = f.driver.task_upkeep("task1", "db_user").await.unwrap();
@@ -469,7 +359,7 @@ async fn a_restarted_plugin_still_revokes_the_tokens_of_ended_tasks() {
     assert_eq!(again.driver.task_tokens(), 2);
     again.task("task1", "shutdown");
     assert_eq!(again.driver.check_tasks().await, 1);
-    assert_eq!(again.revoked(), ["task-token-0"]);
+    assert_eq!(again.revoked(), ["child-0"]);
     assert_eq!(again.store.load_tasks().len(), 1);
 }
 

@@ -56,11 +56,7 @@ async fn a_wrapped_token_met_mid_unwrap_at_its_lookup_says_it_is_single_use() {
     ];
     for race in races {
         let f = fixture();
-        f.vault
-            .wrapped
-            .lock()
-            .unwrap()
-            .insert("wrap-1".into(), ("auth/token/create".into(), "own-token".into()));
+        f.vault.wraps_token("wrap-1", "auth/token/create", "own-token");
         *f.vault.lookup_race.lock().unwrap() = Some(race);
         let e = crate::report::chain(
             &f.driver
@@ -74,11 +70,7 @@ async fn a_wrapped_token_met_mid_unwrap_at_its_lookup_says_it_is_single_use() {
     }
     // A sealed Vault at the lookup is not a used token.
     let f = fixture();
-    f.vault
-        .wrapped
-        .lock()
-        .unwrap()
-        .insert("wrap-1".into(), ("auth/token/create".into(), "own-token".into()));
+    f.vault.wraps_token("wrap-1", "auth/token/create", "own-token");
     *f.vault.lookup_race.lock().unwrap() = Some(VaultError::Status {
         path: "sys/wrapping/lookup".into(),
         status: 503,

@@ -1,17 +1,10 @@
-//! Certificates issued without a lease: revoked at the end of their mount, a replaced one once
-//! its successor is in place, and a failed revocation retried, also after a restart.
+//! Certificates issued without a lease: replaced at two thirds of their validity, deadlines
+//! that survive a restart and hostile ones; revoked at the end of their mount, a replaced one
+//! once its successor is in place, and a failed revocation retried, also after a restart.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
-
-use super::{certify, fixture, opts, Expiration, ID};
-use crate::driver::IdentitySlot;
-use crate::identity::Identity;
-use crate::lease::{Job, Worker};
+use super::*;
 use crate::state::Store;
-use crate::tmpfs::FakeMounter;
-use crate::vault::Token;
+use crate::vault::fake::Expiration;
 
 const WEB: [(&str, &str); 2] = [("path", "pki/issue/web"), ("param.common_name", "web")];
 
@@ -85,4 +78,95 @@ async fn a_no_store_role_s_certificate_is_said_to_stay_valid_and_not_revoked() {
     f.driver.unmount("web", ID).await.unwrap();
     assert!(f.vault.certificates_revoked.lock().unwrap().is_empty());
     assert!(f.store.load_certificates().is_empty(), "nothing to retry");
+}
+
+fn certify(f: &Fixture, path: &str, expiration: Expiration) {
+    f.vault.secrets.lock().unwrap().insert(path.into(), json!({"private_key": "key"}));
+    f.vault.certified.lock().unwrap().insert(path.into(), expiration);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_certificate_without_a_lease_is_replaced_at_two_thirds_of_its_validity_not_at_refresh() {
+    let f = fixture();
+    certify(&f, "pki/issue/web", Expiration::In(60));
+    let options = [("path", "pki/issue/web"), ("param.common_name", "web"), ("refresh", "10s")];
+    f.driver.create("db", opts(&options)).await.unwrap();
+    let start = Instant::now();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    assert_eq!(read(&path, "certificate"), "cert-0");
+    let status = f.driver.status().await;
+    let expiring = &status[0].mounts[0].expiring[0];
+    assert_eq!(
+        (expiring.source.as_str(), expiring.state),
+        ("pki/issue/web", plan::Action::Replace)
+    );
+    assert!(expiring.expires_in_secs.is_some_and(|s| (59..=60).contains(&s)), "{expiring:?}");
+    let record = &f.store.load_mounts()[0];
+    assert_eq!(record.expiring.len(), 1, "the deadline is recorded for a restart");
+    assert!(record.expiring[0].replace_at.is_some_and(|at| at < record.expiring[0].expires_at));
+    // `refresh` comes round: nothing is issued again.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 1, "not re-issued on refresh");
+    let at = next - start;
+    assert!(at > Duration::from_secs(33) && at <= Duration::from_secs(40), "{at:?}");
+    // At about two thirds of its validity: a fresh generation with a new certificate.
+    tokio::time::sleep_until(next).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 2);
+    assert_eq!(f.vault.created(), 2, "a new token for the new generation");
+    assert_eq!(read(&path, "certificate"), "cert-1");
+    assert!(next - Instant::now() > Duration::from_secs(4), "the old token's grace comes first");
+    assert_eq!(f.driver.status().await[0].mounts[0].expiring.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_expirations_neither_panic_nor_spin() {
+    let f = fixture();
+    let hostile =
+        [json!(-5), json!(0), json!(-1e300), json!(1e300), json!(u64::MAX), json!("soon")];
+    for (i, value) in hostile.iter().enumerate() {
+        let path = format!("pki/issue/h{i}");
+        certify(&f, &path, Expiration::Raw(value.clone()));
+        let name = format!("h{i}");
+        let options = [("path", path.as_str()), ("param.common_name", "x"), ("refresh", "1s")];
+        f.driver.create(&name, opts(&options)).await.unwrap();
+        f.driver.mount(&name, ID).await.unwrap();
+    }
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    for (i, value) in hostile.iter().enumerate() {
+        let next = f.driver.tick(&Job::mount(&format!("h{i}"), ID)).await.unwrap();
+        assert!(next > Instant::now() + Duration::from_secs(60), "{value}: {next:?}");
+    }
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), hostile.len(), "none is read again");
+    for volume in f.driver.status().await {
+        let expiring = &volume.mounts[0].expiring;
+        let far = |e: &ExpiryStatus| {
+            e.expires_in_secs.is_some_and(|s| s <= crate::vault::MAX_TTL.as_secs())
+        };
+        match volume.name.as_str() {
+            "h3" | "h4" => assert!(expiring.len() == 1 && far(&expiring[0]), "{expiring:?}"),
+            name => assert!(expiring.is_empty(), "{name}: a past or bad expiration is ignored"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_certificate_s_deadline_survives_a_restart() {
+    let f = fixture();
+    certify(&f, "pki/issue/web", Expiration::In(60));
+    f.driver.create("db", opts(&[("path", "pki/issue/web"), ("param.cn", "w")])).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    let record = f.store.load_mounts().remove(0);
+    let spec = f.driver.volume("db").unwrap().spec.clone();
+    let active = restore::restored(&spec, &record);
+    let (_, expiration, deadline) = active.expiring().next().expect("carried over");
+    assert_eq!(expiration, record.expiring[0].expires_at);
+    assert!(
+        deadline.action == plan::Action::Replace && deadline.act_at < deadline.expires_at.unwrap()
+    );
+    let act = deadline.act_at - Instant::now();
+    assert!(act >= Duration::from_secs(32) && act <= Duration::from_secs(41), "{act:?}");
+    assert_eq!(read(&path, "certificate"), "cert-0");
 }

@@ -72,11 +72,10 @@ async fn under_a_remapping_engine_ids_are_the_containers() {
 async fn a_fresh_generation_keeps_the_host_owner() {
     let f = fixture();
     remapping(&f);
-    f.vault
-        .secrets
-        .lock()
-        .unwrap()
-        .insert("database/creds/app".into(), serde_json::json!({"password": "pw"}));
+    f.vault.secrets.lock().unwrap().insert(
+        "database/creds/app".into(),
+        serde_json::json!({"username": "user-{n}", "password": "pw"}),
+    );
     f.vault.leased.lock().unwrap().insert("database/creds/app".into(), 3600);
     let o = opts(&[("path", "database/creds/app"), ("uid", "1000"), ("gid", "1000")]);
     f.driver.create("db", o).await.unwrap();
@@ -199,7 +198,7 @@ async fn uid_container_is_the_containers_id_under_a_remapping_engine() {
 #[tokio::test]
 async fn uid_container_refuses_what_it_cannot_tell_and_leaves_nothing() {
     let f = fixture();
-    let created = || f.vault.created.load(std::sync::atomic::Ordering::Relaxed);
+    let created = || f.vault.created();
     let start = created();
     f.driver.create("app", opts(&[("path", "kv/app"), ("uid", "container")])).await.unwrap();
     // No container of the volume is starting.
