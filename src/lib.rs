@@ -8,8 +8,9 @@
 //! bounding) is below everything.
 //!
 //! ```text
-//!   daemon (serve: start-up, the tasks, shutdown) ─▶ api, driver      check (the `check`
-//!   command) ─▶ vault, identity's files, dockerd, swap: the top floor, used by main only
+//!   check (the `check` command) ─▶ daemon's engines and paths, vault, identity's files,
+//!   state (a kept token), tmpfs (is it mounted), dockerd, swap: the top floor, main's only
+//!   daemon (serve: start-up, the tasks, shutdown) ─▶ api, driver and the edges it builds
 //!
 //! dockerd ─/VolumeDriver.*,─▶ api::plugin   status/rotate ─▶ api::admin    scrape ─▶ api::metrics
 //!   /SecretProvider.GetSecret
