@@ -12,15 +12,15 @@ use arbitrary::Arbitrary;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use libfuzzer_sys::fuzz_target;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tower::ServiceExt;
 use vault_secrets::api::plugin::types::{
     CreateRequest, GetSecretRequest, MountRequest, NameRequest,
 };
 use vault_secrets::api::plugin::{self, router};
-use vault_secrets::driver::{parse_labels, Backend, DriverError, VolumeInfo};
+use vault_secrets::driver::{parse_labels, Backend, DriverError, VolumeDetails, VolumeInfo};
 use vault_secrets::driver::{SecretError, SecretRequest, SecretValue};
-use vault_secrets::volume::{valid_volume_name, Defaults, VolumeSpec};
+use vault_secrets::volume::{valid_volume_name, Defaults, Format, VolumeSpec};
 
 const ENDPOINTS: &[&str] = &[
     "/Plugin.Activate",
@@ -90,7 +90,15 @@ impl Backend for Fake {
             name: name.into(),
             mountpoint: None,
             created_at: "2026-11-28T00:00:00Z".into(),
-            status: json!({"active_mounts": 0}),
+            status: VolumeDetails {
+                sources: vec!["kv/app".into()],
+                active_mounts: 0,
+                format: Format::Files,
+                owner: "0:0".into(),
+                mode: "0400".into(),
+                token_ttl: "1h".into(),
+                refresh: "5m".into(),
+            },
         })
     }
     fn list(&self) -> Vec<VolumeInfo> {
