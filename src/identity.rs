@@ -111,6 +111,8 @@ impl Relogin {
 pub struct Identity {
     current: RwLock<Token>,
     ttl: RwLock<Duration>,
+    /// When Vault told that TTL (at the login, lookup or renewal).
+    ttl_since: RwLock<Instant>,
     renewable: RwLock<bool>,
     relogin: Option<Relogin>,
     /// Renewals that failed in a row (the backoff grows with them).
@@ -131,6 +133,7 @@ impl Identity {
         Identity {
             current: RwLock::new(token),
             ttl: RwLock::new(ttl),
+            ttl_since: RwLock::new(Instant::now()),
             renewable: RwLock::new(renewable),
             relogin,
             failures: AtomicU32::new(0),
@@ -150,6 +153,16 @@ impl Identity {
 
     fn ttl(&self) -> Duration {
         *self.ttl.read().unwrap()
+    }
+
+    fn set_ttl(&self, ttl: Duration) {
+        *self.ttl.write().unwrap() = ttl;
+        *self.ttl_since.write().unwrap() = Instant::now();
+    }
+
+    /// What the token has left at `now`, as far as the plugin knows.
+    fn remaining(&self, now: Instant) -> Duration {
+        self.ttl().saturating_sub(now.saturating_duration_since(*self.ttl_since.read().unwrap()))
     }
 
     /// Logs in as `auth` says, reusing a still-valid token from the private store first.
@@ -228,10 +241,11 @@ impl Identity {
         Ok(())
     }
 
-    /// When the token is first due for renewal (two thirds of its TTL from `now`), or `None`
-    /// when it needs no care (no expiry, or neither renewable nor replaceable by a login).
+    /// When the token is first due for renewal (two thirds of its TTL from `now`, at least a
+    /// second: a renewable token of no TTL must not be renewed in a busy loop), or `None` when
+    /// it needs no care (no expiry, or neither renewable nor replaceable by a login).
     pub fn first_renewal(&self, now: Instant) -> Option<Instant> {
-        self.needs_care().then(|| now + self.ttl() * 2 / 3)
+        self.needs_care().then(|| now + (self.ttl() * 2 / 3).max(Duration::from_secs(1)))
     }
 
     fn needs_care(&self) -> bool {
@@ -241,8 +255,8 @@ impl Identity {
     /// One step of the token's upkeep, at the deadline the lease manager keeps for it
     /// ([`crate::lease::Job::Plugin`]): renews it, or logs in again when renewal is refused or
     /// the TTL stops growing. Returns the next deadline: two thirds of the TTL after a success,
-    /// the backoff of [`plan::backoff`] (never past a quarter of the TTL) while Vault is out of
-    /// reach; `None` when the token needs no care.
+    /// the backoff of [`plan::backoff`] while Vault is out of reach — never past two thirds of
+    /// what the token has left, never under a second; `None` when the token needs no care.
     pub async fn upkeep<V: Vault, S: Store>(
         &self,
         vault: &V,
@@ -252,7 +266,6 @@ impl Identity {
         if !self.needs_care() {
             return None;
         }
-        let ttl = self.ttl();
         match self.refresh(vault, store).await {
             Ok(()) => {
                 self.failures.store(0, Ordering::Relaxed);
@@ -261,7 +274,7 @@ impl Identity {
             Err(e) => {
                 let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
                 let wait = plan::backoff(failures, fastrand::f64())
-                    .min(ttl / 4)
+                    .min(self.remaining(now) * 2 / 3)
                     .max(Duration::from_secs(1));
                 tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "cannot keep the plugin's vault token alive");
                 Some(now + wait)
@@ -279,7 +292,7 @@ impl Identity {
         match renewed {
             // Renewed fully: a periodic token, or one still below its max TTL.
             Some(Ok(ttl)) if ttl + Duration::from_secs(5) >= asked || self.relogin.is_none() => {
-                *self.ttl.write().unwrap() = ttl;
+                self.set_ttl(ttl);
                 Ok(())
             }
             Some(Err(e)) if !e.is_denied() => Err(e.into()),
@@ -306,7 +319,7 @@ impl Identity {
         let issued = relogin.login(vault).await?;
         tracing::warn!(why, accessor = %issued.accessor, "logged in to vault again");
         *self.current.write().unwrap() = issued.token;
-        *self.ttl.write().unwrap() = issued.ttl;
+        self.set_ttl(issued.ttl);
         *self.renewable.write().unwrap() = issued.renewable;
         self.save(store)
     }
@@ -456,6 +469,12 @@ mod tests {
         assert!(second >= Duration::from_secs(1) && second <= Duration::from_secs(2), "{second:?}");
         let third = identity.upkeep(&vault, &store, now).await.unwrap() - now;
         assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4), "{third:?}");
+        // 3 s before the token expires: the retry comes within two thirds of that, not after
+        // the 4 to 8 s of the fourth backoff.
+        tokio::time::advance(Duration::from_secs(57)).await;
+        let later = Instant::now();
+        let fourth = identity.upkeep(&vault, &store, later).await.unwrap() - later;
+        assert_eq!(fourth, Duration::from_secs(2));
         vault.sealed.store(false, Ordering::SeqCst);
         assert_eq!(identity.upkeep(&vault, &store, now).await, Some(now + Duration::from_secs(40)));
         assert_eq!(identity.token().expose(), "login-0", "renewed, not replaced");

@@ -105,11 +105,16 @@ impl<E: Edges> Driver<E> {
     }
 
     /// How many tokens and certificates wait for their revocation to be retried (each token
-    /// counted once, however many times it failed).
+    /// counted once, however many times it failed: a retry that fails records it again before
+    /// the earlier record goes). Told apart by the tokens themselves: several kept from before
+    /// a restart may have no accessor known.
     pub fn pending_revocations(&self) -> usize {
         let pending = self.pending.lock().unwrap();
-        let tokens =
-            pending.iter().map(|r| &r.accessor).collect::<std::collections::BTreeSet<_>>().len();
+        let tokens = pending
+            .iter()
+            .map(|r| r.token.expose())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         tokens + self.pending_certificates.lock().unwrap().len()
     }
 }

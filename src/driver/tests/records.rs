@@ -78,3 +78,22 @@ async fn parsed_data_is_dropped_once_rendered_but_what_a_refresh_needs() {
     assert_eq!(std::fs::read_to_string(path.join("db/password")).unwrap(), "db");
     assert_eq!(f.vault.created(), 3, "no fresh generation was needed");
 }
+
+/// Each token waiting for its revocation is counted once: a failed retry records it again
+/// before the earlier record goes, and tokens kept from before a restart may have no accessor.
+#[tokio::test]
+async fn pending_revocations_count_each_token_once_with_or_without_an_accessor() {
+    let f = fixture();
+    f.vault.unreachable_revoke.store(true, Ordering::SeqCst);
+    let kept = [("t-1", None), ("t-2", None), ("t-3", Some("acc-3")), ("t-3", Some("acc-3"))];
+    for (token, accessor) in kept {
+        f.vault.knows(token, Duration::from_secs(60));
+        let token = crate::vault::Token::new(token.into());
+        let holder = crate::state::Holder::Remove;
+        assert!(!f.driver.revoke_for("app", &holder, &token, accessor, None).await);
+    }
+    assert_eq!(f.driver.pending_revocations(), 3, "t-1, t-2 and t-3");
+    f.vault.unreachable_revoke.store(false, Ordering::SeqCst);
+    assert_eq!(f.driver.retry_revocations().await, 0);
+    assert_eq!(f.driver.pending_revocations(), 0);
+}
