@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Driver, Edges};
+use super::{jitter, Driver, Edges};
 use crate::config::AuthConfig;
 use crate::identity::Identity;
 use crate::lease::plan;
@@ -35,7 +35,7 @@ impl<E: Edges> Driver<E> {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let wait = plan::backoff(failures, super::mount::jitter());
+                    let wait = plan::backoff(failures, jitter());
                     let reason = crate::report::chain(&e);
                     tracing::error!(error = %reason, retry_in = ?wait, "cannot log in to vault");
                     self.identity.set(Err(reason));

@@ -125,24 +125,19 @@ fn to_seal(
         .filter(|(ns, _)| matches!(ns, Namespace::Open(..)))
         .flat_map(|(_, views)| views.iter().map(|v| (v.mount_id, v.options.as_str())))
         .collect();
-    let mut refused = None;
-    for (ns, views) in &found {
-        if let Namespace::Closed { pid, error } = ns {
-            let first = views.iter().find(|v| {
-                v.mount_id != own_mount
-                    && v.needs(which)
-                    && !reachable.contains(&(v.mount_id, v.options.as_str()))
-            });
-            if let Some(first) = first {
-                refused = Some(fail(format!(
-                    "a view of the tmpfs at {} ({}) is in the mount namespace of process {pid}, which cannot be opened: {error}",
-                    first.mount_point.display(),
-                    first.options
-                )));
-                break;
-            }
-        }
-    }
+    let refused = found.iter().find_map(|(ns, views)| {
+        let Namespace::Closed { pid, error } = ns else { return None };
+        let first = views.iter().find(|v| {
+            v.mount_id != own_mount
+                && v.needs(which)
+                && !reachable.contains(&(v.mount_id, v.options.as_str()))
+        })?;
+        Some(fail(format!(
+            "a view of the tmpfs at {} ({}) is in the mount namespace of process {pid}, which cannot be opened: {error}",
+            first.mount_point.display(),
+            first.options
+        )))
+    });
     if let Some(refused) = refused {
         return Err(refused);
     }
