@@ -226,7 +226,7 @@ fn a_leader_failover_keeps_every_container_s_credentials_working_on_one_engine()
 
     cluster.restart(leader);
     let rejoined = wait_until(Duration::from_secs(30), || {
-        cluster.voters().len() == 3 && health(&cluster.nodes[leader].bao) == 429
+        cluster.voters().len() == 3 && cluster.nodes[leader].bao.health() == 429
     });
     assert!(rejoined, "node{leader} did not rejoin: {:?}\n{}", cluster.voters(), cluster.logs());
     eprintln!("node{leader} restarted and rejoined as a standby: {:?}", cluster.voters());

