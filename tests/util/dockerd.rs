@@ -161,6 +161,9 @@ impl Dockerd {
             let _ = std::fs::remove_file(&containerd_pid);
         }
         let _ = std::fs::remove_file(&self.pidfile);
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir).expect("dockerd log's directory");
+        }
         let log = File::options().create(true).append(true).open(&self.log).expect("dockerd log");
         let engine = test_engine();
         let (dockerd, path) = engine.dockerd();

@@ -357,10 +357,18 @@ impl Plugin {
             .spawn()
             .expect("start plugin");
         self.child = Some(child);
-        let ok = wait_until(Duration::from_secs(20), || {
-            self.call("/Plugin.Activate", None).map(|r| r.0 == 200).unwrap_or(false)
+        // A loaded CI machine may take a while; a process that exits is reported at once.
+        let mut exited = None;
+        let ok = wait_until(Duration::from_secs(60), || {
+            exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            exited.is_some()
+                || self.call("/Plugin.Activate", None).map(|r| r.0 == 200).unwrap_or(false)
         });
-        assert!(ok, "plugin did not start:\n{}", self.log());
+        if let Some(status) = exited {
+            self.child = None;
+            panic!("the plugin {status} before it answered:\n{}", self.log());
+        }
+        assert!(ok, "plugin did not answer within 60 s:\n{}", self.log());
     }
 
     /// Sends SIGTERM (or SIGKILL) and waits for the process to end.
