@@ -1,7 +1,8 @@
 //! Rootless Docker (`util::rootless`: Debian 12's dockerd-rootless.sh and rootlesskit, as the
 //! user `vst-rootless`) with the plugin run inside the engine's user and mount namespaces, as
 //! `docs/rootless.md` says: a root and a `--user 1000` container read their secrets, `docker
-//! stop` revokes, and the plugin says truthfully that the kernel refuses `noswap` there. The
+//! stop` revokes, the plugin says truthfully that the kernel refuses `noswap` there, and
+//! `-o uid=container` owns each container's files by its numeric `--user`. The
 //! same with rootless Podman (Debian 12's 4.3, as that user) and the plugin run with `podman
 //! unshare`, where the containers' views (with and without `:ro`) also withstand the attacks of
 //! `readonly`, before and after a rewrite made inside the user namespace.
@@ -98,6 +99,38 @@ fn rootless_docker_with_the_plugin_in_its_namespaces_reads_and_revokes_on_one_en
     );
     d.docker_ok(&["rm", &root, &user]);
     d.docker_ok(&["volume", "rm", &vol]);
+
+    // -o uid=container: each container's numeric --user, read from the rootless engine's record
+    // of it (its data root is the user's, seen through the engine's process).
+    let follow = unique("rootless-follow");
+    let options = ["path=secret/data/rootless", "uid=container"];
+    let mut create = vec!["volume", "create", "--driver", DRIVER];
+    create.extend(options.iter().flat_map(|o| ["-o", *o]));
+    create.push(&follow);
+    d.docker_ok(&create);
+    let mount = format!("{follow}:/run/secrets:ro");
+    let owner = "stat -c '%u %g %a' /run/secrets/password; cat /run/secrets/password";
+    for (user, expected) in [
+        (Some("1000:1000"), "1000 1000 400\nfrom-vault"),
+        (Some("2000"), "2000 0 400\nfrom-vault"),
+        (None, "0 0 400\nfrom-vault"),
+    ] {
+        let mut args = vec!["run", "--rm", "--network", "none", "--cap-drop", "ALL"];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        args.extend(["-v", mount.as_str(), image.as_str(), "sh", "-c", owner]);
+        let out = d.docker(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "uid=container, --user {user:?}: {stderr}\n{}", plugin.log());
+        let seen = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(seen.trim(), expected, "uid=container, --user {user:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || bao.accessors() == before),
+        "every uid=container mount's token was revoked"
+    );
+    d.docker_ok(&["volume", "rm", &follow]);
     // The plugin before the engine: its namespaces go with rootlesskit.
     drop(plugin);
 }
