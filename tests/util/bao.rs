@@ -129,7 +129,7 @@ impl Bao {
             .stderr(file.try_clone().unwrap())
             .spawn()
             .expect("start bao");
-        if let Some(out) = child.stdout.take() {
+        let banner = child.stdout.take().map(|out| {
             // A dev server's banner, where its errors go too, names the root token and the
             // unseal key: every line but those two reaches the log.
             std::thread::spawn(move || {
@@ -140,8 +140,8 @@ impl Bao {
                         let _ = writeln!(file, "{line}");
                     }
                 }
-            });
-        }
+            })
+        });
         self.child = Some(child);
         self.log = Some(log.to_owned());
         let end = Instant::now() + START;
@@ -152,6 +152,10 @@ impl Bao {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.child = None;
+                // Its last words (on stdout for a dev server) are in the log once the pipe ends.
+                if let Some(banner) = banner {
+                    let _ = banner.join();
+                }
                 let why = format!("OpenBao on port {} {status}:\n{}", self.port, self.log_tail());
                 return Err(Launch::Exited(why));
             }
