@@ -168,8 +168,32 @@ const SIGNALS: &[&str] = &[
 ];
 
 impl VolumeSpec {
-    /// Parses Docker's `Opts` against the configured defaults.
+    /// Parses Docker's `Opts` of a Create against the configured defaults: every rule, and the
+    /// [bounds](bounds) new volumes are held to.
     pub fn parse(
+        opts: &BTreeMap<String, String>,
+        defaults: &Defaults,
+    ) -> Result<VolumeSpec, OptionError> {
+        let spec = VolumeSpec::parse_rules(opts, defaults)?;
+        bounds::check(&spec)?;
+        Ok(spec)
+    }
+
+    /// Parses a definition the plugin stored when it was created: every rule, but a bound it
+    /// exceeds is not a refusal (it was created before the bound, or under other `[defaults]`:
+    /// refusing it now would take running containers' secrets away at a restart or an upgrade).
+    /// Returns the spec and the bound it exceeds, if any, for the caller to warn of.
+    pub fn parse_stored(
+        opts: &BTreeMap<String, String>,
+        defaults: &Defaults,
+    ) -> Result<(VolumeSpec, Option<OptionError>), OptionError> {
+        let spec = VolumeSpec::parse_rules(opts, defaults)?;
+        let over = bounds::check(&spec).err();
+        Ok((spec, over))
+    }
+
+    /// Every rule but the bounds.
+    fn parse_rules(
         opts: &BTreeMap<String, String>,
         defaults: &Defaults,
     ) -> Result<VolumeSpec, OptionError> {
@@ -287,7 +311,6 @@ impl VolumeSpec {
             namespace,
             revoke_replaced,
         };
-        bounds::check(&spec)?;
         Ok(spec)
     }
 

@@ -110,8 +110,11 @@ impl<E: Edges> Driver<E> {
             }
         }
         for record in self.store.load_volumes() {
-            match VolumeSpec::parse(&record.options, &self.defaults) {
-                Ok(spec) => {
+            match VolumeSpec::parse_stored(&record.options, &self.defaults) {
+                Ok((spec, over)) => {
+                    if let Some(bound) = over {
+                        tracing::warn!(volume = %record.name, bound = %bound, "a stored volume exceeds a bound that new volumes are held to; it is served as it was created (create it again within the bound)");
+                    }
                     let own = identities.remove(&record.name);
                     if own.is_none() && spec.identity != IdentityKind::Plugin {
                         tracing::warn!(volume = %record.name, "the volume's own identity did not survive a reboot: its mounts will fail until it is created again with a fresh wrapped-token");
@@ -129,7 +132,7 @@ impl<E: Edges> Driver<E> {
                         .insert(volume.record.name.clone(), Arc::new(volume));
                 }
                 Err(e) => {
-                    tracing::error!(volume = %record.name, error = %e, "a stored volume definition is no longer valid; it is kept on disk but not served")
+                    tracing::error!(volume = %record.name, error = %e, "a stored volume definition is no longer valid; it is kept on disk but not served, and its mounts left by the previous run are released")
                 }
             }
         }

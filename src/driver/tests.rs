@@ -278,6 +278,35 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     assert!(e.contains("not logged in to vault: not yet"), "{e}");
 }
 
+/// A definition stored before a bound (0.1.0 had none) or under other `[defaults]` is served
+/// after the restart and its mounts kept, where refusing it would revoke running containers'
+/// secrets; a Create like it is refused.
+#[tokio::test]
+async fn a_stored_volume_over_a_bound_new_volumes_are_held_to_keeps_its_mounts() {
+    let f = fixture();
+    f.driver.create("app", opts(&[("path", "kv/app")])).await.unwrap();
+    let live = f.driver.mount("app", "live").await.unwrap();
+    // As an earlier build stored it: eleven sources re-read every second.
+    let mut over: Vec<(String, String)> =
+        (0..10).map(|i| (format!("path.s{i}"), "kv/app".to_owned())).collect();
+    over.extend([("path".to_owned(), "kv/app".to_owned()), ("refresh".into(), "1s".into())]);
+    let options: BTreeMap<String, String> = over.into_iter().collect();
+    f.store.volumes.lock().unwrap().get_mut("app").unwrap().options = options.clone();
+    let mounter = FakeMounter::default();
+    let files = f._dir.path().join("files/app/live");
+    let mount_options = f.driver.mounter.mounted.lock().unwrap()[0].1.clone();
+    mounter.mounted.lock().unwrap().push((files.clone(), mount_options));
+    mounter.binds.lock().unwrap().push((live.clone(), files));
+    let restarted = f.restarted(mounter, f.driver.identity.clone());
+    restarted.restore().await;
+    assert!(f.vault.revoked.lock().unwrap().is_empty(), "the running mount's token is kept");
+    assert_eq!(restarted.get("app").unwrap().status.active_mounts, 1, "served and adopted");
+    let e = restarted.create("again", options).await.unwrap_err();
+    assert!(crate::report::chain(&e).contains("at most 10 are allowed"), "{e}");
+    restarted.unmount("app", "live").await.unwrap();
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec!["child-0"]);
+}
+
 /// A managed plugin's binds go with its propagated mount when it stops (`disable`, a dockerd
 /// restart), while the tmpfs mounts, in its `runtime` directory, stay: restore binds them again
 /// and adopts the mount, whose Unmount then revokes its token.
