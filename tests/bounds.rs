@@ -1,6 +1,8 @@
 //! What one Docker user can make the shared plugin hold, against a real OpenBao over the
-//! plugin's socket (issue 21): a volume over the bounds is refused at create, and a record
-//! store filled by one user's mounts never makes another user's mount run unrecorded.
+//! plugin's socket (issue 21): a volume over the bounds is refused at create, a record store
+//! filled by one user's mounts never makes another user's mount run unrecorded, and a mount
+//! holds a bounded amount of what its sources return (a reply's JSON values, and twice its
+//! `size` of data).
 
 use std::path::Path;
 use std::time::Duration;
@@ -109,15 +111,29 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_mount_of_ten_large_sources_leaves_no_parsed_data_in_the_plugin() {
     let bao = Bao::start();
-    // The review's secret: a KV value of 480,000 zeros, 960 KB of JSON, read by 10 sources.
+    // Issue 21's review's secret, a KV value of 480,000 zeros (960 KB of JSON that parsed into
+    // 15 MB), is refused before it is parsed: a reply holds at most 65,536 JSON values.
     bao.put_kv2("zeros", json!({"z": vec![0; 480_000]}));
+    // Below it: 60,000 numbers of 15 digits, 960,001 bytes of JSON. (OpenBao itself refuses a
+    // request of over 1,000 strings.)
+    bao.put_kv2("numbers", json!({ "z": vec![123_456_789_012_345u64; 60_000] }));
     let plugin = Plugin::start(None, &bao.address(), &bao.token, "");
+    plugin.create("zeros", json!({"path": "secret/data/zeros", "size": "4m"}));
+    let e = plugin.err("/VolumeDriver.Mount", json!({"Name": "zeros", "ID": mount_id()}));
+    assert!(e.contains("holds more than 65536 JSON values"), "{e}");
     let opts: serde_json::Map<String, serde_json::Value> = (0..10)
-        .map(|i| (format!("path.s{i}"), json!("secret/data/zeros")))
+        .map(|i| (format!("path.s{i}"), json!("secret/data/numbers")))
         .chain([("size".to_string(), json!("16m")), ("refresh".to_string(), json!("1m"))])
         .collect();
+    // With its default size (1 MiB), a mount reads no more than 4 MiB of them.
+    let mut hog = opts.clone();
+    hog.remove("size");
+    plugin.create("hog", serde_json::Value::Object(hog));
+    let e = plugin.err("/VolumeDriver.Mount", json!({"Name": "hog", "ID": mount_id()}));
+    assert!(e.contains("option `size`: the first 3 of its 10 sources hold about"), "{e}");
+    assert!(plugin.mounts_left().is_empty(), "{:?}", plugin.mounts_left());
     plugin.create("big", serde_json::Value::Object(opts));
-    plugin.create("small", json!({"path": "secret/data/zeros", "field": "z", "size": "4m"}));
+    plugin.create("small", json!({"path": "secret/data/numbers", "field": "z", "size": "4m"}));
     let warm = mount_id();
     plugin.mount("small", &warm); // the allocator's first arenas, not counted below
     plugin.unmount("small", &warm);

@@ -96,6 +96,7 @@ fuzz_target!(|data: &[u8]| {
                 RenderError::Template { .. } | RenderError::TemplateRead { .. } => {
                     panic!("the template renders any secret: {text}")
                 }
+                RenderError::TooMuchRead { .. } => panic!("render reads nothing: {text}"),
             }
             return;
         }

@@ -216,18 +216,30 @@ impl<E: Edges> Driver<E> {
         }
     }
 
-    /// Reads every source with `token`.
+    /// Reads every source with `token`, holding at most the volume's
+    /// [read budget](crate::volume::bounds::read_budget) of what they return.
     pub(super) async fn read_all(
         &self,
         volume: &Volume,
         token: &Token,
     ) -> Result<Vec<Secret>, DriverError> {
-        let mut secrets = Vec::with_capacity(volume.spec.sources.len());
+        let budget = crate::volume::bounds::read_budget(&volume.spec);
+        let sources = volume.spec.sources.len();
+        let mut secrets = Vec::with_capacity(sources);
+        let mut bytes = 0u64;
         for source in &volume.spec.sources {
             let secret = self.vault.read(token, source).await.map_err(|source| {
                 DriverError::Read { volume: volume.record.name.clone(), source }
             })?;
+            bytes = bytes.saturating_add(secret.weight());
             secrets.push(secret);
+            if bytes > budget {
+                // What was read goes (its strings zeroed) before the error is built.
+                let read = secrets.len();
+                drop(secrets);
+                let source = files::RenderError::TooMuchRead { read, sources, bytes, budget };
+                return Err(DriverError::Render { volume: volume.record.name.clone(), source });
+            }
         }
         Ok(secrets)
     }

@@ -278,6 +278,36 @@ async fn restore_serves_live_mounts_and_revokes_gone_ones() {
     assert!(e.contains("not logged in to vault: not yet"), "{e}");
 }
 
+/// A Mount holds at most its read budget (twice its `size`, 4 MiB at least) of what its sources
+/// return: the volume's fifth source of 1 MB is not read and the mount fails naming `size`,
+/// leaving nothing behind; with a `size` that fits them, all ten are read and written.
+#[tokio::test]
+async fn a_mount_holds_at_most_twice_its_size_of_what_it_reads() {
+    let f = fixture();
+    let big = json!({ "blob": "x".repeat(1_000_000) });
+    f.vault.secrets.lock().unwrap().insert("kv/big".into(), big);
+    let sources: Vec<(String, String)> =
+        (0..10).map(|i| (format!("path.s{i}"), "kv/big".to_owned())).collect();
+    let pairs: Vec<(&str, &str)> = sources.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    f.driver.create("hog", opts(&pairs)).await.unwrap();
+    let e = crate::report::chain(&f.driver.mount("hog", ID).await.unwrap_err());
+    assert!(
+        e.contains("option `size`: the first 5 of its 10 sources hold about 5000")
+            && e.contains("at most 4194304 bytes"),
+        "{e}"
+    );
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), 5, "no source read past the budget");
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1, "its token revoked");
+    assert!(f.driver.mounter.mounted.lock().unwrap().is_empty(), "nothing left mounted");
+    assert!(f.store.load_mounts().is_empty());
+
+    let mut pairs = pairs;
+    pairs.push(("size", "16m"));
+    f.driver.create("fits", opts(&pairs)).await.unwrap();
+    let mountpoint = f.driver.mount("fits", ID).await.unwrap();
+    assert_eq!(read(&mountpoint, "s9/blob").len(), 1_000_000);
+}
+
 /// A definition stored before a bound (0.1.0 had none) or under other `[defaults]` is served
 /// after the restart and its mounts kept, where refusing it would revoke running containers'
 /// secrets; a Create like it is refused.

@@ -98,6 +98,28 @@ pub struct Secret {
     pub kv_version: Option<u64>,
 }
 
+impl Secret {
+    /// About how many bytes its data holds in memory: every string's (keys' too), and a parsed
+    /// value's 32 for each value and member. What a mount may hold of its sources is bounded by
+    /// it ([`crate::volume::bounds::read_budget`]).
+    pub fn weight(&self) -> u64 {
+        const VALUE: u64 = 32;
+        fn weight(value: &Value) -> u64 {
+            VALUE
+                + match value {
+                    Value::String(s) => s.len() as u64,
+                    Value::Array(items) => items.iter().map(weight).sum(),
+                    Value::Object(members) => members.iter().map(member).sum(),
+                    Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+                }
+        }
+        fn member((key, value): (&String, &Value)) -> u64 {
+            VALUE + key.len() as u64 + weight(value)
+        }
+        self.data.iter().map(member).sum()
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secret")

@@ -20,6 +20,18 @@ pub const MAX_SOURCES: usize = 64;
 /// behalf of everybody (Vault's rate limits and audit log are shared).
 pub const MAX_READS_PER_SECOND: u32 = 10;
 
+/// The least a mount may hold of what its sources return, whatever its `size`.
+pub const LEAST_READ_BUDGET: u64 = 4 * 1024 * 1024;
+
+/// How much of what its sources return (about, in memory: [`crate::vault::Secret::weight`]) a
+/// mount of `spec` may hold at once before its files are written: twice its `size` (its
+/// files are at most `size`; what they are rendered from may be larger: a `field` or a
+/// template picks from it), 4 MiB at least. Without it one volume's 64 sources of a 1 MiB
+/// reply each made a Mount hold some hundreds of MiB before its files were found too large.
+pub fn read_budget(spec: &VolumeSpec) -> u64 {
+    spec.size.saturating_mul(2).max(LEAST_READ_BUDGET)
+}
+
 /// Refuses a definition that exceeds a bound.
 pub(super) fn check(spec: &VolumeSpec) -> Result<(), OptionError> {
     let sources = spec.sources.len();

@@ -14,6 +14,42 @@ use crate::vault::{IssuedToken, Lease, Secret, Token, VaultError};
 /// The largest reply accepted from Vault: secrets are small; a PEM chain is a few KiB.
 pub const MAX_REPLY: usize = 1024 * 1024;
 
+/// The most JSON values (an object's member counts once) a reply may hold. A secret holds a few
+/// dozen, a PKI issue a few more, a JSON document kept as a KV value some thousands; without a
+/// bound a 1 MiB reply of `[0,0,…]` parses into half a million values, 16 MiB held, and a volume
+/// of 64 such sources made one Mount hold a gigabyte. Bounded, a reply's parsed form stays
+/// within about five times its size.
+pub const MAX_REPLY_VALUES: usize = 64 * 1024;
+
+/// Whether `body` holds more than `limit` JSON values, counted without parsing it: every `,`,
+/// `[` and `{` outside a string begins one more (an object's member counts once, its key with
+/// its value; an empty array or object counts like a value).
+fn values_over(body: &[u8], limit: usize) -> bool {
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b'[' | b'{' => {
+                values += 1;
+                if values > limit {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The parts of a Vault reply the plugin reads. Unknown fields are ignored (Vault adds fields
 /// across versions); the fields' types are checked. Public for the fuzz targets.
 #[derive(Deserialize)]
@@ -93,6 +129,14 @@ pub(super) fn parse_reply(
         s if s.is_success() => {
             if body.is_empty() {
                 return Ok(None);
+            }
+            if values_over(body, MAX_REPLY_VALUES) {
+                return Err(Some(VaultError::BadReply {
+                    path: path.to_owned(),
+                    message: format!(
+                        "it holds more than {MAX_REPLY_VALUES} JSON values (a secret holds a few dozen)"
+                    ),
+                }));
             }
             serde_json::from_slice(body).map(Some).map_err(|e| {
                 Some(VaultError::BadReply {
@@ -236,6 +280,27 @@ mod tests {
         assert!(secret_from_reply("kv/a", None).is_err());
         assert!(secret_from_reply("kv/a", reply(r#"{"data":[1,2]}"#)).is_err());
         assert!(serde_json::from_str::<Reply>(r#"{"lease_duration":"soon"}"#).is_err());
+    }
+
+    #[test]
+    fn a_reply_of_too_many_values_is_refused_before_it_is_parsed() {
+        let ok = StatusCode::OK;
+        // 16 Ki values parse; one more is refused, however few bytes each takes.
+        let at = format!(r#"{{"data":{{"a":[{}]}}}}"#, vec!["0"; MAX_REPLY_VALUES - 3].join(","));
+        assert!(parse_reply("kv/a", ok, at.as_bytes()).unwrap().is_some());
+        let over = format!(r#"{{"data":{{"a":[{}]}}}}"#, vec!["0"; MAX_REPLY_VALUES - 2].join(","));
+        let e = parse_reply("kv/a", ok, over.as_bytes()).err().flatten().unwrap().to_string();
+        assert!(e.contains("more than 65536 JSON values") && e.contains("kv/a"), "{e}");
+        // Commas and brackets inside strings (escaped quotes too) are not values.
+        let text = format!(r#"{{"data":{{"a":"{}\",[{{"}}}}"#, ",[{".repeat(MAX_REPLY_VALUES));
+        assert!(!values_over(text.as_bytes(), 10), "{}", &text[..40]);
+        assert!(parse_reply("kv/a", ok, text.as_bytes()).unwrap().is_some());
+        // A PKI issue's reply is far below.
+        let pem = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----";
+        let pki = format!(
+            r#"{{"data":{{"certificate":"{pem}","ca_chain":["{pem}","{pem}"],"serial_number":"1a:2b"}}}}"#
+        );
+        assert!(!values_over(pki.as_bytes(), 10));
     }
 
     #[test]
