@@ -371,13 +371,15 @@ impl<E: Edges> Driver<E> {
     ) -> Result<(), DriverError> {
         let state_err = |source| DriverError::State { volume: name.to_owned(), source };
         self.check_policies(name, &spec, own.as_ref()).await?;
-        if let Some(own) = &own {
-            self.store.save_volume_identity(&own.record(name)).map_err(state_err)?;
-        }
         let record = VolumeRecord { name: name.to_owned(), options, created_at: now_rfc3339() };
         let mut volumes = self.volumes.lock().unwrap();
         if volumes.contains_key(name) {
-            return Err(DriverError::Exists { volume: name.to_owned() }); // a concurrent create won
+            // A concurrent Create won (another engine's, or dockerd's retry of a slow one): its
+            // records are left as they are.
+            return Err(DriverError::Exists { volume: name.to_owned() });
+        }
+        if let Some(own) = &own {
+            self.store.save_volume_identity(&own.record(name)).map_err(state_err)?;
         }
         if let Err(e) = self.store.save_volume(&record) {
             let _ = self.store.delete_volume_identity(name);

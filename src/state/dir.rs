@@ -56,7 +56,7 @@ impl DirStore {
         refuse_newer::<TaskRecord>(&files_in(&tasks))?;
         refuse_newer::<PendingCertificate>(&files_in(&certificates))?;
         refuse_newer::<IdentityRecord>(&[private.join(IDENTITY)])?;
-        let quota = Quota::new(quota::user_records(capacity), &[&mounts, &tasks]);
+        let quota = Quota::new(quota::user_records(capacity), &[&mounts, &tasks, &identities]);
         Ok(DirStore { state: state_dir.to_owned(), private: private.to_owned(), quota })
     }
 
@@ -310,5 +310,33 @@ mod tests {
             )
             .unwrap();
         assert_eq!(reopened.quota.used(), PAGE);
+    }
+
+    #[test]
+    fn volume_identities_are_charged_so_the_plugins_quarter_stays_for_its_revocations() {
+        let (state, private) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Room for four users' records of a page each.
+        let store = DirStore::open_sized(state.path(), private.path(), 16 * PAGE / 3).unwrap();
+        let identity = |volume: &str| -> VolumeIdentityRecord {
+            serde_json::from_value(serde_json::json!({
+                "volume": volume, "token": "t", "accessor": "a", "wrapping": "w"
+            }))
+            .unwrap()
+        };
+        for volume in ["a", "b", "c", "d"] {
+            store.save_volume_identity(&identity(volume)).unwrap();
+        }
+        let e = store.save_volume_identity(&identity("e")).unwrap_err().to_string();
+        assert!(e.contains("no room"), "{e}");
+        // The plugin's own records still fit.
+        let revocation = serde_json::json!({
+            "key": "k", "token": "t", "accessor": "a", "volume": "app", "mount": "x"
+        });
+        store.save_revocation(&serde_json::from_value(revocation).unwrap()).unwrap();
+        // Removed, its room is free again; a restart counts those left.
+        store.delete_volume_identity("a").unwrap();
+        store.save_volume_identity(&identity("e")).unwrap();
+        let reopened = DirStore::open_sized(state.path(), private.path(), 16 * PAGE / 3).unwrap();
+        assert_eq!(reopened.quota.used(), 4 * PAGE);
     }
 }

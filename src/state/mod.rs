@@ -100,8 +100,9 @@ pub trait Keyed: format::Record + Clone + Send + 'static {
     /// Kept on the persistent disk and written durably, not in the private tmpfs: never a
     /// secret, never a token.
     const PERSISTENT: bool = false;
-    /// A Docker user's record (a mount, a swarm task): it takes room of what users' records may
-    /// take of the private tmpfs ([`quota`]), and is refused when they take all of it.
+    /// A Docker user's record (a mount, a swarm task, a volume's own identity): it takes room of
+    /// what users' records may take of the private tmpfs ([`quota`]), and is refused when they
+    /// take all of it.
     const CHARGED: bool = false;
 
     /// The key the record is kept under.
@@ -147,6 +148,9 @@ impl Keyed for VolumeIdentityRecord {
     /// The volume.
     type Key = String;
     const DIR: &'static str = "identities";
+    /// Made by a Docker user's Create: without the charge, one user's volumes of their own
+    /// identity filled the plugin's quarter, and its pending revocations went unrecorded.
+    const CHARGED: bool = true;
     fn key(&self) -> String {
         self.volume.clone()
     }

@@ -1,6 +1,6 @@
-//! Room in the private tmpfs: what Docker users' records (mounts, swarm tasks) may take, so
-//! that the plugin's own records — its identity, volumes' identities, pending revocations —
-//! always have room.
+//! Room in the private tmpfs: what Docker users' records (mounts, swarm tasks, volumes' own
+//! identities) may take, so that the plugin's own records — its identity, pending revocations
+//! and certificates — always have room.
 //!
 //! Every Docker user's container makes a mount record, and the tmpfs is shared: without a
 //! bound one user's mounts fill it, and then another's mount runs unrecorded (a restart loses
@@ -20,7 +20,7 @@ use crate::metrics::METRICS;
 pub const CAPACITY: u64 = 64 * 1024 * 1024;
 /// What only the plugin's own records may take: a quarter.
 pub const RESERVED: u64 = CAPACITY / 4;
-/// What Docker users' records (mounts, swarm tasks) may take together.
+/// What Docker users' records (mounts, swarm tasks, volumes' identities) may take together.
 pub const USER_RECORDS: u64 = CAPACITY - RESERVED;
 
 /// What users' records may take of a private tmpfs of `capacity` bytes: three quarters.

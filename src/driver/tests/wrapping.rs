@@ -154,3 +154,30 @@ async fn a_wrapped_token_in_a_service_definition_fails_on_the_second_node_saying
     assert!(node_two.list().is_empty(), "nothing half-done on the second node");
     assert_eq!(f.driver.list().len(), 1, "the first node keeps its volume");
 }
+
+/// Two Creates of one name with different wrapped tokens at once (two engines, or dockerd's
+/// retry of a slow Create): the loser is refused and its token revoked; the winner's identity
+/// record is not overwritten by the loser's, so its mounts work after a restart too.
+#[tokio::test]
+async fn a_create_that_loses_a_race_leaves_the_winners_identity_record() {
+    let f = fixture();
+    f.vault.wraps_token("wrap-a", "auth/token/create", "token-a");
+    f.vault.wraps_token("wrap-b", "auth/token/create", "token-b");
+    let (a, b) = tokio::join!(
+        f.driver.create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-a")])),
+        f.driver.create("team", opts(&[("path", "kv/app"), ("wrapped-token", "wrap-b")])),
+    );
+    let (won, lost) = match (&a, &b) {
+        (Ok(()), Err(_)) => ("token-a", "token-b"),
+        (Err(_), Ok(())) => ("token-b", "token-a"),
+        other => panic!("one Create wins: {other:?}"),
+    };
+    let stored = f.store.load_volume_identities();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].token.as_ref().unwrap().expose(), won, "the winner's record");
+    assert_eq!(*f.vault.revoked.lock().unwrap(), vec![lost.to_string()], "the loser's revoked");
+    let restarted = f.restarted(FakeMounter::default(), f.driver.identity.clone());
+    restarted.restore().await;
+    restarted.mount("team", ID).await.unwrap();
+    assert_eq!(f.vault.parents(), vec![won], "mounts are children of the winner's token");
+}

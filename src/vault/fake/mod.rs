@@ -237,7 +237,9 @@ impl Vault for FakeVault {
 
     async fn unwrap(&self, wrapping: &Token) -> Result<Unwrapped, VaultError> {
         self.answers("sys/wrapping/unwrap")?;
-        self.unwrap_token(wrapping)
+        let unwrapped = self.unwrap_token(wrapping);
+        tokio::task::yield_now().await; // a round trip: another Create may run meanwhile
+        unwrapped
     }
 
     async fn approle_login(
