@@ -223,23 +223,15 @@ impl<E: Edges> Driver<E> {
         volume: &Volume,
         token: &Token,
     ) -> Result<Vec<Secret>, DriverError> {
-        let budget = crate::volume::bounds::read_budget(&volume.spec);
-        let sources = volume.spec.sources.len();
-        let mut secrets = Vec::with_capacity(sources);
-        let mut bytes = 0u64;
+        let mut held = Held::new(volume);
+        let mut secrets = Vec::with_capacity(volume.spec.sources.len());
         for source in &volume.spec.sources {
             let secret = self.vault.read(token, source).await.map_err(|source| {
                 DriverError::Read { volume: volume.record.name.clone(), source }
             })?;
-            bytes = bytes.saturating_add(secret.weight());
+            // Over the budget, what was read goes (its strings zeroed) with the error.
+            held.add(&secret)?;
             secrets.push(secret);
-            if bytes > budget {
-                // What was read goes (its strings zeroed) before the error is built.
-                let read = secrets.len();
-                drop(secrets);
-                let source = files::RenderError::TooMuchRead { read, sources, bytes, budget };
-                return Err(DriverError::Render { volume: volume.record.name.clone(), source });
-            }
         }
         Ok(secrets)
     }
@@ -574,5 +566,34 @@ pub(super) fn prepare_dir(mounter: &impl Mounter, mountpoint: &Path) -> Result<(
     match std::fs::create_dir(mountpoint) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(err(e)),
         _ => Ok(()),
+    }
+}
+
+/// What a mount holds of what its sources returned, within its
+/// [read budget](crate::volume::bounds::read_budget).
+pub(super) struct Held<'a> {
+    volume: &'a Volume,
+    budget: u64,
+    bytes: u64,
+    read: usize,
+}
+
+impl<'a> Held<'a> {
+    pub(super) fn new(volume: &'a Volume) -> Held<'a> {
+        let budget = crate::volume::bounds::read_budget(&volume.spec);
+        Held { volume, budget, bytes: 0, read: 0 }
+    }
+
+    /// Counts `secret` in; refused when the mount would hold more than its budget.
+    pub(super) fn add(&mut self, secret: &Secret) -> Result<(), DriverError> {
+        self.read += 1;
+        self.bytes = self.bytes.saturating_add(secret.weight());
+        if self.bytes <= self.budget {
+            return Ok(());
+        }
+        let (read, bytes, budget) = (self.read, self.bytes, self.budget);
+        let sources = self.volume.spec.sources.len();
+        let source = files::RenderError::TooMuchRead { read, sources, bytes, budget };
+        Err(DriverError::Render { volume: self.volume.record.name.clone(), source })
     }
 }

@@ -12,7 +12,6 @@
 use crate::lease::plan::{SourceTimer, Timers};
 use crate::vault::Secret;
 use crate::volume::VolumeSpec;
-use serde_json::Value;
 
 /// What to keep of `secrets` (index for index with the sources): `None` when a refresh
 /// needs nothing of them, or when what it needs is larger than the mount's `size`.
@@ -32,10 +31,7 @@ pub(super) fn retained(
         .enumerate()
         .map(|(i, secret)| if reread(i) { emptied(secret) } else { secret })
         .collect();
-    let held: u64 = kept
-        .iter()
-        .map(|s| s.data.iter().map(|(k, v)| k.len() as u64 + held_by(v)).sum::<u64>())
-        .sum();
+    let held: u64 = kept.iter().map(Secret::weight).sum();
     if held > spec.size {
         tracing::info!(held, size = spec.size, "the data a refresh would need is larger than the mount's size: not kept; a refresh takes a fresh generation");
         return None;
@@ -52,23 +48,12 @@ fn emptied(secret: Secret) -> Secret {
     }
 }
 
-/// About the bytes `value` takes in memory once parsed: its text, and a word or so per node.
-fn held_by(value: &Value) -> u64 {
-    const NODE: u64 = 32;
-    NODE + match value {
-        Value::String(s) => s.len() as u64,
-        Value::Array(items) => items.iter().map(held_by).sum(),
-        Value::Object(map) => map.iter().map(|(k, v)| k.len() as u64 + held_by(v)).sum(),
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lease::plan::Deadline;
     use crate::volume::Defaults;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::time::Duration;
     use tokio::time::Instant;
 

@@ -308,6 +308,29 @@ async fn a_mount_holds_at_most_twice_its_size_of_what_it_reads() {
     assert_eq!(read(&mountpoint, "s9/blob").len(), 1_000_000);
 }
 
+/// The read budget holds at a refresh too: sources that grew past it are not written, the mount
+/// keeps its files and says why.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_of_sources_grown_past_the_read_budget_keeps_the_files() {
+    let f = fixture();
+    let pairs = [("path", "kv/app"), ("path.b", "kv/b"), ("path.c", "kv/c"), ("refresh", "10s")];
+    for path in ["kv/b", "kv/c"] {
+        f.vault.secrets.lock().unwrap().insert(path.into(), json!({ "blob": "small" }));
+    }
+    f.driver.create("db", opts(&pairs)).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    for path in ["kv/b", "kv/c"] {
+        let big = json!({ "blob": "x".repeat(2_200_000) });
+        f.vault.secrets.lock().unwrap().insert(path.into(), big);
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "b/blob"), "small", "the files stay");
+    let status = f.driver.status().await;
+    let error = status[0].mounts[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("the first 3 of its 3 sources hold about 4400"), "{error}");
+}
+
 /// A definition stored before a bound (0.1.0 had none) or under other `[defaults]` is served
 /// after the restart and its mounts kept, where refusing it would revoke running containers'
 /// secrets; a Create like it is refused.

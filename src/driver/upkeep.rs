@@ -194,10 +194,18 @@ impl<E: Edges> Driver<E> {
                 .replace(volume, id, active, "refresh of a mount carried over a restart")
                 .await;
         }
+        // What is kept and what is read again together, within the mount's read budget.
+        let mut held = super::mount::Held::new(volume);
+        for kept in active.secrets.iter().flatten().filter(|s| !s.data.is_empty()) {
+            held.add(kept)?;
+        }
         let mut fresh = Vec::with_capacity(statics.len());
         for &i in &statics {
             match self.vault.read(&active.token.token, &spec.sources[i]).await {
-                Ok(secret) => fresh.push((i, secret)),
+                Ok(secret) => {
+                    held.add(&secret)?;
+                    fresh.push((i, secret));
+                }
                 // The token may have expired while Vault was out of reach.
                 Err(e) if e.is_denied() && active.timers.token.expired(now) => {
                     return self.replace(volume, id, active, "the token expired").await
