@@ -57,9 +57,18 @@ pub(super) struct Active {
     /// Its container died (Docker's `die` event): its tokens are revoked and it is off the
     /// schedule; only the tmpfs is left, for the Unmount that follows (or the sweep).
     pub(super) ended: bool,
+    /// A write left the tmpfs writable (a replaced file still open): when to try again to make
+    /// it read-only, sealing meanwhile every view of it that appeared since (`upkeep`).
+    pub(super) reseal_at: Option<Instant>,
 }
 
 impl Active {
+    /// When its upkeep is due next: its timers', or an earlier try to make it read-only again.
+    pub(super) fn next_due(&self) -> Instant {
+        let next = self.timers.next();
+        self.reseal_at.map_or(next, |at| next.min(at))
+    }
+
     /// Each leased source: its index, its lease, and its deadline when it has one.
     pub(super) fn leased(&self) -> impl Iterator<Item = (usize, &Lease, Option<Deadline>)> + '_ {
         self.leases.iter().enumerate().filter_map(|(i, lease)| {
@@ -161,7 +170,7 @@ impl<E: Edges> Driver<E> {
                 // those of revoked tokens. A fresh generation, kept up again.
                 self.replace(&volume, id, active, "mounted again after its container died").await?;
                 active.ended = false;
-                self.leases.set(Job::mount(name, id), active.timers.next());
+                self.leases.set(Job::mount(name, id), active.next_due());
             }
             active.refs += 1;
             self.update_record(&volume, id, active);
@@ -182,7 +191,7 @@ impl<E: Edges> Driver<E> {
                 );
                 let mountpoint = active.mountpoint.clone();
                 tracing::info!(accessor = %active.token.accessor, leases = active.leases.iter().flatten().count(), "mounted");
-                self.leases.set(Job::mount(name, id), active.timers.next());
+                self.leases.set(Job::mount(name, id), active.next_due());
                 *guard = Some(active);
                 self.untied.notify_one(); // its container is looked for shortly
 
@@ -278,6 +287,7 @@ impl<E: Edges> Driver<E> {
             last_refresh: None,
             last_error: None,
             ended: false,
+            reseal_at: None,
         };
         // Recorded before anything else is obtained: a crash from here on is cleaned up at the
         // next start (the token revoked, with every lease it made). A mount that cannot be

@@ -85,6 +85,7 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         last_refresh: None,
         last_error: None,
         ended: record.ended,
+        reseal_at: None,
     }
 }
 
@@ -160,8 +161,7 @@ impl<E: Edges> Driver<E> {
                     }
                     self.update_record(&volume, &record.id, &active);
                     if !active.ended {
-                        self.leases
-                            .set(Job::mount(&record.volume, &record.id), active.timers.next());
+                        self.leases.set(Job::mount(&record.volume, &record.id), active.next_due());
                     }
                     let slot = Arc::new(tokio::sync::Mutex::new(Some(active)));
                     volume.slots.lock().unwrap().insert(record.id.clone(), slot);

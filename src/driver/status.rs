@@ -238,7 +238,7 @@ fn mount_status(spec: &VolumeSpec, id: &str, active: &Active) -> MountStatus {
             .iter()
             .map(|c| CertificateStatus { serial: c.serial.clone(), at_stop: AtStop::of(c) })
             .collect(),
-        next_action_in_secs: active.timers.next().saturating_duration_since(now).as_secs(),
+        next_action_in_secs: active.next_due().saturating_duration_since(now).as_secs(),
         last_refresh: active.last_refresh.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: active.last_error.clone(),
         container_died: active.ended,

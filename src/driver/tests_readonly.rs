@@ -97,3 +97,40 @@ async fn a_replaced_file_held_open_does_not_fail_the_write_that_replaced_it() {
     let journal = f.driver.mounter.journal.lock().unwrap().clone();
     assert_eq!(journal.first(), Some(&format!("ro {at} password=new")), "{journal:?}");
 }
+
+/// A tmpfs left writable by a write (a replaced file still open) is not left so until the next
+/// refresh: every 5 s the upkeep tries to make it read-only again and, while the kernel still
+/// refuses, seals every view of it (one a container made since, on a shared Podman mount, too).
+#[tokio::test(start_paused = true)]
+async fn a_tmpfs_left_writable_is_sealed_again_within_seconds_not_at_the_next_refresh() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "5m")])).await.unwrap();
+    let path = f.driver.mount("db", ID).await.unwrap();
+    let at = f.driver.files_dir("db", ID).display().to_string();
+    f.driver.mounter.busy.store(true, Ordering::SeqCst);
+    f.vault.secrets.lock().unwrap().insert("kv/app".into(), json!({"password": "new"}));
+    tokio::time::advance(Duration::from_secs(300)).await;
+    let reads = f.vault.reads.load(Ordering::SeqCst);
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(read(&path, "password"), "new");
+    assert_eq!(next - tokio::time::Instant::now(), Duration::from_secs(5), "tried again in 5 s");
+
+    // Still held open: the views are sealed again (a new one too), and it is tried again.
+    f.driver.mounter.journal.lock().unwrap().clear();
+    tokio::time::sleep_until(next).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    let journal = f.driver.mounter.journal.lock().unwrap().clone();
+    assert_eq!(journal, vec![format!("seal {at}")], "{journal:?}");
+    assert_eq!(next - tokio::time::Instant::now(), Duration::from_secs(5));
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), reads + 1, "nothing else was done");
+    assert_eq!(f.driver.status().await[0].mounts[0].last_error, None);
+
+    // Closed: read-only again; the next tick is the refresh's.
+    f.driver.mounter.busy.store(false, Ordering::SeqCst);
+    f.driver.mounter.journal.lock().unwrap().clear();
+    tokio::time::sleep_until(next).await;
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    let journal = f.driver.mounter.journal.lock().unwrap().clone();
+    assert_eq!(journal, vec![format!("ro {at} password=new")], "{journal:?}");
+    assert!(next - tokio::time::Instant::now() > Duration::from_secs(280), "the refresh's");
+}

@@ -53,9 +53,46 @@ impl<E: Edges> Driver<E> {
         let now = Instant::now();
         active.timers.retiring = active.retiring.iter().map(|r| r.1).collect();
         let due = active.timers.due(now);
-        let outcome = self.do_due(&volume, id, active, due, now).await;
-        self.settle(&volume, id, active, outcome, now);
-        Some(active.timers.next())
+        let resealing = active.reseal_at.is_some_and(|at| at <= now);
+        if resealing {
+            self.reseal(name, id, active).await;
+        }
+        if !(resealing && due.is_empty()) {
+            let outcome = self.do_due(&volume, id, active, due, now).await;
+            self.settle(&volume, id, active, outcome, now);
+        }
+        Some(active.next_due())
+    }
+
+    /// Tries again to make read-only the tmpfs a write left writable (a replaced file was still
+    /// open). While the kernel still refuses, every view of it is sealed per mount — one a
+    /// container made since the write too (Podman shares one mount between a volume's
+    /// containers, and a runtime may remount its bind writable) — and it is tried again in
+    /// [`RESEAL`].
+    async fn reseal(&self, name: &str, id: &str, active: &mut Active) {
+        let (root, mounter) = (self.files_dir(name, id), self.mounter.clone());
+        let done = tokio::task::spawn_blocking(move || match mounter.set_read_only(&root, true) {
+            Ok(()) => Ok(true),
+            Err(e) if busy(&e) => mounter.seal_views(&root, Which::Writable).map(|_| false),
+            Err(e) => Err(e),
+        })
+        .await;
+        active.reseal_at = match done {
+            Ok(Ok(true)) => {
+                tracing::info!("the tmpfs is read-only again: its replaced files were closed");
+                None
+            }
+            Ok(Ok(false)) => Some(Instant::now() + RESEAL),
+            Ok(Err(e)) => {
+                METRICS.seal_failures.inc();
+                tracing::warn!(error = %chain(&e), "cannot make the tmpfs read-only again; tried again shortly");
+                Some(Instant::now() + RESEAL)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the task making the tmpfs read-only again failed; tried again shortly");
+                Some(Instant::now() + RESEAL)
+            }
+        };
     }
 
     /// Records the outcome of an upkeep: the error for `status` and a retry, or recovery.
@@ -267,6 +304,7 @@ impl<E: Edges> Driver<E> {
         let mut digests = std::mem::take(&mut active.digests);
         let (task_name, mounter) = (name.clone(), self.mounter.clone());
         let done = tokio::task::spawn_blocking(move || {
+            let mut writable = false;
             // The files' owner is the tmpfs root's, which its Mount set (the host ids of the
             // volume's `uid` and `gid`: see `userns`); no container can change it.
             let result = files::render(&spec, &secrets, &templates)
@@ -281,22 +319,29 @@ impl<E: Edges> Driver<E> {
                         gid: root_dir.gid(),
                         ..Ownership::of(&spec)
                     };
-                    write_sealed(&*mounter, &root, &rendered, owner, &mut digests).map_err(|e| {
-                        match e {
+                    let written = write_sealed(&*mounter, &root, &rendered, owner, &mut digests);
+                    written
+                        .map(|w| {
+                            writable = w.writable;
+                            w.changed
+                        })
+                        .map_err(|e| match e {
                             Sealed::Write(source) => write_err(task_name, source),
                             Sealed::ReadOnly(source) => {
                                 METRICS.seal_failures.inc();
                                 DriverError::ReadOnly { volume: task_name, source }
                             }
-                        }
-                    })
+                        })
                 });
-            (secrets, digests, result)
+            (secrets, digests, result, writable)
         })
         .await;
         match done {
-            Ok((secrets, digests, result)) => {
+            Ok((secrets, digests, result, writable)) => {
                 active.digests = digests;
+                if result.is_ok() {
+                    active.reseal_at = writable.then(|| Instant::now() + RESEAL);
+                }
                 (Some(secrets), result)
             }
             Err(e) => {
@@ -396,7 +441,7 @@ impl<E: Edges> Driver<E> {
             let result = self.replace(&volume, &id, active, "rotate requested").await;
             let failed = result.as_ref().err().map(|e| chain(e));
             self.settle(&volume, &id, active, result, now);
-            self.leases.set(Job::mount(name, &id), active.timers.next());
+            self.leases.set(Job::mount(name, &id), active.next_due());
             if let Some(message) = failed {
                 return Err(DriverError::Rotate {
                     volume: name.to_owned(),
@@ -432,7 +477,7 @@ fn write_sealed(
     rendered: &[files::File],
     owner: Ownership,
     digests: &mut Digests,
-) -> Result<bool, Sealed> {
+) -> Result<Written, Sealed> {
     let read_only = match mounter.set_read_only(root, true) {
         Ok(()) => true,
         // Left writable by the last window (a replaced file still open): sealed and written
@@ -444,7 +489,10 @@ fn write_sealed(
         match files::write(root, rendered, owner, digests) {
             // Something to repair (only a tmpfs an earlier release left writable can need it).
             Err(e) if e.source.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) => {}
-            result => return result.map_err(Sealed::Write),
+            result => {
+                let changed = result.map_err(Sealed::Write)?;
+                return Ok(Written { changed, writable: false });
+            }
         }
     }
     let sealed = mounter.seal_views(root, Which::Writable).map_err(Sealed::ReadOnly)?;
@@ -454,13 +502,24 @@ fn write_sealed(
     let written = files::write(root, rendered, owner, digests);
     let closed = window.close();
     let changed = written.map_err(Sealed::Write)?;
-    if let Err(e) = closed {
+    if let Err(e) = &closed {
         // Written: reported as such. The views stay sealed per mount; the superblock is made
-        // read-only at the next call.
-        tracing::warn!(error = %chain(&e), "the files are written but the tmpfs stays writable until its replaced files are closed (every view of it is read-only per mount)");
+        // read-only by the upkeep's next tries ([`RESEAL`]) or the next call.
+        tracing::warn!(error = %chain(e), "the files are written but the tmpfs stays writable until its replaced files are closed (every view of it is read-only per mount)");
     }
-    Ok(changed)
+    Ok(Written { changed, writable: closed.is_err() })
 }
+
+/// What [`write_sealed`] did.
+struct Written {
+    /// A file changed.
+    changed: bool,
+    /// The tmpfs stays writable (a replaced file still open): to be made read-only again.
+    writable: bool,
+}
+
+/// How soon a tmpfs a write left writable is tried again ([`Driver::reseal`]).
+const RESEAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A read-only remount refused because an unlinked file of the tmpfs is still open.
 fn busy(e: &MountError) -> bool {
