@@ -69,7 +69,8 @@
 //! - **Mount(name, ID)**: a new ID gets a token (a child of the plugin's or the volume's token,
 //!   or an AppRole login), recorded at once in the private tmpfs (a mount that cannot be
 //!   recorded fails there, its token revoked; users' records may take three quarters of it,
-//!   [`state::quota`]); every source is read with it;
+//!   [`state::quota`]); every source is read with it, the mount holding at most twice its
+//!   `size` of what they return ([`volume::bounds::read_budget`]);
 //!   the files are rendered and written into a tmpfs (`nosuid,nodev,noexec,noswap`, size cap,
 //!   owner and mode) at `runtime_dir/files/NAME/ID` (0700: only the plugin writes through it),
 //!   which a blocking thread mounted, with its read-only bind at `runtime_dir/mounts/NAME/ID`,
@@ -88,14 +89,16 @@
 //!   Vault sees the held-up renewals spread); changed files send `signal` to the containers
 //!   using the mount. A change is written in a window: every view of the tmpfs in every mount
 //!   namespace sealed read-only per mount, then the superblock writable, the write, read-only
-//!   again; a view that cannot be sealed keeps the old files.
+//!   again; a view that cannot be sealed keeps the old files; a superblock the kernel keeps
+//!   writable (a replaced file still open) is tried again every 5 s, new views sealed meanwhile.
 //! - **Unmount** on the last reference revokes the certificates its PKI sources issued without
 //!   a lease (by serial, with the plugin's token: [`vault::pki`]; a replaced one goes once its
 //!   successor is written), then the token (`revoke-self`: Vault revokes every lease it made),
 //!   and removes the tmpfs; a revocation that fails while Vault is out of reach is kept and
 //!   retried every 10 s. **Remove** refuses while mounted and revokes a volume's own
 //!   token.
-//! - **Restart**: definitions come back from `state_dir`; mount records, the plugin's token and
+//! - **Restart**: definitions come back from `state_dir` (one over a bound of today's Create is
+//!   served as it was made, with a warning); mount records, the plugin's token and
 //!   volumes' own identities from the private tmpfs `runtime_dir/private`, which outlives the
 //!   process but not a reboot. A restart on a newer binary is an upgrade: it reads every
 //!   earlier record format, and an older binary refuses to start on a newer one ([`state`]'s
