@@ -169,7 +169,7 @@ const SIGNALS: &[&str] = &[
 
 impl VolumeSpec {
     /// Parses Docker's `Opts` of a Create against the configured defaults: every rule, and the
-    /// [bounds](bounds) new volumes are held to.
+    /// [`bounds`] new volumes are held to.
     pub fn parse(
         opts: &BTreeMap<String, String>,
         defaults: &Defaults,
