@@ -227,20 +227,35 @@ impl<E: Edges> Driver<E> {
 
     /// Reads every source with `token`, holding at most the volume's
     /// [read budget](crate::volume::bounds::read_budget) of what they return.
+    ///
+    /// A failure part way (a source refused, or over the budget) revokes the certificates the
+    /// sources read so far issued (mount `id`'s): its token's revocation does not take them.
     pub(super) async fn read_all(
         &self,
         volume: &Volume,
+        id: &str,
         token: &Token,
     ) -> Result<Vec<Secret>, DriverError> {
         let mut held = Held::new(volume);
         let mut secrets = Vec::with_capacity(volume.spec.sources.len());
         for source in &volume.spec.sources {
-            let secret = self.vault.read(token, source).await.map_err(|source| {
-                DriverError::Read { volume: volume.record.name.clone(), source }
-            })?;
-            // Over the budget, what was read goes (its strings zeroed) with the error.
-            held.add(&secret)?;
-            secrets.push(secret);
+            let read = self
+                .vault
+                .read(token, source)
+                .await
+                .map_err(|source| DriverError::Read { volume: volume.record.name.clone(), source });
+            let kept = read.and_then(|secret| held.add(&secret).map(|()| secret));
+            match kept {
+                Ok(secret) => secrets.push(secret),
+                Err(e) => {
+                    // What was read goes (its strings zeroed) before the revocations.
+                    let issued = super::certificates::issued(&volume.spec, &secrets);
+                    drop(secrets);
+                    let name = &volume.record.name;
+                    self.revoke_certificates(name, id, &issued, None).await;
+                    return Err(e);
+                }
+            }
         }
         Ok(secrets)
     }
@@ -366,7 +381,7 @@ impl<E: Edges> Driver<E> {
     ) -> Result<(), DriverError> {
         let name = &volume.record.name;
         let spec = &volume.spec;
-        let secrets = self.read_all(volume, &active.token.token).await?;
+        let secrets = self.read_all(volume, id, &active.token.token).await?;
         // Recorded first: a failure from here on revokes them with the token.
         active.certificates = self.certificates_of(spec, &secrets, &active.token.token).await;
         self.save_record(volume, id, active)

@@ -85,7 +85,9 @@ pub(super) fn restored(spec: &VolumeSpec, record: &MountRecord) -> Active {
         last_refresh: None,
         last_error: None,
         ended: record.ended,
-        reseal_at: None,
+        // The last run may have left it writable (a replaced file still open, or a tmpfs 0.1.0
+        // mounted writable): made read-only at the first tick, or tried again until it can be.
+        reseal_at: Some(now),
     }
 }
 

@@ -134,3 +134,53 @@ async fn a_tmpfs_left_writable_is_sealed_again_within_seconds_not_at_the_next_re
     assert_eq!(journal, vec![format!("ro {at} password=new")], "{journal:?}");
     assert!(next - tokio::time::Instant::now() > Duration::from_secs(280), "the refresh's");
 }
+
+/// A reseal's tick does nothing else before a failing mount's backoff is over: it must not
+/// make a mount retry Vault every 5 s through an outage.
+#[tokio::test(start_paused = true)]
+async fn a_reseal_tick_keeps_a_failing_mounts_backoff() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10s")])).await.unwrap();
+    f.driver.mount("db", ID).await.unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let now = tokio::time::Instant::now();
+    {
+        let slot = f.driver.volume("db").unwrap().slot(ID).unwrap();
+        let mut guard = slot.lock().await;
+        let active = guard.as_mut().unwrap();
+        // The refresh is due, but failed a moment ago: retried in 20 s; a reseal is due now.
+        active.timers.retry_at = Some(now + Duration::from_secs(20));
+        active.timers.failing_since = Some(now);
+        active.reseal_at = Some(now);
+    }
+    let reads = f.vault.reads.load(Ordering::SeqCst);
+    let next = f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), reads, "Vault not asked before the retry");
+    assert_eq!(next, now + Duration::from_secs(20), "the retry's time");
+    tokio::time::sleep_until(next).await;
+    f.driver.tick(&key(ID)).await.unwrap();
+    assert_eq!(f.vault.reads.load(Ordering::SeqCst), reads + 1, "refreshed at the retry");
+}
+
+/// A mount carried over a restart is made read-only at its first tick: the last run may have
+/// left it writable.
+#[tokio::test(start_paused = true)]
+async fn a_restored_mount_is_made_read_only_at_its_first_tick() {
+    let f = fixture();
+    f.driver.create("db", opts(&[("path", "kv/app"), ("refresh", "10m")])).await.unwrap();
+    let live = f.driver.mount("db", ID).await.unwrap();
+    let files = f.driver.files_dir("db", ID);
+    let mounter = crate::tmpfs::FakeMounter::default();
+    let options = f.driver.mounter.mounted.lock().unwrap()[0].1.clone();
+    mounter.mounted.lock().unwrap().push((files.clone(), options));
+    mounter.binds.lock().unwrap().push((live, files.clone()));
+    let again = f.restarted(mounter, f.driver.identity.clone());
+    again.restore().await;
+    let next = again.tick(&key(ID)).await.unwrap();
+    let journal = again.mounter.journal.lock().unwrap().clone();
+    assert!(
+        journal.iter().any(|l| l.starts_with(&format!("ro {}", files.display()))),
+        "{journal:?}"
+    );
+    assert!(next - tokio::time::Instant::now() > Duration::from_secs(60), "then the refresh's");
+}

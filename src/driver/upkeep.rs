@@ -57,7 +57,9 @@ impl<E: Edges> Driver<E> {
         if resealing {
             self.reseal(name, id, active).await;
         }
-        if !(resealing && due.is_empty()) {
+        // A reseal's tick does only that, unless the rest is due too (never before a retry's
+        // backoff is over).
+        if !resealing || active.timers.next() <= now {
             let outcome = self.do_due(&volume, id, active, due, now).await;
             self.settle(&volume, id, active, outcome, now);
         }
@@ -71,15 +73,20 @@ impl<E: Edges> Driver<E> {
     /// [`RESEAL`].
     async fn reseal(&self, name: &str, id: &str, active: &mut Active) {
         let (root, mounter) = (self.files_dir(name, id), self.mounter.clone());
-        let done = tokio::task::spawn_blocking(move || match mounter.set_read_only(&root, true) {
-            Ok(()) => Ok(true),
-            Err(e) if busy(&e) => mounter.seal_views(&root, Which::Writable).map(|_| false),
-            Err(e) => Err(e),
+        let done = tokio::task::spawn_blocking(move || {
+            if !mounter.is_mounted(&root) {
+                return Ok(true); // gone: nothing to seal
+            }
+            match mounter.set_read_only(&root, true) {
+                Ok(()) => Ok(true),
+                Err(e) if busy(&e) => mounter.seal_views(&root, Which::Writable).map(|_| false),
+                Err(e) => Err(e),
+            }
         })
         .await;
         active.reseal_at = match done {
             Ok(Ok(true)) => {
-                tracing::info!("the tmpfs is read-only again: its replaced files were closed");
+                tracing::debug!("the tmpfs is read-only");
                 None
             }
             Ok(Ok(false)) => Some(Instant::now() + RESEAL),
@@ -339,9 +346,8 @@ impl<E: Edges> Driver<E> {
         match done {
             Ok((secrets, digests, result, writable)) => {
                 active.digests = digests;
-                if result.is_ok() {
-                    active.reseal_at = writable.then(|| Instant::now() + RESEAL);
-                }
+                // After a failed write too: its window may not have closed.
+                active.reseal_at = (writable || result.is_err()).then(|| Instant::now() + RESEAL);
                 (Some(secrets), result)
             }
             Err(e) => {
@@ -364,10 +370,18 @@ impl<E: Edges> Driver<E> {
         let name = &volume.record.name;
         let token =
             self.issue_token(volume, id).await.inspect_err(|_| METRICS.rotation_failures.inc())?;
-        let fetched = match self.read_all(volume, &token.token).await {
+        let fetched = match self.read_all(volume, id, &token.token).await {
             Ok(secrets) => match self.write_files(volume, id, active, secrets).await {
                 (Some(secrets), Ok(changed)) => Ok((secrets, changed)),
-                (_, Err(e)) => Err(e),
+                (Some(secrets), Err(e)) => {
+                    // Not written: the certificates the new generation issued go with it.
+                    let issued = super::certificates::issued(&volume.spec, &secrets);
+                    drop(secrets);
+                    let held = active.container.as_ref();
+                    self.revoke_certificates(name, id, &issued, held).await;
+                    Err(e)
+                }
+                (None, Err(e)) => Err(e),
                 (None, Ok(_)) => unreachable!("the data comes back with every success"),
             },
             Err(e) => Err(e),

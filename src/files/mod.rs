@@ -32,7 +32,7 @@ pub enum RenderError {
     FieldMissing { field: String, path: String, count: usize },
     #[error("option `size`: the {files} file(s) need {need} bytes of tmpfs (each takes its size in whole pages of 4096 bytes, at least one, and the largest one again for its atomic rewrite); the volume's size is {size} bytes: raise `size` to at least {need}")]
     TooLarge { files: usize, need: u64, size: u64 },
-    #[error("option `size`: the first {read} of its {sources} sources hold about {bytes} bytes once read; a mount holds at most {budget} bytes of what it reads before its files are written (twice its size, 4 MiB at least): raise `size`, or read fewer or smaller secrets")]
+    #[error("option `size`: {read} of its {sources} sources hold about {bytes} bytes once read; a mount holds about {budget} bytes at most of what it reads before its files are written (twice its size, 4 MiB at least): raise `size`, or read fewer or smaller secrets")]
     TooMuchRead { read: usize, sources: usize, bytes: u64, budget: u64 },
     #[error("cannot read template {path}")]
     TemplateRead {

@@ -88,7 +88,7 @@ impl Quota {
         let before = held.files.get(path).copied().unwrap_or(0);
         let total = held.total - before + pages(len);
         if total > self.limit {
-            tracing::error!(used = held.total, limit = self.limit, "the private tmpfs has no room for another mount record: mounts are refused until containers stop");
+            tracing::error!(used = held.total, limit = self.limit, "the private tmpfs has no room for another Docker user's record: mounts (and creates with wrapped-token) are refused until containers stop or volumes are removed");
             return Err(StateError::Full {
                 path: path.to_owned(),
                 used: held.total,

@@ -100,8 +100,9 @@ pub struct Secret {
 
 impl Secret {
     /// About how many bytes its data holds in memory: every string's (keys' too), and a parsed
-    /// value's 32 for each value and member. What a mount may hold of its sources is bounded by
-    /// it ([`crate::volume::bounds::read_budget`]).
+    /// value's 32 for each value. What a mount may hold of its sources is bounded by it
+    /// ([`crate::volume::bounds::read_budget`]), and what it keeps for a refresh
+    /// (`driver::retain`).
     pub fn weight(&self) -> u64 {
         const VALUE: u64 = 32;
         fn weight(value: &Value) -> u64 {
@@ -114,7 +115,7 @@ impl Secret {
                 }
         }
         fn member((key, value): (&String, &Value)) -> u64 {
-            VALUE + key.len() as u64 + weight(value)
+            key.len() as u64 + weight(value)
         }
         self.data.iter().map(member).sum()
     }

@@ -170,3 +170,19 @@ async fn a_certificate_s_deadline_survives_a_restart() {
     assert!(act >= Duration::from_secs(32) && act <= Duration::from_secs(41), "{act:?}");
     assert_eq!(read(&path, "certificate"), "cert-0");
 }
+
+/// A Mount that fails after its PKI source issued a certificate (a later source refused) revokes
+/// the certificate: revoking the mount's token does not take it.
+#[tokio::test]
+async fn a_certificate_issued_by_a_mount_that_then_fails_is_revoked() {
+    let f = fixture();
+    certify(&f, "pki/issue/web", Expiration::In(3600));
+    let mut pairs = WEB.to_vec();
+    pairs.push(("path.other", "kv/denied"));
+    f.driver.create("web", opts(&pairs)).await.unwrap();
+    let e = crate::report::chain(&f.driver.mount("web", ID).await.unwrap_err());
+    assert!(e.contains("permission denied on kv/denied"), "{e}");
+    assert_eq!(*f.vault.certificates_revoked.lock().unwrap(), ["00"], "revoked with the failure");
+    assert_eq!(f.vault.revoked.lock().unwrap().len(), 1, "and the token");
+    assert!(f.store.load_mounts().is_empty() && f.store.load_certificates().is_empty());
+}

@@ -163,6 +163,9 @@ pub(super) fn error_messages(body: &[u8]) -> String {
     struct Errors {
         errors: Vec<String>,
     }
+    if values_over(body, MAX_REPLY_VALUES) {
+        return "an error reply of too many JSON values, not read".to_owned();
+    }
     match serde_json::from_slice::<Errors>(body) {
         Ok(e) if !e.errors.is_empty() => crate::report::one_line(&e.errors.join("; "), 300),
         _ => "no error message".to_owned(),
@@ -285,7 +288,7 @@ mod tests {
     #[test]
     fn a_reply_of_too_many_values_is_refused_before_it_is_parsed() {
         let ok = StatusCode::OK;
-        // 16 Ki values parse; one more is refused, however few bytes each takes.
+        // 64 Ki values parse; one more is refused, however few bytes each takes.
         let at = format!(r#"{{"data":{{"a":[{}]}}}}"#, vec!["0"; MAX_REPLY_VALUES - 3].join(","));
         assert!(parse_reply("kv/a", ok, at.as_bytes()).unwrap().is_some());
         let over = format!(r#"{{"data":{{"a":[{}]}}}}"#, vec!["0"; MAX_REPLY_VALUES - 2].join(","));
@@ -309,5 +312,10 @@ mod tests {
         assert!(error_messages(long.as_bytes()).len() < 310);
         assert_eq!(error_messages(b"<html>"), "no error message");
         assert_eq!(error_messages(br#"{"errors":["a\nb","c"]}"#), "a b; c");
+        let many = format!(r#"{{"errors":[{}]}}"#, vec![r#""""#; MAX_REPLY_VALUES].join(","));
+        assert_eq!(
+            error_messages(many.as_bytes()),
+            "an error reply of too many JSON values, not read"
+        );
     }
 }
